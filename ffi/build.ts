@@ -1,0 +1,112 @@
+/**
+ * Builds the C shim (`ffi/shim.c`) into a per-user cache, keyed by a hash of its source, the target and the
+ * compiler flags, so it is rebuilt only when one of them changes.
+ *
+ * Run ahead of time with `deno task build` (prints the library path); otherwise {@linkcode ensureShim} builds
+ * it on first use. The cache is `$IOMMU_RELAY_CACHE`, else `$XDG_CACHE_HOME/iommu-relay`, else
+ * `$HOME/.cache/iommu-relay`.
+ *
+ * @module
+ */
+
+/** Compiler flags; part of the cache key. */
+const CFLAGS = ["-O2", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden"];
+
+/** File name of the built library inside its cache folder. */
+export const SHIM_FILE = "libiommu_relay_shim.so";
+
+/** Raised when the shim cannot be built; `message` is one line saying what to do. */
+export class ShimBuildError extends Error {
+  override name = "ShimBuildError";
+}
+
+/**
+ * The cache folder for iommu-relay's built artefacts.
+ *
+ * @example
+ * ```ts
+ * import { cacheDir } from "./build.ts";
+ * console.log(cacheDir().endsWith("iommu-relay"));
+ * ```
+ */
+export function cacheDir(): string {
+  const explicit = Deno.env.get("IOMMU_RELAY_CACHE");
+  if (explicit) return explicit;
+  const xdg = Deno.env.get("XDG_CACHE_HOME");
+  if (xdg) return `${xdg}/iommu-relay`;
+  const home = Deno.env.get("HOME");
+  if (!home) throw new ShimBuildError("neither IOMMU_RELAY_CACHE, XDG_CACHE_HOME nor HOME is set");
+  return `${home}/.cache/iommu-relay`;
+}
+
+async function sha256Hex(text: string): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
+  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/**
+ * Path the shim for this source and machine lives at (built or not).
+ *
+ * @example
+ * ```ts
+ * import { shimPath } from "./build.ts";
+ * console.log((await shimPath()).endsWith(".so"));
+ * ```
+ */
+export async function shimPath(): Promise<string> {
+  const source = await Deno.readTextFile(new URL("./shim.c", import.meta.url));
+  const key = await sha256Hex([source, Deno.build.target, CFLAGS.join(" ")].join("\0"));
+  return `${cacheDir()}/shim-${key.slice(0, 16)}/${SHIM_FILE}`;
+}
+
+/**
+ * Returns the path of the built shim, compiling it with `cc` first if this source has not been built yet.
+ * Concurrent callers are safe: the library is written to a temporary name and renamed into place.
+ *
+ * @example
+ * ```ts
+ * import { ensureShim } from "./build.ts";
+ * const path = await ensureShim();
+ * console.log(path.endsWith("libiommu_relay_shim.so"));
+ * ```
+ */
+export async function ensureShim(): Promise<string> {
+  const path = await shimPath();
+  try {
+    await Deno.stat(path);
+    return path;
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  const dir = path.slice(0, path.lastIndexOf("/"));
+  await Deno.mkdir(dir, { recursive: true });
+  const tmp = `${path}.${Deno.pid}.tmp`;
+  const source = new URL("./shim.c", import.meta.url).pathname;
+  const cc = Deno.env.get("CC") ?? "cc";
+  let out: Deno.CommandOutput;
+  try {
+    out = await new Deno.Command(cc, { args: [...CFLAGS, "-o", tmp, source], stderr: "piped" }).output();
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new ShimBuildError(
+        `no C compiler '${cc}' found: install one (Debian: apt-get install gcc) or set CC`,
+      );
+    }
+    throw e;
+  }
+  if (!out.success) {
+    const detail = new TextDecoder().decode(out.stderr).trim().split("\n").slice(0, 3).join(" | ");
+    throw new ShimBuildError(`compiling ${source} with ${cc} failed: ${detail}`);
+  }
+  await Deno.rename(tmp, path);
+  return path;
+}
+
+if (import.meta.main) {
+  try {
+    console.log(await ensureShim());
+  } catch (e) {
+    console.error(e instanceof ShimBuildError ? `error: ${e.message}` : e);
+    Deno.exit(1);
+  }
+}

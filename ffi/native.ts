@@ -1,0 +1,187 @@
+/**
+ * The C shim's symbol table and thin typed wrappers: the only `Deno.dlopen` in iommu-relay.
+ *
+ * Every wrapper returns what the C function returns: a result >= 0 or `-errno`. Turning those into typed
+ * errors is the caller's job (lib/kernel), so this file imports nothing else of the project.
+ *
+ * Parameters are `"buffer"` (a Uint8Array passed without taking its address in JavaScript, which works under a
+ * path-scoped `--allow-ffi=<shim>`) and 32-bit integers: no BigInt on the hot path.
+ *
+ * @module
+ */
+import { ensureShim } from "./build.ts";
+
+/** The ABI version of shim.c this table matches. */
+export const SHIM_ABI_VERSION = 1;
+
+const SYMBOLS = {
+  relay_shim_version: { parameters: [], result: "i32" },
+  relay_open: { parameters: ["buffer", "u32"], result: "i32" },
+  relay_close: { parameters: ["i32"], result: "i32" },
+  relay_ioctl: { parameters: ["i32", "u32", "buffer"], result: "i32" },
+  relay_ioctl_with_pointer: { parameters: ["i32", "u32", "buffer", "u32", "u32", "buffer"], result: "i32" },
+  relay_ioctl_loop: { parameters: ["i32", "u32", "buffer", "u32", "u32", "buffer", "u32"], result: "i32" },
+  relay_read: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  relay_write: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  relay_poll: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  relay_poll_async: { name: "relay_poll", parameters: ["i32", "i32", "i32"], result: "i32", nonblocking: true },
+  relay_test_address_of: { parameters: ["buffer", "buffer"], result: "i32" },
+  relay_nop: { parameters: ["i32", "u32", "buffer"], result: "i32" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+/** `POLLIN`, `POLLOUT`, `POLLERR`, `POLLHUP` (asm-generic/poll.h). */
+export const POLL = { IN: 0x1, OUT: 0x4, ERR: 0x8, HUP: 0x10 } as const;
+
+/** No pointer patching: pass as `offset` to {@linkcode NativeShim.ioctlLoop}. */
+export const NO_POINTER = 0xffff_ffff;
+
+/** Raised when a shim is used after it was closed (the call would otherwise crash the process). */
+export class ShimClosedError extends Error {
+  override name = "ShimClosedError";
+  constructor() {
+    super("the native shim was closed");
+  }
+}
+
+/** Raised when the library at a path is not a shim of the ABI version this file expects. */
+export class ShimVersionError extends Error {
+  override name = "ShimVersionError";
+}
+
+const encoder = new TextEncoder();
+
+/**
+ * The loaded shim. Load it once per process with {@linkcode NativeShim.load} and close it last (`using`), after
+ * every fd opened through it is closed.
+ *
+ * @example
+ * ```ts
+ * import { NativeShim } from "./native.ts";
+ * using shim = await NativeShim.load();
+ * const fd = shim.open("/dev/null");
+ * console.log(shim.ioctl(fd, 0x5401, new Uint8Array(64))); // -25 (ENOTTY)
+ * shim.close(fd);
+ * ```
+ */
+export class NativeShim implements Disposable {
+  /** Path of the loaded library. */
+  readonly path: string;
+  #lib: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
+  #sym: Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+
+  private constructor(path: string) {
+    this.path = path;
+    this.#lib = Deno.dlopen(path, SYMBOLS);
+    this.#sym = this.#lib.symbols;
+    const version = this.#sym.relay_shim_version();
+    if (version !== SHIM_ABI_VERSION) {
+      this.#lib.close();
+      throw new ShimVersionError(`${path} has shim ABI ${version}, expected ${SHIM_ABI_VERSION}`);
+    }
+  }
+
+  /**
+   * Load the shim: from `path`, else `$IOMMU_RELAY_SHIM`, else the per-user cache (building it if needed).
+   * Under a path-scoped `--allow-ffi`, pass the prebuilt path (`deno task build` prints it).
+   */
+  static async load(path?: string): Promise<NativeShim> {
+    let p = path;
+    if (p === undefined) {
+      const env = await Deno.permissions.query({ name: "env", variable: "IOMMU_RELAY_SHIM" });
+      if (env.state === "granted") p = Deno.env.get("IOMMU_RELAY_SHIM");
+    }
+    return new NativeShim(p ?? await ensureShim());
+  }
+
+  /** Load from an explicit path, synchronously. */
+  static loadSync(path: string): NativeShim {
+    return new NativeShim(path);
+  }
+
+  /** Whether {@linkcode NativeShim.close} has run. */
+  get closed(): boolean {
+    return this.#lib === undefined;
+  }
+
+  #live(): Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] {
+    if (this.#lib === undefined) throw new ShimClosedError();
+    return this.#sym;
+  }
+
+  /** `open(path, O_RDWR | O_CLOEXEC)` → fd or `-errno`. Cold path: encodes the path. */
+  open(path: string): number {
+    const bytes = encoder.encode(`${path}\0`);
+    return this.#live().relay_open(bytes, bytes.byteLength);
+  }
+
+  /** `close(fd)` → 0 or `-errno`. */
+  close(fd: number): number {
+    return this.#live().relay_close(fd);
+  }
+
+  /** `ioctl(fd, request, arg)` → result or `-errno`. `request` is an unsigned 32-bit number. */
+  ioctl(fd: number, request: number, arg: Uint8Array | null): number {
+    return this.#live().relay_ioctl(fd, request, arg);
+  }
+
+  /**
+   * Store the address of `second` as a u64 at `arg[offset]`, then `ioctl(fd, request, arg)`: for structs that
+   * carry a user pointer (`data_uptr`, `user_va`, `uptr`). `-EINVAL` if the u64 does not fit in `arg`.
+   */
+  ioctlWithPointer(fd: number, request: number, arg: Uint8Array, offset: number, second: Uint8Array): number {
+    return this.#live().relay_ioctl_with_pointer(fd, request, arg, arg.byteLength, offset, second);
+  }
+
+  /**
+   * The in-process C baseline: the same ioctl `n` times inside the shim (pointer patched first unless `offset`
+   * is {@linkcode NO_POINTER}). Returns 0 or the first `-errno`.
+   */
+  ioctlLoop(
+    fd: number,
+    request: number,
+    arg: Uint8Array | null,
+    offset: number,
+    second: Uint8Array | null,
+    n: number,
+  ): number {
+    return this.#live().relay_ioctl_loop(fd, request, arg, arg?.byteLength ?? 0, offset, second, n);
+  }
+
+  /** `read(fd, buf, buf.length)` → bytes or `-errno`. */
+  read(fd: number, buf: Uint8Array): number {
+    return this.#live().relay_read(fd, buf, buf.byteLength);
+  }
+
+  /** `write(fd, buf, buf.length)` → bytes or `-errno`. */
+  write(fd: number, buf: Uint8Array): number {
+    return this.#live().relay_write(fd, buf, buf.byteLength);
+  }
+
+  /** `poll` one fd → revents (0 on timeout) or `-errno`; blocks the calling thread up to `timeoutMs`. */
+  poll(fd: number, events: number, timeoutMs: number): number {
+    return this.#live().relay_poll(fd, events, timeoutMs);
+  }
+
+  /** `poll` one fd on a worker thread, without blocking the event loop. */
+  pollAsync(fd: number, events: number, timeoutMs: number): Promise<number> {
+    return this.#live().relay_poll_async(fd, events, timeoutMs);
+  }
+
+  /** Test hook: writes the address of `p` into `out[0..8)` as the shim sees it. */
+  testAddressOf(p: Uint8Array, out: Uint8Array): void {
+    if (out.byteLength < 8) throw new RangeError("out needs 8 bytes");
+    this.#live().relay_test_address_of(p, out);
+  }
+
+  /** Pure crossing cost: returns `fd` without a syscall. */
+  nop(fd: number, request: number, arg: Uint8Array | null): number {
+    return this.#live().relay_nop(fd, request, arg);
+  }
+
+  /** Unload the library. Later calls throw {@linkcode ShimClosedError}; closing twice is a no-op. */
+  [Symbol.dispose](): void {
+    const lib = this.#lib;
+    this.#lib = undefined;
+    lib?.close();
+  }
+}

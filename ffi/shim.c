@@ -1,0 +1,118 @@
+/*
+ * iommu-relay's C shim: the only native code the library calls, through Deno.dlopen (ffi/native.ts).
+ *
+ * Conventions, so that TypeScript never has to read errno (a nonblocking FFI call runs on another thread,
+ * where the caller's errno is stale):
+ *   - every function returns its result (>= 0) or -errno;
+ *   - no variadic functions (FFI cannot call them portably);
+ *   - ioctl requests are uint32_t: every Linux request number fits in 32 bits, and passing it unsigned keeps
+ *     numbers above 2^31 (powerpc/mips/sparc _IO, any _IOR) intact without a BigInt on the hot path;
+ *   - buffers are passed as pointers the caller owns; the shim keeps no reference after it returns.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#define RELAY_EXPORT __attribute__((visibility("default")))
+
+/* ABI version of this file; native.ts refuses a library whose version differs. */
+RELAY_EXPORT int32_t relay_shim_version(void) { return 1; }
+
+/* open(path, O_RDWR | O_CLOEXEC). path is NUL-terminated; path_len bounds the search for the NUL so a
+ * buffer without one is refused (-EINVAL) instead of read past its end. */
+RELAY_EXPORT int32_t relay_open(const char *path, uint32_t path_len)
+{
+	if (!path || path_len == 0 || !memchr(path, 0, path_len))
+		return -EINVAL;
+	int fd = open(path, O_RDWR | O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+RELAY_EXPORT int32_t relay_close(int32_t fd)
+{
+	return close(fd) < 0 ? -errno : 0;
+}
+
+RELAY_EXPORT int32_t relay_ioctl(int32_t fd, uint32_t request, void *arg)
+{
+	int r = ioctl(fd, (unsigned long)request, arg);
+	return r < 0 ? -errno : r;
+}
+
+/* Store the address of `second` as a little-endian/native u64 at arg[offset], then ioctl(fd, request, arg).
+ * This is how structs carrying a user pointer (data_uptr, user_va, uptr) are sent without taking an address in
+ * JavaScript (Deno.UnsafePointer.of is refused under a path-scoped --allow-ffi). arg_len bounds the store. */
+RELAY_EXPORT int32_t relay_ioctl_with_pointer(int32_t fd, uint32_t request, uint8_t *arg, uint32_t arg_len,
+					      uint32_t offset, void *second)
+{
+	if (!arg || (uint64_t)offset + sizeof(uint64_t) > arg_len)
+		return -EINVAL;
+	uint64_t address = (uint64_t)(uintptr_t)second;
+	memcpy(arg + offset, &address, sizeof(address));
+	int r = ioctl(fd, (unsigned long)request, arg);
+	return r < 0 ? -errno : r;
+}
+
+/* The in-process C baseline for benchmarks: the same ioctl n times, from inside the Deno process (so both
+ * sides pay the same multi-threaded process costs). Returns 0, or the first -errno (stopping there). When
+ * offset != UINT32_MAX the pointer is stored first, as relay_ioctl_with_pointer does. */
+RELAY_EXPORT int32_t relay_ioctl_loop(int32_t fd, uint32_t request, uint8_t *arg, uint32_t arg_len,
+				      uint32_t offset, void *second, uint32_t n)
+{
+	if (offset != UINT32_MAX) {
+		if (!arg || (uint64_t)offset + sizeof(uint64_t) > arg_len)
+			return -EINVAL;
+		uint64_t address = (uint64_t)(uintptr_t)second;
+		memcpy(arg + offset, &address, sizeof(address));
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		if (ioctl(fd, (unsigned long)request, arg) < 0)
+			return -errno;
+	}
+	return 0;
+}
+
+/* read/write of fixed-size records (fault queue, vEVENTQ). Return bytes or -errno. */
+RELAY_EXPORT int32_t relay_read(int32_t fd, void *buf, uint32_t len)
+{
+	ssize_t r = read(fd, buf, len);
+	return r < 0 ? -errno : (int32_t)r;
+}
+
+RELAY_EXPORT int32_t relay_write(int32_t fd, const void *buf, uint32_t len)
+{
+	ssize_t r = write(fd, buf, len);
+	return r < 0 ? -errno : (int32_t)r;
+}
+
+/* poll one fd: returns revents (0 on timeout) or -errno. EINTR is returned, not retried: the caller decides. */
+RELAY_EXPORT int32_t relay_poll(int32_t fd, int32_t events, int32_t timeout_ms)
+{
+	struct pollfd p = { .fd = fd, .events = (short)events };
+	int r = poll(&p, 1, timeout_ms);
+	if (r < 0)
+		return -errno;
+	return r == 0 ? 0 : p.revents;
+}
+
+/* Test hook: write the address of `p` into out[0..8). Lets a test check what relay_ioctl_with_pointer stored
+ * without Deno.UnsafePointer (which a scoped --allow-ffi refuses). */
+RELAY_EXPORT int32_t relay_test_address_of(void *p, uint8_t *out)
+{
+	uint64_t address = (uint64_t)(uintptr_t)p;
+	memcpy(out, &address, sizeof(address));
+	return 0;
+}
+
+/* Pure FFI crossing cost, no syscall. */
+RELAY_EXPORT int32_t relay_nop(int32_t fd, uint32_t request, void *arg)
+{
+	(void)request;
+	(void)arg;
+	return fd;
+}

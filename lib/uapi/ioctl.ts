@@ -1,0 +1,129 @@
+/**
+ * ioctl request numbers (asm-generic encoding: x86_64, arm64, riscv) and the registry of named ioctls and
+ * constants that the golden check compares with the kernel's headers.
+ *
+ * Every request is an unsigned 32-bit number; values above 2^31 (any `_IOR`) stay intact because they are
+ * never passed through a signed 32-bit conversion.
+ *
+ * @module
+ */
+import type { FieldSpec, Struct } from "./struct.ts";
+
+/** `_IOC_NONE`, `_IOC_WRITE`, `_IOC_READ` of asm-generic. */
+export const IOC_NONE = 0;
+/** Userspace writes, the kernel reads. */
+export const IOC_WRITE = 1;
+/** The kernel writes, userspace reads. */
+export const IOC_READ = 2;
+
+/**
+ * `_IOC(dir, type, nr, size)` for asm-generic: dir in bits 31:30, size in 29:16 (14 bits), type 15:8, nr 7:0.
+ *
+ * @example
+ * ```ts
+ * import { ioc, IOC_READ, IOC_WRITE } from "./ioctl.ts";
+ * console.log(ioc(IOC_READ | IOC_WRITE, 0xae, 0x02, 4).toString(16)); // c004ae02
+ * ```
+ */
+export function ioc(dir: number, type: number, nr: number, size: number): number {
+  if (dir < 0 || dir > 3 || type < 0 || type > 0xff || nr < 0 || nr > 0xff || size < 0 || size > 0x3fff) {
+    throw new RangeError(`_IOC(${dir}, ${type}, ${nr}, ${size}): a field is out of range`);
+  }
+  return ((dir << 30) | (size << 16) | (type << 8) | nr) >>> 0;
+}
+
+/** `_IO(type, nr)`. @example
+ * ```ts
+ * import { io } from "./ioctl.ts";
+ * console.log(io(0x3b, 0x8d).toString(16)); // 3b8d
+ * ```
+ */
+export function io(type: number, nr: number): number {
+  return ioc(IOC_NONE, type, nr, 0);
+}
+/** `_IOR(type, nr, size)`. @example
+ * ```ts
+ * import { ior } from "./ioctl.ts";
+ * console.log(ior(0x54, 0x01, 60) > 2 ** 31); // true
+ * ```
+ */
+export function ior(type: number, nr: number, size: number): number {
+  return ioc(IOC_READ, type, nr, size);
+}
+/** `_IOW(type, nr, size)`. @example
+ * ```ts
+ * import { iow } from "./ioctl.ts";
+ * console.log(iow(0xae, 0x46, 32).toString(16)); // 4020ae46
+ * ```
+ */
+export function iow(type: number, nr: number, size: number): number {
+  return ioc(IOC_WRITE, type, nr, size);
+}
+/** `_IOWR(type, nr, size)`. @example
+ * ```ts
+ * import { iowr } from "./ioctl.ts";
+ * console.log(iowr(0xae, 0x02, 4).toString(16)); // c004ae02
+ * ```
+ */
+export function iowr(type: number, nr: number, size: number): number {
+  return ioc(IOC_READ | IOC_WRITE, type, nr, size);
+}
+
+/** A named ioctl: its request number and the struct it carries. */
+export interface Ioctl {
+  /** The C macro name, e.g. `IOMMU_HWPT_INVALIDATE`. */
+  readonly name: string;
+  /** The request number. */
+  readonly request: number;
+  /** The argument struct (or undefined for argument-less ioctls). */
+  // deno-lint-ignore no-explicit-any
+  readonly struct: Struct<Record<string, FieldSpec>> | Struct<any> | undefined;
+  /** Kernel release that introduced it, or `proposal`. */
+  readonly since: string;
+  /** Declared by the kernel headers (false for the 2017 proposals). */
+  readonly inHeaders: boolean;
+}
+
+/**
+ * Declare an ioctl.
+ *
+ * @example
+ * ```ts
+ * import { defineIoctl, io } from "./ioctl.ts";
+ * const X = defineIoctl({ name: "X", request: io(0x3b, 0x80), struct: undefined, since: "6.2" });
+ * console.log(X.request); // 15232
+ * ```
+ */
+export function defineIoctl(
+  spec: Omit<Ioctl, "inHeaders"> & { inHeaders?: boolean },
+): Ioctl {
+  return { ...spec, inHeaders: spec.inHeaders ?? true };
+}
+
+/** A group of named integer constants from one header (an enum or a set of `#define`s). */
+export interface ConstantGroup<T extends Record<string, number>> {
+  /** Group name, e.g. the C enum name. */
+  readonly name: string;
+  /** Declaring header. */
+  readonly header: string;
+  /** Kernel release that introduced the group. */
+  readonly since: string;
+  /** Names of members the 7.3 headers do not declare (the project's own values), skipped by the golden check. */
+  readonly ownValues?: readonly string[];
+  /** The constants. */
+  readonly values: Readonly<T>;
+}
+
+/**
+ * Declare a constant group; returns it unchanged (typed).
+ *
+ * @example
+ * ```ts
+ * import { defineConstants } from "./ioctl.ts";
+ * const G = defineConstants({ name: "g", header: "x.h", since: "6.2", values: { A: 1, B: 2 } as const });
+ * console.log(G.values.B); // 2
+ * ```
+ */
+export function defineConstants<const T extends Record<string, number>>(group: ConstantGroup<T>): ConstantGroup<T> {
+  return group;
+}

@@ -1,0 +1,107 @@
+/**
+ * `include/uapi/linux/vfio.h` (Linux 7.3): the VFIO device cdev calls that join a device to iommufd.
+ *
+ * @module
+ */
+import { defineStruct } from "./struct.ts";
+import { defineConstants, defineIoctl, io } from "./ioctl.ts";
+
+const H = "linux/vfio.h";
+
+/** `VFIO_TYPE` (`';'`, shared with iommufd) and `VFIO_BASE`. */
+export const VfioBase = defineConstants({
+  name: "vfio_base",
+  header: H,
+  since: "3.6",
+  values: { VFIO_TYPE: 0x3b, VFIO_BASE: 100, VFIO_API_VERSION: 0 } as const,
+});
+
+/** Flags of the cdev bind/attach/detach calls (TOKEN 6.17, PASID 6.15). */
+export const VfioCdevFlags = defineConstants({
+  name: "vfio_cdev_flags",
+  header: H,
+  since: "6.6",
+  values: {
+    VFIO_DEVICE_BIND_FLAG_TOKEN: 1 << 0,
+    VFIO_DEVICE_ATTACH_PASID: 1 << 0,
+    VFIO_DEVICE_DETACH_PASID: 1 << 0,
+  } as const,
+});
+
+/** `struct vfio_device_bind_iommufd` (6.6; token 6.17): bind a VFIO device cdev to an iommufd. */
+export const VfioDeviceBindIommufd = defineStruct({
+  name: "vfio_device_bind_iommufd",
+  since: "6.6",
+  header: H,
+  size: 24,
+  minSize: 16,
+  doc: "Bind a device cdev fd to an iommufd; returns the device's iommufd id (dev_id).",
+  fields: {
+    argsz: { type: "u32", offset: 0, role: "size", doc: "sizeof(struct vfio_device_bind_iommufd)" },
+    flags: { type: "u32", offset: 4, flags: { VFIO_DEVICE_BIND_FLAG_TOKEN: 1 }, doc: "VFIO_DEVICE_BIND_FLAG_TOKEN" },
+    iommufd: { type: "s32", offset: 8, doc: "the iommufd fd to bind to" },
+    out_devid: { type: "u32", offset: 12, doc: "output: the device's id in that iommufd" },
+    token_uuid_ptr: { type: "u64", offset: 16, doc: "user pointer to a 16-byte VF token UUID, with FLAG_TOKEN" },
+  },
+});
+
+/** `struct vfio_device_attach_iommufd_pt` (6.6; pasid 6.15): attach the device (or one PASID) to an IOAS/HWPT. */
+export const VfioDeviceAttachIommufdPt = defineStruct({
+  name: "vfio_device_attach_iommufd_pt",
+  since: "6.6",
+  header: H,
+  size: 16,
+  minSize: 12,
+  doc: "Attach the device's RID, or with VFIO_DEVICE_ATTACH_PASID one PASID, to an IOAS or HWPT; attaching again replaces.",
+  fields: {
+    argsz: { type: "u32", offset: 0, role: "size", doc: "sizeof(struct vfio_device_attach_iommufd_pt)" },
+    flags: { type: "u32", offset: 4, flags: { VFIO_DEVICE_ATTACH_PASID: 1 }, doc: "VFIO_DEVICE_ATTACH_PASID" },
+    pt_id: { type: "u32", offset: 8, doc: "input: IOAS or HWPT id; output: the HWPT actually attached" },
+    pasid: { type: "u32", offset: 12, doc: "PASID, with VFIO_DEVICE_ATTACH_PASID" },
+  },
+});
+
+/** `struct vfio_device_detach_iommufd_pt` (6.6; pasid 6.15): detach the device (or one PASID). */
+export const VfioDeviceDetachIommufdPt = defineStruct({
+  name: "vfio_device_detach_iommufd_pt",
+  since: "6.6",
+  header: H,
+  size: 12,
+  minSize: 8,
+  doc: "Detach the device's RID, or with VFIO_DEVICE_DETACH_PASID one PASID, from its IOAS/HWPT.",
+  fields: {
+    argsz: { type: "u32", offset: 0, role: "size", doc: "sizeof(struct vfio_device_detach_iommufd_pt)" },
+    flags: { type: "u32", offset: 4, flags: { VFIO_DEVICE_DETACH_PASID: 1 }, doc: "VFIO_DEVICE_DETACH_PASID" },
+    pasid: { type: "u32", offset: 8, doc: "PASID, with VFIO_DEVICE_DETACH_PASID" },
+  },
+});
+
+const base = VfioBase.values;
+/** `VFIO_DEVICE_BIND_IOMMUFD` = `_IO(VFIO_TYPE, VFIO_BASE + 18)`. */
+export const VFIO_DEVICE_BIND_IOMMUFD = defineIoctl({
+  name: "VFIO_DEVICE_BIND_IOMMUFD",
+  request: io(base.VFIO_TYPE, base.VFIO_BASE + 18),
+  struct: VfioDeviceBindIommufd,
+  since: "6.6",
+});
+/** `VFIO_DEVICE_ATTACH_IOMMUFD_PT` = `_IO(VFIO_TYPE, VFIO_BASE + 19)`. */
+export const VFIO_DEVICE_ATTACH_IOMMUFD_PT = defineIoctl({
+  name: "VFIO_DEVICE_ATTACH_IOMMUFD_PT",
+  request: io(base.VFIO_TYPE, base.VFIO_BASE + 19),
+  struct: VfioDeviceAttachIommufdPt,
+  since: "6.6",
+});
+/** `VFIO_DEVICE_DETACH_IOMMUFD_PT` = `_IO(VFIO_TYPE, VFIO_BASE + 20)`. */
+export const VFIO_DEVICE_DETACH_IOMMUFD_PT = defineIoctl({
+  name: "VFIO_DEVICE_DETACH_IOMMUFD_PT",
+  request: io(base.VFIO_TYPE, base.VFIO_BASE + 20),
+  struct: VfioDeviceDetachIommufdPt,
+  since: "6.6",
+});
+
+/** Everything this module defines. */
+export const VFIO_UAPI = {
+  structs: [VfioDeviceBindIommufd, VfioDeviceAttachIommufdPt, VfioDeviceDetachIommufdPt],
+  constants: [VfioBase, VfioCdevFlags],
+  ioctls: [VFIO_DEVICE_BIND_IOMMUFD, VFIO_DEVICE_ATTACH_IOMMUFD_PT, VFIO_DEVICE_DETACH_IOMMUFD_PT],
+} as const;

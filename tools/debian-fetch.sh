@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Fetch Debian packages with a private apt state and unpack them with dpkg -x, so the machine's own apt
+# setup, package database and /usr/include stay untouched.
+#
+#   tools/debian-fetch.sh PACKAGE[/SUITE] ...
+#
+# Prints one line per package: "<package> <version> <unpacked folder>". Unpacked trees are cached under
+# ${IOMMU_RELAY_CACHE:-$XDG_CACHE_HOME/iommu-relay}/deb/<package>_<version>/ and reused on later runs.
+set -euo pipefail
+cache="${IOMMU_RELAY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/iommu-relay}"
+state="$cache/apt"
+mkdir -p "$state/lists/partial" "$state/cache/archives/partial" "$cache/deb"
+keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+cat > "$state/sources.list" <<SRC
+deb [signed-by=$keyring] http://deb.debian.org/debian trixie-backports main
+deb [signed-by=$keyring] http://deb.debian.org/debian bookworm-backports main
+SRC
+opts=(-o "Dir::State::Lists=$state/lists" -o "Dir::Etc::SourceList=$state/sources.list"
+  -o "Dir::Etc::SourceParts=/dev/null" -o "Dir::Cache=$state/cache" -o "Dir::State::status=/dev/null"
+  -o "APT::Get::List-Cleanup=0" -o "APT::Sandbox::User=root" -q)
+# Refresh the private lists at most once a day.
+stamp="$state/lists/.stamp"
+if [ ! -f "$stamp" ] || [ -n "$(find "$stamp" -mmin +1440)" ]; then
+  apt-get "${opts[@]}" update >&2
+  touch "$stamp"
+fi
+for spec in "$@"; do
+  pkg="${spec%%/*}"
+  if [[ "$spec" == */* ]]; then
+    suite="${spec#*/}"
+    version=$(apt-cache "${opts[@]}" madison "$pkg" | awk -v s="$suite" '$0 ~ s {print $3; exit}')
+  else
+    version=$(apt-cache "${opts[@]}" madison "$pkg" | awk '{print $3; exit}')
+  fi
+  if [ -z "$version" ]; then
+    echo "debian-fetch: $spec is not in the archive" >&2
+    exit 3
+  fi
+  dest="$cache/deb/${pkg}_${version}"
+  if [ ! -f "$dest/.complete" ]; then
+    work=$(mktemp -d "$cache/deb/.tmp.XXXXXX")
+    (cd "$work" && apt-get "${opts[@]}" download "$pkg=$version" >&2)
+    rm -rf "$dest"
+    mkdir -p "$dest"
+    dpkg -x "$work"/*.deb "$dest"
+    rm -rf "$work"
+    touch "$dest/.complete"
+  fi
+  echo "$pkg $version $dest"
+done
