@@ -26,6 +26,7 @@ const SYMBOLS = {
   relay_poll: { parameters: ["i32", "i32", "i32"], result: "i32" },
   relay_poll_async: { name: "relay_poll", parameters: ["i32", "i32", "i32"], result: "i32", nonblocking: true },
   relay_test_address_of: { parameters: ["buffer", "buffer"], result: "i32" },
+  relay_test_echo_request: { parameters: ["u32", "buffer"], result: "i32" },
   relay_nop: { parameters: ["i32", "u32", "buffer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
@@ -108,8 +109,9 @@ export class NativeShim implements Disposable {
     return this.#sym;
   }
 
-  /** `open(path, O_RDWR | O_CLOEXEC)` → fd or `-errno`. Cold path: encodes the path. */
+  /** `open(path, O_RDWR | O_CLOEXEC)` → fd or `-errno`; a path with a NUL in it is `-EINVAL`. Cold path. */
   open(path: string): number {
+    if (path.includes("\0")) return -22;
     const bytes = encoder.encode(`${path}\0`);
     return this.#live().relay_open(bytes, bytes.byteLength);
   }
@@ -134,7 +136,7 @@ export class NativeShim implements Disposable {
 
   /**
    * The in-process C baseline: the same ioctl `n` times inside the shim (pointer patched first unless `offset`
-   * is {@linkcode NO_POINTER}). Returns 0 or the first `-errno`.
+   * is {@linkcode NO_POINTER}). All `n` calls are made; returns 0 if all succeeded, else the last `-errno`.
    */
   ioctlLoop(
     fd: number,
@@ -171,6 +173,12 @@ export class NativeShim implements Disposable {
   testAddressOf(p: Uint8Array, out: Uint8Array): void {
     if (out.byteLength < 8) throw new RangeError("out needs 8 bytes");
     this.#live().relay_test_address_of(p, out);
+  }
+
+  /** Test hook: writes `request` into `out[0..4)` as the shim received it. */
+  testEchoRequest(request: number, out: Uint8Array): void {
+    if (out.byteLength < 4) throw new RangeError("out needs 4 bytes");
+    this.#live().relay_test_echo_request(request, out);
   }
 
   /** Pure crossing cost: returns `fd` without a syscall. */

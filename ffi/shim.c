@@ -59,7 +59,8 @@ RELAY_EXPORT int32_t relay_ioctl_with_pointer(int32_t fd, uint32_t request, uint
 }
 
 /* The in-process C baseline for benchmarks: the same ioctl n times, from inside the Deno process (so both
- * sides pay the same multi-threaded process costs). Returns 0, or the first -errno (stopping there). When
+ * sides pay the same multi-threaded process costs). All n calls are made even when they fail (an error path
+ * can be the ioctl under test); returns 0 if every call succeeded, else the last -errno. When
  * offset != UINT32_MAX the pointer is stored first, as relay_ioctl_with_pointer does. */
 RELAY_EXPORT int32_t relay_ioctl_loop(int32_t fd, uint32_t request, uint8_t *arg, uint32_t arg_len,
 				      uint32_t offset, void *second, uint32_t n)
@@ -70,11 +71,12 @@ RELAY_EXPORT int32_t relay_ioctl_loop(int32_t fd, uint32_t request, uint8_t *arg
 		uint64_t address = (uint64_t)(uintptr_t)second;
 		memcpy(arg + offset, &address, sizeof(address));
 	}
+	int32_t result = 0;
 	for (uint32_t i = 0; i < n; i++) {
 		if (ioctl(fd, (unsigned long)request, arg) < 0)
-			return -errno;
+			result = -errno;
 	}
-	return 0;
+	return result;
 }
 
 /* read/write of fixed-size records (fault queue, vEVENTQ). Return bytes or -errno. */
@@ -106,6 +108,13 @@ RELAY_EXPORT int32_t relay_test_address_of(void *p, uint8_t *out)
 {
 	uint64_t address = (uint64_t)(uintptr_t)p;
 	memcpy(out, &address, sizeof(address));
+	return 0;
+}
+
+/* Test hook: store `request` as the shim received it, to show requests above 2^31 cross FFI intact. */
+RELAY_EXPORT int32_t relay_test_echo_request(uint32_t request, uint8_t *out)
+{
+	memcpy(out, &request, sizeof(request));
 	return 0;
 }
 

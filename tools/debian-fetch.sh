@@ -8,6 +8,7 @@
 # ${IOMMU_RELAY_CACHE:-$XDG_CACHE_HOME/iommu-relay}/deb/<package>_<version>/ and reused on later runs.
 set -euo pipefail
 cache="${IOMMU_RELAY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/iommu-relay}"
+"$(dirname "$0")/require.sh" apt-get:apt dpkg:dpkg xz:xz-utils /usr/share/keyrings/debian-archive-keyring.gpg:debian-archive-keyring
 state="$cache/apt"
 mkdir -p "$state/lists/partial" "$state/cache/archives/partial" "$cache/deb"
 keyring=/usr/share/keyrings/debian-archive-keyring.gpg

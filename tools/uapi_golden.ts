@@ -91,7 +91,9 @@ export function compare(registry: UapiRegistry, output: string): GoldenResult {
   const expect = (kind: string, key: string, want: (string | number)[]) => {
     const got = seen.get(`${kind} ${key}`);
     if (!got) mismatches.push(`${key}: not printed by the C program`);
-    else if (got.join(" ") !== want.join(" ")) mismatches.push(`${key}: headers say ${got.join(" ")}, TypeScript says ${want.join(" ")}`);
+    else if (got.join(" ") !== want.join(" ")) {
+      mismatches.push(`${key}: headers say ${got.join(" ")}, TypeScript says ${want.join(" ")}`);
+    }
   };
   for (const s of registry.structs) {
     if (!s.inHeaders) continue;
@@ -99,7 +101,11 @@ export function compare(registry: UapiRegistry, output: string): GoldenResult {
     expect("size", s.name, [s.size]);
     for (const f of s.layout) {
       counts.fields++;
-      expect("member", `${s.name}.${f.name}`, [f.offset, f.byteSize, f.count === undefined && SIGNED.has(f.type) ? 1 : 0]);
+      expect("member", `${s.name}.${f.name}`, [
+        f.offset,
+        f.byteSize,
+        f.count === undefined && SIGNED.has(f.type) ? 1 : 0,
+      ]);
     }
   }
   for (const i of registry.ioctls) {

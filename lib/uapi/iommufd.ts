@@ -109,7 +109,11 @@ export const IoasMapFlags = defineConstants({
   name: "iommufd_ioas_map_flags",
   header: H,
   since: "6.2",
-  values: { IOMMU_IOAS_MAP_FIXED_IOVA: 1 << 0, IOMMU_IOAS_MAP_WRITEABLE: 1 << 1, IOMMU_IOAS_MAP_READABLE: 1 << 2 } as const,
+  values: {
+    IOMMU_IOAS_MAP_FIXED_IOVA: 1 << 0,
+    IOMMU_IOAS_MAP_WRITEABLE: 1 << 1,
+    IOMMU_IOAS_MAP_READABLE: 1 << 2,
+  } as const,
 });
 
 /** `struct iommu_ioas_map` (6.2): map user memory into an IOAS. */
@@ -173,7 +177,12 @@ export const IommuOption = defineStruct({
       values: { IOMMU_OPTION_RLIMIT_MODE: 0, IOMMU_OPTION_HUGE_PAGES: 1 },
       doc: "enum iommufd_option",
     },
-    op: { type: "u16", offset: 8, values: { IOMMU_OPTION_OP_SET: 0, IOMMU_OPTION_OP_GET: 1 }, doc: "enum iommufd_option_ops" },
+    op: {
+      type: "u16",
+      offset: 8,
+      values: { IOMMU_OPTION_OP_SET: 0, IOMMU_OPTION_OP_GET: 1 },
+      doc: "enum iommufd_option_ops",
+    },
     __reserved: { type: "u16", offset: 10, reserved: true, doc: "must be 0" },
     object_id: { type: "u32", offset: 12, doc: "IOAS id for per-IOAS options, 0 for global ones" },
     val64: { type: "u64", offset: 16, doc: "value to set, or the value read" },
@@ -334,7 +343,12 @@ export const IommuHwInfoVtd = defineStruct({
   size: 24,
   doc: "Intel VT-d hardware information: the CAP and ECAP registers.",
   fields: {
-    flags: { type: "u32", offset: 0, flags: { IOMMU_HW_INFO_VTD_ERRATA_772415_SPR17: 1 }, doc: "iommu_hw_info_vtd_flags" },
+    flags: {
+      type: "u32",
+      offset: 0,
+      flags: { IOMMU_HW_INFO_VTD_ERRATA_772415_SPR17: 1 },
+      doc: "iommu_hw_info_vtd_flags",
+    },
     __reserved: { type: "u32", offset: 4, reserved: true, doc: "must be 0" },
     cap_reg: { type: "u64", offset: 8, doc: "VT-d Capability Register (spec 11.4.2)" },
     ecap_reg: { type: "u64", offset: 16, doc: "VT-d Extended Capability Register (spec 11.4.3)" },
@@ -386,7 +400,12 @@ export const IommuHwptVtdS1Invalidate = defineStruct({
   fields: {
     addr: { type: "u64", offset: 0, doc: "start address, 4 KiB aligned" },
     npages: { type: "u64", offset: 8, doc: "number of 4 KiB pages; U64_MAX with addr 0 = everything" },
-    flags: { type: "u32", offset: 16, flags: { IOMMU_VTD_INV_FLAGS_LEAF: 1 }, doc: "IOMMU_VTD_INV_FLAGS_LEAF: only leaf entries changed" },
+    flags: {
+      type: "u32",
+      offset: 16,
+      flags: { IOMMU_VTD_INV_FLAGS_LEAF: 1 },
+      doc: "IOMMU_VTD_INV_FLAGS_LEAF: only leaf entries changed",
+    },
     __reserved: { type: "u32", offset: 20, reserved: true, doc: "must be 0" },
   },
 });

@@ -102,7 +102,9 @@ function testCmd<const F extends Record<string, FieldSpec>>(
     id: { type: "u32", offset: 8, doc: idDoc },
     __reserved: { type: "u32", offset: 12, reserved: true, doc: "must be 0" },
   };
-  for (const [name, f] of Object.entries(armFields)) fields[name] = { ...f, offset: 16 + f.offset, c: `${arm}.${f.c ?? name}` };
+  for (const [name, f] of Object.entries(armFields)) {
+    fields[name] = { ...f, offset: 16 + f.offset, c: `${arm}.${f.c ?? name}` };
+  }
   fields.last = { type: "u32", offset: 64, reserved: true, doc: "end marker (the kernel's min_size); 0" };
   return defineStruct({
     name: `iommu_test_cmd.${arm}`,
@@ -116,11 +118,22 @@ function testCmd<const F extends Record<string, FieldSpec>>(
 }
 
 /** `IOMMU_TEST_OP_MOCK_DOMAIN` (6.2): create a mock device attached to an IOAS (`id`). */
-export const TestCmdMockDomain = testCmd("mock_domain", "IOMMU_TEST_OP_MOCK_DOMAIN", "6.2", "IOAS to attach to", "Create a mock device and domain.", {
-  out_stdev_id: { type: "u32", offset: 0, doc: "output: selftest device object id (destroy it to remove the device)" },
-  out_hwpt_id: { type: "u32", offset: 4, doc: "output: the HWPT the device got attached to" },
-  out_idev_id: { type: "u32", offset: 8, doc: "output: the device's iommufd id (dev_id)" },
-});
+export const TestCmdMockDomain = testCmd(
+  "mock_domain",
+  "IOMMU_TEST_OP_MOCK_DOMAIN",
+  "6.2",
+  "IOAS to attach to",
+  "Create a mock device and domain.",
+  {
+    out_stdev_id: {
+      type: "u32",
+      offset: 0,
+      doc: "output: selftest device object id (destroy it to remove the device)",
+    },
+    out_hwpt_id: { type: "u32", offset: 4, doc: "output: the HWPT the device got attached to" },
+    out_idev_id: { type: "u32", offset: 8, doc: "output: the device's iommufd id (dev_id)" },
+  },
+);
 
 /** `IOMMU_TEST_OP_MOCK_DOMAIN_FLAGS` (6.7): as MOCK_DOMAIN, with device flags (e.g. PASID support). */
 export const TestCmdMockDomainFlags = testCmd(
@@ -153,60 +166,123 @@ export const TestCmdMockDomainReplace = testCmd(
 );
 
 /** `IOMMU_TEST_OP_MD_CHECK_MAP` (6.2): check that IOVAs translate to the user pages at `uptr`. */
-export const TestCmdCheckMap = testCmd("check_map", "IOMMU_TEST_OP_MD_CHECK_MAP", "6.2", "IOAS or HWPT", "Check a mock domain's mapping.", {
-  iova: { type: "u64", offset: 0, doc: "first IOVA" },
-  length: { type: "u64", offset: 8, doc: "bytes" },
-  uptr: { type: "u64", offset: 16, doc: "user pointer the IOVAs must translate to" },
-});
+export const TestCmdCheckMap = testCmd(
+  "check_map",
+  "IOMMU_TEST_OP_MD_CHECK_MAP",
+  "6.2",
+  "IOAS or HWPT",
+  "Check a mock domain's mapping.",
+  {
+    iova: { type: "u64", offset: 0, doc: "first IOVA" },
+    length: { type: "u64", offset: 8, doc: "bytes" },
+    uptr: { type: "u64", offset: 16, doc: "user pointer the IOVAs must translate to" },
+  },
+);
 
 /** `IOMMU_TEST_OP_MD_CHECK_IOTLB` (6.8): check one slot of a mock nested domain's IOTLB. */
-export const TestCmdCheckIotlb = testCmd("check_iotlb", "IOMMU_TEST_OP_MD_CHECK_IOTLB", "6.8", "nested HWPT", "Compare a mock IOTLB slot.", {
-  iotlb_id: { type: "u32", offset: 0, c: "id", doc: "IOTLB slot, 0..MOCK_NESTED_DOMAIN_IOTLB_ID_MAX" },
-  iotlb: { type: "u32", offset: 4, doc: "expected value" },
-});
+export const TestCmdCheckIotlb = testCmd(
+  "check_iotlb",
+  "IOMMU_TEST_OP_MD_CHECK_IOTLB",
+  "6.8",
+  "nested HWPT",
+  "Compare a mock IOTLB slot.",
+  {
+    iotlb_id: { type: "u32", offset: 0, c: "id", doc: "IOTLB slot, 0..MOCK_NESTED_DOMAIN_IOTLB_ID_MAX" },
+    iotlb: { type: "u32", offset: 4, doc: "expected value" },
+  },
+);
 
 /** `IOMMU_TEST_OP_TRIGGER_IOPF` (6.11): make a mock device raise an I/O page fault. */
-export const TestCmdTriggerIopf = testCmd("trigger_iopf", "IOMMU_TEST_OP_TRIGGER_IOPF", "6.11", "unused", "Raise an IOPF.", {
-  dev_id: { type: "u32", offset: 0, doc: "faulting device (iommufd id)" },
-  pasid: { type: "u32", offset: 4, doc: "PASID" },
-  grpid: { type: "u32", offset: 8, doc: "page request group" },
-  perm: { type: "u32", offset: 12, doc: "IOMMU_PGFAULT_PERM_*" },
-  addr: { type: "u64", offset: 16, doc: "faulting address" },
-});
+export const TestCmdTriggerIopf = testCmd(
+  "trigger_iopf",
+  "IOMMU_TEST_OP_TRIGGER_IOPF",
+  "6.11",
+  "unused",
+  "Raise an IOPF.",
+  {
+    dev_id: { type: "u32", offset: 0, doc: "faulting device (iommufd id)" },
+    pasid: { type: "u32", offset: 4, doc: "PASID" },
+    grpid: { type: "u32", offset: 8, doc: "page request group" },
+    perm: { type: "u32", offset: 12, doc: "IOMMU_PGFAULT_PERM_*" },
+    addr: { type: "u64", offset: 16, doc: "faulting address" },
+  },
+);
 
 /** `IOMMU_TEST_OP_DEV_CHECK_CACHE` (6.12): check one slot of a mock device's cache. */
-export const TestCmdCheckDevCache = testCmd("check_dev_cache", "IOMMU_TEST_OP_DEV_CHECK_CACHE", "6.12", "selftest device", "Compare a mock device cache slot.", {
-  cache_id: { type: "u32", offset: 0, c: "id", doc: "cache slot, 0..MOCK_DEV_CACHE_ID_MAX" },
-  cache: { type: "u32", offset: 4, doc: "expected value" },
-});
+export const TestCmdCheckDevCache = testCmd(
+  "check_dev_cache",
+  "IOMMU_TEST_OP_DEV_CHECK_CACHE",
+  "6.12",
+  "selftest device",
+  "Compare a mock device cache slot.",
+  {
+    cache_id: { type: "u32", offset: 0, c: "id", doc: "cache slot, 0..MOCK_DEV_CACHE_ID_MAX" },
+    cache: { type: "u32", offset: 4, doc: "expected value" },
+  },
+);
 
 /** `IOMMU_TEST_OP_TRIGGER_VEVENT` (6.15): make a mock device report a vEVENT. */
-export const TestCmdTriggerVevent = testCmd("trigger_vevent", "IOMMU_TEST_OP_TRIGGER_VEVENT", "6.15", "unused", "Raise a vEVENT.", {
-  dev_id: { type: "u32", offset: 0, doc: "device (iommufd id)" },
-});
+export const TestCmdTriggerVevent = testCmd(
+  "trigger_vevent",
+  "IOMMU_TEST_OP_TRIGGER_VEVENT",
+  "6.15",
+  "unused",
+  "Raise a vEVENT.",
+  {
+    dev_id: { type: "u32", offset: 0, doc: "device (iommufd id)" },
+  },
+);
 
 /** `IOMMU_TEST_OP_PASID_ATTACH` (6.15): attach one PASID of a mock device (`id` = stdev) to a HWPT. */
-export const TestCmdPasidAttach = testCmd("pasid_attach", "IOMMU_TEST_OP_PASID_ATTACH", "6.15", "selftest device", "Attach a PASID.", {
-  pasid: { type: "u32", offset: 0, doc: "PASID" },
-  pt_id: { type: "u32", offset: 4, doc: "HWPT (or IOAS)" },
-});
+export const TestCmdPasidAttach = testCmd(
+  "pasid_attach",
+  "IOMMU_TEST_OP_PASID_ATTACH",
+  "6.15",
+  "selftest device",
+  "Attach a PASID.",
+  {
+    pasid: { type: "u32", offset: 0, doc: "PASID" },
+    pt_id: { type: "u32", offset: 4, doc: "HWPT (or IOAS)" },
+  },
+);
 
 /** `IOMMU_TEST_OP_PASID_REPLACE` (6.15): replace one PASID's attachment. */
-export const TestCmdPasidReplace = testCmd("pasid_replace", "IOMMU_TEST_OP_PASID_REPLACE", "6.15", "selftest device", "Replace a PASID.", {
-  pasid: { type: "u32", offset: 0, doc: "PASID" },
-  pt_id: { type: "u32", offset: 4, doc: "new HWPT (or IOAS)" },
-});
+export const TestCmdPasidReplace = testCmd(
+  "pasid_replace",
+  "IOMMU_TEST_OP_PASID_REPLACE",
+  "6.15",
+  "selftest device",
+  "Replace a PASID.",
+  {
+    pasid: { type: "u32", offset: 0, doc: "PASID" },
+    pt_id: { type: "u32", offset: 4, doc: "new HWPT (or IOAS)" },
+  },
+);
 
 /** `IOMMU_TEST_OP_PASID_DETACH` (6.15): detach one PASID. */
-export const TestCmdPasidDetach = testCmd("pasid_detach", "IOMMU_TEST_OP_PASID_DETACH", "6.15", "selftest device", "Detach a PASID.", {
-  pasid: { type: "u32", offset: 0, doc: "PASID" },
-});
+export const TestCmdPasidDetach = testCmd(
+  "pasid_detach",
+  "IOMMU_TEST_OP_PASID_DETACH",
+  "6.15",
+  "selftest device",
+  "Detach a PASID.",
+  {
+    pasid: { type: "u32", offset: 0, doc: "PASID" },
+  },
+);
 
 /** `IOMMU_TEST_OP_PASID_CHECK_HWPT` (6.15): check which HWPT a PASID is attached to (0 = none). */
-export const TestCmdPasidCheck = testCmd("pasid_check", "IOMMU_TEST_OP_PASID_CHECK_HWPT", "6.15", "selftest device", "Check a PASID's HWPT.", {
-  pasid: { type: "u32", offset: 0, doc: "PASID" },
-  hwpt_id: { type: "u32", offset: 4, doc: "expected HWPT, 0 for detached" },
-});
+export const TestCmdPasidCheck = testCmd(
+  "pasid_check",
+  "IOMMU_TEST_OP_PASID_CHECK_HWPT",
+  "6.15",
+  "selftest device",
+  "Check a PASID's HWPT.",
+  {
+    pasid: { type: "u32", offset: 0, doc: "PASID" },
+    hwpt_id: { type: "u32", offset: 4, doc: "expected HWPT, 0 for detached" },
+  },
+);
 
 /** `struct iommu_test_hw_info` (6.6): what GET_HW_INFO returns for a mock device. */
 export const IommuTestHwInfo = defineStruct({
@@ -231,7 +307,12 @@ export const IommuHwptSelftest = defineStruct({
   doc: "IOMMU_HWPT_DATA_SELFTEST: the value every IOTLB slot of the new nested domain starts with.",
   fields: {
     iotlb: { type: "u32", offset: 0, doc: "initial value of every mock IOTLB slot" },
-    pagetable_type: { type: "u32", offset: 4, values: { MOCK_IOMMUPT_DEFAULT: 0, MOCK_IOMMUPT_HUGE: 1 }, doc: "MOCK_IOMMUPT_*" },
+    pagetable_type: {
+      type: "u32",
+      offset: 4,
+      values: { MOCK_IOMMUPT_DEFAULT: 0, MOCK_IOMMUPT_HUGE: 1 },
+      doc: "MOCK_IOMMUPT_*",
+    },
   },
 });
 
@@ -243,7 +324,12 @@ export const IommuHwptInvalidateSelftest = defineStruct({
   size: 8,
   doc: "IOMMU_HWPT_INVALIDATE_DATA_SELFTEST: zero one IOTLB slot, or all with IOMMU_TEST_INVALIDATE_FLAG_ALL.",
   fields: {
-    flags: { type: "u32", offset: 0, flags: { IOMMU_TEST_INVALIDATE_FLAG_ALL: 1 }, doc: "IOMMU_TEST_INVALIDATE_FLAG_ALL" },
+    flags: {
+      type: "u32",
+      offset: 0,
+      flags: { IOMMU_TEST_INVALIDATE_FLAG_ALL: 1 },
+      doc: "IOMMU_TEST_INVALIDATE_FLAG_ALL",
+    },
     iotlb_id: { type: "u32", offset: 4, doc: "slot to zero, 0..MOCK_NESTED_DOMAIN_IOTLB_ID_MAX" },
   },
 });
@@ -256,7 +342,12 @@ export const IommuViommuInvalidateSelftest = defineStruct({
   size: 12,
   doc: "IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST: zero a device cache slot of the vDEVICE with virtual id vdev_id.",
   fields: {
-    flags: { type: "u32", offset: 0, flags: { IOMMU_TEST_INVALIDATE_FLAG_ALL: 1 }, doc: "IOMMU_TEST_INVALIDATE_FLAG_ALL" },
+    flags: {
+      type: "u32",
+      offset: 0,
+      flags: { IOMMU_TEST_INVALIDATE_FLAG_ALL: 1 },
+      doc: "IOMMU_TEST_INVALIDATE_FLAG_ALL",
+    },
     vdev_id: { type: "u32", offset: 4, doc: "the device's virtual id (vDEVICE virt_id)" },
     cache_id: { type: "u32", offset: 8, doc: "slot, 0..MOCK_DEV_CACHE_ID_MAX" },
   },

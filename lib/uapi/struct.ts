@@ -64,13 +64,17 @@ type IsU64<S> = S extends { type: "u64" } ? true : false;
 type IsArray<S> = S extends { count: number } ? true : false;
 
 /** Names of the scalar fields up to 32 bits. */
-export type NumberField<F> = {
-  [K in keyof F]: IsArray<F[K]> extends true ? never : IsU64<F[K]> extends true ? never : K;
-}[keyof F] & string;
+export type NumberField<F> =
+  & {
+    [K in keyof F]: IsArray<F[K]> extends true ? never : IsU64<F[K]> extends true ? never : K;
+  }[keyof F]
+  & string;
 /** Names of the scalar 64-bit fields. */
-export type U64Field<F> = {
-  [K in keyof F]: IsArray<F[K]> extends true ? never : IsU64<F[K]> extends true ? K : never;
-}[keyof F] & string;
+export type U64Field<F> =
+  & {
+    [K in keyof F]: IsArray<F[K]> extends true ? never : IsU64<F[K]> extends true ? K : never;
+  }[keyof F]
+  & string;
 /** Names of the array fields. */
 export type ArrayField<F> = { [K in keyof F]: IsArray<F[K]> extends true ? K : never }[keyof F] & string;
 
@@ -100,7 +104,16 @@ export function writeU64(view: DataView, offset: number, value: number | bigint)
   view.setUint32(offset + 4, Math.floor(value / TWO_32), true);
 }
 
-/** Read an unsigned 64-bit value as a number when it is a safe integer, else as a bigint. */
+/**
+ * Write the byte address of 4 KiB page `page` (an integer below 2^52) as a u64, without BigInt: addresses up
+ * to 2^64 - 4096 are exact although most of them are not representable as a JS number.
+ */
+export function writePageAddress(view: DataView, offset: number, page: number): void {
+  view.setUint32(offset, (page % 0x10_0000) * 4096, true);
+  view.setUint32(offset + 4, Math.floor(page / 0x10_0000), true);
+}
+
+/** Read an unsigned 64-bit value as a number (exact below 2^53). */
 export function readU64Number(view: DataView, offset: number): number {
   return view.getUint32(offset + 4, true) * TWO_32 + view.getUint32(offset, true);
 }
@@ -304,7 +317,8 @@ export class Struct<F extends Record<string, FieldSpec>> {
       throw new UapiError(this.name, "(buffer)", "short-buffer", `${length} bytes < ${this.minSize}`);
     }
     const view = new DataView(source.buffer, source.byteOffset, length);
-    let declared = this.size;
+    // Without an in-band size, the buffer length is the size (data_len-sized driver data may be shorter).
+    let declared = Math.min(length, this.size);
     if (this.sizeField) {
       declared = view.getUint32(this.sizeField.offset, true);
       if (declared < this.minSize) {
@@ -334,13 +348,23 @@ export class Struct<F extends Record<string, FieldSpec>> {
         throw new UapiError(this.name, f.name, "reserved-nonzero", "reserved fields must be zero");
       }
       if (f.values && !Object.values(f.values).includes(Number(value))) {
-        throw new UapiError(this.name, f.name, "unknown-value", `${value} is not one of ${Object.keys(f.values).join(", ")}`);
+        throw new UapiError(
+          this.name,
+          f.name,
+          "unknown-value",
+          `${value} is not one of ${Object.keys(f.values).join(", ")}`,
+        );
       }
       if (f.flags) {
         const known = Object.values(f.flags).reduce((a, b) => a | b, 0);
         const bits = Number(value);
         if ((bits & ~known) >>> 0 !== 0 || bits > 0xffff_ffff) {
-          throw new UapiError(this.name, f.name, "unknown-flags", `0x${bits.toString(16)} has bits outside 0x${known.toString(16)}`);
+          throw new UapiError(
+            this.name,
+            f.name,
+            "unknown-flags",
+            `0x${bits.toString(16)} has bits outside 0x${known.toString(16)}`,
+          );
         }
       }
       out[f.name] = value;
@@ -432,6 +456,15 @@ export class StructBuffer<F extends Record<string, FieldSpec>> {
     return this;
   }
 
+  /** Set a 64-bit address field to the byte address of 4 KiB page `page` (below 2^52). */
+  setPageAddress(name: U64Field<F>, page: number): this {
+    if (!Number.isInteger(page) || page < 0 || page >= 2 ** 52) {
+      throw new UapiError(this.layout.name, name, "out-of-range", `page ${page} is outside 0..2^52-1`);
+    }
+    writePageAddress(this.view, this.layout.field(name).offset, page);
+    return this;
+  }
+
   /** Read a 64-bit field as a bigint. */
   getU64(name: U64Field<F>): bigint {
     return this.view.getBigUint64(this.layout.field(name).offset, true);
@@ -441,7 +474,12 @@ export class StructBuffer<F extends Record<string, FieldSpec>> {
   setAt(name: ArrayField<F>, index: number, value: number | bigint): this {
     const f = this.layout.field(name);
     if (!Number.isInteger(index) || index < 0 || index >= (f.count ?? 0)) {
-      throw new UapiError(this.layout.name, `${name}[${index}]`, "out-of-range", `index outside 0..${(f.count ?? 0) - 1}`);
+      throw new UapiError(
+        this.layout.name,
+        `${name}[${index}]`,
+        "out-of-range",
+        `index outside 0..${(f.count ?? 0) - 1}`,
+      );
     }
     checkRange(this.layout.name, name, f.type, value);
     writeScalar(this.view, f.offset + index * f.elementSize, f.type, value);

@@ -52,7 +52,8 @@ export const VfioDeviceAttachIommufdPt = defineStruct({
   header: H,
   size: 16,
   minSize: 12,
-  doc: "Attach the device's RID, or with VFIO_DEVICE_ATTACH_PASID one PASID, to an IOAS or HWPT; attaching again replaces.",
+  doc:
+    "Attach the device's RID, or with VFIO_DEVICE_ATTACH_PASID one PASID, to an IOAS or HWPT; attaching again replaces.",
   fields: {
     argsz: { type: "u32", offset: 0, role: "size", doc: "sizeof(struct vfio_device_attach_iommufd_pt)" },
     flags: { type: "u32", offset: 4, flags: { VFIO_DEVICE_ATTACH_PASID: 1 }, doc: "VFIO_DEVICE_ATTACH_PASID" },

@@ -21,9 +21,8 @@ if [ -f "$out/bzImage" ]; then
   echo "$out/bzImage"
   exit 0
 fi
-for tool in make gcc bc bison flex xz; do
-  command -v "$tool" >/dev/null || { echo "kernel: '$tool' is missing: apt-get install bc bison flex libelf-dev libssl-dev cpio xz-utils" >&2; exit 2; }
-done
+"$here/../require.sh" make:make gcc:gcc bc:bc bison:bison flex:flex xz:xz-utils cpio:cpio \
+  /usr/include/libelf.h:libelf-dev /usr/include/openssl/ssl.h:libssl-dev
 build="$cache/build/$pkg-$version"
 if [ ! -f "$build/.unpacked" ]; then
   rm -rf "$build"; mkdir -p "$build"

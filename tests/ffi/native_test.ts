@@ -1,0 +1,138 @@
+import assert from "node:assert/strict";
+import { NativeShim, NO_POINTER, POLL, ShimClosedError } from "../../ffi/native.ts";
+
+const ENOENT = 2, EBADF = 9, EINVAL = 22, ENOTTY = 25, E2BIG = 7;
+const TCGETS = 0x5401;
+const KVM_GET_API_VERSION = 0xae00;
+const KVM_CHECK_EXTENSION = 0xae03;
+const KVM_GET_MSR_INDEX_LIST = 0xc004ae02; // _IOWR: above 2^31
+const hasKvm = (() => {
+  try {
+    Deno.statSync("/dev/kvm");
+    return true;
+  } catch {
+    return false;
+  }
+})();
+const noKvm = "skipped: /dev/kvm does not exist on this machine";
+
+const shim = await NativeShim.load();
+
+Deno.test("shim: open of a missing path is -ENOENT", () => {
+  assert.equal(shim.open("/nonexistent/iommu-relay"), -ENOENT);
+});
+
+Deno.test("shim: ioctl on /dev/null is -ENOTTY, and on a closed fd -EBADF", () => {
+  const fd = shim.open("/dev/null");
+  assert.ok(fd >= 0);
+  assert.equal(shim.ioctl(fd, TCGETS, new Uint8Array(64)), -ENOTTY);
+  assert.equal(shim.close(fd), 0);
+  assert.equal(shim.ioctl(fd, TCGETS, new Uint8Array(64)), -EBADF);
+  assert.equal(shim.close(fd), -EBADF);
+});
+
+Deno.test({
+  name: "shim: KVM_GET_API_VERSION on /dev/kvm is 12",
+  ignore: !hasKvm,
+  fn() {
+    const fd = shim.open("/dev/kvm");
+    assert.ok(fd >= 0, `open /dev/kvm: ${fd}`);
+    try {
+      assert.equal(shim.ioctl(fd, KVM_GET_API_VERSION, null), 12);
+      assert.equal(shim.ioctlLoop(fd, KVM_CHECK_EXTENSION, null, NO_POINTER, null, 100), 0);
+    } finally {
+      shim.close(fd);
+    }
+  },
+});
+if (!hasKvm) console.log(`KVM tests ${noKvm}`);
+
+Deno.test({
+  name: "shim: a request above 2^31 reaches the kernel intact (KVM_GET_MSR_INDEX_LIST writes nmsrs back)",
+  ignore: !hasKvm,
+  fn() {
+    const fd = shim.open("/dev/kvm");
+    try {
+      const arg = new Uint8Array(4); // nmsrs = 0: the kernel answers E2BIG and stores the real count
+      assert.equal(shim.ioctl(fd, KVM_GET_MSR_INDEX_LIST, arg), -E2BIG);
+      assert.ok(new DataView(arg.buffer).getUint32(0, true) > 0);
+    } finally {
+      shim.close(fd);
+    }
+  },
+});
+
+Deno.test("shim: the pointer-patching ioctl stores the second buffer's address at the offset", () => {
+  const fd = shim.open("/dev/null");
+  try {
+    const arg = new Uint8Array(32).fill(0xee);
+    const second = new Uint8Array(16);
+    assert.equal(shim.ioctlWithPointer(fd, TCGETS, arg, 8, second), -ENOTTY);
+    const expected = new Uint8Array(8);
+    shim.testAddressOf(second, expected);
+    assert.notDeepEqual(expected, new Uint8Array(8));
+    assert.deepEqual(arg.subarray(8, 16), expected);
+    assert.deepEqual(arg.subarray(0, 8), new Uint8Array(8).fill(0xee)); // nothing else touched
+    assert.deepEqual(arg.subarray(16), new Uint8Array(16).fill(0xee));
+    // A pointer that would not fit is refused before any store or syscall.
+    assert.equal(shim.ioctlWithPointer(fd, TCGETS, arg, 25, second), -EINVAL);
+    assert.equal(shim.ioctlLoop(fd, TCGETS, arg, 30, second, 1), -EINVAL);
+  } finally {
+    shim.close(fd);
+  }
+});
+
+Deno.test("shim: read, write and poll on fds", () => {
+  const fd = shim.open("/dev/zero");
+  try {
+    const buf = new Uint8Array(40).fill(7);
+    assert.equal(shim.read(fd, buf), 40);
+    assert.deepEqual(buf, new Uint8Array(40));
+    assert.equal(shim.write(fd, buf), 40);
+    assert.equal(shim.poll(fd, POLL.IN, 0) & POLL.IN, POLL.IN);
+  } finally {
+    shim.close(fd);
+  }
+  assert.equal(shim.read(-1, new Uint8Array(1)), -EBADF);
+});
+
+Deno.test("shim: nonblocking poll runs off the event loop and returns revents", async () => {
+  const fd = shim.open("/dev/null");
+  try {
+    assert.equal((await shim.pollAsync(fd, POLL.OUT, 100)) & POLL.OUT, POLL.OUT);
+  } finally {
+    shim.close(fd);
+  }
+});
+
+Deno.test("shim: the in-process C loop reports a failing ioctl", () => {
+  const fd = shim.open("/dev/null");
+  try {
+    assert.equal(shim.ioctlLoop(fd, TCGETS, new Uint8Array(64), NO_POINTER, null, 10), -ENOTTY);
+    assert.equal(shim.ioctlLoop(fd, TCGETS, null, NO_POINTER, null, 0), 0);
+  } finally {
+    shim.close(fd);
+  }
+});
+
+Deno.test("shim: a closed library refuses calls instead of crashing; closing twice is harmless", async () => {
+  const other = await NativeShim.load(shim.path);
+  other[Symbol.dispose]();
+  assert.ok(other.closed);
+  assert.throws(() => other.open("/dev/null"), ShimClosedError);
+  other[Symbol.dispose]();
+  // The first handle is unaffected: dlopen handles are reference-counted.
+  assert.ok(shim.open("/dev/null") >= 0);
+});
+
+Deno.test("shim: a path with an embedded NUL is refused, not truncated", () => {
+  assert.equal(shim.open("/dev/null\0/etc/shadow"), -EINVAL);
+});
+
+Deno.test("shim: request numbers above 2^31 cross FFI unchanged", () => {
+  const out = new Uint8Array(4);
+  for (const request of [KVM_GET_MSR_INDEX_LIST, 0xffff_ffff, 0x8000_0000, 0x2000_3b8d]) {
+    shim.testEchoRequest(request, out);
+    assert.equal(new DataView(out.buffer).getUint32(0, true), request);
+  }
+});
