@@ -26,6 +26,7 @@ const SYMBOLS = {
   relay_poll: { parameters: ["i32", "i32", "i32"], result: "i32" },
   relay_poll_async: { name: "relay_poll", parameters: ["i32", "i32", "i32"], result: "i32", nonblocking: true },
   relay_test_address_of: { parameters: ["buffer", "buffer"], result: "i32" },
+  relay_align_offset: { parameters: ["buffer", "u32"], result: "i32" },
   relay_test_echo_request: { parameters: ["u32", "buffer"], result: "i32" },
   relay_nop: { parameters: ["i32", "u32", "buffer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
@@ -173,6 +174,22 @@ export class NativeShim implements Disposable {
   testAddressOf(p: Uint8Array, out: Uint8Array): void {
     if (out.byteLength < 8) throw new RangeError("out needs 8 bytes");
     this.#live().relay_test_address_of(p, out);
+  }
+
+  /** Bytes from the start of `buf` to the next `align`-byte boundary (`align` a power of two), or `-EINVAL`. */
+  alignOffset(buf: Uint8Array, align: number): number {
+    return this.#live().relay_align_offset(buf, align);
+  }
+
+  /**
+   * A zeroed `length`-byte window of fresh memory whose address is a multiple of `align`: for memory the kernel
+   * pins (IOAS maps). Cold path.
+   */
+  alignedBuffer(length: number, align = 4096): Uint8Array {
+    const raw = new Uint8Array(length + align);
+    const skip = this.alignOffset(raw, align);
+    if (skip < 0) throw new RangeError(`alignment ${align} is not a power of two up to 2^30`);
+    return raw.subarray(skip, skip + length);
   }
 
   /** Test hook: writes `request` into `out[0..4)` as the shim received it. */

@@ -111,6 +111,16 @@ RELAY_EXPORT int32_t relay_test_address_of(void *p, uint8_t *out)
 	return 0;
 }
 
+/* Bytes to skip from p to reach the next multiple of align (a power of two): lets TypeScript carve a
+ * page-aligned window out of an ArrayBuffer without taking its address. Returns -EINVAL for a bad align. */
+RELAY_EXPORT int32_t relay_align_offset(void *p, uint32_t align)
+{
+	if (align == 0 || (align & (align - 1)) || align > (1u << 30))
+		return -EINVAL;
+	uintptr_t a = (uintptr_t)p;
+	return (int32_t)((align - (a & (align - 1))) & (align - 1));
+}
+
 /* Test hook: store `request` as the shim received it, to show requests above 2^31 cross FFI intact. */
 RELAY_EXPORT int32_t relay_test_echo_request(uint32_t request, uint8_t *out)
 {

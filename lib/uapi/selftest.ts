@@ -213,7 +213,7 @@ export const TestCmdCheckDevCache = testCmd(
   "check_dev_cache",
   "IOMMU_TEST_OP_DEV_CHECK_CACHE",
   "6.12",
-  "selftest device",
+  "device (iommufd dev_id)",
   "Compare a mock device cache slot.",
   {
     cache_id: { type: "u32", offset: 0, c: "id", doc: "cache slot, 0..MOCK_DEV_CACHE_ID_MAX" },

@@ -136,3 +136,13 @@ Deno.test("shim: request numbers above 2^31 cross FFI unchanged", () => {
     assert.equal(new DataView(out.buffer).getUint32(0, true), request);
   }
 });
+
+Deno.test("shim: aligned windows start on the boundary the shim computes", () => {
+  for (const align of [8, 4096, 65536]) {
+    const buf = shim.alignedBuffer(100, align);
+    assert.equal(buf.byteLength, 100);
+    assert.equal(shim.alignOffset(buf, align), 0);
+  }
+  assert.equal(shim.alignOffset(new Uint8Array(8), 3), -EINVAL);
+  assert.throws(() => shim.alignedBuffer(8, 0), RangeError);
+});

@@ -1,0 +1,65 @@
+/**
+ * Typed errors shared by every layer above the uAPI: a kernel call that failed (errno name and number, the
+ * operation, the ioctl, the failing entry), and a feature this kernel or device does not have.
+ *
+ * @module
+ */
+import { errnoName } from "../uapi/errno.ts";
+
+/**
+ * A kernel call failed.
+ *
+ * @example
+ * ```ts
+ * import { KernelError } from "./errors.ts";
+ * const e = new KernelError(-22, "invalidate", "IOMMU_HWPT_INVALIDATE", 2);
+ * console.log(e.message); // invalidate: IOMMU_HWPT_INVALIDATE failed with EINVAL (22) at entry 2
+ * ```
+ */
+export class KernelError extends Error {
+  override name = "KernelError";
+  /** The errno, positive. */
+  readonly errno: number;
+  /** Its name, e.g. `EINVAL`. */
+  readonly errnoName: string;
+  constructor(
+    errno: number,
+    /** What the library was doing, e.g. `invalidate`, `alloc nested HWPT`. */
+    readonly op: string,
+    /** The ioctl (or syscall: `open`, `read`) that failed. */
+    readonly ioctl: string,
+    /** For array ioctls: the index of the entry that failed (= entries handled before it). */
+    readonly entryIndex?: number,
+  ) {
+    const n = Math.abs(errno);
+    const name = errnoName(n);
+    super(`${op}: ${ioctl} failed with ${name} (${n})${entryIndex === undefined ? "" : ` at entry ${entryIndex}`}`);
+    this.errno = n;
+    this.errnoName = name;
+  }
+}
+
+/**
+ * Something this kernel, IOMMU or device does not offer (detected at run time).
+ *
+ * @example
+ * ```ts
+ * import { UnsupportedError } from "./errors.ts";
+ * const e = new UnsupportedError("pasid-attach", "IOMMU_TEST_OP_PASID_ATTACH answered EOPNOTSUPP (Linux 6.15+)");
+ * console.log(e.feature); // pasid-attach
+ * ```
+ */
+export class UnsupportedError extends Error {
+  override name = "UnsupportedError";
+  constructor(
+    /** The feature's name, as in {@linkcode KernelFeatures}. */
+    readonly feature: string,
+    /** How it was detected, and what would provide it. */
+    readonly detail: string,
+  ) {
+    super(`unsupported: ${feature}: ${detail}`);
+  }
+}
+
+/** Features detected on a running kernel; see lib/kernel/features.ts. */
+export type KernelFeatures = Readonly<Record<string, boolean>>;

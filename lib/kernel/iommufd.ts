@@ -1,0 +1,460 @@
+/**
+ * One object per iommufd kernel object, over the shim: the iommufd itself, IOAS, HWPT, fault queue, vIOMMU,
+ * vDEVICE and vEVENTQ. Each is disposable (`using`): disposal destroys the kernel object, children before
+ * parents, and a failed allocation leaves nothing behind.
+ *
+ * Every failing call throws a {@linkcode KernelError} naming the errno, the operation and the ioctl, except the
+ * hot invalidation path ({@linkcode InvalidationTarget.invalidateRaw}), which reports through reused fields.
+ *
+ * @module
+ */
+import type { NativeShim } from "../../ffi/native.ts";
+import { KernelError } from "../core/errors.ts";
+import {
+  HwptAllocFlags,
+  IoasMapFlags,
+  type Ioctl,
+  IOMMU_DESTROY,
+  IOMMU_FAULT_QUEUE_ALLOC,
+  IOMMU_GET_HW_INFO,
+  IOMMU_HWPT_ALLOC,
+  IOMMU_HWPT_INVALIDATE,
+  IOMMU_IOAS_ALLOC,
+  IOMMU_IOAS_IOVA_RANGES,
+  IOMMU_IOAS_MAP,
+  IOMMU_IOAS_UNMAP,
+  IOMMU_OPTION,
+  IOMMU_VDEVICE_ALLOC,
+  IOMMU_VEVENTQ_ALLOC,
+  IOMMU_VIOMMU_ALLOC,
+  IommuDestroy,
+  IommuFaultAlloc,
+  IommufdVeventHeader,
+  IommuHwInfo,
+  IommuHwptAlloc,
+  IommuHwptInvalidate,
+  IommuHwptPageResponse,
+  IommuHwptPgfault,
+  IommuIoasAlloc,
+  IommuIoasIovaRanges,
+  IommuIoasMap,
+  IommuIoasUnmap,
+  IommuIovaRange,
+  IommuOption,
+  IommuVdeviceAlloc,
+  IommuVeventqAlloc,
+  IommuViommuAlloc,
+  readU64Number,
+  type StructBuffer,
+} from "../uapi/mod.ts";
+
+// deno-lint-ignore no-explicit-any
+type AnyBuffer = StructBuffer<any>;
+
+/**
+ * An open `/dev/iommu`. Close it last: its objects are destroyed by their own disposal first.
+ *
+ * @example
+ * ```ts ignore
+ * import { NativeShim } from "../../ffi/native.ts";
+ * import { Iommufd } from "./iommufd.ts";
+ * using shim = await NativeShim.load();
+ * using iommufd = Iommufd.open(shim);
+ * using ioas = iommufd.allocIoas();
+ * console.log(ioas.id > 0);
+ * ```
+ */
+export class Iommufd implements Disposable {
+  /** The iommufd file descriptor. */
+  readonly fd: number;
+  /** The shim it was opened through. */
+  readonly shim: NativeShim;
+  #closed = false;
+  readonly #destroyArgs = IommuDestroy.buffer();
+
+  private constructor(shim: NativeShim, fd: number) {
+    this.shim = shim;
+    this.fd = fd;
+  }
+
+  /** Open `/dev/iommu` (or `path`). */
+  static open(shim: NativeShim, path = "/dev/iommu"): Iommufd {
+    const fd = shim.open(path);
+    if (fd < 0) throw new KernelError(fd, `open ${path}`, "open");
+    return new Iommufd(shim, fd);
+  }
+
+  /** Whether the fd was closed. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Issue `ioctl` with `args`; throws {@linkcode KernelError} on failure. */
+  call(ioctl: Ioctl, args: AnyBuffer, op: string): number {
+    const r = this.shim.ioctl(this.fd, ioctl.request, args.bytes);
+    if (r < 0) throw new KernelError(r, op, ioctl.name);
+    return r;
+  }
+
+  /** Issue `ioctl` after storing the address of `data` in the u64 field `pointerField` of `args`. */
+  callWithPointer(ioctl: Ioctl, args: AnyBuffer, pointerField: string, data: Uint8Array, op: string): number {
+    const r = this.shim.ioctlWithPointer(this.fd, ioctl.request, args.bytes, args.offsetOf(pointerField), data);
+    if (r < 0) throw new KernelError(r, op, ioctl.name);
+    return r;
+  }
+
+  /** `IOMMU_DESTROY` an object by id. */
+  destroy(id: number): void {
+    this.#destroyArgs.set("id", id);
+    this.call(IOMMU_DESTROY, this.#destroyArgs, `destroy object ${id}`);
+  }
+
+  /** `IOMMU_IOAS_ALLOC`. */
+  allocIoas(): Ioas {
+    const args = IommuIoasAlloc.buffer();
+    this.call(IOMMU_IOAS_ALLOC, args, "alloc IOAS");
+    return new Ioas(this, args.get("out_ioas_id"));
+  }
+
+  /** `IOMMU_OPTION` get: a global option (objectId 0) or an IOAS option. */
+  getOption(optionId: number, objectId = 0): bigint {
+    const args = IommuOption.buffer().set("option_id", optionId).set("op", 1).set("object_id", objectId);
+    this.call(IOMMU_OPTION, args, `get option ${optionId}`);
+    return args.getU64("val64");
+  }
+
+  /** `IOMMU_OPTION` set. */
+  setOption(optionId: number, value: number | bigint, objectId = 0): void {
+    const args = IommuOption.buffer().set("option_id", optionId).set("op", 0).set("object_id", objectId)
+      .setU64("val64", value);
+    this.call(IOMMU_OPTION, args, `set option ${optionId}`);
+  }
+
+  /**
+   * `IOMMU_GET_HW_INFO` for a device: driver data (VT-d CAP/ECAP, SMMUv3 IDRs, selftest register), PASID width and
+   * capabilities. `dataType` asks for a specific type (6.17+ `IOMMU_HW_INFO_FLAG_INPUT_TYPE`).
+   */
+  getHwInfo(devId: number, dataType?: number): HwInfo {
+    const data = new Uint8Array(256);
+    const args = IommuHwInfo.buffer().set("dev_id", devId).set("data_len", data.byteLength);
+    if (dataType !== undefined) args.set("flags", 1).set("in_data_type", dataType);
+    this.callWithPointer(IOMMU_GET_HW_INFO, args, "data_uptr", data, `get hw info of device ${devId}`);
+    const len = Math.min(args.get("data_len"), data.byteLength);
+    return {
+      type: args.get("out_data_type"),
+      data: data.slice(0, len),
+      maxPasidLog2: args.get("out_max_pasid_log2"),
+      capabilities: args.getU64("out_capabilities"),
+    };
+  }
+
+  /**
+   * `IOMMU_HWPT_ALLOC`: a paging HWPT over an IOAS (optionally a nesting parent), or a nested HWPT from
+   * driver data (`data.type` + `data.bytes`) over a nesting parent or vIOMMU.
+   */
+  allocHwpt(opts: HwptAllocOptions): Hwpt {
+    const args = IommuHwptAlloc.buffer().set("flags", opts.flags ?? 0).set("dev_id", opts.devId).set(
+      "pt_id",
+      opts.ptId,
+    );
+    if (opts.faultId !== undefined) {
+      args.set("flags", args.get("flags") | HwptAllocFlags.values.IOMMU_HWPT_FAULT_ID_VALID).set(
+        "fault_id",
+        opts.faultId,
+      );
+    }
+    const op = opts.data ? "alloc nested HWPT" : "alloc HWPT";
+    if (opts.data) {
+      args.set("data_type", opts.data.type).set("data_len", opts.data.bytes.byteLength);
+      this.callWithPointer(IOMMU_HWPT_ALLOC, args, "data_uptr", opts.data.bytes, op);
+    } else {
+      this.call(IOMMU_HWPT_ALLOC, args, op);
+    }
+    return new Hwpt(this, args.get("out_hwpt_id"));
+  }
+
+  /** `IOMMU_FAULT_QUEUE_ALLOC`: a fault queue and its fd. */
+  allocFaultQueue(): FaultQueue {
+    const args = IommuFaultAlloc.buffer();
+    this.call(IOMMU_FAULT_QUEUE_ALLOC, args, "alloc fault queue");
+    return new FaultQueue(this, args.get("out_fault_id"), args.get("out_fault_fd"));
+  }
+
+  /** `IOMMU_VIOMMU_ALLOC` over a nesting-parent HWPT. */
+  allocViommu(opts: { type: number; devId: number; hwptId: number; data?: Uint8Array }): Viommu {
+    const args = IommuViommuAlloc.buffer().set("type", opts.type).set("dev_id", opts.devId).set("hwpt_id", opts.hwptId);
+    if (opts.data) {
+      args.set("data_len", opts.data.byteLength);
+      this.callWithPointer(IOMMU_VIOMMU_ALLOC, args, "data_uptr", opts.data, "alloc vIOMMU");
+    } else {
+      this.call(IOMMU_VIOMMU_ALLOC, args, "alloc vIOMMU");
+    }
+    return new Viommu(this, args.get("out_viommu_id"));
+  }
+
+  /** `IOMMU_VDEVICE_ALLOC`: give a device its guest-visible id on a vIOMMU. */
+  allocVdevice(viommuId: number, devId: number, virtId: number): Vdevice {
+    const args = IommuVdeviceAlloc.buffer().set("viommu_id", viommuId).set("dev_id", devId).setU64("virt_id", virtId);
+    this.call(IOMMU_VDEVICE_ALLOC, args, "alloc vDEVICE");
+    return new Vdevice(this, args.get("out_vdevice_id"), virtId);
+  }
+
+  /** `IOMMU_VEVENTQ_ALLOC`: an event queue of one type on a vIOMMU, and its fd. */
+  allocVeventq(viommuId: number, type: number, depth: number): Veventq {
+    const args = IommuVeventqAlloc.buffer().set("viommu_id", viommuId).set("type", type).set("veventq_depth", depth);
+    this.call(IOMMU_VEVENTQ_ALLOC, args, "alloc vEVENTQ");
+    return new Veventq(this, args.get("out_veventq_id"), args.get("out_veventq_fd"));
+  }
+
+  /** Close the iommufd. The kernel frees whatever is left; later disposals of its objects are no-ops. */
+  [Symbol.dispose](): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.shim.close(this.fd);
+  }
+}
+
+/** What {@linkcode Iommufd.getHwInfo} returns. */
+export interface HwInfo {
+  /** `enum iommu_hw_info_type` (or the selftest's type). */
+  readonly type: number;
+  /** The driver data, as long as the kernel filled it. */
+  readonly data: Uint8Array;
+  /** PASID width in bits; 0 = no PASID (always 0 before 6.12.32/6.15). */
+  readonly maxPasidLog2: number;
+  /** `enum iommufd_hw_capabilities` bits. */
+  readonly capabilities: bigint;
+}
+
+/** Options of {@linkcode Iommufd.allocHwpt}. */
+export interface HwptAllocOptions {
+  /** Device the HWPT must suit. */
+  readonly devId: number;
+  /** IOAS, nesting parent HWPT or vIOMMU. */
+  readonly ptId: number;
+  /** `IOMMU_HWPT_ALLOC_*` flags. */
+  readonly flags?: number;
+  /** Driver data for a nested HWPT. */
+  readonly data?: { readonly type: number; readonly bytes: Uint8Array };
+  /** A fault queue to report this HWPT's faults to. */
+  readonly faultId?: number;
+}
+
+/** A kernel object inside an iommufd, destroyed on disposal. */
+export class IommufdObject implements Disposable {
+  #destroyed = false;
+  constructor(
+    /** The iommufd holding it. */
+    readonly iommufd: Iommufd,
+    /** Its object id. */
+    readonly id: number,
+  ) {}
+
+  /** Whether it was destroyed. */
+  get destroyed(): boolean {
+    return this.#destroyed;
+  }
+
+  /** Destroy the kernel object (once; a no-op after the iommufd closed). */
+  [Symbol.dispose](): void {
+    if (this.#destroyed) return;
+    this.#destroyed = true;
+    if (!this.iommufd.closed) this.iommufd.destroy(this.id);
+  }
+}
+
+/** An IO address space. Memory it maps stays referenced here until unmapped, so it cannot be collected. */
+export class Ioas extends IommufdObject {
+  readonly #mapped = new Map<number, Uint8Array>();
+
+  /**
+   * `IOMMU_IOAS_MAP`: map `memory` (keep it page-aligned: `NativeShim.alignedBuffer`) at `iova`, or where the
+   * kernel chooses. Returns the IOVA.
+   */
+  map(memory: Uint8Array, opts: { iova?: number; readable?: boolean; writable?: boolean } = {}): number {
+    const f = IoasMapFlags.values;
+    let flags = 0;
+    if (opts.iova !== undefined) flags |= f.IOMMU_IOAS_MAP_FIXED_IOVA;
+    if (opts.readable ?? true) flags |= f.IOMMU_IOAS_MAP_READABLE;
+    if (opts.writable ?? true) flags |= f.IOMMU_IOAS_MAP_WRITEABLE;
+    const args = IommuIoasMap.buffer().set("flags", flags).set("ioas_id", this.id).setU64("length", memory.byteLength)
+      .setU64("iova", opts.iova ?? 0);
+    this.iommufd.callWithPointer(IOMMU_IOAS_MAP, args, "user_va", memory, `map ${memory.byteLength} bytes`);
+    const iova = readU64Number(args.view, args.offsetOf("iova"));
+    this.#mapped.set(iova, memory);
+    return iova;
+  }
+
+  /** `IOMMU_IOAS_UNMAP` of whole mappings inside [iova, iova+length); returns bytes unmapped. */
+  unmap(iova: number, length: number): number {
+    const args = IommuIoasUnmap.buffer().set("ioas_id", this.id).setU64("iova", iova).setU64("length", length);
+    this.iommufd.call(IOMMU_IOAS_UNMAP, args, `unmap [0x${iova.toString(16)}, +0x${length.toString(16)})`);
+    for (const start of this.#mapped.keys()) if (start >= iova && start < iova + length) this.#mapped.delete(start);
+    return readU64Number(args.view, args.offsetOf("length"));
+  }
+
+  /** `IOMMU_IOAS_IOVA_RANGES`: the usable IOVA ranges (inclusive) and the IOVA alignment. */
+  iovaRanges(): { ranges: { start: bigint; last: bigint }[]; alignment: bigint } {
+    let capacity = 8;
+    for (;;) {
+      const array = new Uint8Array(capacity * IommuIovaRange.size);
+      const args = IommuIoasIovaRanges.buffer().set("ioas_id", this.id).set("num_iovas", capacity);
+      const r = this.iommufd.shim.ioctlWithPointer(
+        this.iommufd.fd,
+        IOMMU_IOAS_IOVA_RANGES.request,
+        args.bytes,
+        args.offsetOf("allowed_iovas"),
+        array,
+      );
+      const total = args.get("num_iovas");
+      if (r === -90 /* EMSGSIZE */ && total > capacity) {
+        capacity = total;
+        continue;
+      }
+      if (r < 0) throw new KernelError(r, "query IOVA ranges", IOMMU_IOAS_IOVA_RANGES.name);
+      const ranges = Array.from({ length: total }, (_, i) => {
+        const d = IommuIovaRange.decode(array.subarray(i * 16, i * 16 + 16));
+        return { start: d.start, last: d.last };
+      });
+      return { ranges, alignment: args.getU64("out_iova_alignment") };
+    }
+  }
+
+  override [Symbol.dispose](): void {
+    super[Symbol.dispose]();
+    this.#mapped.clear();
+  }
+}
+
+/**
+ * Something `IOMMU_HWPT_INVALIDATE` targets: a nested HWPT, or a vIOMMU (6.13+). The args struct is allocated
+ * once; {@linkcode InvalidationTarget.invalidateRaw} allocates nothing.
+ */
+export class InvalidationTarget extends IommufdObject {
+  readonly #args = IommuHwptInvalidate.buffer();
+  /** Entries the kernel reported handled by the last call (written back on success and on error). */
+  handled = 0;
+
+  /**
+   * Hot path: send `count` entries of `entryLen` bytes from `entries`. Returns 0 or `-errno`; either way
+   * {@linkcode InvalidationTarget.handled} holds the kernel's entry_num. Never throws for a kernel error.
+   */
+  invalidateRaw(dataType: number, entries: Uint8Array, entryLen: number, count: number): number {
+    const a = this.#args;
+    a.view.setUint32(4, this.id, true);
+    a.view.setUint32(16, dataType, true);
+    a.view.setUint32(20, entryLen, true);
+    a.view.setUint32(24, count, true);
+    const r = this.iommufd.shim.ioctlWithPointer(this.iommufd.fd, IOMMU_HWPT_INVALIDATE.request, a.bytes, 8, entries);
+    this.handled = a.view.getUint32(24, true);
+    return r < 0 ? r : 0;
+  }
+
+  /**
+   * Send entries; returns how many were handled (= count). On failure throws a {@linkcode KernelError} whose
+   * `entryIndex` is the entry the kernel stopped at.
+   */
+  invalidate(dataType: number, entries: Uint8Array, entryLen: number, count: number): number {
+    const r = this.invalidateRaw(dataType, entries, entryLen, count);
+    if (r < 0) throw new KernelError(r, `invalidate ${count} entries`, IOMMU_HWPT_INVALIDATE.name, this.handled);
+    return this.handled;
+  }
+}
+
+/** A hardware page table (paging, nesting parent, or nested). */
+export class Hwpt extends InvalidationTarget {}
+
+/** A virtual IOMMU (6.13+). */
+export class Viommu extends InvalidationTarget {}
+
+/** A vDEVICE: a device's guest-visible id on a vIOMMU. */
+export class Vdevice extends IommufdObject {
+  constructor(iommufd: Iommufd, id: number, /** The virtual id. */ readonly virtId: number) {
+    super(iommufd, id);
+  }
+}
+
+/** An iommufd object with its own fd (fault queue, vEVENTQ): the fd closes before the object is destroyed. */
+export class QueueObject extends IommufdObject {
+  #fdOpen = true;
+  constructor(iommufd: Iommufd, id: number, /** The queue's fd. */ readonly fd: number) {
+    super(iommufd, id);
+  }
+
+  /** Read one record into `into`; returns bytes read, 0 at EOF, or throws (EAGAIN included). */
+  readInto(into: Uint8Array, op: string): number {
+    const r = this.iommufd.shim.read(this.fd, into);
+    if (r < 0) throw new KernelError(r, op, "read");
+    return r;
+  }
+
+  /** Poll the fd for input: true when readable within `timeoutMs`. */
+  pollIn(timeoutMs: number): boolean {
+    const r = this.iommufd.shim.poll(this.fd, 1, timeoutMs);
+    if (r < 0) throw new KernelError(r, "poll queue", "poll");
+    return (r & 1) !== 0;
+  }
+
+  override [Symbol.dispose](): void {
+    if (this.#fdOpen) {
+      this.#fdOpen = false;
+      this.iommufd.shim.close(this.fd);
+    }
+    super[Symbol.dispose]();
+  }
+}
+
+/** A fault queue (6.11): `iommu_hwpt_pgfault` records in, `iommu_hwpt_page_response` out. */
+export class FaultQueue extends QueueObject {
+  readonly #record = new Uint8Array(IommuHwptPgfault.size);
+  readonly #response = IommuHwptPageResponse.buffer();
+
+  /** Read one fault record (blocks unless polled first). */
+  readFault(): ReturnType<typeof IommuHwptPgfault.decode> {
+    const n = this.readInto(this.#record, "read fault");
+    if (n !== IommuHwptPgfault.size) throw new KernelError(-5, `read fault: short record of ${n} bytes`, "read");
+    return IommuHwptPgfault.decode(this.#record);
+  }
+
+  /** Answer a fault group by cookie (`code` 0 = success, 1 = invalid). */
+  respond(cookie: number, code: number): void {
+    this.#response.set("cookie", cookie).set("code", code);
+    const r = this.iommufd.shim.write(this.fd, this.#response.bytes);
+    if (r < 0) throw new KernelError(r, `respond to fault ${cookie}`, "write");
+  }
+}
+
+/** A vEVENTQ (6.15): records of `iommufd_vevent_header` + a type-specific payload. */
+export class Veventq extends QueueObject {
+  /**
+   * Read what is queued into `into` and split it into records of `payloadSize` bytes after each header.
+   * The lost-events flag arrives as a header with no payload.
+   */
+  readEvents(into: Uint8Array, payloadSize: number): VeventRecord[] {
+    const n = this.readInto(into, "read vEVENTQ");
+    const out: VeventRecord[] = [];
+    let at = 0;
+    while (at + IommufdVeventHeader.size <= n) {
+      const h = IommufdVeventHeader.decode(into.subarray(at, at + IommufdVeventHeader.size));
+      at += IommufdVeventHeader.size;
+      const lost = (h.flags & 1) !== 0;
+      if (lost) {
+        out.push({ sequence: h.sequence, lostEvents: true, payload: new Uint8Array(0) });
+        continue;
+      }
+      out.push({ sequence: h.sequence, lostEvents: false, payload: into.slice(at, at + payloadSize) });
+      at += payloadSize;
+    }
+    return out;
+  }
+}
+
+/** One vEVENTQ record. */
+export interface VeventRecord {
+  /** Sequence number (wraps at INT_MAX). */
+  readonly sequence: number;
+  /** The kernel dropped events before this point. */
+  readonly lostEvents: boolean;
+  /** Type-specific payload. */
+  readonly payload: Uint8Array;
+}

@@ -1,0 +1,146 @@
+/**
+ * The kernel selftest's mock IOMMU (`CONFIG_IOMMUFD_TEST`) through `IOMMU_TEST_CMD`: mock devices with their
+ * own domain, the mock IOTLB and device-cache checks, PASID attach/replace/detach, and fault/event triggers.
+ * This is what the kernel test suite drives; it is not for production use.
+ *
+ * @module
+ */
+import { KernelError } from "../core/errors.ts";
+import { type Iommufd, IommufdObject } from "./iommufd.ts";
+import {
+  IOMMU_TEST_CMD,
+  TestCmdCheckDevCache,
+  TestCmdCheckIotlb,
+  TestCmdCheckMap,
+  TestCmdMockDomain,
+  TestCmdMockDomainFlags,
+  TestCmdMockDomainReplace,
+  TestCmdPasidAttach,
+  TestCmdPasidCheck,
+  TestCmdPasidDetach,
+  TestCmdPasidReplace,
+  TestCmdTriggerIopf,
+  TestCmdTriggerVevent,
+  TestOp,
+} from "../uapi/mod.ts";
+
+const op = TestOp.values;
+
+/**
+ * A mock device attached to an IOAS (or HWPT). Disposing it destroys the selftest device object, which
+ * detaches and removes the device.
+ */
+export class MockDevice extends IommufdObject {
+  /** The device's iommufd id (what VFIO calls dev_id). */
+  readonly devId: number;
+  /** The HWPT it was attached to at creation. */
+  readonly hwptId: number;
+
+  private constructor(iommufd: Iommufd, stdevId: number, hwptId: number, devId: number) {
+    super(iommufd, stdevId);
+    this.hwptId = hwptId;
+    this.devId = devId;
+  }
+
+  /** `IOMMU_TEST_OP_MOCK_DOMAIN[_FLAGS]`: a mock device attached to `ptId`. */
+  static create(iommufd: Iommufd, ptId: number, devFlags = 0): MockDevice {
+    if (devFlags === 0) {
+      const cmd = TestCmdMockDomain.buffer().set("op", op.IOMMU_TEST_OP_MOCK_DOMAIN).set("id", ptId);
+      iommufd.call(IOMMU_TEST_CMD, cmd, "create mock device");
+      return new MockDevice(iommufd, cmd.get("out_stdev_id"), cmd.get("out_hwpt_id"), cmd.get("out_idev_id"));
+    }
+    const cmd = TestCmdMockDomainFlags.buffer().set("op", op.IOMMU_TEST_OP_MOCK_DOMAIN_FLAGS).set("id", ptId)
+      .set("dev_flags", devFlags);
+    iommufd.call(IOMMU_TEST_CMD, cmd, "create mock device with flags");
+    return new MockDevice(iommufd, cmd.get("out_stdev_id"), cmd.get("out_hwpt_id"), cmd.get("out_idev_id"));
+  }
+
+  /** Stdev id: the selftest object (what the PASID ops take). */
+  get stdevId(): number {
+    return this.id;
+  }
+
+  /** `IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE`: re-attach the RID; returns the HWPT now attached. */
+  replace(ptId: number): number {
+    const cmd = TestCmdMockDomainReplace.buffer().set("op", op.IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE).set("id", this.id)
+      .set("pt_id", ptId);
+    this.iommufd.call(IOMMU_TEST_CMD, cmd, `replace mock device ${this.id} attachment`);
+    return cmd.get("pt_id");
+  }
+
+  /** `IOMMU_TEST_OP_PASID_ATTACH` (6.15). */
+  attachPasid(pasid: number, ptId: number): void {
+    const cmd = TestCmdPasidAttach.buffer().set("op", op.IOMMU_TEST_OP_PASID_ATTACH).set("id", this.id)
+      .set("pasid", pasid).set("pt_id", ptId);
+    this.iommufd.call(IOMMU_TEST_CMD, cmd, `attach PASID ${pasid}`);
+  }
+
+  /** `IOMMU_TEST_OP_PASID_REPLACE` (6.15). */
+  replacePasid(pasid: number, ptId: number): void {
+    const cmd = TestCmdPasidReplace.buffer().set("op", op.IOMMU_TEST_OP_PASID_REPLACE).set("id", this.id)
+      .set("pasid", pasid).set("pt_id", ptId);
+    this.iommufd.call(IOMMU_TEST_CMD, cmd, `replace PASID ${pasid}`);
+  }
+
+  /** `IOMMU_TEST_OP_PASID_DETACH` (6.15). */
+  detachPasid(pasid: number): void {
+    const cmd = TestCmdPasidDetach.buffer().set("op", op.IOMMU_TEST_OP_PASID_DETACH).set("id", this.id)
+      .set("pasid", pasid);
+    this.iommufd.call(IOMMU_TEST_CMD, cmd, `detach PASID ${pasid}`);
+  }
+
+  /** `IOMMU_TEST_OP_PASID_CHECK_HWPT` (6.15): whether `pasid` is attached to `hwptId` (0: detached). */
+  pasidAttachedTo(pasid: number, hwptId: number): boolean {
+    const cmd = TestCmdPasidCheck.buffer().set("op", op.IOMMU_TEST_OP_PASID_CHECK_HWPT).set("id", this.id)
+      .set("pasid", pasid).set("hwpt_id", hwptId);
+    return checkResult(this.iommufd, cmd.bytes, `check PASID ${pasid} HWPT`);
+  }
+
+  /** `IOMMU_TEST_OP_DEV_CHECK_CACHE` (6.12): whether device cache slot `slot` holds `value`. */
+  cacheHolds(slot: number, value: number): boolean {
+    const cmd = TestCmdCheckDevCache.buffer().set("op", op.IOMMU_TEST_OP_DEV_CHECK_CACHE).set("id", this.devId)
+      .set("cache_id", slot).set("cache", value);
+    return checkResult(this.iommufd, cmd.bytes, `check device cache slot ${slot}`);
+  }
+
+  /** `IOMMU_TEST_OP_TRIGGER_IOPF` (6.11): the device raises a page request. */
+  triggerIopf(fault: { pasid: number; grpid: number; perm: number; addr: number }): void {
+    const cmd = TestCmdTriggerIopf.buffer().set("op", op.IOMMU_TEST_OP_TRIGGER_IOPF).set("dev_id", this.devId)
+      .set("pasid", fault.pasid).set("grpid", fault.grpid).set("perm", fault.perm).setU64("addr", fault.addr);
+    this.iommufd.call(IOMMU_TEST_CMD, cmd, "trigger IOPF");
+  }
+
+  /** `IOMMU_TEST_OP_TRIGGER_VEVENT` (6.15): the device reports an event to its vIOMMU. */
+  triggerVevent(): void {
+    const cmd = TestCmdTriggerVevent.buffer().set("op", op.IOMMU_TEST_OP_TRIGGER_VEVENT).set("dev_id", this.devId);
+    this.iommufd.call(IOMMU_TEST_CMD, cmd, "trigger vEVENT");
+  }
+}
+
+/** The check ops answer a mismatch with EINVAL: map that to false, anything else to a KernelError. */
+function checkResult(iommufd: Iommufd, bytes: Uint8Array, what: string): boolean {
+  const r = iommufd.shim.ioctl(iommufd.fd, IOMMU_TEST_CMD.request, bytes);
+  if (r === 0) return true;
+  if (r === -22) return false;
+  throw new KernelError(r, what, IOMMU_TEST_CMD.name);
+}
+
+/** `IOMMU_TEST_OP_MD_CHECK_IOTLB` (6.8): whether IOTLB slot `slot` of mock nested HWPT `hwptId` holds `value`. */
+export function mockIotlbHolds(iommufd: Iommufd, hwptId: number, slot: number, value: number): boolean {
+  const cmd = TestCmdCheckIotlb.buffer().set("op", op.IOMMU_TEST_OP_MD_CHECK_IOTLB).set("id", hwptId)
+    .set("iotlb_id", slot).set("iotlb", value);
+  return checkResult(iommufd, cmd.bytes, `check IOTLB slot ${slot}`);
+}
+
+/**
+ * `IOMMU_TEST_OP_MD_CHECK_MAP` (6.2): whether [iova, iova+memory.length) in `ptId` translates to `memory`.
+ * The kernel answers a wrong translation with EINVAL.
+ */
+export function mockMapTranslatesTo(iommufd: Iommufd, ptId: number, iova: number, memory: Uint8Array): boolean {
+  const cmd = TestCmdCheckMap.buffer().set("op", op.IOMMU_TEST_OP_MD_CHECK_MAP).set("id", ptId).setU64("iova", iova)
+    .setU64("length", memory.byteLength);
+  const r = iommufd.shim.ioctlWithPointer(iommufd.fd, IOMMU_TEST_CMD.request, cmd.bytes, cmd.offsetOf("uptr"), memory);
+  if (r === 0) return true;
+  if (r === -22) return false;
+  throw new KernelError(r, "check mock map", IOMMU_TEST_CMD.name);
+}

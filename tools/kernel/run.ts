@@ -1,0 +1,214 @@
+/**
+ * `deno task test:kernel`: builds (or takes from the cache) Linux kernels with the iommufd selftest mock,
+ * boots each under QEMU (TCG) with the host's root shared read-only over 9p, runs `tests/kernel/` with Deno
+ * inside the guest in one process, and reports the counts. The last line is
+ * `kernel-suite: N passed, N failed`, which .ci/run adds to its total.
+ *
+ * Options: `--kernels 7.3,6.12` (default both), `--timeout <seconds per boot>` (600), `--filter <test name>`.
+ *
+ * The guest sees the checkout and the Deno binary at their host paths. QEMU runs `-machine q35` with an
+ * emulated VT-d (`intel-iommu`) and QEMU's `edu` PCI device, which the guest binds to vfio-pci, so VFIO cdev
+ * calls have a real device too.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { ensureShim } from "../../ffi/build.ts";
+import { cacheDir } from "../../ffi/build.ts";
+
+const KERNELS: Record<string, string> = {
+  "7.3": "linux-source-7.3/trixie-backports",
+  "6.12": "linux-source-6.12/bookworm-backports",
+};
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    kernels: { type: "string", default: "7.3,6.12" },
+    timeout: { type: "string", default: "600" },
+    filter: { type: "string" },
+  },
+});
+const root = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
+const here = `${root}/tools/kernel`;
+const timeoutMs = Number(values.timeout) * 1000;
+const decoder = new TextDecoder();
+
+async function run(cmd: string, args: string[], opts: { cwd?: string; quiet?: boolean } = {}): Promise<string> {
+  const out = await new Deno.Command(cmd, {
+    args,
+    cwd: opts.cwd,
+    stdout: "piped",
+    stderr: opts.quiet ? "piped" : "inherit",
+  }).output();
+  const text = decoder.decode(out.stdout);
+  if (!out.success) {
+    throw new Error(`${cmd} ${args.join(" ")} failed${opts.quiet ? `: ${decoder.decode(out.stderr).trim()}` : ""}`);
+  }
+  return text;
+}
+
+async function sha(text: string): Promise<string> {
+  const d = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
+  return Array.from(new Uint8Array(d).slice(0, 8), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** The initramfs: just /init (static), cached by the source's hash. */
+async function initramfs(): Promise<string> {
+  const source = await Deno.readTextFile(`${here}/init.c`);
+  const dir = `${cacheDir()}/initramfs-${await sha(source)}`;
+  const image = `${dir}/initramfs.cpio.gz`;
+  try {
+    await Deno.stat(image);
+    return image;
+  } catch { /* build it */ }
+  await Deno.mkdir(`${dir}/root`, { recursive: true });
+  await run("cc", ["-static", "-O2", "-Wall", "-o", `${dir}/root/init`, `${here}/init.c`]);
+  await run("sh", ["-c", `cd '${dir}/root' && find . | cpio -o -H newc --quiet | gzip -9 > '${image}.tmp'`]);
+  await Deno.rename(`${image}.tmp`, image);
+  return image;
+}
+
+interface GuestResult {
+  passed: number;
+  failed: number;
+  ignored: number;
+  exit: number | undefined;
+  summary: boolean;
+  log: string;
+  seconds: number;
+}
+
+async function boot(kernel: string, image: string, script: string): Promise<GuestResult> {
+  const args = [
+    "-accel",
+    "tcg",
+    "-cpu",
+    "max",
+    "-smp",
+    "2",
+    "-m",
+    "2G",
+    "-machine",
+    "q35",
+    "-device",
+    "intel-iommu,intremap=on",
+    "-device",
+    "edu",
+    "-nodefaults",
+    "-no-user-config",
+    "-display",
+    "none",
+    "-serial",
+    "stdio",
+    "-monitor",
+    "none",
+    "-no-reboot",
+    "-kernel",
+    kernel,
+    "-initrd",
+    image,
+    "-append",
+    `console=ttyS0 panic=-1 loglevel=4 intel_iommu=on -- ${script}`,
+    "-virtfs",
+    "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
+  ];
+  const start = performance.now();
+  const child = new Deno.Command("qemu-system-x86_64", { args, stdout: "piped", stderr: "piped", stdin: "null" })
+    .spawn();
+  // QEMU can pause instead of exiting on an internal error: the timeout kills it.
+  const timer = setTimeout(() => {
+    console.log(`kernel-run: timeout after ${timeoutMs / 1000} s, killing QEMU`);
+    child.kill("SIGKILL");
+  }, timeoutMs);
+  let log = "";
+  const pump = async (stream: ReadableStream<Uint8Array>) => {
+    let pending = "";
+    for await (const chunk of stream) {
+      const text = decoder.decode(chunk, { stream: true });
+      log += text;
+      pending += text;
+      const lines = pending.split("\n");
+      pending = lines.pop() ?? "";
+      for (const line of lines) console.log(`  | ${line.replace(/\r$/, "")}`);
+    }
+    if (pending) console.log(`  | ${pending}`);
+  };
+  await Promise.all([pump(child.stdout), pump(child.stderr), child.status]);
+  clearTimeout(timer);
+  const clean = log.replace(/\r/g, "");
+  const summaries = [...clean.matchAll(/^(?:ok|FAILED) \| (\d+) passed.*?\| (\d+) failed(?: \| (\d+) ignored)?/gm)];
+  const last = summaries.at(-1);
+  const exit = clean.match(/IOMMU_RELAY_GUEST_EXIT (\d+)/);
+  return {
+    passed: last ? Number(last[1]) : 0,
+    failed: last ? Number(last[2]) : 0,
+    ignored: last?.[3] ? Number(last[3]) : 0,
+    exit: exit ? Number(exit[1]) : undefined,
+    summary: last !== undefined,
+    log: clean,
+    seconds: (performance.now() - start) / 1000,
+  };
+}
+
+const shim = await ensureShim();
+console.log(`kernel-run: type-checking tests/kernel on the host`);
+await run(Deno.execPath(), ["check", "tests/kernel/"], { cwd: root });
+const image = await initramfs();
+await Deno.mkdir(`${root}/target/kernel`, { recursive: true });
+
+let passed = 0;
+let failed = 0;
+for (const name of values.kernels.split(",").map((k) => k.trim()).filter(Boolean)) {
+  const spec = KERNELS[name];
+  if (!spec) {
+    console.log(`kernel-run: unknown kernel '${name}' (known: ${Object.keys(KERNELS).join(", ")})`);
+    failed++;
+    continue;
+  }
+  let bzImage: string;
+  try {
+    bzImage = (await run("bash", [`${here}/build.sh`, spec])).trim().split("\n").at(-1)!;
+  } catch (e) {
+    console.log(`kernel-run: building ${spec} failed: ${(e as Error).message}`);
+    failed++;
+    continue;
+  }
+  const script = `${root}/target/kernel/guest-${name}.sh`;
+  const filter = values.filter ? ` --filter '${values.filter.replace(/'/g, "")}'` : "";
+  await Deno.writeTextFile(
+    script,
+    `#!/bin/sh
+# Generated by tools/kernel/run.ts: runs inside the test VM (root = the host's, read-only; /run is tmpfs).
+export HOME=/run TMPDIR=/run DENO_DIR=/run/deno NO_COLOR=1 DENO_NO_UPDATE_CHECK=1
+export IOMMU_RELAY_SHIM='${shim}' IOMMU_RELAY_KERNEL_VM='${name}'
+# QEMU's edu device (1234:11e8) goes to vfio-pci, so VFIO cdev tests have a device.
+for d in /sys/bus/pci/devices/*; do
+  if [ "$(cat "$d/vendor")" = 0x1234 ] && [ "$(cat "$d/device")" = 0x11e8 ]; then
+    echo vfio-pci > "$d/driver_override"
+    echo "\${d##*/}" > /sys/bus/pci/drivers_probe
+  fi
+done
+echo "guest: $(uname -r), /dev/iommu: $(ls /dev/iommu 2>&1), vfio: $(ls /dev/vfio/devices 2>&1 | tr '\\n' ' ')"
+cd '${root}'
+'${Deno.execPath()}' test --no-check --no-lock -A${filter} tests/kernel/
+`,
+  );
+  console.log(`kernel-run: booting ${name} (${bzImage})`);
+  const r = await boot(bzImage, image, script);
+  if (!r.summary) {
+    console.log(`kernel-run: ${name}: no test summary from the guest (exit ${r.exit ?? "none"}); console tail:`);
+    console.log(r.log.split("\n").slice(-40).join("\n"));
+    failed++;
+  } else {
+    console.log(
+      `kernel-run: ${name}: ${r.passed} passed, ${r.failed} failed, ${r.ignored} ignored, guest exit ${r.exit}, ` +
+        `${r.seconds.toFixed(1)} s`,
+    );
+    passed += r.passed;
+    failed += r.failed;
+    if (r.exit !== 0 && r.failed === 0) failed++;
+  }
+}
+console.log(`kernel-suite: ${passed} passed, ${failed} failed`);
+Deno.exit(failed === 0 && passed > 0 ? 0 : 1);
