@@ -1,0 +1,11 @@
+/**
+ * The kernel layer: one disposable object per iommufd / VFIO kernel object over the native shim, typed errors,
+ * run-time feature detection, and the selftest mock's commands.
+ *
+ * @module
+ */
+export * from "./iommufd.ts";
+export * from "./vfio.ts";
+export * from "./selftest.ts";
+export * from "./features.ts";
+export { KernelError, UnsupportedError } from "../core/errors.ts";

@@ -1,0 +1,94 @@
+/**
+ * A VFIO device cdev (`/dev/vfio/devices/vfioN`) joined to an iommufd: bind, attach/detach of the RID or one
+ * PASID (6.15+) to an IOAS or HWPT. Closing the cdev unbinds.
+ *
+ * @module
+ */
+import type { NativeShim } from "../../ffi/native.ts";
+import { KernelError } from "../core/errors.ts";
+import type { Iommufd } from "./iommufd.ts";
+import {
+  VFIO_DEVICE_ATTACH_IOMMUFD_PT,
+  VFIO_DEVICE_BIND_IOMMUFD,
+  VFIO_DEVICE_DETACH_IOMMUFD_PT,
+  VfioCdevFlags,
+  VfioDeviceAttachIommufdPt,
+  VfioDeviceBindIommufd,
+  VfioDeviceDetachIommufdPt,
+} from "../uapi/mod.ts";
+
+/**
+ * An open VFIO device cdev.
+ *
+ * @example
+ * ```ts ignore
+ * import { NativeShim } from "../../ffi/native.ts";
+ * import { Iommufd } from "./iommufd.ts";
+ * import { VfioDevice } from "./vfio.ts";
+ * using shim = await NativeShim.load();
+ * using iommufd = Iommufd.open(shim);
+ * using dev = VfioDevice.open(shim, "/dev/vfio/devices/vfio0");
+ * const devId = dev.bind(iommufd);
+ * using ioas = iommufd.allocIoas();
+ * dev.attach(ioas.id);
+ * ```
+ */
+export class VfioDevice implements Disposable {
+  #closed = false;
+  /** The iommufd device id after {@linkcode VfioDevice.bind}. */
+  devId: number | undefined;
+
+  private constructor(
+    /** The shim. */
+    readonly shim: NativeShim,
+    /** The cdev fd. */
+    readonly fd: number,
+    /** The cdev path. */
+    readonly path: string,
+  ) {}
+
+  /** Open a device cdev. */
+  static open(shim: NativeShim, path: string): VfioDevice {
+    const fd = shim.open(path);
+    if (fd < 0) throw new KernelError(fd, `open ${path}`, "open");
+    return new VfioDevice(shim, fd, path);
+  }
+
+  #call(ioctl: typeof VFIO_DEVICE_BIND_IOMMUFD, bytes: Uint8Array, op: string): void {
+    const r = this.shim.ioctl(this.fd, ioctl.request, bytes);
+    if (r < 0) throw new KernelError(r, `${op} (${this.path})`, ioctl.name);
+  }
+
+  /** `VFIO_DEVICE_BIND_IOMMUFD`: returns the device's iommufd id. */
+  bind(iommufd: Iommufd): number {
+    const args = VfioDeviceBindIommufd.buffer().set("iommufd", iommufd.fd);
+    this.#call(VFIO_DEVICE_BIND_IOMMUFD, args.bytes, "bind to iommufd");
+    this.devId = args.get("out_devid");
+    return this.devId;
+  }
+
+  /**
+   * `VFIO_DEVICE_ATTACH_IOMMUFD_PT`: attach the RID, or `pasid` (6.15+), to an IOAS or HWPT; attaching again
+   * replaces. Returns the HWPT the kernel attached (for an IOAS: the auto-allocated paging HWPT).
+   */
+  attach(ptId: number, pasid?: number): number {
+    const args = VfioDeviceAttachIommufdPt.buffer().set("pt_id", ptId);
+    if (pasid !== undefined) args.set("flags", VfioCdevFlags.values.VFIO_DEVICE_ATTACH_PASID).set("pasid", pasid);
+    this.#call(VFIO_DEVICE_ATTACH_IOMMUFD_PT, args.bytes, pasid === undefined ? "attach RID" : `attach PASID ${pasid}`);
+    return args.get("pt_id");
+  }
+
+  /** `VFIO_DEVICE_DETACH_IOMMUFD_PT` of the RID, or of `pasid` (6.15+). */
+  detach(pasid?: number): void {
+    const args = VfioDeviceDetachIommufdPt.buffer();
+    if (pasid !== undefined) args.set("flags", VfioCdevFlags.values.VFIO_DEVICE_DETACH_PASID).set("pasid", pasid);
+    this.#call(VFIO_DEVICE_DETACH_IOMMUFD_PT, args.bytes, pasid === undefined ? "detach RID" : `detach PASID ${pasid}`);
+  }
+
+  /** Close the cdev (unbinds it from the iommufd). */
+  [Symbol.dispose](): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.shim.close(this.fd);
+  }
+}
