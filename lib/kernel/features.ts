@@ -80,7 +80,7 @@ const PROBES: readonly Probe[] = [
   ioctlProbe("veventq", "6.15", IOMMU_VEVENTQ_ALLOC, IommuVeventqAlloc.buffer().bytes),
   testOpProbe("selftest", "6.2", op.IOMMU_TEST_OP_MD_CHECK_IOTLB),
   testOpProbe("selftest-trigger-iopf", "6.11", op.IOMMU_TEST_OP_TRIGGER_IOPF),
-  testOpProbe("selftest-dev-cache", "6.12", op.IOMMU_TEST_OP_DEV_CHECK_CACHE),
+  testOpProbe("selftest-dev-cache", "6.13", op.IOMMU_TEST_OP_DEV_CHECK_CACHE),
   testOpProbe("selftest-trigger-vevent", "6.15", op.IOMMU_TEST_OP_TRIGGER_VEVENT),
   testOpProbe("selftest-pasid", "6.15", op.IOMMU_TEST_OP_PASID_CHECK_HWPT),
 ];

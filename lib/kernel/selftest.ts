@@ -96,7 +96,7 @@ export class MockDevice extends IommufdObject {
     return checkResult(this.iommufd, cmd.bytes, `check PASID ${pasid} HWPT`);
   }
 
-  /** `IOMMU_TEST_OP_DEV_CHECK_CACHE` (6.12): whether device cache slot `slot` holds `value`. */
+  /** `IOMMU_TEST_OP_DEV_CHECK_CACHE` (6.13): whether device cache slot `slot` holds `value`. */
   cacheHolds(slot: number, value: number): boolean {
     const cmd = TestCmdCheckDevCache.buffer().set("op", op.IOMMU_TEST_OP_DEV_CHECK_CACHE).set("id", this.devId)
       .set("cache_id", slot).set("cache", value);

@@ -36,7 +36,7 @@ export const TestOp = defineConstants({
     IOMMU_TEST_OP_DIRTY: 13, // 6.7
     IOMMU_TEST_OP_MD_CHECK_IOTLB: 14, // 6.8
     IOMMU_TEST_OP_TRIGGER_IOPF: 15, // 6.11
-    IOMMU_TEST_OP_DEV_CHECK_CACHE: 16, // 6.12
+    IOMMU_TEST_OP_DEV_CHECK_CACHE: 16, // 6.13
     IOMMU_TEST_OP_TRIGGER_VEVENT: 17, // 6.15
     IOMMU_TEST_OP_PASID_ATTACH: 18, // 6.15
     IOMMU_TEST_OP_PASID_REPLACE: 19, // 6.15
@@ -208,11 +208,11 @@ export const TestCmdTriggerIopf = testCmd(
   },
 );
 
-/** `IOMMU_TEST_OP_DEV_CHECK_CACHE` (6.12): check one slot of a mock device's cache. */
+/** `IOMMU_TEST_OP_DEV_CHECK_CACHE` (6.13): check one slot of a mock device's cache. */
 export const TestCmdCheckDevCache = testCmd(
   "check_dev_cache",
   "IOMMU_TEST_OP_DEV_CHECK_CACHE",
-  "6.12",
+  "6.13",
   "device (iommufd dev_id)",
   "Compare a mock device cache slot.",
   {

@@ -372,6 +372,18 @@ export class Struct<F extends Record<string, FieldSpec>> {
     return out as Decoded<F>;
   }
 
+  /**
+   * The shortest prefix of an encoded struct the kernel accepts with the same meaning: at least `minSize`
+   * bytes, with only zero bytes dropped. Older kernels refuse driver data longer than their own struct
+   * (EINVAL) but zero-extend shorter data, so sending this prefix works on every release that has the fields
+   * in use. For size-prefixed structs use the in-band size instead.
+   */
+  compact(bytes: Uint8Array): Uint8Array {
+    let end = Math.min(bytes.byteLength, this.size);
+    while (end > this.minSize && bytes[end - 1] === 0) end--;
+    return bytes.subarray(0, end);
+  }
+
   /** A reusable buffer holding one of these structs. */
   buffer(): StructBuffer<F> {
     return new StructBuffer(this);

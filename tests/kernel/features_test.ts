@@ -11,7 +11,7 @@ kernelTest("features: detection matches what each kernel release is known to hav
   assert.equal(f.has("hwpt-invalidate"), atLeast(6, 8));
   assert.equal(f.has("fault-queue"), atLeast(6, 11));
   assert.equal(f.has("selftest-trigger-iopf"), atLeast(6, 11));
-  assert.equal(f.has("selftest-dev-cache"), atLeast(6, 12));
+  assert.equal(f.has("selftest-dev-cache"), atLeast(6, 13));
   assert.equal(f.has("viommu"), atLeast(6, 13));
   assert.equal(f.has("vdevice"), atLeast(6, 13));
   assert.equal(f.has("veventq"), atLeast(6, 15));

@@ -22,32 +22,23 @@ const ENTRY = IommuHwptInvalidateSelftest.size;
 
 /** The mock chain: IOAS → mock device → nesting parent → nested HWPT (selftest data). */
 function nestedChain(iommufd: Iommufd) {
-  const ioas = iommufd.allocIoas();
-  const dev = MockDevice.create(iommufd, ioas.id);
-  const parent = iommufd.allocHwpt({
+  // Built on a stack: a failing step disposes what was built; the caller's disposal runs in reverse order.
+  using stack = new DisposableStack();
+  const ioas = stack.use(iommufd.allocIoas());
+  const dev = stack.use(MockDevice.create(iommufd, ioas.id));
+  const parent = stack.use(iommufd.allocHwpt({
     devId: dev.devId,
     ptId: ioas.id,
     flags: HwptAllocFlags.values.IOMMU_HWPT_ALLOC_NEST_PARENT,
-  });
+  }));
   const data = IommuHwptSelftest.buffer().set("iotlb", DEFAULT);
-  const nested = iommufd.allocHwpt({
+  const nested = stack.use(iommufd.allocHwpt({
     devId: dev.devId,
     ptId: parent.id,
-    data: { type: M.IOMMU_HWPT_DATA_SELFTEST, bytes: data.bytes },
-  });
-  return {
-    ioas,
-    dev,
-    parent,
-    nested,
-    [Symbol.dispose]() {
-      // Children first: nested, parent, device, IOAS.
-      nested[Symbol.dispose]();
-      parent[Symbol.dispose]();
-      dev[Symbol.dispose]();
-      ioas[Symbol.dispose]();
-    },
-  };
+    data: { type: M.IOMMU_HWPT_DATA_SELFTEST, bytes: IommuHwptSelftest.compact(data.bytes) },
+  }));
+  const owned = stack.move();
+  return { ioas, dev, parent, nested, [Symbol.dispose]: () => owned.dispose() };
 }
 
 /** Selftest entries: each is [flags, iotlb_id]. */
@@ -214,4 +205,23 @@ kernelTest("hwpt: attaching the mock device's RID to the nested HWPT and back", 
   assert.equal(chain.dev.replace(chain.nested.id), chain.nested.id);
   assert.throws(() => iommufd.destroy(chain.nested.id), (e) => e instanceof KernelError && e.errnoName === "EBUSY");
   chain.dev.replace(chain.ioas.id);
+});
+
+kernelTest("hwpt: GET_HW_INFO with an input type (6.17+) returns that type, or is refused before 6.17", [
+  "selftest",
+], () => {
+  using iommufd = openIommufd();
+  using chain = nestedChain(iommufd);
+  if (atLeast(6, 17)) {
+    assert.equal(iommufd.getHwInfo(chain.dev.devId, M.IOMMU_HW_INFO_TYPE_SELFTEST).type, M.IOMMU_HW_INFO_TYPE_SELFTEST);
+    assert.throws(
+      () => iommufd.getHwInfo(chain.dev.devId, HwInfoType.values.IOMMU_HW_INFO_TYPE_ARM_SMMUV3),
+      (e) => e instanceof KernelError && e.ioctl === "IOMMU_GET_HW_INFO",
+    );
+  } else {
+    assert.throws(
+      () => iommufd.getHwInfo(chain.dev.devId, M.IOMMU_HW_INFO_TYPE_SELFTEST),
+      (e) => e instanceof KernelError && e.errnoName === "EOPNOTSUPP",
+    );
+  }
 });
