@@ -1,7 +1,7 @@
 // Nested HWPTs and IOMMU_HWPT_INVALIDATE against the kernel's mock IOMMU: every entry, batch, flag and error
 // path is checked through the mock IOTLB (IOMMU_TEST_OP_MD_CHECK_IOTLB), not through our own model.
 import assert from "node:assert/strict";
-import { Hwpt, type Iommufd, KernelError, MockDevice, mockIotlbHolds } from "../../lib/kernel/mod.ts";
+import { type Hwpt, type Iommufd, KernelError, MockDevice, mockIotlbHolds } from "../../lib/kernel/mod.ts";
 import {
   defineStruct,
   HwInfoType,
