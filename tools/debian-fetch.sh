@@ -33,6 +33,17 @@ for spec in "$@"; do
   else
     version=$(apt-cache "${opts[@]}" madison "$pkg" | awk '{print $3; exit}')
   fi
+  if [ -z "$version" ] && [[ "$pkg" =~ ^linux-source-([0-9]+)\.([0-9]+)$ ]]; then
+    # That kernel series left the archive: take the newest linux-source-* at or above it, and say which.
+    want=$((BASH_REMATCH[1] * 1000 + BASH_REMATCH[2]))
+    newer=$(apt-cache "${opts[@]}" pkgnames linux-source- | grep -E '^linux-source-[0-9]+\.[0-9]+$' |
+      awk -F'[-.]' -v w="$want" '{ v = $3 * 1000 + $4; if (v >= w) print v, $0 }' | sort -n | tail -n 1 | cut -d' ' -f2)
+    if [ -n "$newer" ]; then
+      echo "debian-fetch: $pkg is gone from the archive; using $newer instead" >&2
+      pkg="$newer"
+      version=$(apt-cache "${opts[@]}" madison "$pkg" | awk '{print $3; exit}')
+    fi
+  fi
   if [ -z "$version" ]; then
     echo "debian-fetch: $spec is not in the archive" >&2
     exit 3
