@@ -1,0 +1,56 @@
+/**
+ * The kernel selftest's mock format (`struct iommu_hwpt_invalidate_selftest`, 8 bytes), so the real-kernel suite
+ * runs the same pipeline as VT-d. The mock IOTLB has 4 slots and no pages or PASIDs, so a fixed rule maps requests
+ * onto it:
+ *
+ * - a whole-space flush of a target → one entry with `IOMMU_TEST_INVALIDATE_FLAG_ALL`;
+ * - anything narrower (a PASID, a range, any number of ranges) → one entry zeroing slot `pasid mod 4` of the
+ *   target, where `pasid` is the PASID the target is bound at (the RID counts as PASID 0).
+ *
+ * The kernel then checks batching, entry_num, errors and attachment; range semantics rest on the VT-d and SMMUv3
+ * compilers' spec tests and the in-process host.
+ *
+ * @module
+ */
+import type { PendingSet } from "../core/pending.ts";
+import type { PasidOrRid } from "../core/request.ts";
+import { MockConstants } from "../uapi/mod.ts";
+import type { EntryWriter } from "./entries.ts";
+
+/** `IOMMU_HWPT_INVALIDATE_DATA_SELFTEST`. */
+export const SELFTEST_DATA_TYPE: number = MockConstants.values.IOMMU_HWPT_INVALIDATE_DATA_SELFTEST;
+const ALL = MockConstants.values.IOMMU_TEST_INVALIDATE_FLAG_ALL;
+
+/** The mock IOTLB slot the rule assigns to a target bound at `pasid`. */
+export function selftestSlot(pasid: PasidOrRid): number {
+  return pasid === "rid" ? 0 : pasid % MockConstants.values.MOCK_NESTED_DOMAIN_IOTLB_NUM;
+}
+
+/**
+ * Write the (single) entry for one mock nested HWPT's pending set.
+ *
+ * @example
+ * ```ts
+ * import { PendingSet } from "../core/pending.ts";
+ * import { EntryWriter } from "./entries.ts";
+ * import { compileSelftest } from "./selftest.ts";
+ * const p = new PendingSet({ maxRanges: 64, maxPages: 1 << 20 });
+ * p.addRange(1, 1, false, 7);
+ * p.addRange(9, 1, false, 8);
+ * const w = new EntryWriter(8);
+ * compileSelftest(p, 6, w);
+ * console.log(w.count, w.view.getUint32(4, true), w.origins[0]); // 1 2 [7, 8]
+ * ```
+ */
+export function compileSelftest(pending: PendingSet, pasid: PasidOrRid, out: EntryWriter): void {
+  if (pending.all) {
+    const at = out.append(pending.allOrigins);
+    out.view.setUint32(at, ALL, true);
+    return;
+  }
+  if (pending.ranges.length === 0) return;
+  let origins: number[] = [];
+  for (const r of pending.ranges) origins = origins.concat(r.origins);
+  const at = out.append([...new Set(origins)].sort((a, b) => a - b));
+  out.view.setUint32(at + 4, selftestSlot(pasid), true);
+}

@@ -1,0 +1,388 @@
+/**
+ * The relay queue: one per guest vIOMMU, shared by the devices behind it. Guest requests go in as they are
+ * decoded; {@linkcode RelayQueue.drain} (at the end of a doorbell, or when a wait needs it) sends everything
+ * pending as one ioctl per host target and reports, per guest wait, whether everything before it succeeded.
+ *
+ * - Look-ahead across waits: a wait only needs the invalidations queued before it to be complete, so all the
+ *   waits of one doorbell share one flush, instead of one ioctl per descriptor or a flush per sync.
+ * - Coalescing: per unit (target, or SMMUv3 ASID) ranges merge, covered ranges vanish, long ones escalate.
+ * - No fan-out: devices sharing a nested HWPT or vIOMMU share its unit, so one ioctl serves them all.
+ * - Isolation: targets are keyed by guest domain; a request reaches only targets bound in its own domain.
+ * - Failures map back to the guest requests merged into the failing entry; the entries after it are resent so
+ *   nothing else is lost; EINTR/EAGAIN are retried; when the kernel's count cannot be trusted the whole batch is
+ *   resent (invalidations are idempotent).
+ *
+ * @module
+ */
+import {
+  type Backend,
+  ENTRY_LENGTH,
+  type Format,
+  type InvalidateStatus,
+  MAX_ENTRIES_PER_CALL,
+} from "../backend/backend.ts";
+import { EntryWriter } from "../compile/entries.ts";
+import { compileSelftest } from "../compile/selftest.ts";
+import { compileSmmuv3, type SmmuUnit } from "../compile/smmuv3.ts";
+import { compileVtd } from "../compile/vtd.ts";
+import { errnoName } from "../uapi/errno.ts";
+import { PendingSet } from "./pending.ts";
+import {
+  type InvalidateRequest,
+  type PasidOrRid,
+  type Request,
+  type RequestLimits,
+  validateRequest,
+} from "./request.ts";
+
+/** Where a (domain, PASID) is bound on the host. */
+export interface Binding {
+  /** The host object invalidations go to: nested HWPT (VT-d, selftest) or vIOMMU (SMMUv3). */
+  readonly targetId: number;
+  readonly format: Format;
+  /** SMMUv3: the ASID of the guest context descriptor at this PASID. */
+  readonly asid?: number;
+}
+
+/** Tuning; the defaults suit the recorded guest workloads. */
+export interface QueueOptions {
+  /** Ranges per unit before escalating to whole-space (default 64). */
+  readonly maxRanges?: number;
+  /** Pages per unit before escalating (default 2^18 = 1 GiB; SMMUv3 without RIL: 64). */
+  readonly maxPages?: number;
+  /** The SMMU supports range invalidation (IDR3.RIL). */
+  readonly smmuRil?: boolean;
+  /** Entries per ioctl (default and maximum: the kernel's 2^19). */
+  readonly maxEntriesPerCall?: number;
+  /** Request validation limits (PASID width). */
+  readonly limits?: RequestLimits;
+  /** Retries of EINTR/EAGAIN per ioctl (default 3). */
+  readonly transientRetries?: number;
+}
+
+/** A guest request the host failed to carry out. */
+export interface RequestFailure {
+  /** The guest request's sequence number. */
+  readonly seq: number;
+  /** errno (positive) and its name. */
+  readonly errno: number;
+  readonly errnoName: string;
+  /** The host target and the failing entry's index in the batch sent to it. */
+  readonly targetId: number;
+  readonly entryIndex: number;
+  /** The kernel's handled count could not be trusted (the whole batch was resent and failed again). */
+  readonly positionUnknown: boolean;
+}
+
+/** The outcome of a wait. */
+export interface WaitOutcome {
+  readonly seq: number;
+  /** Every invalidation queued before this wait was carried out. */
+  readonly ok: boolean;
+  /** The earliest failed request before the wait, if any. */
+  readonly firstFailed?: number;
+}
+
+/** What one drain did. */
+export interface DrainReport {
+  /** Host ioctls made (retries included). */
+  readonly ioctls: number;
+  /** Host entries sent (first attempts). */
+  readonly entries: number;
+  /** Guest invalidations covered by this drain. */
+  readonly invalidations: number;
+  /** Requests that failed, earliest first. */
+  readonly failures: readonly RequestFailure[];
+  /** Every wait submitted since the previous drain, in order. */
+  readonly waits: readonly WaitOutcome[];
+}
+
+/** Counters, readable at any time. */
+export interface QueueTelemetry {
+  requestsIn: number;
+  invalidationsIn: number;
+  waitsIn: number;
+  drains: number;
+  ioctls: number;
+  entriesOut: number;
+  failures: number;
+  resends: number;
+  /** Drain latency histogram: bucket i counts drains that took < 2^i µs (last bucket: the rest). */
+  readonly latencyUs: number[];
+}
+
+interface Unit {
+  readonly key: string;
+  readonly targetId: number;
+  readonly format: Format;
+  readonly pasid: PasidOrRid;
+  readonly smmu?: SmmuUnit;
+  readonly pending: PendingSet;
+}
+
+const EINTR = 4, EAGAIN = 11, ENOMEM = 12, EINVAL = 22, EOPNOTSUPP = 95;
+
+/**
+ * One guest vIOMMU's queue.
+ *
+ * @example
+ * ```ts
+ * import { RelayQueue } from "./queue.ts";
+ * import { ModelHost } from "../model/host.ts";
+ * const host = new ModelHost();
+ * const hwpt = host.createTarget("vtd-s1");
+ * const q = new RelayQueue(host);
+ * q.bind(1, 5, { targetId: hwpt, format: "vtd-s1" });
+ * q.submit({ op: "invalidate", domain: 1, scope: { kind: "pasid-range", pasid: 5, firstPage: 0x7f000, pages: 512 } });
+ * q.submit({ op: "sync" });
+ * const report = q.drain();
+ * console.log(report.ioctls, report.waits[0].ok, host.covered(hwpt, 0x7f100)); // 1 true true
+ * ```
+ */
+export class RelayQueue {
+  readonly telemetry: QueueTelemetry = {
+    requestsIn: 0,
+    invalidationsIn: 0,
+    waitsIn: 0,
+    drains: 0,
+    ioctls: 0,
+    entriesOut: 0,
+    failures: 0,
+    resends: 0,
+    latencyUs: new Array(24).fill(0),
+  };
+  readonly #bindings = new Map<number, Map<PasidOrRid, Binding>>();
+  readonly #units = new Map<string, Unit>();
+  readonly #writers = new Map<Format, EntryWriter>();
+  readonly #status: InvalidateStatus = { errno: 0, handled: 0 };
+  #seq = 0;
+  #waits: number[] = [];
+  #invalidations = 0;
+  readonly #opts: Required<Omit<QueueOptions, "limits">> & { limits?: RequestLimits };
+
+  constructor(readonly backend: Backend, options: QueueOptions = {}) {
+    this.#opts = {
+      maxRanges: options.maxRanges ?? 64,
+      maxPages: options.maxPages ?? 1 << 18,
+      smmuRil: options.smmuRil ?? false,
+      maxEntriesPerCall: Math.min(options.maxEntriesPerCall ?? MAX_ENTRIES_PER_CALL, MAX_ENTRIES_PER_CALL),
+      transientRetries: options.transientRetries ?? 3,
+      limits: options.limits,
+    };
+  }
+
+  /** The binding of (domain, pasid), if any. */
+  binding(domain: number, pasid: PasidOrRid): Binding | undefined {
+    return this.#bindings.get(domain)?.get(pasid);
+  }
+
+  /**
+   * Record that (domain, pasid) is now served by `binding`. A barrier: pending work is drained first (the report
+   * is returned), so no invalidation queued before the change reaches the new target instead of the old one.
+   */
+  bind(domain: number, pasid: PasidOrRid, binding: Binding): DrainReport {
+    const report = this.drain();
+    let table = this.#bindings.get(domain);
+    if (!table) this.#bindings.set(domain, table = new Map());
+    table.set(pasid, binding);
+    return report;
+  }
+
+  /** Forget (domain, pasid). A barrier, like {@linkcode RelayQueue.bind}. */
+  unbind(domain: number, pasid: PasidOrRid): DrainReport {
+    const report = this.drain();
+    this.#bindings.get(domain)?.delete(pasid);
+    return report;
+  }
+
+  /** Queue a guest request (validated; throws RequestError). Returns its sequence number. */
+  submit(request: Request): number {
+    validateRequest(request, this.#opts.limits);
+    const seq = ++this.#seq;
+    this.telemetry.requestsIn++;
+    switch (request.op) {
+      case "sync":
+        this.telemetry.waitsIn++;
+        this.#waits.push(seq);
+        break;
+      case "invalidate":
+        this.telemetry.invalidationsIn++;
+        this.#invalidations++;
+        this.#route(request, seq);
+        break;
+      default:
+        throw new Error(`${request.op} is the device layer's job: use AssignedDevice, which calls bind/unbind here`);
+    }
+    return seq;
+  }
+
+  #unit(binding: Binding, pasid: PasidOrRid, smmu?: SmmuUnit): Unit {
+    const key = smmu ? `${binding.targetId}/${smmu.kind === "asid" ? smmu.asid : "*"}` : `${binding.targetId}`;
+    let unit = this.#units.get(key);
+    if (!unit) {
+      const noRil = binding.format === "smmuv3" && !this.#opts.smmuRil;
+      unit = {
+        key,
+        targetId: binding.targetId,
+        format: binding.format,
+        pasid,
+        smmu,
+        pending: new PendingSet({
+          maxRanges: this.#opts.maxRanges,
+          maxPages: noRil ? Math.min(64, this.#opts.maxPages) : this.#opts.maxPages,
+        }),
+      };
+      this.#units.set(key, unit);
+    }
+    return unit;
+  }
+
+  #route(r: InvalidateRequest, seq: number): void {
+    const table = this.#bindings.get(r.domain);
+    if (!table) return;
+    const s = r.scope;
+    const leaf = r.leaf ?? false;
+    const add = (unit: Unit) => {
+      if (s.kind === "range" || s.kind === "pasid-range") unit.pending.addRange(s.firstPage, s.pages, leaf, seq);
+      else unit.pending.addAll(seq);
+    };
+    if (s.kind === "pasid" || s.kind === "pasid-range") {
+      const b = table.get(s.pasid);
+      if (b) add(this.#unit(b, s.pasid, b.format === "smmuv3" ? { kind: "asid", asid: b.asid ?? 0 } : undefined));
+      return;
+    }
+    // Every PASID and the RID (or only the RID with NO_PASID).
+    const seenVsmmu = new Set<number>();
+    for (const [pasid, b] of table) {
+      if (r.noPasid && pasid !== "rid") continue;
+      if (b.format === "smmuv3") {
+        if (r.noPasid) add(this.#unit(b, pasid, { kind: "asid", asid: b.asid ?? 0 }));
+        else if (!seenVsmmu.has(b.targetId)) {
+          // One NH_VAA / NH_ALL per vIOMMU covers every ASID at once.
+          seenVsmmu.add(b.targetId);
+          add(this.#unit(b, pasid, { kind: "every-asid" }));
+        }
+      } else {
+        add(this.#unit(b, pasid));
+      }
+    }
+  }
+
+  #writer(format: Format): EntryWriter {
+    let w = this.#writers.get(format);
+    if (!w) this.#writers.set(format, w = new EntryWriter(ENTRY_LENGTH[format]));
+    return w;
+  }
+
+  /** Send everything pending; report per wait. */
+  drain(): DrainReport {
+    const start = performance.now();
+    const failures: RequestFailure[] = [];
+    let ioctls = 0;
+    let entries = 0;
+    // Group non-empty units by target: one batch per target.
+    const byTarget = new Map<number, Unit[]>();
+    for (const unit of this.#units.values()) {
+      if (unit.pending.empty) continue;
+      const list = byTarget.get(unit.targetId);
+      if (list) list.push(unit);
+      else byTarget.set(unit.targetId, [unit]);
+    }
+    for (const [targetId, units] of byTarget) {
+      const format = units[0].format;
+      const w = this.#writer(format);
+      w.reset();
+      for (const u of units) {
+        if (format === "vtd-s1") compileVtd(u.pending, w);
+        else if (format === "selftest") compileSelftest(u.pending, u.pasid, w);
+        else compileSmmuv3(u.pending, u.smmu!, this.#opts.smmuRil, w);
+        u.pending.clear();
+      }
+      entries += w.count;
+      ioctls += this.#send(targetId, format, w, failures);
+    }
+    const waits = this.#waits.map((seq): WaitOutcome => {
+      const before = failures.filter((f) => f.seq < seq);
+      return before.length ? { seq, ok: false, firstFailed: Math.min(...before.map((f) => f.seq)) } : { seq, ok: true };
+    });
+    // A request merged into entries of several targets may fail more than once: report it once, earliest entry.
+    const unique = [...new Map(failures.sort((a, b) => a.seq - b.seq).reverse().map((f) => [f.seq, f])).values()]
+      .reverse();
+    const report: DrainReport = {
+      ioctls,
+      entries,
+      invalidations: this.#invalidations,
+      failures: unique,
+      waits,
+    };
+    this.#waits = [];
+    this.#invalidations = 0;
+    const t = this.telemetry;
+    t.drains++;
+    t.ioctls += ioctls;
+    t.entriesOut += entries;
+    t.failures += unique.length;
+    const us = (performance.now() - start) * 1000;
+    t.latencyUs[Math.min(t.latencyUs.length - 1, Math.max(0, Math.ceil(Math.log2(us + 1))))]++;
+    return report;
+  }
+
+  /** Send the writer's entries to one target; returns ioctls made; appends failures. */
+  #send(targetId: number, format: Format, w: EntryWriter, failures: RequestFailure[]): number {
+    const status = this.#status;
+    let ioctls = 0;
+    let from = 0;
+    let resentWhole = false;
+    while (from < w.count) {
+      const count = Math.min(w.count - from, this.#opts.maxEntriesPerCall);
+      let tries = 0;
+      do {
+        status.errno = 0;
+        status.handled = 0;
+        this.backend.invalidate(targetId, format, w.tail(from), count, status);
+        ioctls++;
+      } while ((status.errno === EINTR || status.errno === EAGAIN) && tries++ < this.#opts.transientRetries);
+      if (status.errno === 0) {
+        from += count;
+        continue;
+      }
+      const validation = status.errno === EINVAL || status.errno === EOPNOTSUPP;
+      const unknown = (status.errno === ENOMEM && status.handled === 0) ||
+        (format === "smmuv3" && !validation) || status.handled > count;
+      if (unknown && !resentWhole) {
+        // The kernel's count cannot be trusted: resend everything of this batch once.
+        resentWhole = true;
+        this.telemetry.resends++;
+        continue;
+      }
+      if (unknown) {
+        // Still failing: every request of the unsent part fails, with the position unknown.
+        const seen = new Set<number>();
+        for (let i = from; i < from + count; i++) {
+          for (const seq of w.origins[i]) {
+            if (seen.has(seq)) continue;
+            seen.add(seq);
+            failures.push(this.#failure(seq, status.errno, targetId, i, true));
+          }
+        }
+        from += count;
+        continue;
+      }
+      // A known position: the entry at `handled` failed; the ones after it were not attempted — resend them.
+      const failing = from + status.handled;
+      for (const seq of w.origins[failing]) failures.push(this.#failure(seq, status.errno, targetId, failing, false));
+      this.telemetry.resends += failing + 1 < w.count ? 1 : 0;
+      from = failing + 1;
+    }
+    return ioctls;
+  }
+
+  #failure(seq: number, errno: number, targetId: number, entryIndex: number, positionUnknown: boolean): RequestFailure {
+    return { seq, errno, errnoName: errnoName(errno), targetId, entryIndex, positionUnknown };
+  }
+
+  /** Whether anything is pending (invalidations or waits). */
+  get pending(): boolean {
+    return this.#waits.length > 0 || [...this.#units.values()].some((u) => !u.pending.empty);
+  }
+}

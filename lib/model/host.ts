@@ -1,0 +1,197 @@
+/**
+ * The in-process host: a deterministic software host IOMMU behind the same {@linkcode Backend} interface as the
+ * kernel, following the 7.3 kernel's rules for `IOMMU_HWPT_INVALIDATE` — data type checked against the target,
+ * entries validated one by one, processing stopped at the first bad entry with `entry_num` = entries handled —
+ * and the selftest mock's 4-slot IOTLB. It records, per target (and per ASID on SMMUv3), which pages have been
+ * invalidated, so tests can check that nothing the guest asked for was missed.
+ *
+ * It is a second implementation of the kernel's rules, kept honest by the differential test in the kernel suite.
+ *
+ * @module
+ */
+import type { Backend, Format, InvalidateStatus } from "../backend/backend.ts";
+import { ENTRY_LENGTH, MAX_ENTRIES_PER_CALL } from "../backend/backend.ts";
+import { decodeSmmuTlbi, SmmuOpcode } from "../compile/smmuv3.ts";
+import { PendingSet } from "../core/pending.ts";
+import { MockConstants } from "../uapi/mod.ts";
+
+const EINVAL = 22, ENOENT = 2, EOPNOTSUPP = 95, EIO = 5, EFAULT = 14;
+const SLOTS = MockConstants.values.MOCK_NESTED_DOMAIN_IOTLB_NUM;
+
+/** An injected failure: the entry at `atEntry` of the next call to `targetId` fails with `errno`. */
+export interface InjectedFailure {
+  readonly targetId: number;
+  readonly atEntry: number;
+  readonly errno: number;
+  /** Report this many entries handled instead of `atEntry` (to model an untrustworthy count). */
+  readonly reportHandled?: number;
+  /** How many calls this applies to (default 1). */
+  times?: number;
+}
+
+interface ModelTarget {
+  readonly format: Format | "paging";
+  readonly iotlb: number[];
+  /** Invalidated pages per ASID key ("" for non-SMMU). */
+  readonly invalidated: Map<string, PendingSet>;
+}
+
+const UNLIMITED = { maxRanges: Number.MAX_SAFE_INTEGER, maxPages: Number.MAX_SAFE_INTEGER };
+
+/**
+ * A software host.
+ *
+ * @example
+ * ```ts
+ * import { ModelHost } from "./host.ts";
+ * const host = new ModelHost();
+ * const id = host.createTarget("selftest", 0xbadbeef);
+ * const entry = new Uint8Array(8);
+ * new DataView(entry.buffer).setUint32(4, 2, true);
+ * const status = { errno: 0, handled: 0 };
+ * host.invalidate(id, "selftest", entry, 1, status);
+ * console.log(status, host.iotlb(id)); // { errno: 0, handled: 1 } [ 195935983, 195935983, 0, 195935983 ]
+ * ```
+ */
+export class ModelHost implements Backend {
+  readonly #targets = new Map<number, ModelTarget>();
+  #nextId = 1;
+  /** Failures to inject, consumed in order. */
+  readonly inject: InjectedFailure[] = [];
+  /** Every call, for inspection: target, count, errno, handled. */
+  readonly calls: { targetId: number; count: number; errno: number; handled: number }[] = [];
+  /** Follow 6.12's answer for invalidating a paging HWPT (ENOENT) instead of 7.3's (EINVAL). */
+  kernel612 = false;
+
+  /** A nested HWPT (VT-d, selftest) or vIOMMU (SMMUv3) — or a paging HWPT, which refuses invalidation. */
+  createTarget(format: Format | "paging", iotlb = MockConstants.values.IOMMU_TEST_IOTLB_DEFAULT): number {
+    const id = this.#nextId++;
+    this.#targets.set(id, { format, iotlb: new Array(SLOTS).fill(iotlb), invalidated: new Map() });
+    return id;
+  }
+
+  /** Destroy a target; later calls to it are ENOENT. */
+  destroyTarget(id: number): void {
+    this.#targets.delete(id);
+  }
+
+  /** The selftest IOTLB slots of a target. */
+  iotlb(id: number): number[] {
+    return [...(this.#targets.get(id)?.iotlb ?? [])];
+  }
+
+  /** Whether `page` (of `asid` on SMMUv3) has been invalidated on target `id` since the last reset. */
+  covered(id: number, page: number, asid?: number): boolean {
+    const t = this.#targets.get(id);
+    if (!t) return false;
+    if (t.format === "smmuv3") {
+      return (t.invalidated.get("*")?.covers(page) ?? false) ||
+        (asid !== undefined && (t.invalidated.get(`${asid}`)?.covers(page) ?? false));
+    }
+    return t.invalidated.get("")?.covers(page) ?? false;
+  }
+
+  /** Forget what was invalidated (the IOTLB slots stay). */
+  resetCoverage(): void {
+    for (const t of this.#targets.values()) t.invalidated.clear();
+  }
+
+  #mark(t: ModelTarget, key: string, first: number, pages: number | "all"): void {
+    let set = t.invalidated.get(key);
+    if (!set) t.invalidated.set(key, set = new PendingSet(UNLIMITED));
+    if (pages === "all") set.addAll(0);
+    else set.addRange(first, Math.min(pages, 2 ** 52 - first), false, 0);
+  }
+
+  invalidate(targetId: number, format: Format, entries: Uint8Array, count: number, status: InvalidateStatus): void {
+    this.#invalidate(targetId, format, entries, count, status);
+    this.calls.push({ targetId, count, errno: status.errno, handled: status.handled });
+  }
+
+  #invalidate(targetId: number, format: Format, entries: Uint8Array, count: number, status: InvalidateStatus): void {
+    status.errno = 0;
+    status.handled = 0;
+    const len = ENTRY_LENGTH[format];
+    if (count > MAX_ENTRIES_PER_CALL) return void (status.errno = EINVAL);
+    const t = this.#targets.get(targetId);
+    if (!t) return void (status.errno = ENOENT);
+    if (t.format === "paging") return void (status.errno = this.kernel612 ? ENOENT : EINVAL);
+    if (t.format !== format) return void (status.errno = EINVAL); // the driver checks the data type first
+    if (entries.byteLength < count * len) return void (status.errno = EFAULT);
+    const injected = this.inject.find((f) => f.targetId === targetId);
+    const view = new DataView(entries.buffer, entries.byteOffset, entries.byteLength);
+    for (let i = 0; i < count; i++) {
+      if (injected && i === injected.atEntry) {
+        status.errno = injected.errno;
+        status.handled = injected.reportHandled ?? i;
+        if ((injected.times = (injected.times ?? 1) - 1) <= 0) this.inject.splice(this.inject.indexOf(injected), 1);
+        return;
+      }
+      const errno = this.#entry(t, format, view, i * len);
+      if (errno) {
+        status.errno = errno;
+        status.handled = i;
+        return;
+      }
+    }
+    status.handled = count;
+  }
+
+  /** Apply one entry; returns an errno or 0. */
+  #entry(t: ModelTarget, format: Format, v: DataView, at: number): number {
+    switch (format) {
+      case "selftest": {
+        const flags = v.getUint32(at, true);
+        const id = v.getUint32(at + 4, true);
+        if (flags & ~MockConstants.values.IOMMU_TEST_INVALIDATE_FLAG_ALL) return EOPNOTSUPP;
+        if (id >= SLOTS) return EINVAL;
+        if (flags) t.iotlb.fill(0);
+        else t.iotlb[id] = 0;
+        this.#mark(t, "", 0, flags ? "all" : 1); // the mock has no pages: record the slot's flush as page 0
+        return 0;
+      }
+      case "vtd-s1": {
+        const addrLo = v.getUint32(at, true);
+        const addrHi = v.getUint32(at + 4, true);
+        const npLo = v.getUint32(at + 8, true);
+        const npHi = v.getUint32(at + 12, true);
+        const flags = v.getUint32(at + 16, true);
+        if ((flags & ~1) || v.getUint32(at + 20, true)) return EOPNOTSUPP;
+        const all = npLo === 0xffff_ffff && npHi === 0xffff_ffff;
+        if (addrLo & 0xfff || (all && (addrLo || addrHi))) return EINVAL;
+        if (all) this.#mark(t, "", 0, "all");
+        else {
+          const first = addrHi * 0x10_0000 + addrLo / 4096;
+          const pages = npHi * 2 ** 32 + npLo;
+          // The kernel flushes a window covering [addr, addr + npages*4K - 1]; an overflowing end wraps there.
+          if (pages > 0) this.#mark(t, "", first, pages);
+        }
+        return 0;
+      }
+      case "smmuv3": {
+        const op = v.getUint8(at);
+        const cmd = decodeSmmuTlbi(new Uint8Array(v.buffer, v.byteOffset, v.byteLength), at);
+        switch (op) {
+          case SmmuOpcode.TLBI_NH_ALL:
+            this.#mark(t, "*", 0, "all");
+            return 0;
+          case SmmuOpcode.TLBI_NH_ASID:
+            this.#mark(t, `${cmd.asid}`, 0, "all");
+            return 0;
+          case SmmuOpcode.TLBI_NH_VA:
+            this.#mark(t, `${cmd.asid}`, cmd.page, cmd.pages);
+            return 0;
+          case SmmuOpcode.TLBI_NH_VAA:
+            this.#mark(t, "*", cmd.page, cmd.pages);
+            return 0;
+          case SmmuOpcode.CFGI_CD:
+          case SmmuOpcode.CFGI_CD_ALL:
+          case SmmuOpcode.ATC_INV:
+            return 0;
+          default:
+            return EIO; // arm_vsmmu_convert_user_cmd: unsupported command
+        }
+      }
+    }
+  }
+}
