@@ -348,7 +348,7 @@ export class RelayQueue {
       }
       const validation = status.errno === EINVAL || status.errno === EOPNOTSUPP;
       const unknown = (status.errno === ENOMEM && status.handled === 0) ||
-        (format === "smmuv3" && !validation) || status.handled > count;
+        (format === "smmuv3" && !validation) || status.handled >= count;
       if (unknown && !resentWhole) {
         // The kernel's count cannot be trusted: resend everything of this batch once.
         resentWhole = true;

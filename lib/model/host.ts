@@ -64,7 +64,7 @@ export class ModelHost implements Backend {
   kernel612 = false;
 
   /** A nested HWPT (VT-d, selftest) or vIOMMU (SMMUv3) — or a paging HWPT, which refuses invalidation. */
-  createTarget(format: Format | "paging", iotlb = MockConstants.values.IOMMU_TEST_IOTLB_DEFAULT): number {
+  createTarget(format: Format | "paging", iotlb: number = MockConstants.values.IOMMU_TEST_IOTLB_DEFAULT): number {
     const id = this.#nextId++;
     this.#targets.set(id, { format, iotlb: new Array(SLOTS).fill(iotlb), invalidated: new Map() });
     return id;
