@@ -151,7 +151,8 @@ export class RelayQueue {
     resends: 0,
     latencyUs: new Array(24).fill(0),
   };
-  readonly #bindings = new Map<number, Map<PasidOrRid, Binding>>();
+  /** domain → PASID → the targets bound there (devices of one domain may hold different tables at one PASID). */
+  readonly #bindings = new Map<number, Map<PasidOrRid, Binding[]>>();
   readonly #units = new Map<string, Unit>();
   readonly #writers = new Map<Format, EntryWriter>();
   readonly #status: InvalidateStatus = { errno: 0, handled: 0 };
@@ -171,27 +172,39 @@ export class RelayQueue {
     };
   }
 
-  /** The binding of (domain, pasid), if any. */
-  binding(domain: number, pasid: PasidOrRid): Binding | undefined {
-    return this.#bindings.get(domain)?.get(pasid);
+  /** The targets bound at (domain, pasid). */
+  bindings(domain: number, pasid: PasidOrRid): readonly Binding[] {
+    return this.#bindings.get(domain)?.get(pasid) ?? [];
   }
 
   /**
-   * Record that (domain, pasid) is now served by `binding`. A barrier: pending work is drained first (the report
-   * is returned), so no invalidation queued before the change reaches the new target instead of the old one.
+   * Record that (domain, pasid) is also served by `binding` (a no-op if that target is already there). A
+   * barrier: pending work is drained first (the report is returned), so no invalidation queued before the change
+   * is routed by the new table.
    */
   bind(domain: number, pasid: PasidOrRid, binding: Binding): DrainReport {
     const report = this.drain();
     let table = this.#bindings.get(domain);
     if (!table) this.#bindings.set(domain, table = new Map());
-    table.set(pasid, binding);
+    const list = table.get(pasid) ?? [];
+    if (!list.some((b) => b.targetId === binding.targetId && b.asid === binding.asid)) list.push(binding);
+    table.set(pasid, list);
     return report;
   }
 
-  /** Forget (domain, pasid). A barrier, like {@linkcode RelayQueue.bind}. */
-  unbind(domain: number, pasid: PasidOrRid): DrainReport {
+  /**
+   * Forget `targetId` at (domain, pasid), or every target there when omitted. A barrier, like
+   * {@linkcode RelayQueue.bind}.
+   */
+  unbind(domain: number, pasid: PasidOrRid, targetId?: number): DrainReport {
     const report = this.drain();
-    this.#bindings.get(domain)?.delete(pasid);
+    const table = this.#bindings.get(domain);
+    const list = table?.get(pasid);
+    if (table && list) {
+      const kept = targetId === undefined ? [] : list.filter((b) => b.targetId !== targetId);
+      if (kept.length) table.set(pasid, kept);
+      else table.delete(pasid);
+    }
     return report;
   }
 
@@ -246,24 +259,25 @@ export class RelayQueue {
       if (s.kind === "range" || s.kind === "pasid-range") unit.pending.addRange(s.firstPage, s.pages, leaf, seq);
       else unit.pending.addAll(seq);
     };
+    const smmuAsid = (b: Binding): SmmuUnit => ({ kind: "asid", asid: b.asid ?? 0 });
     if (s.kind === "pasid" || s.kind === "pasid-range") {
-      const b = table.get(s.pasid);
-      if (b) add(this.#unit(b, s.pasid, b.format === "smmuv3" ? { kind: "asid", asid: b.asid ?? 0 } : undefined));
+      for (const b of table.get(s.pasid) ?? []) {
+        add(this.#unit(b, s.pasid, b.format === "smmuv3" ? smmuAsid(b) : undefined));
+      }
       return;
     }
     // Every PASID and the RID (or only the RID with NO_PASID).
     const seenVsmmu = new Set<number>();
-    for (const [pasid, b] of table) {
+    for (const [pasid, list] of table) {
       if (r.noPasid && pasid !== "rid") continue;
-      if (b.format === "smmuv3") {
-        if (r.noPasid) add(this.#unit(b, pasid, { kind: "asid", asid: b.asid ?? 0 }));
+      for (const b of list) {
+        if (b.format !== "smmuv3") add(this.#unit(b, pasid));
+        else if (r.noPasid) add(this.#unit(b, pasid, smmuAsid(b)));
         else if (!seenVsmmu.has(b.targetId)) {
           // One NH_VAA / NH_ALL per vIOMMU covers every ASID at once.
           seenVsmmu.add(b.targetId);
           add(this.#unit(b, pasid, { kind: "every-asid" }));
         }
-      } else {
-        add(this.#unit(b, pasid));
       }
     }
   }

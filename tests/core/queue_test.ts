@@ -192,12 +192,16 @@ function runCase(seed: number): number {
     return { domain, pasid, binding };
   };
   // Domain 3 is all-SMMUv3, domains 1 and 2 VT-d (one vIOMMU format per queue domain keeps scopes meaningful).
+  // "domain/pasid/i" → binding, mirroring the queue's table.
   const bound = new Map<string, Binding>();
   const bindings = (domain: number) =>
     [...bound].filter(([k]) => k.startsWith(`${domain}/`)).map(([k, b]) => ({
       pasid: (k.split("/")[1] === "rid" ? "rid" : Number(k.split("/")[1])) as PasidOrRid,
       binding: b,
     }));
+  const forget = (key: string) => {
+    for (const k of [...bound.keys()]) if (k.startsWith(`${key}/`)) bound.delete(k);
+  };
   let sent: Sent[] = [];
   let checks = 0;
   for (let op = 0; op < 40; op++) {
@@ -209,14 +213,16 @@ function runCase(seed: number): number {
           ? { targetId: vsmmu, format: "smmuv3", asid: rnd(1 << 16) }
           : { targetId: shared, format: "vtd-s1" };
       }
-      const report = rnd(4) === 0 ? q.unbind(domain, pasid) : q.bind(domain, pasid, binding);
+      // Replace what is bound at (domain, pasid), or unbind it; sometimes add a second target there.
+      const key = `${domain}/${pasid}`;
+      const second = rnd(5) === 0;
+      const report = second ? q.bind(domain, pasid, binding) : q.unbind(domain, pasid);
+      if (!second && rnd(4) !== 0) q.bind(domain, pasid, binding);
       check(host, sent, report, rnd, seed);
       checks++;
       sent = [];
-      if (report === undefined) continue;
-      const key = `${domain}/${pasid}`;
-      if (q.binding(domain, pasid)) bound.set(key, q.binding(domain, pasid)!);
-      else bound.delete(key);
+      forget(key);
+      q.bindings(domain, pasid).forEach((b, i) => bound.set(`${key}/${i}`, b));
     } else if (roll < 30) {
       q.submit({ op: "sync" });
     } else if (roll < 35) {

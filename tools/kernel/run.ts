@@ -209,6 +209,10 @@ for (const name of values.kernels.split(",").map((k) => k.trim()).filter(Boolean
     continue;
   }
   for (const [index, plan] of kernel.boots.entries()) {
+    if (plan.filter && values.filter && !values.filter.startsWith(plan.filter)) {
+      console.log(`kernel-run: ${name} (${plan.label}) skipped: that boot only runs '${plan.filter}' tests`);
+      continue;
+    }
     const script = `${root}/target/kernel/guest-${name}-${index}.sh`;
     const filter = values.filter ?? plan.filter;
     await Deno.writeTextFile(script, guestScript(name, shim, filter));

@@ -1,0 +1,362 @@
+/**
+ * Assigned devices behind one guest vIOMMU. A {@linkcode GuestIommu} owns what its devices share — the relay
+ * queue, the nesting parents (one per physical IOMMU, found by letting the kernel accept or refuse an attach) and
+ * the nested HWPTs (shared by devices of one guest domain when parent, format and table match). An
+ * {@linkcode AssignedDevice} keeps its PASID → HWPT table and does bind / replace / unbind.
+ *
+ * Order is what keeps this safe: a table change drains the queue first (a barrier), the new HWPT is attached
+ * before the old one is released, an old HWPT is destroyed only after the replace succeeded, a failed step
+ * releases what it allocated, and disposal runs in reverse (PASIDs, the device, nested HWPTs, parents).
+ * On VT-d the kernel tears a PASID's old entry down before setting the new one up: a replace is not atomic, and
+ * DMA on that PASID can fault in between.
+ *
+ * @module
+ */
+import { type Binding, type DrainReport, RelayQueue } from "../core/queue.ts";
+import {
+  type PasidOrRid,
+  PCIE_PASID_BITS,
+  type Request,
+  type StageOneTable,
+  validateRequest,
+} from "../core/request.ts";
+import { KernelError, UnsupportedError } from "../core/errors.ts";
+import type { Format } from "../backend/backend.ts";
+import { KernelBackend } from "../backend/kernel.ts";
+import type { Hwpt, Ioas, Iommufd } from "../kernel/iommufd.ts";
+import {
+  HwptAllocFlags,
+  HwptDataType,
+  IommuHwptSelftest,
+  IommuHwptVtdS1,
+  MockConstants,
+  VtdS1Flags,
+} from "../uapi/mod.ts";
+import { decodeCapabilities, type DeviceCapabilities } from "./capabilities.ts";
+import type { DevicePort } from "./port.ts";
+
+const F = HwptAllocFlags.values;
+const EINVAL = 22, EOPNOTSUPP = 95;
+
+interface ParentEntry {
+  readonly hwpt: Hwpt;
+  /** Allocated with IOMMU_HWPT_ALLOC_PASID (the kernel supports PASID attach). */
+  readonly pasidCapable: boolean;
+  refs: number;
+}
+
+/** A nested HWPT, possibly shared. */
+export interface NestedEntry {
+  readonly key: string;
+  readonly hwpt: Hwpt;
+  readonly format: Format;
+  readonly parent: ParentEntry;
+  refs: number;
+}
+
+function tableKey(t: StageOneTable): string {
+  return JSON.stringify(t, (_, v) => (typeof v === "bigint" ? `${v}n` : v));
+}
+
+/** The host data of a stage-1 table: `iommu_hwpt_vtd_s1` or `iommu_hwpt_selftest`. */
+export function hwptData(table: StageOneTable): { type: number; bytes: Uint8Array } {
+  switch (table.format) {
+    case "selftest": {
+      const b = IommuHwptSelftest.buffer().set("iotlb", table.iotlb);
+      return { type: MockConstants.values.IOMMU_HWPT_DATA_SELFTEST, bytes: IommuHwptSelftest.compact(b.bytes) };
+    }
+    case "vtd-s1": {
+      const f = VtdS1Flags.values;
+      const flags = (table.sre ? f.IOMMU_VTD_S1_SRE : 0) | (table.eafe ? f.IOMMU_VTD_S1_EAFE : 0) |
+        (table.wpe ? f.IOMMU_VTD_S1_WPE : 0);
+      const b = IommuHwptVtdS1.buffer().setU64("flags", flags).setU64("pgtbl_addr", table.tableAddress)
+        .set("addr_width", table.addressWidth);
+      return { type: HwptDataType.values.IOMMU_HWPT_DATA_VTD_S1, bytes: b.bytes };
+    }
+    case "smmuv3":
+      throw new UnsupportedError(
+        "smmuv3-nesting",
+        "SMMUv3 nested HWPTs are allocated on a vIOMMU with a vDEVICE per device; not implemented yet",
+      );
+  }
+}
+
+/**
+ * The host side of one guest vIOMMU.
+ *
+ * @example
+ * ```ts ignore
+ * using guest = new GuestIommu(iommufd, ioas);
+ * using dev = guest.assign(MockPort.create(iommufd, ioas.id, MOCK_FLAGS_DEVICE_PASID), { domain: 1 });
+ * dev.bind(100, { format: "selftest", iotlb: 7 });
+ * dev.handle({ op: "invalidate", domain: 1, scope: { kind: "pasid", pasid: 100 } });
+ * guest.queue.drain();
+ * ```
+ */
+export class GuestIommu implements Disposable {
+  /** The relay queue shared by every device behind this vIOMMU. */
+  readonly queue: RelayQueue;
+  readonly #parents: ParentEntry[] = [];
+  readonly #nested = new Map<string, NestedEntry>();
+  readonly #routes = new Map<string, number>();
+  readonly #devices: AssignedDevice[] = [];
+  #disposed = false;
+
+  /** `queue` defaults to one sending to the kernel through this iommufd. */
+  constructor(readonly iommufd: Iommufd, readonly ioas: Ioas, queue?: RelayQueue) {
+    this.queue = queue ?? new RelayQueue(new KernelBackend(iommufd));
+  }
+
+  /** Devices assigned, in order. */
+  get devices(): readonly AssignedDevice[] {
+    return this.#devices;
+  }
+
+  /**
+   * Assign a device: attach its RID to a nesting parent over the IOAS (shared with devices on the same physical
+   * IOMMU; the kernel's refusal to attach tells they are not) and decode its capabilities. Takes ownership of
+   * `port`: it is disposed with the device, or at once if assignment fails.
+   */
+  assign(port: DevicePort, opts: { domain: number }): AssignedDevice {
+    try {
+      const caps = decodeCapabilities(this.iommufd.getHwInfo(port.devId));
+      const parent = this.#attachParent(port);
+      const device = new AssignedDevice(this, port, opts.domain, caps, parent);
+      this.#devices.push(device);
+      return device;
+    } catch (e) {
+      port[Symbol.dispose]();
+      throw e;
+    }
+  }
+
+  #attachParent(port: DevicePort): ParentEntry {
+    for (const p of this.#parents) {
+      try {
+        port.attachRid(p.hwpt.id);
+        p.refs++;
+        return p;
+      } catch (e) {
+        if (!(e instanceof KernelError && e.errno === EINVAL)) throw e; // EINVAL: another IOMMU, try the next
+      }
+    }
+    let hwpt: Hwpt;
+    let pasidCapable = true;
+    try {
+      hwpt = this.iommufd.allocHwpt({
+        devId: port.devId,
+        ptId: this.ioas.id,
+        flags: F.IOMMU_HWPT_ALLOC_NEST_PARENT | F.IOMMU_HWPT_ALLOC_PASID,
+      });
+    } catch (e) {
+      if (!(e instanceof KernelError && e.errno === EOPNOTSUPP)) throw e;
+      // Before 6.15 (or without PASID support) there is no IOMMU_HWPT_ALLOC_PASID: RID binds only.
+      pasidCapable = false;
+      hwpt = this.iommufd.allocHwpt({ devId: port.devId, ptId: this.ioas.id, flags: F.IOMMU_HWPT_ALLOC_NEST_PARENT });
+    }
+    try {
+      port.attachRid(hwpt.id);
+    } catch (e) {
+      hwpt[Symbol.dispose]();
+      throw e;
+    }
+    const entry = { hwpt, pasidCapable, refs: 1 };
+    this.#parents.push(entry);
+    return entry;
+  }
+
+  /** @internal Release a device's reference to its parent. */
+  releaseParent(parent: ParentEntry): void {
+    if (--parent.refs > 0) return;
+    this.#parents.splice(this.#parents.indexOf(parent), 1);
+    parent.hwpt[Symbol.dispose]();
+  }
+
+  /** @internal A nested HWPT for (parent, domain, table): shared if one exists. */
+  acquireNested(parent: ParentEntry, devId: number, domain: number, table: StageOneTable): NestedEntry {
+    const key = `${parent.hwpt.id}/${domain}/${tableKey(table)}`;
+    const existing = this.#nested.get(key);
+    if (existing) {
+      existing.refs++;
+      return existing;
+    }
+    const data = hwptData(table);
+    const hwpt = this.iommufd.allocHwpt({
+      devId,
+      ptId: parent.hwpt.id,
+      flags: parent.pasidCapable ? F.IOMMU_HWPT_ALLOC_PASID : 0,
+      data,
+    });
+    const entry: NestedEntry = { key, hwpt, format: table.format, parent, refs: 1 };
+    this.#nested.set(key, entry);
+    return entry;
+  }
+
+  /** @internal Drop a reference; the HWPT is destroyed with the last one. */
+  releaseNested(entry: NestedEntry): void {
+    if (--entry.refs > 0) return;
+    this.#nested.delete(entry.key);
+    entry.hwpt[Symbol.dispose]();
+  }
+
+  /** Nested HWPTs alive (shared ones once). */
+  get nestedCount(): number {
+    return this.#nested.size;
+  }
+
+  /** @internal Count a device's use of (domain, pasid) → HWPT in the queue's table. */
+  route(domain: number, pasid: PasidOrRid, entry: NestedEntry): void {
+    const key = `${domain}/${pasid}/${entry.hwpt.id}`;
+    const n = this.#routes.get(key) ?? 0;
+    this.#routes.set(key, n + 1);
+    if (n === 0) {
+      const binding: Binding = { targetId: entry.hwpt.id, format: entry.format };
+      this.queue.bind(domain, pasid, binding);
+    }
+  }
+
+  /** @internal Undo {@linkcode GuestIommu.route}. */
+  unroute(domain: number, pasid: PasidOrRid, entry: NestedEntry): void {
+    const key = `${domain}/${pasid}/${entry.hwpt.id}`;
+    const n = (this.#routes.get(key) ?? 1) - 1;
+    if (n > 0) this.#routes.set(key, n);
+    else {
+      this.#routes.delete(key);
+      this.queue.unbind(domain, pasid, entry.hwpt.id);
+    }
+  }
+
+  /** @internal */
+  forget(device: AssignedDevice): void {
+    const i = this.#devices.indexOf(device);
+    if (i >= 0) this.#devices.splice(i, 1);
+  }
+
+  /** Dispose every device (last assigned first), then whatever HWPTs remain. */
+  [Symbol.dispose](): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    const stack = new DisposableStack();
+    for (const d of this.#devices) stack.use(d);
+    stack.dispose();
+  }
+}
+
+/** One assigned device. */
+export class AssignedDevice implements Disposable {
+  readonly #bound = new Map<PasidOrRid, NestedEntry>();
+  #disposed = false;
+
+  constructor(
+    /** The vIOMMU it is behind. */
+    readonly guest: GuestIommu,
+    /** Its kernel interface. */
+    readonly port: DevicePort,
+    /** Its guest domain. */
+    readonly domain: number,
+    /** Its IOMMU, decoded. */
+    readonly capabilities: DeviceCapabilities,
+    private readonly parent: ParentEntry,
+  ) {}
+
+  /** PASID width requests are validated against. */
+  get pasidBits(): number {
+    const c = this.capabilities;
+    if (c.maxPasidLog2 > 0) return c.maxPasidLog2;
+    if (c.iommu.kind === "vtd" && c.iommu.pasidBits > 0) return c.iommu.pasidBits;
+    return c.iommu.kind === "selftest" ? MockConstants.values.MOCK_PASID_WIDTH : PCIE_PASID_BITS;
+  }
+
+  /** The HWPT bound at `pasid`, if any. */
+  boundTo(pasid: PasidOrRid): number | undefined {
+    return this.#bound.get(pasid)?.hwpt.id;
+  }
+
+  /** The nesting parent's HWPT id. */
+  get parentHwptId(): number {
+    return this.parent.hwpt.id;
+  }
+
+  /** Bind (or rebind) `pasid` to a stage-1 table. */
+  bind(pasid: PasidOrRid, table: StageOneTable): void {
+    this.#live();
+    validateRequest({ op: "bind", domain: this.domain, pasid, table }, { pasidBits: this.pasidBits });
+    if (pasid !== "rid" && !this.parent.pasidCapable) {
+      throw new UnsupportedError(
+        "pasid-attach",
+        `${this.port.label}: this kernel cannot allocate PASID-capable HWPTs (Linux 6.15+)`,
+      );
+    }
+    const previous = this.#bound.get(pasid);
+    const next = this.guest.acquireNested(this.parent, this.port.devId, this.domain, table);
+    if (previous === next) {
+      this.guest.releaseNested(next); // the same table: nothing changes
+      return;
+    }
+    this.guest.queue.drain(); // a barrier: what was queued for the old table goes to the old table
+    try {
+      if (pasid === "rid") this.port.attachRid(next.hwpt.id);
+      else if (previous) this.port.replacePasid(pasid, next.hwpt.id);
+      else this.port.attachPasid(pasid, next.hwpt.id);
+    } catch (e) {
+      this.guest.releaseNested(next);
+      throw e;
+    }
+    this.#bound.set(pasid, next);
+    this.guest.route(this.domain, pasid, next);
+    if (previous) {
+      this.guest.unroute(this.domain, pasid, previous);
+      this.guest.releaseNested(previous); // only now: the replace succeeded
+    }
+  }
+
+  /** Unbind `pasid` (the RID goes back to the nesting parent: stage 2 only). */
+  unbind(pasid: PasidOrRid): DrainReport | undefined {
+    this.#live();
+    const previous = this.#bound.get(pasid);
+    if (!previous) return undefined;
+    const report = this.guest.queue.drain();
+    if (pasid === "rid") this.port.attachRid(this.parent.hwpt.id);
+    else this.port.detachPasid(pasid);
+    this.#bound.delete(pasid);
+    this.guest.unroute(this.domain, pasid, previous);
+    this.guest.releaseNested(previous);
+    return report;
+  }
+
+  /** Relay a guest request: binds and unbinds here, invalidations and waits to the shared queue. */
+  handle(request: Request): number | undefined {
+    this.#live();
+    switch (request.op) {
+      case "bind":
+        this.bind(request.pasid, request.table);
+        return undefined;
+      case "unbind":
+        this.unbind(request.pasid);
+        return undefined;
+      default:
+        validateRequest(request, { pasidBits: this.pasidBits });
+        return this.guest.queue.submit(request);
+    }
+  }
+
+  #live(): void {
+    if (this.#disposed) throw new Error(`${this.port.label} was disposed`);
+  }
+
+  /** Unbind every PASID, then the RID, release the device, then its parent reference. */
+  [Symbol.dispose](): void {
+    if (this.#disposed) return;
+    const stack = new DisposableStack();
+    stack.defer(() => this.guest.releaseParent(this.parent));
+    stack.use(this.port);
+    const pasids = [...this.#bound.keys()].sort((a, b) => (a === "rid" ? -1 : b === "rid" ? 1 : a - b));
+    for (const pasid of pasids) stack.defer(() => this.unbind(pasid));
+    try {
+      stack.dispose();
+    } finally {
+      this.#disposed = true;
+      this.guest.forget(this);
+    }
+  }
+}
