@@ -15,6 +15,8 @@ export interface HeaderSet {
   readonly include: string;
   /** Folder holding iommufd_test.h. */
   readonly selftest: string;
+  /** Kernel source files extracted at their tree paths (arch/<arch>/include/uapi/asm/ioctl.h, …). */
+  readonly tree: string;
   /** Which packages. */
   readonly version: string;
 }
@@ -38,7 +40,7 @@ export async function locateHeaders(): Promise<HeaderSet> {
     throw new Error(`uapi-headers.sh failed: ${new TextDecoder().decode(out.stderr).trim().split("\n").at(-1)}`);
   }
   const line = (key: string) => text.split("\n").find((l) => l.startsWith(`${key} `))?.slice(key.length + 1) ?? "";
-  return { include: line("include"), selftest: line("selftest"), version: line("version") };
+  return { include: line("include"), selftest: line("selftest"), tree: line("tree"), version: line("version") };
 }
 
 const C_PRELUDE = `#include <stdio.h>

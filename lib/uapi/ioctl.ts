@@ -127,3 +127,52 @@ export interface ConstantGroup<T extends Record<string, number>> {
 export function defineConstants<const T extends Record<string, number>>(group: ConstantGroup<T>): ConstantGroup<T> {
   return group;
 }
+
+/** How one architecture encodes ioctl request numbers (`asm/ioctl.h`). */
+export interface IocArch {
+  /** The architecture, as in `arch/<name>`; `generic` is asm-generic (x86_64, arm64, riscv, …). */
+  readonly name: "generic" | "powerpc" | "mips" | "sparc";
+  /** Bit where the direction field starts (`_IOC_DIRSHIFT`). */
+  readonly dirShift: number;
+  /** Largest size the encoding carries. sparc's 13-bit field is "actually 14": sizes overlap the direction. */
+  readonly maxSize: number;
+  /** `_IOC_NONE`, `_IOC_READ`, `_IOC_WRITE`. */
+  readonly none: number;
+  readonly read: number;
+  readonly write: number;
+}
+
+/** The four encodings Linux has (see each `arch/<name>/include/uapi/asm/ioctl.h`). */
+export const IOC_ARCHES: Readonly<Record<IocArch["name"], IocArch>> = {
+  generic: { name: "generic", dirShift: 30, maxSize: 0x3fff, none: 0, read: 2, write: 1 },
+  powerpc: { name: "powerpc", dirShift: 29, maxSize: 0x1fff, none: 1, read: 2, write: 4 },
+  mips: { name: "mips", dirShift: 29, maxSize: 0x1fff, none: 1, read: 2, write: 4 },
+  sparc: { name: "sparc", dirShift: 29, maxSize: 0x3fff, none: 1, read: 2, write: 4 },
+};
+
+/** An ioctl direction. */
+export type IocDirection = "none" | "read" | "write" | "readwrite";
+
+/**
+ * `_IOC` for any architecture: `_IO`, `_IOR`, `_IOW`, `_IOWR` are the four directions.
+ *
+ * @example
+ * ```ts
+ * import { IOC_ARCHES, iocFor } from "./ioctl.ts";
+ * console.log(iocFor(IOC_ARCHES.powerpc, "none", 0x3b, 0x8d, 0).toString(16)); // 20003b8d
+ * ```
+ */
+export function iocFor(arch: IocArch, dir: IocDirection, type: number, nr: number, size: number): number {
+  if (type < 0 || type > 0xff || nr < 0 || nr > 0xff || size < 0 || size > arch.maxSize || !Number.isInteger(size)) {
+    throw new RangeError(`${arch.name} _IOC(${dir}, ${type}, ${nr}, ${size}): a field is out of range`);
+  }
+  const d = dir === "none"
+    ? arch.none
+    : dir === "read"
+    ? arch.read
+    : dir === "write"
+    ? arch.write
+    : arch.read | arch.write;
+  // The C macro ORs the fields, so on sparc a 14-bit size ORs into the direction's low bit.
+  return (((d << arch.dirShift) >>> 0) | (size << 16) | (type << 8) | nr) >>> 0;
+}

@@ -15,6 +15,7 @@ import { IOMMUFD_UAPI } from "./iommufd.ts";
 import { VFIO_UAPI } from "./vfio.ts";
 import { SELFTEST_UAPI } from "./selftest.ts";
 import { ERRNO_UAPI } from "./errno.ts";
+import { PROPOSAL_2017_UAPI } from "./proposal2017.ts";
 import type { FieldSpec, Struct } from "./struct.ts";
 import type { ConstantGroup, Ioctl } from "./ioctl.ts";
 
@@ -25,6 +26,7 @@ export * from "./errno.ts";
 export * from "./iommufd.ts";
 export * from "./vfio.ts";
 export * from "./selftest.ts";
+export * from "./proposal2017.ts";
 
 /** Every struct, constant group and ioctl the uAPI layer defines: what the golden check walks. */
 export interface UapiRegistry {
@@ -36,7 +38,7 @@ export interface UapiRegistry {
   readonly ioctls: readonly Ioctl[];
 }
 
-const parts = [IOMMUFD_UAPI, VFIO_UAPI, SELFTEST_UAPI, ERRNO_UAPI];
+const parts = [IOMMUFD_UAPI, VFIO_UAPI, SELFTEST_UAPI, ERRNO_UAPI, PROPOSAL_2017_UAPI];
 
 /** The registry of everything in lib/uapi. */
 export const UAPI: UapiRegistry = {

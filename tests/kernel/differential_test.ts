@@ -2,7 +2,7 @@
 // both — raw batches through the backends, and guest request streams through two relay queues — and every
 // errno, entry_num and mock IOTLB slot must agree.
 import assert from "node:assert/strict";
-import { type Backend, type Format, type InvalidateStatus } from "../../lib/backend/backend.ts";
+import type { Backend, Format, InvalidateStatus } from "../../lib/backend/backend.ts";
 import { KernelBackend } from "../../lib/backend/kernel.ts";
 import { RelayQueue } from "../../lib/core/queue.ts";
 import type { InvalidateRequest } from "../../lib/core/request.ts";
