@@ -21,8 +21,8 @@ import {
   validateRequest,
 } from "../core/request.ts";
 import { KernelError, UnsupportedError } from "../core/errors.ts";
-import type { Format } from "../backend/backend.ts";
-import { KernelBackend } from "../backend/kernel.ts";
+import { ENTRY_LENGTH, type Format } from "../backend/backend.ts";
+import { DATA_TYPE, KernelBackend } from "../backend/kernel.ts";
 import type { Hwpt, Ioas, Iommufd } from "../kernel/iommufd.ts";
 import {
   HwptAllocFlags,
@@ -100,6 +100,8 @@ export class GuestIommu implements Disposable {
   readonly #nested = new Map<string, NestedEntry>();
   readonly #routes = new Map<string, number>();
   readonly #devices: AssignedDevice[] = [];
+  /** Formats whose invalidations the kernel accepted in the zero-entry probe. */
+  readonly #probed = new Set<Format>();
   #disposed = false;
 
   /** `queue` defaults to one sending to the kernel through this iommufd. */
@@ -187,6 +189,19 @@ export class GuestIommu implements Disposable {
       flags: parent.pasidCapable ? F.IOMMU_HWPT_ALLOC_PASID : 0,
       data,
     });
+    if (!this.#probed.has(table.format)) {
+      // The zero-entry probe: does this HWPT take this format's invalidations? Refuse the bind now if not,
+      // instead of failing every invalidation later.
+      const r = hwpt.invalidateRaw(DATA_TYPE[table.format], new Uint8Array(0), ENTRY_LENGTH[table.format], 0);
+      if (r < 0) {
+        hwpt[Symbol.dispose]();
+        throw new UnsupportedError(
+          `invalidate-${table.format}`,
+          `the kernel refused the zero-entry probe with errno ${-r}`,
+        );
+      }
+      this.#probed.add(table.format);
+    }
     const entry: NestedEntry = { key, hwpt, format: table.format, parent, refs: 1 };
     this.#nested.set(key, entry);
     return entry;
@@ -197,6 +212,11 @@ export class GuestIommu implements Disposable {
     if (--entry.refs > 0) return;
     this.#nested.delete(entry.key);
     entry.hwpt[Symbol.dispose]();
+  }
+
+  /** Invalidation formats the kernel accepted in the zero-entry probe so far. */
+  get probedFormats(): readonly Format[] {
+    return [...this.#probed];
   }
 
   /** Nested HWPTs alive (shared ones once). */
@@ -242,8 +262,22 @@ export class GuestIommu implements Disposable {
   }
 }
 
+/** Per-device counters (the queue's own telemetry covers invalidations, ioctls and latency). */
+export interface DeviceTelemetry {
+  /** Guest requests this device relayed to the queue. */
+  requestsIn: number;
+  binds: number;
+  /** Binds that replaced another table at the same PASID. */
+  replaces: number;
+  unbinds: number;
+  /** Binds, unbinds and requests refused (typed errors). */
+  refused: number;
+}
+
 /** One assigned device. */
 export class AssignedDevice implements Disposable {
+  /** Counters, readable at any time. */
+  readonly telemetry: DeviceTelemetry = { requestsIn: 0, binds: 0, replaces: 0, unbinds: 0, refused: 0 };
   readonly #bound = new Map<PasidOrRid, NestedEntry>();
   #disposed = false;
 
@@ -304,7 +338,9 @@ export class AssignedDevice implements Disposable {
     }
     this.#bound.set(pasid, next);
     this.guest.route(this.domain, pasid, next);
+    this.telemetry.binds++;
     if (previous) {
+      this.telemetry.replaces++;
       this.guest.unroute(this.domain, pasid, previous);
       this.guest.releaseNested(previous); // only now: the replace succeeded
     }
@@ -321,12 +357,22 @@ export class AssignedDevice implements Disposable {
     this.#bound.delete(pasid);
     this.guest.unroute(this.domain, pasid, previous);
     this.guest.releaseNested(previous);
+    this.telemetry.unbinds++;
     return report;
   }
 
   /** Relay a guest request: binds and unbinds here, invalidations and waits to the shared queue. */
   handle(request: Request): number | undefined {
     this.#live();
+    try {
+      return this.#handle(request);
+    } catch (e) {
+      this.telemetry.refused++;
+      throw e;
+    }
+  }
+
+  #handle(request: Request): number | undefined {
     switch (request.op) {
       case "bind":
         this.bind(request.pasid, request.table);
@@ -336,6 +382,7 @@ export class AssignedDevice implements Disposable {
         return undefined;
       default:
         validateRequest(request, { pasidBits: this.pasidBits });
+        this.telemetry.requestsIn++;
         return this.guest.queue.submit(request);
     }
   }

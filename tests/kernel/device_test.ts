@@ -60,6 +60,8 @@ kernelTest("device: bind a PASID, invalidate through the queue, replace in place
   dev.unbind(100);
   assert.ok(mockOf(dev.port).pasidAttachedTo(100, 0));
   assert.equal(guest.nestedCount, 0);
+  assert.deepEqual(guest.probedFormats, ["selftest"], "the zero-entry probe ran once");
+  assert.deepEqual(dev.telemetry, { requestsIn: 4, binds: 2, replaces: 1, unbinds: 1, refused: 0 });
 });
 
 kernelTest("device: two devices of one domain with the same table share one nested HWPT and one ioctl", [
