@@ -2,14 +2,21 @@
  * iommu-relay: relays a guest's virtual-IOMMU work (cache/TLB invalidations, PASID binds) to the host IOMMU
  * through Linux iommufd and VFIO, from Deno.
  *
- * This entry point re-exports the public layers: the uAPI layer (kernel structs, ioctl numbers, constants)
- * and the native shim.
+ * Layers, each usable on its own: the uAPI (kernel structs, ioctl numbers), the native shim, the kernel objects
+ * (iommufd, HWPTs, VFIO cdev, the selftest mock), the relay core (vendor-neutral requests, coalescing queue), the
+ * compilers to host formats (VT-d, SMMUv3, selftest, the 2017 wire format), backends (kernel, in-process host),
+ * the device layer (assigned devices behind a guest vIOMMU) and replay tools for tests.
  *
  * @example
  * ```ts
- * import { IOMMU_HWPT_INVALIDATE, IommuHwptInvalidate } from "./mod.ts";
- * const args = IommuHwptInvalidate.buffer().set("hwpt_id", 2).set("entry_num", 1);
- * console.log(IOMMU_HWPT_INVALIDATE.name, args.get("entry_num")); // IOMMU_HWPT_INVALIDATE 1
+ * import { ModelHost, RelayQueue } from "./mod.ts";
+ * const host = new ModelHost();
+ * const hwpt = host.createTarget("vtd-s1");
+ * const queue = new RelayQueue(host);
+ * queue.bind(1, "rid", { targetId: hwpt, format: "vtd-s1" });
+ * queue.submit({ op: "invalidate", domain: 1, scope: { kind: "range", firstPage: 0x100, pages: 32 }, noPasid: true });
+ * queue.submit({ op: "sync" });
+ * console.log(queue.drain().waits[0].ok); // true
  * ```
  *
  * @module
@@ -17,3 +24,22 @@
 export * from "./lib/uapi/mod.ts";
 export { NativeShim, NO_POINTER, POLL, ShimClosedError, ShimVersionError } from "./ffi/native.ts";
 export { ensureShim, ShimBuildError } from "./ffi/build.ts";
+export * from "./lib/core/errors.ts";
+export * from "./lib/core/request.ts";
+export * from "./lib/core/pending.ts";
+export * from "./lib/core/queue.ts";
+export * from "./lib/backend/backend.ts";
+export { DATA_TYPE, KernelBackend } from "./lib/backend/kernel.ts";
+export * from "./lib/compile/entries.ts";
+export * from "./lib/compile/vtd.ts";
+export * from "./lib/compile/smmuv3.ts";
+export * from "./lib/compile/selftest.ts";
+export * from "./lib/compile/wire2017.ts";
+export * from "./lib/model/host.ts";
+export * from "./lib/kernel/iommufd.ts";
+export * from "./lib/kernel/vfio.ts";
+export * from "./lib/kernel/selftest.ts";
+export * from "./lib/kernel/features.ts";
+export * from "./lib/device/mod.ts";
+export * from "./lib/testing/workloads.ts";
+export * from "./lib/testing/replay.ts";
