@@ -6,8 +6,11 @@
  * @module
  */
 
-/** Host entry formats. */
-export type Format = "vtd-s1" | "smmuv3" | "selftest";
+/**
+ * Host entry formats: VT-d stage-1 entries and selftest mock entries go to a nested HWPT; SMMUv3 commands and
+ * selftest vIOMMU entries (`iommu_viommu_invalidate_selftest`, per virtual device) go to a vIOMMU.
+ */
+export type Format = "vtd-s1" | "smmuv3" | "selftest" | "selftest-viommu";
 
 /** What one batch did: the errno (0 = success) and how many entries were handled (the kernel's entry_num). */
 export interface InvalidateStatus {
@@ -25,7 +28,12 @@ export interface Backend {
 }
 
 /** Bytes per entry of each format, as the 7.3 kernel requires them (exactly). */
-export const ENTRY_LENGTH: Readonly<Record<Format, number>> = { "vtd-s1": 24, smmuv3: 16, selftest: 8 };
+export const ENTRY_LENGTH: Readonly<Record<Format, number>> = {
+  "vtd-s1": 24,
+  smmuv3: 16,
+  selftest: 8,
+  "selftest-viommu": 12,
+};
 
 /** The kernel's cap on entries per IOMMU_HWPT_INVALIDATE (`IOMMU_HWPT_INVALIDATE_ENTRY_NUM_MAX`, 7.3). */
 export const MAX_ENTRIES_PER_CALL = 1 << 19;

@@ -6,7 +6,7 @@
  */
 import type { Iommufd } from "../kernel/iommufd.ts";
 import { IOMMU_HWPT_INVALIDATE, IommuHwptInvalidate } from "../uapi/mod.ts";
-import { SELFTEST_DATA_TYPE } from "../compile/selftest.ts";
+import { SELFTEST_DATA_TYPE, SELFTEST_VIOMMU_DATA_TYPE } from "../compile/selftest.ts";
 import { SMMUV3_DATA_TYPE } from "../compile/smmuv3.ts";
 import { VTD_DATA_TYPE } from "../compile/vtd.ts";
 import { type Backend, ENTRY_LENGTH, type Format, type InvalidateStatus } from "./backend.ts";
@@ -16,6 +16,7 @@ export const DATA_TYPE: Readonly<Record<Format, number>> = {
   "vtd-s1": VTD_DATA_TYPE,
   smmuv3: SMMUV3_DATA_TYPE,
   selftest: SELFTEST_DATA_TYPE,
+  "selftest-viommu": SELFTEST_VIOMMU_DATA_TYPE,
 };
 
 const F = IommuHwptInvalidate.fields;

@@ -21,6 +21,9 @@ import type { EntryWriter } from "./entries.ts";
 export const SELFTEST_DATA_TYPE: number = MockConstants.values.IOMMU_HWPT_INVALIDATE_DATA_SELFTEST;
 const ALL = MockConstants.values.IOMMU_TEST_INVALIDATE_FLAG_ALL;
 
+/** `IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST`. */
+export const SELFTEST_VIOMMU_DATA_TYPE: number = MockConstants.values.IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST;
+
 /** The mock IOTLB slot the rule assigns to a target bound at `pasid`. */
 export function selftestSlot(pasid: PasidOrRid): number {
   return pasid === "rid" ? 0 : pasid % MockConstants.values.MOCK_NESTED_DOMAIN_IOTLB_NUM;
@@ -53,4 +56,36 @@ export function compileSelftest(pending: PendingSet, pasid: PasidOrRid, out: Ent
   for (const r of pending.ranges) origins = origins.concat(r.origins);
   const at = out.append([...new Set(origins)].sort((a, b) => a - b));
   out.view.setUint32(at + 4, selftestSlot(pasid), true);
+}
+
+/**
+ * The selftest vIOMMU's entries (`struct iommu_viommu_invalidate_selftest`, 12 bytes): the same rule, applied to
+ * the device cache of the virtual device `vdevId` (4 slots): whole space → `FLAG_ALL`, narrower → slot
+ * `pasid mod 4`. This is how the kernel suite drives the vIOMMU-targeted path SMMUv3 uses.
+ *
+ * @example
+ * ```ts
+ * import { PendingSet } from "../core/pending.ts";
+ * import { EntryWriter } from "./entries.ts";
+ * import { compileSelftestViommu } from "./selftest.ts";
+ * const p = new PendingSet({ maxRanges: 64, maxPages: 1 << 20 });
+ * p.addAll(3);
+ * const w = new EntryWriter(12);
+ * compileSelftestViommu(p, 0x99, "rid", w);
+ * console.log(w.view.getUint32(0, true), w.view.getUint32(4, true)); // 1 153
+ * ```
+ */
+export function compileSelftestViommu(pending: PendingSet, vdevId: number, pasid: PasidOrRid, out: EntryWriter): void {
+  if (pending.all) {
+    const at = out.append(pending.allOrigins);
+    out.view.setUint32(at, ALL, true);
+    out.view.setUint32(at + 4, vdevId, true);
+    return;
+  }
+  if (pending.ranges.length === 0) return;
+  let origins: number[] = [];
+  for (const r of pending.ranges) origins = origins.concat(r.origins);
+  const at = out.append([...new Set(origins)].sort((a, b) => a - b));
+  out.view.setUint32(at + 4, vdevId, true);
+  out.view.setUint32(at + 8, selftestSlot(pasid), true);
 }

@@ -22,7 +22,7 @@ import {
   MAX_ENTRIES_PER_CALL,
 } from "../backend/backend.ts";
 import { EntryWriter } from "../compile/entries.ts";
-import { compileSelftest } from "../compile/selftest.ts";
+import { compileSelftest, compileSelftestViommu } from "../compile/selftest.ts";
 import { compileSmmuv3, type SmmuUnit } from "../compile/smmuv3.ts";
 import { compileVtd } from "../compile/vtd.ts";
 import { errnoName } from "../uapi/errno.ts";
@@ -42,6 +42,8 @@ export interface Binding {
   readonly format: Format;
   /** SMMUv3: the ASID of the guest context descriptor at this PASID. */
   readonly asid?: number;
+  /** vIOMMU formats: the device's virtual id (its vDEVICE), which entries name. */
+  readonly vdevId?: number;
 }
 
 /** Tuning; the defaults suit the recorded guest workloads. */
@@ -117,6 +119,7 @@ interface Unit {
   readonly format: Format;
   readonly pasid: PasidOrRid;
   readonly smmu?: SmmuUnit;
+  readonly vdevId?: number;
   readonly pending: PendingSet;
 }
 
@@ -187,7 +190,9 @@ export class RelayQueue {
     let table = this.#bindings.get(domain);
     if (!table) this.#bindings.set(domain, table = new Map());
     const list = table.get(pasid) ?? [];
-    if (!list.some((b) => b.targetId === binding.targetId && b.asid === binding.asid)) list.push(binding);
+    const same = (b: Binding) =>
+      b.targetId === binding.targetId && b.asid === binding.asid && b.vdevId === binding.vdevId;
+    if (!list.some(same)) list.push(binding);
     table.set(pasid, list);
     return report;
   }
@@ -205,6 +210,18 @@ export class RelayQueue {
       if (kept.length) table.set(pasid, kept);
       else table.delete(pasid);
     }
+    return report;
+  }
+
+  /** Forget one binding at (domain, pasid) (matched by target, ASID and virtual device). A barrier. */
+  unbindTarget(domain: number, pasid: PasidOrRid, binding: Binding): DrainReport {
+    const report = this.drain();
+    const table = this.#bindings.get(domain);
+    const kept = (table?.get(pasid) ?? []).filter((b) =>
+      !(b.targetId === binding.targetId && b.asid === binding.asid && b.vdevId === binding.vdevId)
+    );
+    if (kept.length) table!.set(pasid, kept);
+    else table?.delete(pasid);
     return report;
   }
 
@@ -230,7 +247,11 @@ export class RelayQueue {
   }
 
   #unit(binding: Binding, pasid: PasidOrRid, smmu?: SmmuUnit): Unit {
-    const key = smmu ? `${binding.targetId}/${smmu.kind === "asid" ? smmu.asid : "*"}` : `${binding.targetId}`;
+    const key = smmu
+      ? `${binding.targetId}/${smmu.kind === "asid" ? smmu.asid : "*"}`
+      : binding.vdevId !== undefined
+      ? `${binding.targetId}/v${binding.vdevId}/${pasid}`
+      : `${binding.targetId}`;
     let unit = this.#units.get(key);
     if (!unit) {
       const noRil = binding.format === "smmuv3" && !this.#opts.smmuRil;
@@ -240,6 +261,7 @@ export class RelayQueue {
         format: binding.format,
         pasid,
         smmu,
+        vdevId: binding.vdevId,
         pending: new PendingSet({
           maxRanges: this.#opts.maxRanges,
           maxPages: noRil ? Math.min(64, this.#opts.maxPages) : this.#opts.maxPages,
@@ -309,6 +331,7 @@ export class RelayQueue {
       for (const u of units) {
         if (format === "vtd-s1") compileVtd(u.pending, w);
         else if (format === "selftest") compileSelftest(u.pending, u.pasid, w);
+        else if (format === "selftest-viommu") compileSelftestViommu(u.pending, u.vdevId ?? 0, u.pasid, w);
         else compileSmmuv3(u.pending, u.smmu!, this.#opts.smmuRil, w);
         u.pending.clear();
       }

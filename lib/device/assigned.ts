@@ -23,7 +23,7 @@ import {
 import { KernelError, UnsupportedError } from "../core/errors.ts";
 import { ENTRY_LENGTH, type Format } from "../backend/backend.ts";
 import { DATA_TYPE, KernelBackend } from "../backend/kernel.ts";
-import type { Hwpt, Ioas, Iommufd } from "../kernel/iommufd.ts";
+import type { Hwpt, Ioas, Iommufd, Vdevice, Viommu } from "../kernel/iommufd.ts";
 import {
   HwptAllocFlags,
   HwptDataType,
@@ -40,6 +40,8 @@ const EINVAL = 22, EOPNOTSUPP = 95;
 
 interface ParentEntry {
   readonly hwpt: Hwpt;
+  /** The vIOMMU over this parent, in vIOMMU mode. */
+  viommu?: Viommu;
   /** Allocated with IOMMU_HWPT_ALLOC_PASID (the kernel supports PASID attach). */
   readonly pasidCapable: boolean;
   refs: number;
@@ -93,6 +95,22 @@ export function hwptData(table: StageOneTable): { type: number; bytes: Uint8Arra
  * guest.queue.drain();
  * ```
  */
+/** vIOMMU mode: nested HWPTs are allocated on a vIOMMU and invalidations go to the vIOMMU, naming the device. */
+export interface ViommuMode {
+  /** `IOMMU_VIOMMU_TYPE_*` (e.g. the selftest's `IOMMU_VIOMMU_TYPE_SELFTEST`). */
+  readonly type: number;
+  /** The entry format the vIOMMU takes. */
+  readonly format: Format;
+}
+
+/** Options of {@linkcode GuestIommu}. */
+export interface GuestIommuOptions {
+  /** The relay queue (default: a new one on the kernel backend). */
+  readonly queue?: RelayQueue;
+  /** Allocate a vIOMMU per nesting parent and relay invalidations to it. */
+  readonly viommu?: ViommuMode;
+}
+
 export class GuestIommu implements Disposable {
   /** The relay queue shared by every device behind this vIOMMU. */
   readonly queue: RelayQueue;
@@ -104,9 +122,13 @@ export class GuestIommu implements Disposable {
   readonly #probed = new Set<Format>();
   #disposed = false;
 
+  /** Set when invalidations go to a vIOMMU (SMMUv3-style) rather than to each nested HWPT. */
+  readonly viommu?: ViommuMode;
+
   /** `queue` defaults to one sending to the kernel through this iommufd. */
-  constructor(readonly iommufd: Iommufd, readonly ioas: Ioas, queue?: RelayQueue) {
-    this.queue = queue ?? new RelayQueue(new KernelBackend(iommufd));
+  constructor(readonly iommufd: Iommufd, readonly ioas: Ioas, options: GuestIommuOptions = {}) {
+    this.queue = options.queue ?? new RelayQueue(new KernelBackend(iommufd));
+    this.viommu = options.viommu;
   }
 
   /** Devices assigned, in order. */
@@ -119,17 +141,21 @@ export class GuestIommu implements Disposable {
    * IOMMU; the kernel's refusal to attach tells they are not) and decode its capabilities. Takes ownership of
    * `port`: it is disposed with the device, or at once if assignment fails.
    */
-  assign(port: DevicePort, opts: { domain: number }): AssignedDevice {
-    try {
-      const caps = decodeCapabilities(this.iommufd.getHwInfo(port.devId));
-      const parent = this.#attachParent(port);
-      const device = new AssignedDevice(this, port, opts.domain, caps, parent);
-      this.#devices.push(device);
-      return device;
-    } catch (e) {
-      port[Symbol.dispose]();
-      throw e;
+  assign(port: DevicePort, opts: { domain: number; virtId?: number }): AssignedDevice {
+    using stack = new DisposableStack();
+    stack.use(port);
+    if (this.viommu && opts.virtId === undefined) {
+      throw new TypeError(`${port.label}: a guest with a vIOMMU needs each device's virtual id (virtId)`);
     }
+    const caps = decodeCapabilities(this.iommufd.getHwInfo(port.devId));
+    const parent = this.#attachParent(port);
+    stack.defer(() => this.releaseParent(parent));
+    let vdev: Vdevice | undefined;
+    if (parent.viommu) vdev = stack.use(this.iommufd.allocVdevice(parent.viommu.id, port.devId, opts.virtId!));
+    const device = new AssignedDevice(this, port, opts.domain, caps, parent, vdev);
+    stack.move(); // the device owns port, parent reference and vDEVICE now
+    this.#devices.push(device);
+    return device;
   }
 
   #attachParent(port: DevicePort): ParentEntry {
@@ -162,7 +188,16 @@ export class GuestIommu implements Disposable {
       hwpt[Symbol.dispose]();
       throw e;
     }
-    const entry = { hwpt, pasidCapable, refs: 1 };
+    const entry: ParentEntry = { hwpt, pasidCapable, refs: 1 };
+    if (this.viommu) {
+      try {
+        entry.viommu = this.iommufd.allocViommu({ type: this.viommu.type, devId: port.devId, hwptId: hwpt.id });
+      } catch (e) {
+        port.attachRid(this.ioas.id);
+        hwpt[Symbol.dispose]();
+        throw e;
+      }
+    }
     this.#parents.push(entry);
     return entry;
   }
@@ -171,12 +206,14 @@ export class GuestIommu implements Disposable {
   releaseParent(parent: ParentEntry): void {
     if (--parent.refs > 0) return;
     this.#parents.splice(this.#parents.indexOf(parent), 1);
+    parent.viommu?.[Symbol.dispose]();
     parent.hwpt[Symbol.dispose]();
   }
 
   /** @internal A nested HWPT for (parent, domain, table): shared if one exists. */
   acquireNested(parent: ParentEntry, devId: number, domain: number, table: StageOneTable): NestedEntry {
-    const key = `${parent.hwpt.id}/${domain}/${tableKey(table)}`;
+    const base = parent.viommu ?? parent.hwpt;
+    const key = `${base.id}/${domain}/${tableKey(table)}`;
     const existing = this.#nested.get(key);
     if (existing) {
       existing.refs++;
@@ -185,7 +222,7 @@ export class GuestIommu implements Disposable {
     const data = hwptData(table);
     const hwpt = this.iommufd.allocHwpt({
       devId,
-      ptId: parent.hwpt.id,
+      ptId: base.id,
       flags: parent.pasidCapable ? F.IOMMU_HWPT_ALLOC_PASID : 0,
       data,
     });
@@ -224,25 +261,31 @@ export class GuestIommu implements Disposable {
     return this.#nested.size;
   }
 
+  /** The queue binding a device's use of `entry` needs: the nested HWPT, or in vIOMMU mode the vIOMMU + vdev id. */
+  #binding(entry: NestedEntry, vdevId?: number): Binding {
+    return this.viommu && entry.parent.viommu
+      ? { targetId: entry.parent.viommu.id, format: this.viommu.format, vdevId }
+      : { targetId: entry.hwpt.id, format: entry.format };
+  }
+
   /** @internal Count a device's use of (domain, pasid) → HWPT in the queue's table. */
-  route(domain: number, pasid: PasidOrRid, entry: NestedEntry): void {
-    const key = `${domain}/${pasid}/${entry.hwpt.id}`;
+  route(domain: number, pasid: PasidOrRid, entry: NestedEntry, vdevId?: number): void {
+    const b = this.#binding(entry, vdevId);
+    const key = `${domain}/${pasid}/${b.targetId}/${b.vdevId}`;
     const n = this.#routes.get(key) ?? 0;
     this.#routes.set(key, n + 1);
-    if (n === 0) {
-      const binding: Binding = { targetId: entry.hwpt.id, format: entry.format };
-      this.queue.bind(domain, pasid, binding);
-    }
+    if (n === 0) this.queue.bind(domain, pasid, b);
   }
 
   /** @internal Undo {@linkcode GuestIommu.route}. */
-  unroute(domain: number, pasid: PasidOrRid, entry: NestedEntry): void {
-    const key = `${domain}/${pasid}/${entry.hwpt.id}`;
+  unroute(domain: number, pasid: PasidOrRid, entry: NestedEntry, vdevId?: number): void {
+    const b = this.#binding(entry, vdevId);
+    const key = `${domain}/${pasid}/${b.targetId}/${b.vdevId}`;
     const n = (this.#routes.get(key) ?? 1) - 1;
     if (n > 0) this.#routes.set(key, n);
     else {
       this.#routes.delete(key);
-      this.queue.unbind(domain, pasid, entry.hwpt.id);
+      this.queue.unbindTarget(domain, pasid, b);
     }
   }
 
@@ -291,6 +334,8 @@ export class AssignedDevice implements Disposable {
     /** Its IOMMU, decoded. */
     readonly capabilities: DeviceCapabilities,
     private readonly parent: ParentEntry,
+    /** Its vDEVICE, in vIOMMU mode. */
+    readonly vdevice?: Vdevice,
   ) {}
 
   /** PASID width requests are validated against. */
@@ -337,11 +382,11 @@ export class AssignedDevice implements Disposable {
       throw e;
     }
     this.#bound.set(pasid, next);
-    this.guest.route(this.domain, pasid, next);
+    this.guest.route(this.domain, pasid, next, this.vdevice?.virtId);
     this.telemetry.binds++;
     if (previous) {
       this.telemetry.replaces++;
-      this.guest.unroute(this.domain, pasid, previous);
+      this.guest.unroute(this.domain, pasid, previous, this.vdevice?.virtId);
       this.guest.releaseNested(previous); // only now: the replace succeeded
     }
   }
@@ -355,7 +400,7 @@ export class AssignedDevice implements Disposable {
     if (pasid === "rid") this.port.attachRid(this.parent.hwpt.id);
     else this.port.detachPasid(pasid);
     this.#bound.delete(pasid);
-    this.guest.unroute(this.domain, pasid, previous);
+    this.guest.unroute(this.domain, pasid, previous, this.vdevice?.virtId);
     this.guest.releaseNested(previous);
     this.telemetry.unbinds++;
     return report;
@@ -397,6 +442,7 @@ export class AssignedDevice implements Disposable {
     const stack = new DisposableStack();
     stack.defer(() => this.guest.releaseParent(this.parent));
     stack.use(this.port);
+    if (this.vdevice) stack.use(this.vdevice);
     const pasids = [...this.#bound.keys()].sort((a, b) => (a === "rid" ? -1 : b === "rid" ? 1 : a - b));
     for (const pasid of pasids) stack.defer(() => this.unbind(pasid));
     try {

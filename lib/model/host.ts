@@ -32,6 +32,8 @@ export interface InjectedFailure {
 interface ModelTarget {
   readonly format: Format | "paging";
   readonly iotlb: number[];
+  /** selftest-viommu: virtual device id → its 4-slot device cache. */
+  readonly vdevs: Map<number, number[]>;
   /** Invalidated pages per ASID key ("" for non-SMMU). */
   readonly invalidated: Map<string, PendingSet>;
 }
@@ -66,8 +68,24 @@ export class ModelHost implements Backend {
   /** A nested HWPT (VT-d, selftest) or vIOMMU (SMMUv3) — or a paging HWPT, which refuses invalidation. */
   createTarget(format: Format | "paging", iotlb: number = MockConstants.values.IOMMU_TEST_IOTLB_DEFAULT): number {
     const id = this.#nextId++;
-    this.#targets.set(id, { format, iotlb: new Array(SLOTS).fill(iotlb), invalidated: new Map() });
+    this.#targets.set(id, { format, iotlb: new Array(SLOTS).fill(iotlb), vdevs: new Map(), invalidated: new Map() });
     return id;
+  }
+
+  /** Give a selftest-viommu target a virtual device with id `virtId` (its cache starts at `cache`). */
+  addVdevice(
+    targetId: number,
+    virtId: number,
+    cache: number = MockConstants.values.IOMMU_TEST_DEV_CACHE_DEFAULT,
+  ): void {
+    const t = this.#targets.get(targetId);
+    if (!t || t.format !== "selftest-viommu") throw new Error(`target ${targetId} is not a selftest vIOMMU`);
+    t.vdevs.set(virtId, new Array(MockConstants.values.MOCK_DEV_CACHE_NUM).fill(cache));
+  }
+
+  /** The device cache of virtual device `virtId` on a selftest-viommu target. */
+  deviceCache(targetId: number, virtId: number): number[] {
+    return [...(this.#targets.get(targetId)?.vdevs.get(virtId) ?? [])];
   }
 
   /** Destroy a target; later calls to it are ENOENT. */
@@ -166,6 +184,19 @@ export class ModelHost implements Backend {
           // The kernel flushes a window covering [addr, addr + npages*4K - 1]; an overflowing end wraps there.
           if (pages > 0) this.#mark(t, "", first, pages);
         }
+        return 0;
+      }
+      case "selftest-viommu": {
+        const flags = v.getUint32(at, true);
+        const vdev = v.getUint32(at + 4, true);
+        const cacheId = v.getUint32(at + 8, true);
+        if (flags & ~MockConstants.values.IOMMU_TEST_INVALIDATE_FLAG_ALL) return EOPNOTSUPP;
+        if (cacheId > MockConstants.values.MOCK_DEV_CACHE_ID_MAX) return EINVAL;
+        const cache = t.vdevs.get(vdev);
+        if (!cache) return EINVAL;
+        if (flags) cache.fill(0);
+        else cache[cacheId] = 0;
+        this.#mark(t, `v${vdev}`, 0, flags ? "all" : 1);
         return 0;
       }
       case "smmuv3": {

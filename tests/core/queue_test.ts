@@ -273,3 +273,21 @@ Deno.test("queue property: 10,000 random streams — never under-invalidate, fai
     `queue property: 10,000 streams from seed ${base} (set IOMMU_RELAY_SEED to replay), ${checks} drains checked`,
   );
 });
+
+Deno.test("queue: vIOMMU targets get one entry per virtual device, in one ioctl", () => {
+  const host = new ModelHost();
+  const v = host.createTarget("selftest-viommu");
+  host.addVdevice(v, 0x10, 7);
+  host.addVdevice(v, 0x11, 7);
+  const q = new RelayQueue(host);
+  q.bind(1, "rid", { targetId: v, format: "selftest-viommu", vdevId: 0x10 });
+  q.bind(1, "rid", { targetId: v, format: "selftest-viommu", vdevId: 0x11 });
+  q.bind(1, 6, { targetId: v, format: "selftest-viommu", vdevId: 0x10 });
+  q.submit({ op: "invalidate", domain: 1, scope: { kind: "range", firstPage: 3, pages: 1 } });
+  const r = q.drain();
+  assert.deepEqual([r.ioctls, r.entries], [1, 3]);
+  assert.deepEqual(host.deviceCache(v, 0x10), [0, 7, 0, 7], "RID → slot 0, PASID 6 → slot 2");
+  assert.deepEqual(host.deviceCache(v, 0x11), [0, 7, 7, 7]);
+  q.unbindTarget(1, "rid", { targetId: v, format: "selftest-viommu", vdevId: 0x11 });
+  assert.equal(q.bindings(1, "rid").length, 1);
+});

@@ -148,3 +148,50 @@ kernelTest("device: disposal releases PASIDs, the device, nested HWPTs and the p
     );
   }
 });
+
+kernelTest("device: vIOMMU mode — nested HWPTs on a vIOMMU, one ioctl naming each device's virtual id", [
+  "viommu",
+  "vdevice",
+  "selftest-dev-cache",
+], () => {
+  using iommufd = openIommufd();
+  using ioas = iommufd.allocIoas();
+  const D = M.IOMMU_TEST_DEV_CACHE_DEFAULT;
+  let viommu = 0;
+  {
+    using guest = new GuestIommu(iommufd, ioas, {
+      viommu: { type: M.IOMMU_VIOMMU_TYPE_SELFTEST, format: "selftest-viommu" },
+    });
+    const a = guest.assign(MockPort.create(iommufd, ioas.id), { domain: 1, virtId: 0x10 });
+    const b = guest.assign(MockPort.create(iommufd, ioas.id), { domain: 1, virtId: 0x11 });
+    assert.throws(
+      () => guest.assign(MockPort.create(iommufd, ioas.id), { domain: 1 }),
+      TypeError,
+      "virtId is required",
+    );
+    a.bind("rid", { format: "selftest", iotlb: A });
+    b.bind("rid", { format: "selftest", iotlb: A });
+    assert.equal(guest.nestedCount, 1, "one nested HWPT on the vIOMMU for both");
+    const cache = (d: typeof a) =>
+      [0, 1, 2, 3].map((s) => mockOf(d.port).cacheHolds(s, 0) ? 0 : mockOf(d.port).cacheHolds(s, D) ? D : -1);
+    assert.deepEqual(cache(a), [D, D, D, D]);
+    a.handle({ op: "invalidate", domain: 1, scope: { kind: "range", firstPage: 10, pages: 4 }, noPasid: true });
+    const r1 = guest.queue.drain();
+    assert.deepEqual(
+      [r1.ioctls, r1.entries, r1.failures.length],
+      [1, 2, 0],
+      "one ioctl to the vIOMMU, one entry per device",
+    );
+    assert.deepEqual(cache(a), [0, D, D, D]);
+    assert.deepEqual(cache(b), [0, D, D, D]);
+    b.handle({ op: "invalidate", domain: 1, scope: { kind: "all" } });
+    guest.queue.drain();
+    assert.deepEqual([cache(a), cache(b)], [[0, 0, 0, 0], [0, 0, 0, 0]]);
+    viommu = guest.queue.bindings(1, "rid")[0].targetId;
+  }
+  assert.throws(
+    () => iommufd.destroy(viommu),
+    (e) => e instanceof KernelError && e.errnoName === "ENOENT",
+    "vIOMMU destroyed with the guest",
+  );
+});

@@ -158,3 +158,58 @@ kernelTest("differential: 200 random guest request streams through two relay que
     }
   }
 });
+
+kernelTest("differential: 500 random vIOMMU batch scripts agree on errno, entry_num and device caches", [
+  "viommu",
+  "vdevice",
+  "selftest-dev-cache",
+], () => {
+  using iommufd = openIommufd();
+  using stack = new DisposableStack();
+  const ioas = stack.use(iommufd.allocIoas());
+  const first = stack.use(MockDevice.create(iommufd, ioas.id));
+  const parent = stack.use(
+    iommufd.allocHwpt({ devId: first.devId, ptId: ioas.id, flags: HwptAllocFlags.values.IOMMU_HWPT_ALLOC_NEST_PARENT }),
+  );
+  const viommu = stack.use(
+    iommufd.allocViommu({ type: M.IOMMU_VIOMMU_TYPE_SELFTEST, devId: first.devId, hwptId: parent.id }),
+  );
+  const kernel = new KernelBackend(iommufd);
+  const seed = Number(Deno.env.get("IOMMU_RELAY_SEED") ?? 0x71);
+  const k: InvalidateStatus = { errno: 0, handled: 0 };
+  const m: InvalidateStatus = { errno: 0, handled: 0 };
+  for (let round = 0; round < 20; round++) {
+    // Fresh devices each round, so their caches start at the default again and changes stay visible.
+    using roundStack = new DisposableStack();
+    const devs = [0x21, 0x22].map((virtId) => {
+      const dev = roundStack.use(MockDevice.create(iommufd, ioas.id));
+      roundStack.use(iommufd.allocVdevice(viommu.id, dev.devId, virtId));
+      return { virtId, dev };
+    });
+    const model = new ModelHost();
+    const mv = model.createTarget("selftest-viommu");
+    for (const d of devs) model.addVdevice(mv, d.virtId);
+    for (let script = round * 25; script < round * 25 + 25; script++) {
+      const rnd = rng(seed + script);
+      const count = rnd(4);
+      const entries = new Uint8Array(Math.max(1, count) * 12);
+      const v = new DataView(entries.buffer);
+      for (let i = 0; i < count; i++) {
+        v.setUint32(i * 12, [0, 0, 0, 0, 0, 1, 2][rnd(7)], true);
+        v.setUint32(i * 12 + 4, [0x21, 0x22, 0x21, 0x22, 0x23][rnd(5)], true); // 0x23: no such virtual device
+        v.setUint32(i * 12 + 8, rnd(5), true); // 4: no such cache slot
+      }
+      kernel.invalidate(viommu.id, "selftest-viommu", entries, count, k);
+      model.invalidate(mv, "selftest-viommu", entries, count, m);
+      assert.deepEqual(m, k, `script ${script} (seed ${seed + script})`);
+      for (const d of devs) {
+        model.deviceCache(mv, d.virtId).forEach((value, slot) =>
+          assert.ok(
+            d.dev.cacheHolds(slot, value),
+            `script ${script}: device ${d.virtId} slot ${slot} should hold ${value}`,
+          )
+        );
+      }
+    }
+  }
+});
