@@ -139,3 +139,90 @@ export function decodeSmmuTlbi(bytes: Uint8Array, at = 0): SmmuTlbi {
     pages: wide ? Infinity : tg === 0 ? 1 : num * 2 ** scale,
   };
 }
+
+/** `ATC_INV_SIZE_ALL`: an ATC_INV span of 2^52 pages, the whole space. */
+export const ATC_INV_SIZE_ALL = 52;
+
+/**
+ * `ATC_INV` for a device's ATS translation cache — forwarding it is the VMM's job on SMMUv3 (on VT-d the kernel
+ * does it). Each range becomes up to 4 naturally aligned power-of-two blocks covering it exactly, or else the one
+ * aligned span covering it (over-invalidating, never under); whole space = `SIZE 52`. `ssid` undefined = the
+ * no-PASID stream (SSV = 0).
+ *
+ * @example
+ * ```ts
+ * import { PendingSet } from "../core/pending.ts";
+ * import { EntryWriter } from "./entries.ts";
+ * import { compileAtcInv } from "./smmuv3.ts";
+ * const p = new PendingSet({ maxRanges: 64, maxPages: 1 << 20 });
+ * p.addRange(5, 3, false, 1); // pages 5..7 → blocks [5] and [6, 7]
+ * const w = new EntryWriter(16);
+ * compileAtcInv(p, 0x21, 9, w);
+ * console.log(w.count, w.view.getUint32(24, true) & 0x3f, w.view.getUint32(24, true) >>> 12); // 2 1 6
+ * ```
+ */
+export function compileAtcInv(pending: PendingSet, vsid: number, ssid: number | undefined, out: EntryWriter): void {
+  const write = (origins: number[], page: number, size: number) => {
+    const at = out.append(origins);
+    const v = out.view;
+    v.setUint32(at, SmmuOpcode.ATC_INV | (ssid === undefined ? 0 : (1 << 11) | ((ssid & 0xfffff) << 12)), true);
+    v.setUint32(at + 4, vsid >>> 0, true);
+    writePageAddress(v, at + 8, page);
+    v.setUint32(at + 8, (v.getUint32(at + 8, true) | size) >>> 0, true);
+  };
+  if (pending.all) {
+    write(pending.allOrigins, 0, ATC_INV_SIZE_ALL);
+    return;
+  }
+  for (const r of pending.ranges) {
+    // Exact cover by naturally aligned blocks when that takes few commands; else the one aligned span covering
+    // the range (over-invalidating, never under).
+    const blocks: [number, number][] = [];
+    for (let page = r.first; page <= r.last && blocks.length <= MAX_ATC_BLOCKS;) {
+      let size = 0;
+      while (size < ATC_INV_SIZE_ALL && page % 2 ** (size + 1) === 0 && page + 2 ** (size + 1) - 1 <= r.last) size++;
+      blocks.push([page, size]);
+      page += 2 ** size;
+    }
+    if (blocks.length <= MAX_ATC_BLOCKS) {
+      for (const [page, size] of blocks) write(r.origins, page, size);
+      continue;
+    }
+    let size = 0;
+    while (size < ATC_INV_SIZE_ALL && Math.floor(r.first / 2 ** size) !== Math.floor(r.last / 2 ** size)) size++;
+    write(r.origins, Math.floor(r.first / 2 ** size) * 2 ** size, size);
+  }
+}
+
+/** Above this many aligned blocks per range, one covering span is sent instead. */
+const MAX_ATC_BLOCKS = 4;
+
+/** `CFGI_CD{SID, SSID, LEAF}`: the guest changed the context descriptor of `ssid` on stream `vsid`. */
+export function writeCfgiCd(out: EntryWriter, origins: number[], vsid: number, ssid: number): void {
+  const at = out.append(origins);
+  out.view.setUint32(at, SmmuOpcode.CFGI_CD | ((ssid & 0xfffff) << 12), true);
+  out.view.setUint32(at + 4, vsid >>> 0, true);
+  out.view.setUint32(at + 8, 1, true); // LEAF: only the CD itself changed
+}
+
+/** A decoded ATC_INV, for tests and the in-process host. */
+export interface SmmuAtcInv {
+  readonly vsid: number;
+  readonly ssid: number | undefined;
+  readonly page: number;
+  /** log2 of the span in pages. */
+  readonly size: number;
+}
+
+/** Decode one 16-byte ATC_INV command. */
+export function decodeAtcInv(bytes: Uint8Array, at = 0): SmmuAtcInv {
+  const v = new DataView(bytes.buffer, bytes.byteOffset + at, 16);
+  const w0 = v.getUint32(0, true);
+  const w1lo = v.getUint32(8, true);
+  return {
+    vsid: v.getUint32(4, true),
+    ssid: (w0 & (1 << 11)) ? (w0 >>> 12) & 0xfffff : undefined,
+    page: v.getUint32(12, true) * 0x10_0000 + (w1lo >>> 12),
+    size: w1lo & 0x3f,
+  };
+}

@@ -23,7 +23,7 @@ import {
 } from "../backend/backend.ts";
 import { EntryWriter } from "../compile/entries.ts";
 import { compileSelftest, compileSelftestViommu } from "../compile/selftest.ts";
-import { compileSmmuv3, type SmmuUnit } from "../compile/smmuv3.ts";
+import { compileAtcInv, compileSmmuv3, type SmmuUnit } from "../compile/smmuv3.ts";
 import { compileVtd } from "../compile/vtd.ts";
 import { errnoName } from "../uapi/errno.ts";
 import { PendingSet } from "./pending.ts";
@@ -44,6 +44,8 @@ export interface Binding {
   readonly asid?: number;
   /** vIOMMU formats: the device's virtual id (its vDEVICE), which entries name. */
   readonly vdevId?: number;
+  /** SMMUv3: the device has ATS enabled, so its ATC needs ATC_INV (the VMM's job on SMMUv3). */
+  readonly ats?: boolean;
 }
 
 /** Tuning; the defaults suit the recorded guest workloads. */
@@ -120,6 +122,8 @@ interface Unit {
   readonly pasid: PasidOrRid;
   readonly smmu?: SmmuUnit;
   readonly vdevId?: number;
+  /** An ATC unit: ATC_INV for one device stream (sent after the target's TLB invalidations). */
+  readonly atc?: { readonly vsid: number; readonly ssid: number | undefined };
   readonly pending: PendingSet;
 }
 
@@ -213,6 +217,21 @@ export class RelayQueue {
     return report;
   }
 
+  /**
+   * Send configuration commands (e.g. SMMUv3 CFGI_CD) to a target now, after draining what is pending (a
+   * barrier). Returns the kernel's status; EINTR/EAGAIN are retried.
+   */
+  command(targetId: number, format: Format, entries: EntryWriter): InvalidateStatus {
+    this.drain();
+    const status: InvalidateStatus = { errno: 0, handled: 0 };
+    let tries = 0;
+    do {
+      this.backend.invalidate(targetId, format, entries.tail(0), entries.count, status);
+      this.telemetry.ioctls++;
+    } while ((status.errno === EINTR || status.errno === EAGAIN) && tries++ < this.#opts.transientRetries);
+    return status;
+  }
+
   /** Forget one binding at (domain, pasid) (matched by target, ASID and virtual device). A barrier. */
   unbindTarget(domain: number, pasid: PasidOrRid, binding: Binding): DrainReport {
     const report = this.drain();
@@ -272,6 +291,23 @@ export class RelayQueue {
     return unit;
   }
 
+  #atcUnit(b: Binding, pasid: PasidOrRid): Unit {
+    const key = `${b.targetId}/atc/${b.vdevId}/${pasid}`;
+    let unit = this.#units.get(key);
+    if (!unit) {
+      unit = {
+        key,
+        targetId: b.targetId,
+        format: b.format,
+        pasid,
+        atc: { vsid: b.vdevId ?? 0, ssid: pasid === "rid" ? undefined : pasid },
+        pending: new PendingSet({ maxRanges: this.#opts.maxRanges, maxPages: this.#opts.maxPages }),
+      };
+      this.#units.set(key, unit);
+    }
+    return unit;
+  }
+
   #route(r: InvalidateRequest, seq: number): void {
     const table = this.#bindings.get(r.domain);
     if (!table) return;
@@ -285,6 +321,7 @@ export class RelayQueue {
     if (s.kind === "pasid" || s.kind === "pasid-range") {
       for (const b of table.get(s.pasid) ?? []) {
         add(this.#unit(b, s.pasid, b.format === "smmuv3" ? smmuAsid(b) : undefined));
+        if (b.ats) add(this.#atcUnit(b, s.pasid));
       }
       return;
     }
@@ -293,6 +330,7 @@ export class RelayQueue {
     for (const [pasid, list] of table) {
       if (r.noPasid && pasid !== "rid") continue;
       for (const b of list) {
+        if (b.ats) add(this.#atcUnit(b, pasid));
         if (b.format !== "smmuv3") add(this.#unit(b, pasid));
         else if (r.noPasid) add(this.#unit(b, pasid, smmuAsid(b)));
         else if (!seenVsmmu.has(b.targetId)) {
@@ -327,16 +365,23 @@ export class RelayQueue {
     for (const [targetId, units] of byTarget) {
       const format = units[0].format;
       const w = this.#writer(format);
-      w.reset();
-      for (const u of units) {
-        if (format === "vtd-s1") compileVtd(u.pending, w);
-        else if (format === "selftest") compileSelftest(u.pending, u.pasid, w);
-        else if (format === "selftest-viommu") compileSelftestViommu(u.pending, u.vdevId ?? 0, u.pasid, w);
-        else compileSmmuv3(u.pending, u.smmu!, this.#opts.smmuRil, w);
-        u.pending.clear();
+      // TLB invalidations first; ATC invalidations in a second call, once the TLB ones completed (the ioctl is
+      // synchronous), so a device cannot refill its ATC from a stale TLB entry.
+      for (const atcPass of [false, true]) {
+        w.reset();
+        for (const u of units) {
+          if ((u.atc !== undefined) !== atcPass) continue;
+          if (u.atc) compileAtcInv(u.pending, u.atc.vsid, u.atc.ssid, w);
+          else if (format === "vtd-s1") compileVtd(u.pending, w);
+          else if (format === "selftest") compileSelftest(u.pending, u.pasid, w);
+          else if (format === "selftest-viommu") compileSelftestViommu(u.pending, u.vdevId ?? 0, u.pasid, w);
+          else compileSmmuv3(u.pending, u.smmu!, this.#opts.smmuRil, w);
+          u.pending.clear();
+        }
+        if (w.count === 0) continue;
+        entries += w.count;
+        ioctls += this.#send(targetId, format, w, failures);
       }
-      entries += w.count;
-      ioctls += this.#send(targetId, format, w, failures);
     }
     const waits = this.#waits.map((seq): WaitOutcome => {
       const before = failures.filter((f) => f.seq < seq);

@@ -27,11 +27,14 @@ import type { Hwpt, Ioas, Iommufd, Vdevice, Viommu } from "../kernel/iommufd.ts"
 import {
   HwptAllocFlags,
   HwptDataType,
+  IommuHwptArmSmmuv3,
   IommuHwptSelftest,
   IommuHwptVtdS1,
   MockConstants,
   VtdS1Flags,
 } from "../uapi/mod.ts";
+import { EntryWriter } from "../compile/entries.ts";
+import { writeCfgiCd } from "../compile/smmuv3.ts";
 import { decodeCapabilities, type DeviceCapabilities } from "./capabilities.ts";
 import type { DevicePort } from "./port.ts";
 
@@ -57,7 +60,9 @@ export interface NestedEntry {
 }
 
 function tableKey(t: StageOneTable): string {
-  return JSON.stringify(t, (_, v) => (typeof v === "bigint" ? `${v}n` : v));
+  // An SMMUv3 nested HWPT is its STE; the ASID belongs to a context descriptor in guest memory.
+  const key = t.format === "smmuv3" ? { format: t.format, ste: t.ste } : t;
+  return JSON.stringify(key, (_, v) => (typeof v === "bigint" ? `${v}n` : v));
 }
 
 /** The host data of a stage-1 table: `iommu_hwpt_vtd_s1` or `iommu_hwpt_selftest`. */
@@ -75,11 +80,10 @@ export function hwptData(table: StageOneTable): { type: number; bytes: Uint8Arra
         .set("addr_width", table.addressWidth);
       return { type: HwptDataType.values.IOMMU_HWPT_DATA_VTD_S1, bytes: b.bytes };
     }
-    case "smmuv3":
-      throw new UnsupportedError(
-        "smmuv3-nesting",
-        "SMMUv3 nested HWPTs are allocated on a vIOMMU with a vDEVICE per device; not implemented yet",
-      );
+    case "smmuv3": {
+      const b = IommuHwptArmSmmuv3.buffer().setAt("ste", 0, table.ste[0]).setAt("ste", 1, table.ste[1]);
+      return { type: HwptDataType.values.IOMMU_HWPT_DATA_ARM_SMMUV3, bytes: b.bytes };
+    }
   }
 }
 
@@ -141,7 +145,7 @@ export class GuestIommu implements Disposable {
    * IOMMU; the kernel's refusal to attach tells they are not) and decode its capabilities. Takes ownership of
    * `port`: it is disposed with the device, or at once if assignment fails.
    */
-  assign(port: DevicePort, opts: { domain: number; virtId?: number }): AssignedDevice {
+  assign(port: DevicePort, opts: { domain: number; virtId?: number; ats?: boolean }): AssignedDevice {
     using stack = new DisposableStack();
     stack.use(port);
     if (this.viommu && opts.virtId === undefined) {
@@ -152,7 +156,7 @@ export class GuestIommu implements Disposable {
     stack.defer(() => this.releaseParent(parent));
     let vdev: Vdevice | undefined;
     if (parent.viommu) vdev = stack.use(this.iommufd.allocVdevice(parent.viommu.id, port.devId, opts.virtId!));
-    const device = new AssignedDevice(this, port, opts.domain, caps, parent, vdev);
+    const device = new AssignedDevice(this, port, opts.domain, caps, parent, vdev, opts.ats ?? false);
     stack.move(); // the device owns port, parent reference and vDEVICE now
     this.#devices.push(device);
     return device;
@@ -261,26 +265,17 @@ export class GuestIommu implements Disposable {
     return this.#nested.size;
   }
 
-  /** The queue binding a device's use of `entry` needs: the nested HWPT, or in vIOMMU mode the vIOMMU + vdev id. */
-  #binding(entry: NestedEntry, vdevId?: number): Binding {
-    return this.viommu && entry.parent.viommu
-      ? { targetId: entry.parent.viommu.id, format: this.viommu.format, vdevId }
-      : { targetId: entry.hwpt.id, format: entry.format };
-  }
-
-  /** @internal Count a device's use of (domain, pasid) → HWPT in the queue's table. */
-  route(domain: number, pasid: PasidOrRid, entry: NestedEntry, vdevId?: number): void {
-    const b = this.#binding(entry, vdevId);
-    const key = `${domain}/${pasid}/${b.targetId}/${b.vdevId}`;
+  /** @internal Count a device's use of (domain, pasid) → binding in the queue's table. */
+  route(domain: number, pasid: PasidOrRid, b: Binding): void {
+    const key = `${domain}/${pasid}/${b.targetId}/${b.vdevId}/${b.asid}`;
     const n = this.#routes.get(key) ?? 0;
     this.#routes.set(key, n + 1);
     if (n === 0) this.queue.bind(domain, pasid, b);
   }
 
   /** @internal Undo {@linkcode GuestIommu.route}. */
-  unroute(domain: number, pasid: PasidOrRid, entry: NestedEntry, vdevId?: number): void {
-    const b = this.#binding(entry, vdevId);
-    const key = `${domain}/${pasid}/${b.targetId}/${b.vdevId}`;
+  unroute(domain: number, pasid: PasidOrRid, b: Binding): void {
+    const key = `${domain}/${pasid}/${b.targetId}/${b.vdevId}/${b.asid}`;
     const n = (this.#routes.get(key) ?? 1) - 1;
     if (n > 0) this.#routes.set(key, n);
     else {
@@ -317,11 +312,17 @@ export interface DeviceTelemetry {
   refused: number;
 }
 
+function sameBinding(a: Binding, b: Binding): boolean {
+  return a.targetId === b.targetId && a.asid === b.asid && a.vdevId === b.vdevId && a.ats === b.ats;
+}
+
 /** One assigned device. */
 export class AssignedDevice implements Disposable {
   /** Counters, readable at any time. */
   readonly telemetry: DeviceTelemetry = { requestsIn: 0, binds: 0, replaces: 0, unbinds: 0, refused: 0 };
-  readonly #bound = new Map<PasidOrRid, NestedEntry>();
+  /** PASID → what is bound there: the nested HWPT (none for SMMUv3 PASIDs, which live in the guest CD table) and
+   * the queue binding. */
+  readonly #bound = new Map<PasidOrRid, { entry?: NestedEntry; binding: Binding }>();
   #disposed = false;
 
   constructor(
@@ -336,7 +337,23 @@ export class AssignedDevice implements Disposable {
     private readonly parent: ParentEntry,
     /** Its vDEVICE, in vIOMMU mode. */
     readonly vdevice?: Vdevice,
+    /** ATS is enabled: on SMMUv3 its ATC gets ATC_INV from the relay. */
+    readonly ats = false,
   ) {}
+
+  /** The queue binding for a nested HWPT (or, on SMMUv3, the vIOMMU and the CD's ASID). */
+  #bindingFor(entry: NestedEntry | undefined, table: StageOneTable): Binding {
+    const viommu = this.parent.viommu;
+    if (viommu && this.guest.viommu) {
+      return {
+        targetId: viommu.id,
+        format: this.guest.viommu.format,
+        vdevId: this.vdevice?.virtId,
+        ...(table.format === "smmuv3" ? { asid: table.asid, ats: this.ats } : {}),
+      };
+    }
+    return { targetId: entry!.hwpt.id, format: entry!.format };
+  }
 
   /** PASID width requests are validated against. */
   get pasidBits(): number {
@@ -348,7 +365,7 @@ export class AssignedDevice implements Disposable {
 
   /** The HWPT bound at `pasid`, if any. */
   boundTo(pasid: PasidOrRid): number | undefined {
-    return this.#bound.get(pasid)?.hwpt.id;
+    return this.#bound.get(pasid)?.entry?.hwpt.id;
   }
 
   /** The nesting parent's HWPT id. */
@@ -359,7 +376,17 @@ export class AssignedDevice implements Disposable {
   /** Bind (or rebind) `pasid` to a stage-1 table. */
   bind(pasid: PasidOrRid, table: StageOneTable): void {
     this.#live();
+    try {
+      this.#bind(pasid, table);
+    } catch (e) {
+      this.telemetry.refused++;
+      throw e;
+    }
+  }
+
+  #bind(pasid: PasidOrRid, table: StageOneTable): void {
     validateRequest({ op: "bind", domain: this.domain, pasid, table }, { pasidBits: this.pasidBits });
+    if (table.format === "smmuv3" && pasid !== "rid") return this.#bindSmmuPasid(pasid, table);
     if (pasid !== "rid" && !this.parent.pasidCapable) {
       throw new UnsupportedError(
         "pasid-attach",
@@ -368,27 +395,62 @@ export class AssignedDevice implements Disposable {
     }
     const previous = this.#bound.get(pasid);
     const next = this.guest.acquireNested(this.parent, this.port.devId, this.domain, table);
-    if (previous === next) {
+    const binding = this.#bindingFor(next, table);
+    if (previous?.entry === next && sameBinding(previous.binding, binding)) {
       this.guest.releaseNested(next); // the same table: nothing changes
       return;
     }
     this.guest.queue.drain(); // a barrier: what was queued for the old table goes to the old table
-    try {
-      if (pasid === "rid") this.port.attachRid(next.hwpt.id);
-      else if (previous) this.port.replacePasid(pasid, next.hwpt.id);
-      else this.port.attachPasid(pasid, next.hwpt.id);
-    } catch (e) {
-      this.guest.releaseNested(next);
-      throw e;
+    if (previous?.entry !== next) {
+      try {
+        if (pasid === "rid") this.port.attachRid(next.hwpt.id);
+        else if (previous) this.port.replacePasid(pasid, next.hwpt.id);
+        else this.port.attachPasid(pasid, next.hwpt.id);
+      } catch (e) {
+        this.guest.releaseNested(next);
+        throw e;
+      }
     }
-    this.#bound.set(pasid, next);
-    this.guest.route(this.domain, pasid, next, this.vdevice?.virtId);
+    this.#bound.set(pasid, { entry: next, binding });
+    this.guest.route(this.domain, pasid, binding);
     this.telemetry.binds++;
     if (previous) {
       this.telemetry.replaces++;
-      this.guest.unroute(this.domain, pasid, previous, this.vdevice?.virtId);
-      this.guest.releaseNested(previous); // only now: the replace succeeded
+      this.guest.unroute(this.domain, pasid, previous.binding);
+      if (previous.entry) this.guest.releaseNested(previous.entry); // only now: the replace succeeded
     }
+  }
+
+  /**
+   * SMMUv3 PASIDs live in the guest's context-descriptor table, which the STE bound at the RID points to: a PASID
+   * bind is the guest writing a CD, relayed as CFGI_CD (the kernel forwards it with the vSID translated), and from
+   * then on the PASID's invalidations carry that CD's ASID.
+   */
+  #bindSmmuPasid(pasid: number, table: StageOneTable & { format: "smmuv3" }): void {
+    const rid = this.#bound.get("rid");
+    if (!rid || rid.binding.format !== "smmuv3" || !this.parent.viommu || !this.vdevice) {
+      throw new UnsupportedError(
+        "smmuv3-pasid",
+        `${this.port.label}: bind the stream (RID) to an SMMUv3 STE on a vIOMMU before its PASIDs`,
+      );
+    }
+    const previous = this.#bound.get(pasid);
+    const binding = this.#bindingFor(undefined, table);
+    this.#cfgiCd(pasid);
+    this.#bound.set(pasid, { binding });
+    this.guest.route(this.domain, pasid, binding);
+    this.telemetry.binds++;
+    if (previous) {
+      this.telemetry.replaces++;
+      this.guest.unroute(this.domain, pasid, previous.binding);
+    }
+  }
+
+  #cfgiCd(pasid: number): void {
+    const w = new EntryWriter(16, 1);
+    writeCfgiCd(w, [], this.vdevice!.virtId, pasid);
+    const status = this.guest.queue.command(this.parent.viommu!.id, "smmuv3", w);
+    if (status.errno) throw new KernelError(-status.errno, `CFGI_CD for PASID ${pasid}`, "IOMMU_HWPT_INVALIDATE", 0);
   }
 
   /** Unbind `pasid` (the RID goes back to the nesting parent: stage 2 only). */
@@ -397,11 +459,12 @@ export class AssignedDevice implements Disposable {
     const previous = this.#bound.get(pasid);
     if (!previous) return undefined;
     const report = this.guest.queue.drain();
-    if (pasid === "rid") this.port.attachRid(this.parent.hwpt.id);
+    if (!previous.entry) this.#cfgiCd(pasid as number); // an SMMUv3 PASID: the guest cleared its CD
+    else if (pasid === "rid") this.port.attachRid(this.parent.hwpt.id);
     else this.port.detachPasid(pasid);
     this.#bound.delete(pasid);
-    this.guest.unroute(this.domain, pasid, previous, this.vdevice?.virtId);
-    this.guest.releaseNested(previous);
+    this.guest.unroute(this.domain, pasid, previous.binding);
+    if (previous.entry) this.guest.releaseNested(previous.entry);
     this.telemetry.unbinds++;
     return report;
   }
@@ -409,15 +472,6 @@ export class AssignedDevice implements Disposable {
   /** Relay a guest request: binds and unbinds here, invalidations and waits to the shared queue. */
   handle(request: Request): number | undefined {
     this.#live();
-    try {
-      return this.#handle(request);
-    } catch (e) {
-      this.telemetry.refused++;
-      throw e;
-    }
-  }
-
-  #handle(request: Request): number | undefined {
     switch (request.op) {
       case "bind":
         this.bind(request.pasid, request.table);
@@ -426,9 +480,15 @@ export class AssignedDevice implements Disposable {
         this.unbind(request.pasid);
         return undefined;
       default:
-        validateRequest(request, { pasidBits: this.pasidBits });
-        this.telemetry.requestsIn++;
-        return this.guest.queue.submit(request);
+        try {
+          validateRequest(request, { pasidBits: this.pasidBits });
+          const seq = this.guest.queue.submit(request);
+          this.telemetry.requestsIn++;
+          return seq;
+        } catch (e) {
+          this.telemetry.refused++;
+          throw e;
+        }
     }
   }
 
@@ -443,6 +503,7 @@ export class AssignedDevice implements Disposable {
     stack.defer(() => this.guest.releaseParent(this.parent));
     stack.use(this.port);
     if (this.vdevice) stack.use(this.vdevice);
+    // Deferred in this order, run in reverse: PASIDs (highest first), then the RID last.
     const pasids = [...this.#bound.keys()].sort((a, b) => (a === "rid" ? -1 : b === "rid" ? 1 : a - b));
     for (const pasid of pasids) stack.defer(() => this.unbind(pasid));
     try {

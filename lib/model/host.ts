@@ -11,7 +11,7 @@
  */
 import type { Backend, Format, InvalidateStatus } from "../backend/backend.ts";
 import { ENTRY_LENGTH, MAX_ENTRIES_PER_CALL } from "../backend/backend.ts";
-import { decodeSmmuTlbi, SmmuOpcode } from "../compile/smmuv3.ts";
+import { decodeAtcInv, decodeSmmuTlbi, SmmuOpcode } from "../compile/smmuv3.ts";
 import { PendingSet } from "../core/pending.ts";
 import { MockConstants } from "../uapi/mod.ts";
 
@@ -109,6 +109,14 @@ export class ModelHost implements Backend {
     return t.invalidated.get("")?.covers(page) ?? false;
   }
 
+  /** Whether an ATC_INV covered `page` of stream `vsid` (substream `ssid`, undefined = no PASID) on target `id`. */
+  atcCovered(id: number, vsid: number, ssid: number | undefined, page: number): boolean {
+    return this.#targets.get(id)?.invalidated.get(`atc/${vsid}/${ssid ?? "rid"}`)?.covers(page) ?? false;
+  }
+
+  /** CFGI_CD commands received: (target, vSID, SSID), in order. */
+  readonly configInvalidations: { targetId: number; vsid: number; ssid: number }[] = [];
+
   /** Forget what was invalidated (the IOTLB slots stay). */
   resetCoverage(): void {
     for (const t of this.#targets.values()) t.invalidated.clear();
@@ -126,7 +134,10 @@ export class ModelHost implements Backend {
     this.calls.push({ targetId, count, errno: status.errno, handled: status.handled });
   }
 
+  #current = 0;
+
   #invalidate(targetId: number, format: Format, entries: Uint8Array, count: number, status: InvalidateStatus): void {
+    this.#current = targetId;
     status.errno = 0;
     status.handled = 0;
     const len = ENTRY_LENGTH[format];
@@ -215,10 +226,22 @@ export class ModelHost implements Backend {
           case SmmuOpcode.TLBI_NH_VAA:
             this.#mark(t, "*", cmd.page, cmd.pages);
             return 0;
-          case SmmuOpcode.CFGI_CD:
-          case SmmuOpcode.CFGI_CD_ALL:
-          case SmmuOpcode.ATC_INV:
+          case SmmuOpcode.CFGI_CD: {
+            const w0 = v.getUint32(at, true);
+            this.configInvalidations.push({
+              targetId: this.#current,
+              vsid: v.getUint32(at + 4, true),
+              ssid: (w0 >>> 12) & 0xfffff,
+            });
             return 0;
+          }
+          case SmmuOpcode.CFGI_CD_ALL:
+            return 0;
+          case SmmuOpcode.ATC_INV: {
+            const a = decodeAtcInv(new Uint8Array(v.buffer, v.byteOffset, v.byteLength), at);
+            this.#mark(t, `atc/${a.vsid}/${a.ssid ?? "rid"}`, a.page, a.size >= 52 ? "all" : 2 ** a.size);
+            return 0;
+          }
           default:
             return EIO; // arm_vsmmu_convert_user_cmd: unsupported command
         }

@@ -43,3 +43,47 @@ Deno.test("smmuv3: whole space → NH_ASID for one ASID, NH_ALL for every ASID; 
   const vaa = compile({ kind: "every-asid" }, false, (p) => p.addRange(2 ** 52 - 1, 1, false, 1))[0];
   assert.deepEqual([vaa.opcode, vaa.page], [SmmuOpcode.TLBI_NH_VAA, 2 ** 52 - 1]);
 });
+
+Deno.test("smmuv3: ATC_INV spans are naturally aligned powers of two covering the range; SIZE 52 for all", async () => {
+  const { compileAtcInv, decodeAtcInv, ATC_INV_SIZE_ALL } = await import("../../lib/compile/smmuv3.ts");
+  const run = (add: (p: PendingSet) => void, ssid?: number) => {
+    const p = new PendingSet({ maxRanges: 64, maxPages: 2 ** 52 });
+    add(p);
+    const w = new EntryWriter(16, 1);
+    compileAtcInv(p, 0x77, ssid, w);
+    return Array.from(
+      { length: w.count },
+      (_, i) => ({ raw: w.bytes.slice(i * 16, i * 16 + 16), ...decodeAtcInv(w.bytes, i * 16) }),
+    );
+  };
+  let seed = 9;
+  const rnd = (n: number) => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) % n;
+  for (let i = 0; i < 2000; i++) {
+    const first = rnd(2) ? rnd(1 << 20) : 2 ** 52 - 1 - rnd(1000);
+    const pages = 1 + rnd(Math.min(2 ** 52 - first, 5000));
+    const cmds = run((p) => p.addRange(first, pages, false, 1), 3);
+    for (const c of cmds) {
+      assert.equal(c.page % 2 ** c.size, 0, "aligned");
+      assert.deepEqual([c.vsid, c.ssid], [0x77, 3]);
+    }
+    if (cmds.length > 1) {
+      // Several blocks: an exact, contiguous cover.
+      assert.ok(cmds.length <= 4);
+      cmds.forEach((c, k) => assert.equal(c.page, k === 0 ? first : cmds[k - 1].page + 2 ** cmds[k - 1].size));
+      assert.equal(cmds.reduce((n, c) => n + 2 ** c.size, 0), pages);
+    } else {
+      assert.ok(cmds[0].page <= first && cmds[0].page + 2 ** cmds[0].size >= first + pages, "covers");
+    }
+  }
+  const [all] = run((p) => p.addAll(1));
+  assert.deepEqual([all.size, all.ssid, all.raw[0]], [ATC_INV_SIZE_ALL, undefined, 0x40], "SSV clear without a PASID");
+});
+
+Deno.test("smmuv3: CFGI_CD carries SID [63:32], SSID [31:12] and LEAF", async () => {
+  const { writeCfgiCd } = await import("../../lib/compile/smmuv3.ts");
+  const w = new EntryWriter(16, 1);
+  writeCfgiCd(w, [], 0x42, 0xabcde);
+  const v = new DataView(w.bytes.buffer);
+  assert.equal(v.getBigUint64(0, true), (0x42n << 32n) | (0xabcden << 12n) | 0x05n);
+  assert.equal(v.getBigUint64(8, true), 1n);
+});

@@ -1,0 +1,121 @@
+// The device layer's SMMUv3 path (no kernel here can run SMMUv3 nesting): a GuestIommu in vIOMMU mode over a
+// recording stand-in for the iommufd objects and a recording device port, with the in-process host behind the
+// queue. The selftest vIOMMU path of the same code runs against the real kernel in tests/kernel/device_test.ts.
+import assert from "node:assert/strict";
+import { RelayQueue } from "../../lib/core/queue.ts";
+import { GuestIommu } from "../../lib/device/assigned.ts";
+import type { DevicePort } from "../../lib/device/port.ts";
+import type { Iommufd } from "../../lib/kernel/iommufd.ts";
+import { UnsupportedError } from "../../lib/core/errors.ts";
+import { ModelHost } from "../../lib/model/host.ts";
+import { HwInfoType, HwptDataType, ViommuType } from "../../lib/uapi/mod.ts";
+
+function fakes(host: ModelHost) {
+  const log: string[] = [];
+  let nextId = 100;
+  const object = (kind: string, id = nextId++, extra: Record<string, unknown> = {}) => ({
+    id,
+    ...extra,
+    invalidateRaw: () => 0,
+    handled: 0,
+    [Symbol.dispose]: () => log.push(`destroy ${kind} ${id}`),
+  });
+  const idr = new Uint8Array(40);
+  const v = new DataView(idr.buffer);
+  v.setUint32(8, 0b11 | (1 << 10), true); // IDR0: S1P, S2P, ATS
+  v.setUint32(12, 20 << 6, true); // IDR1: SSIDSIZE 20
+  v.setUint32(20, 1 << 10, true); // IDR3: RIL
+  const iommufd = {
+    getHwInfo: () => ({
+      type: HwInfoType.values.IOMMU_HW_INFO_TYPE_ARM_SMMUV3,
+      data: idr,
+      maxPasidLog2: 20,
+      capabilities: 0n,
+    }),
+    allocHwpt: (o: { ptId: number; flags?: number; data?: { type: number; bytes: Uint8Array } }) => {
+      const h = object(o.data ? "nested" : "parent");
+      log.push(
+        `alloc ${
+          o.data
+            ? `nested on ${o.ptId} type ${o.data.type} ste ${new DataView(o.data.bytes.buffer).getBigUint64(0, true)}`
+            : `parent ${h.id}`
+        }`,
+      );
+      return h;
+    },
+    allocViommu: (o: { type: number }) => {
+      const id = host.createTarget("smmuv3");
+      log.push(`alloc viommu ${id} type ${o.type}`);
+      return object("viommu", id);
+    },
+    allocVdevice: (_v: number, _d: number, virtId: number) => object("vdevice", nextId++, { virtId }),
+  } as unknown as Iommufd;
+  const port: DevicePort = {
+    devId: 1,
+    label: "fake device",
+    attachRid: (pt) => (log.push(`attach rid ${pt}`), pt),
+    attachPasid: (p, pt) => void log.push(`attach pasid ${p} ${pt}`),
+    replacePasid: (p, pt) => void log.push(`replace pasid ${p} ${pt}`),
+    detachPasid: (p) => void log.push(`detach pasid ${p}`),
+    [Symbol.dispose]: () => void log.push("port disposed"),
+  };
+  return { iommufd, port, log };
+}
+
+Deno.test("device (SMMUv3): STE on the RID, PASIDs as CFGI_CD, TLBIs with the CD's ASID, ATC_INV for ATS", () => {
+  const host = new ModelHost();
+  const { iommufd, port, log } = fakes(host);
+  const viommuMode = { type: ViommuType.values.IOMMU_VIOMMU_TYPE_ARM_SMMUV3, format: "smmuv3" as const };
+  {
+    using guest = new GuestIommu(iommufd, { id: 1 } as never, {
+      queue: new RelayQueue(host, { smmuRil: true }),
+      viommu: viommuMode,
+    });
+    const dev = guest.assign(port, { domain: 1, virtId: 0x42, ats: true });
+    assert.ok(dev.capabilities.iommu.kind === "smmuv3" && dev.capabilities.iommu.ril && dev.capabilities.iommu.ats);
+    const viommu = host.createTarget("smmuv3") - 1; // the one the fake allocated just before
+    assert.throws(
+      () => dev.bind(5, { format: "smmuv3", ste: [0n, 0n], asid: 77 }),
+      (e) => e instanceof UnsupportedError && e.feature === "smmuv3-pasid",
+    );
+
+    dev.bind("rid", { format: "smmuv3", ste: [0x1234n, 5n], asid: 0 });
+    assert.ok(
+      log.includes(`alloc nested on ${viommu} type ${HwptDataType.values.IOMMU_HWPT_DATA_ARM_SMMUV3} ste 4660`),
+    );
+    dev.bind(5, { format: "smmuv3", ste: [0x1234n, 5n], asid: 77 });
+    assert.deepEqual(host.configInvalidations, [{ targetId: viommu, vsid: 0x42, ssid: 5 }]);
+
+    dev.handle({
+      op: "invalidate",
+      domain: 1,
+      scope: { kind: "pasid-range", pasid: 5, firstPage: 0x100, pages: 64 },
+      leaf: true,
+    });
+    const r = guest.queue.drain();
+    assert.deepEqual([r.ioctls, r.failures.length], [2, 0], "TLBIs, then ATC_INV in a second call");
+    assert.ok(host.covered(viommu, 0x100, 77) && host.covered(viommu, 0x13f, 77));
+    assert.equal(host.covered(viommu, 0x100, 78), false, "another ASID is untouched");
+    assert.ok(host.atcCovered(viommu, 0x42, 5, 0x100) && host.atcCovered(viommu, 0x42, 5, 0x13f));
+    host.resetCoverage();
+
+    dev.bind(5, { format: "smmuv3", ste: [0x1234n, 5n], asid: 78 }); // the guest rewrote the CD
+    assert.equal(host.configInvalidations.length, 2);
+    dev.handle({ op: "invalidate", domain: 1, scope: { kind: "pasid", pasid: 5 } });
+    guest.queue.drain();
+    assert.ok(host.covered(viommu, 12345, 78) && !host.covered(viommu, 12345, 77));
+    assert.deepEqual(dev.telemetry, { requestsIn: 2, binds: 3, replaces: 1, unbinds: 0, refused: 1 });
+    log.length = 0;
+  }
+  // Disposal: the PASID (CFGI_CD), the RID back to the parent, the nested HWPT, the vDEVICE, the port, the vIOMMU
+  // and the parent — each after what depends on it.
+  assert.deepEqual(log.map((l) => l.replace(/\d+/g, "N")), [
+    "attach rid N",
+    "destroy nested N",
+    "destroy vdevice N",
+    "port disposed",
+    "destroy viommu N",
+    "destroy parent N",
+  ]);
+  assert.equal(host.configInvalidations.length, 3, "unbinding PASID 5 cleared its CD");
+});
