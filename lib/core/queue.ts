@@ -232,6 +232,13 @@ export class RelayQueue {
     return status;
   }
 
+  /** Forget every binding (pending work is drained first). */
+  resetBindings(): DrainReport {
+    const report = this.drain();
+    this.#bindings.clear();
+    return report;
+  }
+
   /** Forget one binding at (domain, pasid) (matched by target, ASID and virtual device). A barrier. */
   unbindTarget(domain: number, pasid: PasidOrRid, binding: Binding): DrainReport {
     const report = this.drain();
