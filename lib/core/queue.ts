@@ -62,6 +62,10 @@ export interface QueueOptions {
   readonly limits?: RequestLimits;
   /** Retries of EINTR/EAGAIN per ioctl (default 3). */
   readonly transientRetries?: number;
+  /** Drain by itself once this many invalidations are pending (default 4096): a size threshold. */
+  readonly maxPendingInvalidations?: number;
+  /** Drain by itself at a submit once the oldest pending invalidation is this old (default: never). */
+  readonly maxAgeMs?: number;
 }
 
 /** A guest request the host failed to carry out. */
@@ -76,6 +80,11 @@ export interface RequestFailure {
   readonly entryIndex: number;
   /** The kernel's handled count could not be trusted (the whole batch was resent and failed again). */
   readonly positionUnknown: boolean;
+  /**
+   * Resending could succeed: the error was not a validation error (EINVAL/EOPNOTSUPP say the entry itself is
+   * wrong). Invalidations are idempotent, so a resend never hurts.
+   */
+  readonly retrySafe: boolean;
 }
 
 /** The outcome of a wait. */
@@ -111,6 +120,8 @@ export interface QueueTelemetry {
   entriesOut: number;
   failures: number;
   resends: number;
+  /** Drains a size or age threshold triggered. */
+  thresholdDrains: number;
   /** Drain latency histogram: bucket i counts drains that took < 2^i µs (last bucket: the rest). */
   readonly latencyUs: number[];
 }
@@ -156,6 +167,7 @@ export class RelayQueue {
     entriesOut: 0,
     failures: 0,
     resends: 0,
+    thresholdDrains: 0,
     latencyUs: new Array(24).fill(0),
   };
   /** domain → PASID → the targets bound there (devices of one domain may hold different tables at one PASID). */
@@ -164,6 +176,9 @@ export class RelayQueue {
   readonly #writers = new Map<Format, EntryWriter>();
   readonly #status: InvalidateStatus = { errno: 0, handled: 0 };
   #seq = 0;
+  #oldest = 0;
+  /** What threshold drains inside submit did, reported with the next explicit drain (waits resolve there). */
+  #carried = { ioctls: 0, entries: 0, invalidations: 0, failures: [] as RequestFailure[] };
   #waits: number[] = [];
   #invalidations = 0;
   readonly #opts: Required<Omit<QueueOptions, "limits">> & { limits?: RequestLimits };
@@ -175,6 +190,8 @@ export class RelayQueue {
       smmuRil: options.smmuRil ?? false,
       maxEntriesPerCall: Math.min(options.maxEntriesPerCall ?? MAX_ENTRIES_PER_CALL, MAX_ENTRIES_PER_CALL),
       transientRetries: options.transientRetries ?? 3,
+      maxPendingInvalidations: options.maxPendingInvalidations ?? 4096,
+      maxAgeMs: options.maxAgeMs ?? Infinity,
       limits: options.limits,
     };
   }
@@ -263,8 +280,16 @@ export class RelayQueue {
         break;
       case "invalidate":
         this.telemetry.invalidationsIn++;
+        if (this.#invalidations === 0 && this.#opts.maxAgeMs !== Infinity) this.#oldest = performance.now();
         this.#invalidations++;
         this.#route(request, seq);
+        if (
+          this.#invalidations >= this.#opts.maxPendingInvalidations ||
+          (this.#opts.maxAgeMs !== Infinity && performance.now() - this.#oldest >= this.#opts.maxAgeMs)
+        ) {
+          this.telemetry.thresholdDrains++;
+          this.#flush(false);
+        }
         break;
       default:
         throw new Error(`${request.op} is the device layer's job: use AssignedDevice, which calls bind/unbind here`);
@@ -357,6 +382,12 @@ export class RelayQueue {
 
   /** Send everything pending; report per wait. */
   drain(): DrainReport {
+    return this.#flush(true);
+  }
+
+  /** Send everything pending. With `resolveWaits` false (a threshold drain) the waits stay pending and the counts
+   * and failures are carried into the next explicit drain's report. */
+  #flush(resolveWaits: boolean): DrainReport {
     const start = performance.now();
     const failures: RequestFailure[] = [];
     let ioctls = 0;
@@ -390,6 +421,21 @@ export class RelayQueue {
         ioctls += this.#send(targetId, format, w, failures);
       }
     }
+    const carried = this.#carried;
+    const invalidations = this.#invalidations;
+    this.#invalidations = 0;
+    if (!resolveWaits) {
+      carried.ioctls += ioctls;
+      carried.entries += entries;
+      carried.invalidations += invalidations;
+      carried.failures.push(...failures);
+      this.#account(start, ioctls, entries, 0);
+      return { ioctls, entries, invalidations, failures, waits: [] };
+    }
+    this.#carried = { ioctls: 0, entries: 0, invalidations: 0, failures: [] };
+    failures.unshift(...carried.failures);
+    ioctls += carried.ioctls;
+    entries += carried.entries;
     const waits = this.#waits.map((seq): WaitOutcome => {
       const before = failures.filter((f) => f.seq < seq);
       return before.length ? { seq, ok: false, firstFailed: Math.min(...before.map((f) => f.seq)) } : { seq, ok: true };
@@ -400,20 +446,23 @@ export class RelayQueue {
     const report: DrainReport = {
       ioctls,
       entries,
-      invalidations: this.#invalidations,
+      invalidations: invalidations + carried.invalidations,
       failures: unique,
       waits,
     };
     this.#waits = [];
-    this.#invalidations = 0;
+    this.#account(start, ioctls - carried.ioctls, entries - carried.entries, unique.length);
+    return report;
+  }
+
+  #account(start: number, ioctls: number, entries: number, failures: number): void {
     const t = this.telemetry;
     t.drains++;
     t.ioctls += ioctls;
     t.entriesOut += entries;
-    t.failures += unique.length;
+    t.failures += failures;
     const us = (performance.now() - start) * 1000;
     t.latencyUs[Math.min(t.latencyUs.length - 1, Math.max(0, Math.ceil(Math.log2(us + 1))))]++;
-    return report;
   }
 
   /** Send the writer's entries to one target; returns ioctls made; appends failures. */
@@ -467,7 +516,8 @@ export class RelayQueue {
   }
 
   #failure(seq: number, errno: number, targetId: number, entryIndex: number, positionUnknown: boolean): RequestFailure {
-    return { seq, errno, errnoName: errnoName(errno), targetId, entryIndex, positionUnknown };
+    const retrySafe = errno !== EINVAL && errno !== EOPNOTSUPP;
+    return { seq, errno, errnoName: errnoName(errno), targetId, entryIndex, positionUnknown, retrySafe };
   }
 
   /** Whether anything is pending (invalidations or waits). */

@@ -175,7 +175,12 @@ function runCase(seed: number): number {
   const rnd = rng(seed);
   const host = new ModelHost();
   const ril = rnd(2) === 0;
-  const q = new RelayQueue(host, { maxRanges: 1 + rnd(8), maxPages: 1 + rnd(4096), smmuRil: ril });
+  const q = new RelayQueue(host, {
+    maxRanges: 1 + rnd(8),
+    maxPages: 1 + rnd(4096),
+    smmuRil: ril,
+    maxPendingInvalidations: rnd(2) ? 1 + rnd(12) : undefined,
+  });
   const domains = [1, 2, 3];
   const pasids: PasidOrRid[] = ["rid", 1, 2, 3, 1000, 2 ** 20 - 1];
   const vsmmu = host.createTarget("smmuv3");
@@ -290,4 +295,36 @@ Deno.test("queue: vIOMMU targets get one entry per virtual device, in one ioctl"
   assert.deepEqual(host.deviceCache(v, 0x11), [0, 7, 7, 7]);
   q.unbindTarget(1, "rid", { targetId: v, format: "selftest-viommu", vdevId: 0x11 });
   assert.equal(q.bindings(1, "rid").length, 1);
+});
+
+Deno.test("queue: a size threshold drains inside submit; waits still resolve at the explicit drain, failures included", () => {
+  const host = new ModelHost();
+  const t = host.createTarget("vtd-s1");
+  const q = new RelayQueue(host, { maxPendingInvalidations: 3 });
+  q.bind(1, "rid", { targetId: t, format: "vtd-s1" });
+  host.inject.push({ targetId: t, atEntry: 0, errno: 22 });
+  const first = q.submit({ op: "invalidate", domain: 1, scope: { kind: "range", firstPage: 1, pages: 1 } });
+  q.submit({ op: "invalidate", domain: 1, scope: { kind: "range", firstPage: 100, pages: 1 } });
+  q.submit({ op: "invalidate", domain: 1, scope: { kind: "range", firstPage: 200, pages: 1 } }); // the third: drained now
+  assert.equal(q.telemetry.thresholdDrains, 1);
+  assert.equal(host.calls.length >= 1, true, "sent before any explicit drain");
+  const wait = q.submit({ op: "sync" });
+  const r = q.drain();
+  assert.deepEqual(r.failures.map((f) => [f.seq, f.errnoName, f.retrySafe]), [[first, "EINVAL", false]]);
+  assert.deepEqual(r.waits, [{ seq: wait, ok: false, firstFailed: first }]);
+  assert.equal(r.invalidations, 3);
+  assert.ok(host.covered(t, 100) && host.covered(t, 200));
+});
+
+Deno.test("queue: an age threshold drains at the first submit past it", async () => {
+  const host = new ModelHost();
+  const t = host.createTarget("vtd-s1");
+  const q = new RelayQueue(host, { maxAgeMs: 5 });
+  q.bind(1, "rid", { targetId: t, format: "vtd-s1" });
+  q.submit({ op: "invalidate", domain: 1, scope: { kind: "range", firstPage: 1, pages: 1 } });
+  assert.equal(host.calls.length, 0);
+  await new Promise((r) => setTimeout(r, 10));
+  q.submit({ op: "invalidate", domain: 1, scope: { kind: "range", firstPage: 2, pages: 1 } });
+  assert.equal(q.telemetry.thresholdDrains, 1);
+  assert.ok(host.covered(t, 1) && host.covered(t, 2));
 });
