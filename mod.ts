@@ -43,3 +43,4 @@ export * from "./lib/kernel/features.ts";
 export * from "./lib/device/mod.ts";
 export * from "./lib/testing/workloads.ts";
 export * from "./lib/testing/replay.ts";
+export * from "./lib/frontends/vtd/mod.ts";

@@ -1,0 +1,7 @@
+/**
+ * The VT-d front end: queued-invalidation descriptors and the invalidation queue model.
+ *
+ * @module
+ */
+export * from "./descriptors.ts";
+export * from "./queue.ts";
