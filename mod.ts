@@ -44,3 +44,4 @@ export * from "./lib/device/mod.ts";
 export * from "./lib/testing/workloads.ts";
 export * from "./lib/testing/replay.ts";
 export * from "./lib/frontends/vtd/mod.ts";
+export * from "./lib/frontends/smmuv3/mod.ts";

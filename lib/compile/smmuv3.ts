@@ -54,7 +54,7 @@ function writeCommand(
 ): void {
   const at = out.append(origins);
   const v = out.view;
-  // word 0: opcode [7:0], NUM [16:12], SCALE [24:20], VMID [47:32] (kernel-owned), ASID [63:48]
+  // word 0: opcode [7:0], NUM [16:12], SCALE [25:20], VMID [47:32] (kernel-owned), ASID [63:48]
   v.setUint32(at, opcode | (range ? ((range.num - 1) << 12) | (range.scale << 20) : 0), true);
   v.setUint32(at + 4, (asid & 0xffff) << 16, true);
   // word 1: LEAF [0], TTL [9:8], TG [11:10], VA [63:12]
@@ -129,7 +129,7 @@ export function decodeSmmuTlbi(bytes: Uint8Array, at = 0): SmmuTlbi {
   const tg = (w1lo >>> 10) & 3;
   const page = v.getUint32(12, true) * 0x10_0000 + (w1lo >>> 12);
   const num = ((w0 >>> 12) & 0x1f) + 1;
-  const scale = (w0 >>> 20) & 0x1f;
+  const scale = (w0 >>> 20) & 0x3f; // SCALE is [25:20]
   const wide = opcode === SmmuOpcode.TLBI_NH_ALL || opcode === SmmuOpcode.TLBI_NH_ASID;
   return {
     opcode,

@@ -1,0 +1,146 @@
+/**
+ * SMMUv3 commands as a guest writes them into its command queue (16 bytes, little-endian), decoded. Field
+ * layouts follow the Linux driver (`drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.h`, `CMDQ_*`). An opcode the
+ * relay does not know is a {@linkcode SmmuCommandError}: the queue model reports it as CERROR_ILL.
+ *
+ * @module
+ */
+
+/** A decoded command. Addresses are 4 KiB page numbers. */
+export type SmmuCommand =
+  | { readonly op: "prefetch" }
+  | { readonly op: "cfgi-ste"; readonly sid: number; readonly leaf: boolean }
+  | { readonly op: "cfgi-all" }
+  | { readonly op: "cfgi-cd"; readonly sid: number; readonly ssid: number; readonly leaf: boolean }
+  | { readonly op: "cfgi-cd-all"; readonly sid: number }
+  | { readonly op: "tlbi-nh-all" }
+  | { readonly op: "tlbi-nh-asid"; readonly asid: number }
+  | {
+    readonly op: "tlbi-nh-va" | "tlbi-nh-vaa";
+    readonly asid: number;
+    readonly leaf: boolean;
+    readonly ttl: number;
+    /** First 4 KiB page and how many: one granule without TG, else (NUM+1) << SCALE granules of TG. */
+    readonly page: number;
+    readonly pages: number;
+  }
+  | {
+    readonly op: "atc-inv";
+    readonly sid: number;
+    readonly ssid: number | undefined;
+    readonly global: boolean;
+    readonly page: number;
+    readonly size: number;
+  }
+  | {
+    readonly op: "pri-resp";
+    readonly sid: number;
+    readonly ssid: number | undefined;
+    readonly grpid: number;
+    readonly resp: number;
+  }
+  | { readonly op: "resume"; readonly sid: number; readonly resp: number; readonly stag: number }
+  | {
+    readonly op: "sync";
+    /** Completion signal: none, MSI write (IRQ) or SEV. */
+    readonly cs: "none" | "irq" | "sev";
+    readonly msiData: number;
+    /** Guest-physical address of the MSI write (4-byte aligned), with cs "irq". */
+    readonly msiAddress: number;
+  };
+
+/** A command the relay refuses (the guest sees CERROR_ILL). */
+export class SmmuCommandError extends Error {
+  override name = "SmmuCommandError";
+  constructor(readonly reason: "unknown-opcode" | "reserved-value", detail: string) {
+    super(`${reason}: ${detail}`);
+  }
+}
+
+/** TG → 4 KiB pages per granule (0: not a range command). */
+const GRANULE_PAGES = [0, 1, 4, 16];
+
+/**
+ * Decode the command at `at`.
+ *
+ * @example
+ * ```ts
+ * import { decodeSmmuCommand } from "./commands.ts";
+ * const c = new Uint8Array(16);
+ * const v = new DataView(c.buffer);
+ * v.setUint32(0, 0x12, true); v.setUint32(4, 5 << 16, true); // TLBI_NH_VA, ASID 5
+ * v.setUint32(8, 0x7f000000 | 1, true); // VA 0x7f000000, LEAF
+ * console.log(decodeSmmuCommand(c, 0)); // { op: "tlbi-nh-va", asid: 5, leaf: true, ttl: 0, page: 520192, pages: 1 }
+ * ```
+ */
+export function decodeSmmuCommand(bytes: Uint8Array, at: number): SmmuCommand {
+  const v = new DataView(bytes.buffer, bytes.byteOffset + at, 16);
+  const w0lo = v.getUint32(0, true), w0hi = v.getUint32(4, true);
+  const w1lo = v.getUint32(8, true), w1hi = v.getUint32(12, true);
+  const opcode = w0lo & 0xff;
+  const ssv = (w0lo & (1 << 11)) !== 0;
+  const ssid = (w0lo >>> 12) & 0xfffff;
+  const page = w1hi * 0x10_0000 + (w1lo >>> 12);
+  switch (opcode) {
+    case 0x01:
+    case 0x02:
+      return { op: "prefetch" };
+    case 0x03:
+      return { op: "cfgi-ste", sid: w0hi, leaf: (w1lo & 1) === 1 };
+    case 0x04:
+      return { op: "cfgi-all" };
+    case 0x05:
+      return { op: "cfgi-cd", sid: w0hi, ssid, leaf: (w1lo & 1) === 1 };
+    case 0x06:
+      return { op: "cfgi-cd-all", sid: w0hi };
+    case 0x10:
+    case 0x30: // TLBI_NSNH_ALL: everything non-secure, which for a guest is its stage 1
+      return { op: "tlbi-nh-all" };
+    case 0x11:
+      return { op: "tlbi-nh-asid", asid: w0hi >>> 16 };
+    case 0x12:
+    case 0x13: {
+      const tg = (w1lo >>> 10) & 3;
+      const num = ((w0lo >>> 12) & 0x1f) + 1;
+      const scale = (w0lo >>> 20) & 0x3f;
+      const granule = GRANULE_PAGES[tg];
+      const pages = tg === 0 ? 1 : num * 2 ** scale * granule;
+      if (!Number.isSafeInteger(pages) || pages > 2 ** 52) {
+        throw new SmmuCommandError("reserved-value", `range of ${pages} pages`);
+      }
+      return {
+        op: opcode === 0x12 ? "tlbi-nh-va" : "tlbi-nh-vaa",
+        asid: opcode === 0x12 ? w0hi >>> 16 : 0,
+        leaf: (w1lo & 1) === 1,
+        ttl: (w1lo >>> 8) & 3,
+        page,
+        pages: Math.min(pages, 2 ** 52 - page),
+      };
+    }
+    case 0x40:
+      return {
+        op: "atc-inv",
+        sid: w0hi,
+        ssid: ssv ? ssid : undefined,
+        global: (w0lo & (1 << 9)) !== 0,
+        page,
+        size: w1lo & 0x3f,
+      };
+    case 0x41:
+      return { op: "pri-resp", sid: w0hi, ssid: ssv ? ssid : undefined, grpid: w1lo & 0x1ff, resp: (w1lo >>> 12) & 3 };
+    case 0x44:
+      return { op: "resume", sid: w0hi, resp: (w0lo >>> 12) & 3, stag: w1lo & 0xffff };
+    case 0x46: {
+      const cs = (w0lo >>> 12) & 3;
+      if (cs === 3) throw new SmmuCommandError("reserved-value", "CMD_SYNC CS 3");
+      return {
+        op: "sync",
+        cs: (["none", "irq", "sev"] as const)[cs],
+        msiData: w0hi,
+        msiAddress: (w1hi & 0xfffff) * 2 ** 32 + ((w1lo & ~3) >>> 0),
+      };
+    }
+    default:
+      throw new SmmuCommandError("unknown-opcode", `0x${opcode.toString(16)}`);
+  }
+}

@@ -1,0 +1,7 @@
+/**
+ * The SMMUv3 front end: command decoders and the command queue model.
+ *
+ * @module
+ */
+export * from "./commands.ts";
+export * from "./cmdq.ts";
