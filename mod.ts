@@ -45,3 +45,5 @@ export * from "./lib/testing/workloads.ts";
 export * from "./lib/testing/replay.ts";
 export * from "./lib/frontends/vtd/mod.ts";
 export * from "./lib/frontends/smmuv3/mod.ts";
+export * from "./lib/plugin/mod.ts";
+export * from "./lib/model/device.ts";

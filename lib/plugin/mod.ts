@@ -1,0 +1,6 @@
+/**
+ * The plugin layer: `definePlugin`, `loadPlugin`, `RelayHost` and iommu-relay's own `relayPlugin`.
+ *
+ * @module
+ */
+export * from "./plugin.ts";

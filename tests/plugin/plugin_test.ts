@@ -1,0 +1,68 @@
+import assert from "node:assert/strict";
+import { RequestError } from "../../lib/core/request.ts";
+import { loadPlugin, PluginLoadError, RelayHost, relayPlugin } from "../../lib/plugin/plugin.ts";
+import { counted } from "./fixtures/third_party_plugin.ts";
+
+Deno.test("plugin: two instances loaded from a module specifier — completions, isolation, disposal", async () => {
+  const definition = await loadPlugin(new URL("./fixtures/third_party_plugin.ts", import.meta.url));
+  assert.equal(definition.name, "counting-relay");
+  using host = RelayHost.inProcess();
+  const a = definition.create(host, { domain: 1, device: { kind: "model" } });
+  const b = definition.create(host, { domain: 2, device: { kind: "model" } });
+  const table = (addr: number) => ({ format: "vtd-s1" as const, tableAddress: addr, addressWidth: 48 as const });
+  a.submit({ op: "bind", domain: 1, pasid: 1, table: table(0x1000) });
+  b.submit({ op: "bind", domain: 2, pasid: 1, table: table(0x2000) });
+  const events: string[] = [];
+  b.on((e) => events.push(e.type));
+
+  a.submit({ op: "invalidate", domain: 1, scope: { kind: "pasid-range", pasid: 1, firstPage: 0x10, pages: 4 } });
+  const wait = a.submit({ op: "sync" });
+  const report = a.drain();
+  assert.deepEqual(report.waits, [{ seq: wait, ok: true }]);
+  const model = host.model!;
+  const [ta, tb] = [1, 2].map((_, i) => host.queue().bindings(i + 1, 1)[0].targetId);
+  assert.ok(model.covered(ta, 0x10) && model.covered(ta, 0x13));
+  assert.equal(model.covered(tb, 0x10), false, "device A's invalidation never reached device B's table");
+
+  // A request naming another device's domain is refused at the plugin boundary, typed.
+  assert.throws(() => a.submit({ op: "invalidate", domain: 2, scope: { kind: "all" } }), RequestError);
+  assert.throws(
+    () => b.submit({ op: "invalidate", domain: 2, scope: { kind: "pasid", pasid: 1 << 20 } }),
+    RequestError,
+  );
+  assert.deepEqual(events, ["refused"]);
+  assert.equal(counted.requests, 1);
+  assert.equal(a.telemetry.device.requestsIn, 2, "the invalidation and the wait");
+
+  a[Symbol.dispose]();
+  assert.equal(a.state, "disposed");
+  assert.throws(() => a.submit({ op: "sync" }), /disposed/);
+  assert.deepEqual(host.queue().bindings(1, 1), [], "disposal unbound device A's PASID");
+  assert.equal(host.queue().bindings(2, 1).length, 1, "device B is untouched");
+  b[Symbol.dispose]();
+  assert.deepEqual(events, ["refused", "disposed"]);
+});
+
+Deno.test("plugin: devices of one domain binding the same table share one host target and one ioctl", () => {
+  using host = RelayHost.inProcess();
+  using a = relayPlugin.create(host, { domain: 5, device: { kind: "model" } });
+  using b = relayPlugin.create(host, { domain: 5, device: { kind: "model" } });
+  const t = { format: "vtd-s1" as const, tableAddress: 0x3000, addressWidth: 48 as const };
+  a.submit({ op: "bind", domain: 5, pasid: 9, table: t });
+  b.submit({ op: "bind", domain: 5, pasid: 9, table: t });
+  assert.equal(host.queue().bindings(5, 9).length, 1);
+  b.submit({ op: "invalidate", domain: 5, scope: { kind: "all" } });
+  assert.equal(b.drain().ioctls, 1);
+  a[Symbol.dispose]();
+  assert.equal(host.queue().bindings(5, 9).length, 1, "still bound for device B");
+});
+
+Deno.test("plugin: loading something that is not a plugin is a typed error", async () => {
+  await assert.rejects(loadPlugin(new URL("./fixtures/not_a_plugin.ts", import.meta.url)), PluginLoadError);
+  await assert.rejects(loadPlugin(new URL("./fixtures/missing.ts", import.meta.url)), PluginLoadError);
+  using host = RelayHost.inProcess();
+  assert.throws(
+    () => relayPlugin.create(host, { domain: 1, device: { kind: "vfio", path: "/dev/vfio/devices/vfio0" } }),
+    TypeError,
+  );
+});
