@@ -1,0 +1,203 @@
+/**
+ * Guest scripting for tests: a small fluent API that writes what a guest driver writes — VT-d queued-invalidation
+ * descriptors, SMMUv3 commands — into guest memory, rings the doorbell of the front-end model, and runs it all
+ * through plugins on the in-process host, where the test can check the host's view.
+ *
+ * @example
+ * ```ts
+ * import { ScriptedGuest } from "./guest.ts";
+ * using guest = ScriptedGuest.inProcess();
+ * const nic = guest.device({ domain: 1 });
+ * nic.submit({ op: "bind", domain: 1, pasid: 5, table: { format: "vtd-s1", tableAddress: 0x1000, addressWidth: 48 } });
+ * const r = guest.vtd().pasidIotlb(1, 5, { page: 0x7f000, am: 9 }).wait().ring();
+ * console.log(r.waitsCompleted, guest.invalidated(1, 5, 0x7f1ff)); // 1 true
+ * ```
+ *
+ * @module
+ */
+import { RelayHost, type RelayPlugin, relayPlugin } from "../plugin/plugin.ts";
+import { type DoorbellResult, type GuestMemory, VtdInvalidationQueue } from "../frontends/vtd/queue.ts";
+import { type ProdResult, SmmuCommandQueue, type SmmuQueueHooks } from "../frontends/smmuv3/cmdq.ts";
+import type { PasidOrRid } from "../core/request.ts";
+
+const RAM = 1 << 22;
+const VTD_RING = 0x10_0000, SMMU_RING = 0x20_0000, STATUS = 0x30_0000;
+
+/** A scripted guest on the in-process host. */
+export class ScriptedGuest implements Disposable {
+  /** Guest RAM (4 MiB). */
+  readonly ram = new Uint8Array(RAM);
+  /** Bounds-checked access to it, as a VMM would give the front ends. */
+  readonly memory: GuestMemory = {
+    read: (gpa, n) => {
+      if (!(gpa >= 0 && n >= 0 && gpa + n <= RAM)) {
+        throw new RangeError(`guest read outside RAM: 0x${gpa.toString(16)}+${n}`);
+      }
+      return this.ram.slice(gpa, gpa + n);
+    },
+    write: (gpa, bytes) => {
+      if (!(gpa >= 0 && gpa + bytes.length <= RAM)) {
+        throw new RangeError(`guest write outside RAM: 0x${gpa.toString(16)}`);
+      }
+      this.ram.set(bytes, gpa);
+    },
+  };
+  readonly #plugins: RelayPlugin[] = [];
+  #vtd?: VtdScript;
+  #smmu?: SmmuScript;
+
+  private constructor(readonly host: RelayHost) {}
+
+  /** A guest whose host is iommu-relay's in-process host. */
+  static inProcess(): ScriptedGuest {
+    return new ScriptedGuest(RelayHost.inProcess());
+  }
+
+  /** Assign a device in guest domain `domain` (iommu-relay's own plugin, a model device). */
+  device(opts: { domain: number }): RelayPlugin {
+    const p = relayPlugin.create(this.host, { domain: opts.domain, device: { kind: "model" } });
+    this.#plugins.push(p);
+    return p;
+  }
+
+  /** The VT-d invalidation queue (128-bit descriptors unless `wide`), created on first use. */
+  vtd(opts: { wide?: boolean } = {}): VtdScript {
+    return this.#vtd ??= new VtdScript(this, opts.wide ?? false);
+  }
+
+  /** The SMMUv3 command queue, created on first use; `asidUsers` ties ASIDs to (domain, PASID). */
+  smmu(hooks: SmmuQueueHooks): SmmuScript {
+    return this.#smmu ??= new SmmuScript(this, hooks);
+  }
+
+  /** Whether the in-process host invalidated `page` of what (domain, pasid) is bound to (any ASID on SMMUv3). */
+  invalidated(domain: number, pasid: PasidOrRid, page: number): boolean {
+    const bindings = this.host.queue().bindings(domain, pasid);
+    return bindings.length > 0 && bindings.every((b) => this.host.model!.covered(b.targetId, page, b.asid));
+  }
+
+  /** The guest domains of the assigned devices. */
+  get domains(): number[] {
+    return [...new Set(this.#plugins.filter((p) => p.state === "attached").map((p) => p.config.domain))];
+  }
+
+  /** Forget what the host invalidated so far. */
+  resetHost(): void {
+    this.host.model!.resetCoverage();
+  }
+
+  /** The wait-status dword `slot` (VT-d status writes, SMMUv3 MSIs). */
+  status(slot: number): number {
+    return new DataView(this.ram.buffer).getUint32(STATUS + slot * 4, true);
+  }
+
+  [Symbol.dispose](): void {
+    const stack = new DisposableStack();
+    stack.use(this.host);
+    for (const p of this.#plugins) stack.use(p);
+    stack.dispose();
+  }
+}
+
+/** Writes VT-d descriptors into the guest's invalidation queue and rings it. */
+export class VtdScript {
+  readonly queue: VtdInvalidationQueue;
+  readonly #size: 16 | 32;
+  #tail = 0;
+  #slot = 0;
+  /** Status slots of the waits written since the last ring. */
+  #slots: number[] = [];
+
+  constructor(readonly guest: ScriptedGuest, wide: boolean) {
+    this.queue = new VtdInvalidationQueue(guest.memory, guest.host.queue(), { domains: () => guest.domains });
+    this.queue.writeIqa(VTD_RING | (wide ? 1 << 11 : 0) | 1); // two pages
+    this.#size = wide ? 32 : 16;
+  }
+
+  /** Any 128 bits (qw0, qw1), hostile ones included. */
+  raw(qw0: bigint, qw1: bigint): this {
+    const v = new DataView(this.guest.ram.buffer, VTD_RING + this.#tail * this.#size, this.#size);
+    for (let i = 0; i < this.#size; i += 8) v.setBigUint64(i, 0n, true);
+    v.setBigUint64(0, qw0, true);
+    v.setBigUint64(8, qw1, true);
+    this.#tail = (this.#tail + 1) % this.queue.entries;
+    return this;
+  }
+
+  /** PASID-based IOTLB invalidation: the whole PASID, or 2^am pages at `page` (IH = `leaf`). */
+  pasidIotlb(did: number, pasid: number, range?: { page: number; am: number; leaf?: boolean }): this {
+    const qw0 = (BigInt(pasid) << 32n) | (BigInt(did) << 16n) | ((range ? 3n : 2n) << 4n) | 6n;
+    const qw1 = range ? (BigInt(range.page) << 12n) | (range.leaf ? 1n << 6n : 0n) | BigInt(range.am) : 0n;
+    return this.raw(qw0, qw1);
+  }
+
+  /** Second-stage IOTLB invalidation: page-selective, domain-selective or global. */
+  iotlb(did: number, range: { page: number; am: number } | "domain" | "global"): this {
+    const g = range === "global" ? 1n : range === "domain" ? 2n : 3n;
+    const qw1 = typeof range === "object" ? (BigInt(range.page) << 12n) | BigInt(range.am) : 0n;
+    return this.raw((BigInt(did) << 16n) | (g << 4n) | 2n, qw1);
+  }
+
+  /** PASID-cache invalidation of one PASID. */
+  pasidCache(did: number, pasid: number): this {
+    return this.raw((BigInt(pasid) << 32n) | (BigInt(did) << 16n) | (1n << 4n) | 7n, 0n);
+  }
+
+  /** An invalidation wait with a status write (and optionally fence / interrupt). */
+  wait(opts: { fence?: boolean; interrupt?: boolean } = {}): this {
+    const slot = this.#slot++;
+    this.#slots.push(slot);
+    const flags = (1n << 5n) | (opts.fence ? 1n << 6n : 0n) | (opts.interrupt ? 1n << 4n : 0n);
+    return this.raw((BigInt(0xd0e + slot) << 32n) | flags | 5n, BigInt(STATUS + slot * 4));
+  }
+
+  /** Ring the doorbell (write IQT); also reports which of this batch's waits got their status written. */
+  ring(): DoorbellResult & { readonly statuses: readonly boolean[] } {
+    const r = this.queue.writeIqt(this.#tail * this.#size);
+    const statuses = this.#slots.map((s) => this.guest.status(s) === 0xd0e + s);
+    this.#slots = [];
+    return { ...r, statuses };
+  }
+}
+
+/** Writes SMMUv3 commands into the guest's command queue and rings it. */
+export class SmmuScript {
+  readonly queue: SmmuCommandQueue;
+  #prod = 0;
+  #slot = 1000;
+
+  constructor(readonly guest: ScriptedGuest, hooks: SmmuQueueHooks) {
+    this.queue = new SmmuCommandQueue(guest.memory, guest.host.queue(), hooks);
+    this.queue.writeBase(SMMU_RING | 8);
+  }
+
+  /** Any command words. */
+  raw(w0: bigint, w1: bigint): this {
+    const v = new DataView(this.guest.ram.buffer, SMMU_RING + (this.#prod % 256) * 16, 16);
+    v.setBigUint64(0, w0, true);
+    v.setBigUint64(8, w1, true);
+    this.#prod = (this.#prod + 1) % 512;
+    return this;
+  }
+
+  /** TLBI_NH_VA for one 4 KiB page. */
+  tlbiVa(asid: number, page: number, leaf = true): this {
+    return this.raw((BigInt(asid) << 48n) | 0x12n, (BigInt(page) << 12n) | (leaf ? 1n : 0n));
+  }
+
+  /** TLBI_NH_ASID. */
+  tlbiAsid(asid: number): this {
+    return this.raw((BigInt(asid) << 48n) | 0x11n, 0n);
+  }
+
+  /** CMD_SYNC with an MSI write to a status slot. */
+  sync(): this {
+    const slot = this.#slot++;
+    return this.raw((BigInt(0x5c + slot) << 32n) | (1n << 12n) | 0x46n, BigInt(STATUS + slot * 4));
+  }
+
+  /** Write CMDQ_PROD. */
+  ring(): ProdResult {
+    return this.queue.writeProd(this.#prod);
+  }
+}

@@ -1,0 +1,10 @@
+/**
+ * Testing tools for VMM authors (`@iommu-relay/core/testing`): scripted guests that write VT-d descriptors and
+ * SMMUv3 commands through the front ends into plugins on the in-process host, recorded-shape workloads, and a
+ * deterministic replay with a modelled in-flight window.
+ *
+ * @module
+ */
+export * from "./guest.ts";
+export * from "./workloads.ts";
+export * from "./replay.ts";
