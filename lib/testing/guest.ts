@@ -110,7 +110,7 @@ export class VtdScript {
 
   constructor(readonly guest: ScriptedGuest, wide: boolean) {
     this.queue = new VtdInvalidationQueue(guest.memory, guest.host.queue(), { domains: () => guest.domains });
-    this.queue.writeIqa(VTD_RING | (wide ? 1 << 11 : 0) | 1); // two pages
+    this.queue.writeIqa(VTD_RING | (wide ? 1 << 11 : 0) | 3); // eight pages: 512 or 256 descriptors
     this.#size = wide ? 32 : 16;
   }
 
