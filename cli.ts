@@ -1,0 +1,241 @@
+/**
+ * iommu-relay's host CLI.
+ *
+ *   deno run --allow-ffi=<shim> --allow-read=<dev> --allow-write=<dev> cli.ts <command> [options]
+ *
+ * Commands: `info`, `hw-info <cdev>`, `probe <cdev>`, `replay <trace>`; `--help` on each; `--json` for machine
+ * output. A device node is opened only when Deno's permissions grant read and write for that exact path
+ * (checked with `Deno.permissions` before the shim is called). Once FFI is granted this is the library's own
+ * discipline, not a sandbox: the broker (a later step) is the real boundary.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { NativeShim } from "./ffi/native.ts";
+import { decodeCapabilities } from "./lib/device/capabilities.ts";
+import { detectFeatures } from "./lib/kernel/features.ts";
+import { Iommufd, KernelError } from "./lib/kernel/mod.ts";
+import { VfioDevice } from "./lib/kernel/vfio.ts";
+import { UnsupportedError } from "./lib/core/errors.ts";
+import { RequestError, validateRequest } from "./lib/core/request.ts";
+import type { Request } from "./lib/core/request.ts";
+import { RelayQueue } from "./lib/core/queue.ts";
+import { ModelHost } from "./lib/model/host.ts";
+import { HwptAllocFlags, HwptDataType, IommuHwptVtdS1, UapiError } from "./lib/uapi/mod.ts";
+
+const HELP: Record<string, string> = {
+  "": `iommu-relay — relay guest IOMMU work to the host through iommufd
+
+usage: cli.ts <command> [options]
+
+commands:
+  info              which iommufd / VFIO nodes this process may open, and what the kernel offers
+  hw-info <cdev>    a VFIO device's IOMMU, decoded (VT-d CAP/ECAP, SMMUv3 IDRs, PASID width)
+  probe <cdev>      nesting support and the invalidation data types the kernel accepts
+  replay <trace>    run a recorded guest request trace (JSON lines) through the relay on the in-process host
+
+options: --json (machine output), --shim <path> (prebuilt shim; default $IOMMU_RELAY_SHIM or the cache), --help`,
+  info: `usage: cli.ts info [--iommu /dev/iommu] [--cdev <path>]... [--json]
+
+Opens only the paths this process was granted read and write for; reports each path and the kernel's features.`,
+  "hw-info": `usage: cli.ts hw-info <cdev> [--iommu /dev/iommu] [--json]
+
+Binds the VFIO cdev to a fresh iommufd and prints IOMMU_GET_HW_INFO decoded.`,
+  probe: `usage: cli.ts probe <cdev> [--iommu /dev/iommu] [--json]
+
+Tries a nesting-parent HWPT and a nested VT-d stage-1 HWPT (never attached) and the zero-entry invalidation probe.`,
+  replay: `usage: cli.ts replay <trace.jsonl> [--domain-binding D:P:format]... [--json]
+
+Each line of the trace is a request ({"op":"invalidate",...} / {"op":"sync"}); bindings map (domain, PASID or rid)
+to a host target of the in-process host. Prints host ioctls, entries and wait outcomes.`,
+};
+
+class CliError extends Error {
+  constructor(message: string, readonly code = 1) {
+    super(message);
+  }
+}
+
+const { values, positionals } = parseArgs({
+  args: Deno.args,
+  allowPositionals: true,
+  options: {
+    help: { type: "boolean", short: "h", default: false },
+    json: { type: "boolean", default: false },
+    shim: { type: "string" },
+    iommu: { type: "string", default: "/dev/iommu" },
+    cdev: { type: "string", multiple: true, default: [] },
+    "domain-binding": { type: "string", multiple: true, default: [] },
+  },
+});
+const [command = "", ...rest] = positionals;
+
+const jsonReplacer = (_: string, v: unknown) =>
+  typeof v === "bigint" ? `0x${v.toString(16)}` : v instanceof Uint8Array ? [...v] : v;
+function out(human: string, data: unknown): void {
+  console.log(values.json ? JSON.stringify(data, jsonReplacer) : human);
+}
+
+/** Refuse a device path unless read and write are granted for exactly it — before the shim is touched. */
+async function granted(path: string): Promise<boolean> {
+  const r = await Deno.permissions.query({ name: "read", path });
+  const w = await Deno.permissions.query({ name: "write", path });
+  return r.state === "granted" && w.state === "granted";
+}
+
+async function requireGrant(path: string): Promise<void> {
+  if (!(await granted(path))) {
+    throw new CliError(`not granted: ${path} (run with --allow-read=${path} --allow-write=${path})`, 2);
+  }
+}
+
+async function shim(): Promise<NativeShim> {
+  return await NativeShim.load(values.shim);
+}
+
+async function main(): Promise<void> {
+  if (values.help || command === "" || command === "help") {
+    console.log(HELP[command === "help" ? rest[0] ?? "" : command] ?? HELP[""]);
+    if (command === "" && !values.help) throw new CliError("a command is required", 2);
+    return;
+  }
+  switch (command) {
+    case "info": {
+      const paths = [values.iommu, ...values.cdev];
+      const report: Record<string, unknown> = {};
+      const allowed: string[] = [];
+      for (const p of paths) {
+        if (await granted(p)) allowed.push(p);
+        else report[p] = "not granted";
+      }
+      if (allowed.length) {
+        using s = await shim();
+        for (const p of allowed) {
+          const fd = s.open(p);
+          report[p] = fd >= 0 ? "present" : `unavailable (${new KernelError(fd, "open", "open").errnoName})`;
+          if (fd >= 0 && p === values.iommu) {
+            using iommufd = Iommufd.open(s, p);
+            const f = detectFeatures(iommufd);
+            report.features = f.present;
+          }
+          if (fd >= 0) s.close(fd);
+        }
+      }
+      out(
+        Object.entries(report).map(([k, v]) => `${k}: ${typeof v === "string" ? v : JSON.stringify(v)}`).join("\n"),
+        report,
+      );
+      return;
+    }
+    case "hw-info":
+    case "probe": {
+      const cdev = rest[0];
+      if (!cdev) throw new CliError(`${command} needs a VFIO cdev path\n${HELP[command]}`, 2);
+      await requireGrant(values.iommu);
+      await requireGrant(cdev);
+      using s = await shim();
+      using iommufd = Iommufd.open(s, values.iommu);
+      using dev = VfioDevice.open(s, cdev);
+      const devId = dev.bind(iommufd);
+      const caps = decodeCapabilities(iommufd.getHwInfo(devId));
+      if (command === "hw-info") {
+        out(
+          `${cdev}: ${caps.iommu.kind} IOMMU, PASID bits ${caps.maxPasidLog2}\n${
+            JSON.stringify(caps.iommu, jsonReplacer, 2)
+          }`,
+          caps,
+        );
+        return;
+      }
+      using ioas = iommufd.allocIoas();
+      dev.attach(ioas.id);
+      // Detach before the IOAS is destroyed (a device attached to it keeps it busy).
+      using _attached = { [Symbol.dispose]: () => dev.detach() };
+      const result: Record<string, string> = {};
+      try {
+        using parent = iommufd.allocHwpt({
+          devId,
+          ptId: ioas.id,
+          flags: HwptAllocFlags.values.IOMMU_HWPT_ALLOC_NEST_PARENT,
+        });
+        result.nesting = "supported";
+        const data = IommuHwptVtdS1.buffer().setU64("pgtbl_addr", 0).set("addr_width", 48);
+        try {
+          using nested = iommufd.allocHwpt({
+            devId,
+            ptId: parent.id,
+            data: { type: HwptDataType.values.IOMMU_HWPT_DATA_VTD_S1, bytes: data.bytes },
+          });
+          const r = nested.invalidateRaw(0, new Uint8Array(0), 24, 0);
+          result["vtd-s1"] = r === 0 ? "accepted" : `refused (errno ${-r})`;
+        } catch (e) {
+          result["vtd-s1"] = e instanceof KernelError ? `not offered (${e.errnoName})` : String(e);
+        }
+      } catch (e) {
+        if (!(e instanceof KernelError)) throw e;
+        result.nesting = `unsupported (${e.errnoName}: the IOMMU offers no nesting parent)`;
+      }
+      out(Object.entries(result).map(([k, v]) => `${k}: ${v}`).join("\n"), result);
+      return;
+    }
+    case "replay": {
+      const file = rest[0];
+      if (!file) throw new CliError(`replay needs a trace file\n${HELP.replay}`, 2);
+      const host = new ModelHost();
+      const queue = new RelayQueue(host);
+      for (const spec of values["domain-binding"]) {
+        const [d, p, format = "vtd-s1"] = spec.split(":");
+        if (format !== "vtd-s1" && format !== "selftest") {
+          throw new CliError(`unknown format in --domain-binding ${spec}`, 2);
+        }
+        queue.bind(Number(d), p === "rid" ? "rid" : Number(p), { targetId: host.createTarget(format), format });
+      }
+      const lines = (await Deno.readTextFile(file)).split("\n").filter((l) => l.trim());
+      let waits = 0, failed = 0;
+      for (const [i, line] of lines.entries()) {
+        let request: Request;
+        try {
+          request = validateRequest(JSON.parse(line));
+        } catch (e) {
+          throw new CliError(
+            `${file}:${i + 1}: ${e instanceof RequestError || e instanceof SyntaxError ? e.message : e}`,
+            2,
+          );
+        }
+        queue.submit(request);
+        if (request.op === "sync") {
+          const r = queue.drain();
+          waits += r.waits.length;
+          failed += r.waits.filter((w) => !w.ok).length;
+        }
+      }
+      const last = queue.drain();
+      waits += last.waits.length;
+      const t = queue.telemetry;
+      const summary = {
+        requests: lines.length,
+        invalidations: t.invalidationsIn,
+        waits,
+        failedWaits: failed,
+        ioctls: t.ioctls,
+        entries: t.entriesOut,
+      };
+      out(
+        `${summary.requests} requests: ${summary.ioctls} host ioctls, ${summary.entries} entries, ${summary.waits} waits (${summary.failedWaits} failed)`,
+        summary,
+      );
+      return;
+    }
+    default:
+      throw new CliError(`unknown command '${command}'\n${HELP[""]}`, 2);
+  }
+}
+
+try {
+  await main();
+} catch (e) {
+  const known = e instanceof CliError || e instanceof KernelError || e instanceof UnsupportedError ||
+    e instanceof UapiError;
+  console.error(`error: ${known ? e.message : e}`);
+  Deno.exit(e instanceof CliError ? e.code : 1);
+}
