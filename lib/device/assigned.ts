@@ -36,6 +36,7 @@ import {
 import { EntryWriter } from "../compile/entries.ts";
 import { writeCfgiCd } from "../compile/smmuv3.ts";
 import { decodeCapabilities, type DeviceCapabilities } from "./capabilities.ts";
+import { relayRequest } from "./handle.ts";
 import type { DevicePort } from "./port.ts";
 
 const F = HwptAllocFlags.values;
@@ -472,24 +473,7 @@ export class AssignedDevice implements Disposable {
   /** Relay a guest request: binds and unbinds here, invalidations and waits to the shared queue. */
   handle(request: Request): number | undefined {
     this.#live();
-    switch (request.op) {
-      case "bind":
-        this.bind(request.pasid, request.table);
-        return undefined;
-      case "unbind":
-        this.unbind(request.pasid);
-        return undefined;
-      default:
-        try {
-          validateRequest(request, { pasidBits: this.pasidBits });
-          const seq = this.guest.queue.submit(request);
-          this.telemetry.requestsIn++;
-          return seq;
-        } catch (e) {
-          this.telemetry.refused++;
-          throw e;
-        }
-    }
+    return relayRequest(this, this.guest.queue, request);
   }
 
   #live(): void {

@@ -14,6 +14,7 @@ import {
   validateRequest,
 } from "../core/request.ts";
 import type { DeviceTelemetry } from "../device/assigned.ts";
+import { relayRequest } from "../device/handle.ts";
 import type { ModelHost } from "./host.ts";
 
 /** A guest vIOMMU on the in-process host. */
@@ -160,24 +161,7 @@ export class ModelDevice implements Disposable {
 
   handle(request: Request): number | undefined {
     this.#live();
-    switch (request.op) {
-      case "bind":
-        this.bind(request.pasid, request.table);
-        return undefined;
-      case "unbind":
-        this.unbind(request.pasid);
-        return undefined;
-      default:
-        try {
-          validateRequest(request, { pasidBits: this.pasidBits });
-          const seq = this.guest.queue.submit(request);
-          this.telemetry.requestsIn++;
-          return seq;
-        } catch (e) {
-          this.telemetry.refused++;
-          throw e;
-        }
-    }
+    return relayRequest(this, this.guest.queue, request);
   }
 
   #live(): void {
