@@ -2,15 +2,8 @@
 // the library's hot path and through the shim's in-process C loop making the same ioctl, in one run.
 // Under TCG these are emulated-CPU times: only the ratios mean anything.
 import assert from "node:assert/strict";
-import { MockDevice } from "../../lib/kernel/mod.ts";
-import {
-  HwptAllocFlags,
-  IOMMU_HWPT_INVALIDATE,
-  IommuHwptInvalidate,
-  IommuHwptSelftest,
-  MockConstants,
-} from "../../lib/uapi/mod.ts";
-import { kernelTest, openIommufd, shim } from "./harness.ts";
+import { IOMMU_HWPT_INVALIDATE, IommuHwptInvalidate, MockConstants } from "../../lib/uapi/mod.ts";
+import { kernelTest, nestedChain, openIommufd, shim } from "./harness.ts";
 
 const M = MockConstants.values;
 const TYPE = M.IOMMU_HWPT_INVALIDATE_DATA_SELFTEST;
@@ -18,21 +11,8 @@ const ENTRY = 8;
 
 kernelTest("figures: invalidation cost per entry, library vs in-process C loop", ["hwpt-invalidate"], () => {
   using iommufd = openIommufd();
-  using ioas = iommufd.allocIoas();
-  using dev = MockDevice.create(iommufd, ioas.id);
-  using parent = iommufd.allocHwpt({
-    devId: dev.devId,
-    ptId: ioas.id,
-    flags: HwptAllocFlags.values.IOMMU_HWPT_ALLOC_NEST_PARENT,
-  });
-  using nested = iommufd.allocHwpt({
-    devId: dev.devId,
-    ptId: parent.id,
-    data: {
-      type: M.IOMMU_HWPT_DATA_SELFTEST,
-      bytes: IommuHwptSelftest.compact(IommuHwptSelftest.buffer().set("iotlb", 1).bytes),
-    },
-  });
+  using chain = nestedChain(iommufd, 1);
+  const nested = chain.nested;
   const lines: string[] = [];
   for (const batch of [1, 64]) {
     const entries = new Uint8Array(batch * ENTRY);

@@ -1,7 +1,14 @@
 // Shared setup of the kernel suite. It runs inside the test VM (tools/kernel/run.ts) against a real kernel's
 // /dev/iommu; on a host without one every kernel test is reported as ignored, with this reason.
 import { NativeShim } from "../../ffi/native.ts";
-import { detectFeatures, type FeatureName, Iommufd, type KernelFeatureReport } from "../../lib/kernel/mod.ts";
+import {
+  detectFeatures,
+  type FeatureName,
+  Iommufd,
+  type KernelFeatureReport,
+  MockDevice,
+} from "../../lib/kernel/mod.ts";
+import { HwptAllocFlags, IommuHwptSelftest, MockConstants } from "../../lib/uapi/mod.ts";
 
 export const shim: NativeShim = await NativeShim.load();
 export const release: string = Deno.osRelease();
@@ -54,4 +61,25 @@ export function kernelTest(name: string, needs: FeatureName[], fn: () => void | 
     console.log(`kernel suite: ignoring tests because ${reason}`);
   }
   Deno.test({ name, ignore: reason !== undefined, fn });
+}
+
+/** The mock chain: IOAS → mock device → nesting parent → nested HWPT (selftest data). */
+export function nestedChain(iommufd: Iommufd, iotlb: number = MockConstants.values.IOMMU_TEST_IOTLB_DEFAULT) {
+  // Built on a stack: a failing step disposes what was built; the caller's disposal runs in reverse order.
+  using stack = new DisposableStack();
+  const ioas = stack.use(iommufd.allocIoas());
+  const dev = stack.use(MockDevice.create(iommufd, ioas.id));
+  const parent = stack.use(iommufd.allocHwpt({
+    devId: dev.devId,
+    ptId: ioas.id,
+    flags: HwptAllocFlags.values.IOMMU_HWPT_ALLOC_NEST_PARENT,
+  }));
+  const data = IommuHwptSelftest.buffer().set("iotlb", iotlb);
+  const nested = stack.use(iommufd.allocHwpt({
+    devId: dev.devId,
+    ptId: parent.id,
+    data: { type: MockConstants.values.IOMMU_HWPT_DATA_SELFTEST, bytes: IommuHwptSelftest.compact(data.bytes) },
+  }));
+  const owned = stack.move();
+  return { ioas, dev, parent, nested, [Symbol.dispose]: () => owned.dispose() };
 }

@@ -1,45 +1,22 @@
 // Nested HWPTs and IOMMU_HWPT_INVALIDATE against the kernel's mock IOMMU: every entry, batch, flag and error
 // path is checked through the mock IOTLB (IOMMU_TEST_OP_MD_CHECK_IOTLB), not through our own model.
 import assert from "node:assert/strict";
-import { type Hwpt, type Iommufd, KernelError, MockDevice, mockIotlbHolds } from "../../lib/kernel/mod.ts";
+import { type Hwpt, type Iommufd, KernelError, mockIotlbHolds } from "../../lib/kernel/mod.ts";
 import {
   defineStruct,
   HwInfoType,
-  HwptAllocFlags,
   IOMMU_HWPT_INVALIDATE,
   IommuHwptInvalidate,
   IommuHwptInvalidateSelftest,
-  IommuHwptSelftest,
   IommuTestHwInfo,
   MockConstants,
 } from "../../lib/uapi/mod.ts";
-import { atLeast, kernelTest, openIommufd } from "./harness.ts";
+import { atLeast, kernelTest, nestedChain, openIommufd } from "./harness.ts";
 
 const M = MockConstants.values;
 const DEFAULT = M.IOMMU_TEST_IOTLB_DEFAULT;
 const SLOTS = M.MOCK_NESTED_DOMAIN_IOTLB_NUM;
 const ENTRY = IommuHwptInvalidateSelftest.size;
-
-/** The mock chain: IOAS → mock device → nesting parent → nested HWPT (selftest data). */
-function nestedChain(iommufd: Iommufd) {
-  // Built on a stack: a failing step disposes what was built; the caller's disposal runs in reverse order.
-  using stack = new DisposableStack();
-  const ioas = stack.use(iommufd.allocIoas());
-  const dev = stack.use(MockDevice.create(iommufd, ioas.id));
-  const parent = stack.use(iommufd.allocHwpt({
-    devId: dev.devId,
-    ptId: ioas.id,
-    flags: HwptAllocFlags.values.IOMMU_HWPT_ALLOC_NEST_PARENT,
-  }));
-  const data = IommuHwptSelftest.buffer().set("iotlb", DEFAULT);
-  const nested = stack.use(iommufd.allocHwpt({
-    devId: dev.devId,
-    ptId: parent.id,
-    data: { type: M.IOMMU_HWPT_DATA_SELFTEST, bytes: IommuHwptSelftest.compact(data.bytes) },
-  }));
-  const owned = stack.move();
-  return { ioas, dev, parent, nested, [Symbol.dispose]: () => owned.dispose() };
-}
 
 /** Selftest entries: each is [flags, iotlb_id]. */
 function entries(list: [number, number][]): Uint8Array {
