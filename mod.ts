@@ -46,3 +46,4 @@ export * from "./lib/frontends/vtd/mod.ts";
 export * from "./lib/frontends/smmuv3/mod.ts";
 export * from "./lib/plugin/mod.ts";
 export * from "./lib/model/device.ts";
+export * from "./lib/frontends/virtio/iommu.ts";
