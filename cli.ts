@@ -21,6 +21,8 @@ import { RequestError, validateRequest } from "./lib/core/request.ts";
 import type { Request } from "./lib/core/request.ts";
 import { RelayQueue } from "./lib/core/queue.ts";
 import { ModelHost } from "./lib/model/host.ts";
+import { RelayHost } from "./lib/plugin/plugin.ts";
+import { serveBroker } from "./lib/broker/server.ts";
 import { HwptAllocFlags, HwptDataType, IommuHwptVtdS1, UapiError } from "./lib/uapi/mod.ts";
 
 const HELP: Record<string, string> = {
@@ -33,6 +35,7 @@ commands:
   hw-info <cdev>    a VFIO device's IOMMU, decoded (VT-d CAP/ECAP, SMMUv3 IDRs, PASID width)
   probe <cdev>      nesting support and the invalidation data types the kernel accepts
   replay <trace>    run a recorded guest request trace (JSON lines) through the relay on the in-process host
+  serve             the broker: hold the relay (and the device fds) and serve VMM clients on a Unix socket
 
 options: --json (machine output), --shim <path> (prebuilt shim; default $IOMMU_RELAY_SHIM or the cache), --help`,
   info: `usage: cli.ts info [--iommu /dev/iommu] [--cdev <path>]... [--json]
@@ -44,6 +47,11 @@ Binds the VFIO cdev to a fresh iommufd and prints IOMMU_GET_HW_INFO decoded.`,
   probe: `usage: cli.ts probe <cdev> [--iommu /dev/iommu] [--json]
 
 Tries a nesting-parent HWPT and a nested VT-d stage-1 HWPT (never attached) and the zero-entry invalidation probe.`,
+  serve: `usage: cli.ts serve --socket <path> [--in-process] [--iommu /dev/iommu]
+
+Privilege separation: this process holds the FFI and the device fds; a VMM's plugin talks to it over the socket
+(2017-format invalidation records, see lib/broker/protocol.ts) and needs no FFI permission. --in-process serves
+iommu-relay's in-process host instead of the kernel. Stops on SIGINT/SIGTERM.`,
   replay: `usage: cli.ts replay <trace.jsonl> [--domain-binding D:P:format]... [--json]
 
 Each line of the trace is a request ({"op":"invalidate",...} / {"op":"sync"}); bindings map (domain, PASID or rid)
@@ -66,6 +74,8 @@ const { values, positionals } = parseArgs({
     iommu: { type: "string", default: "/dev/iommu" },
     cdev: { type: "string", multiple: true, default: [] },
     "domain-binding": { type: "string", multiple: true, default: [] },
+    socket: { type: "string" },
+    "in-process": { type: "boolean", default: false },
   },
 });
 const [command = "", ...rest] = positionals;
@@ -224,6 +234,31 @@ async function main(): Promise<void> {
         `${summary.requests} requests: ${summary.ioctls} host ioctls, ${summary.entries} entries, ${summary.waits} waits (${summary.failedWaits} failed)`,
         summary,
       );
+      return;
+    }
+    case "serve": {
+      const path = values.socket;
+      if (!path) throw new CliError(`serve needs --socket <path>\n${HELP.serve}`, 2);
+      let host: RelayHost;
+      let s: NativeShim | undefined;
+      if (values["in-process"]) host = RelayHost.inProcess();
+      else {
+        await requireGrant(values.iommu);
+        s = await shim();
+        host = RelayHost.kernel(s, { path: values.iommu });
+      }
+      try {
+        await Deno.remove(path);
+      } catch { /* no stale socket */ }
+      const listener = Deno.listen({ transport: "unix", path });
+      const stop = () => listener.close();
+      Deno.addSignalListener("SIGTERM", stop);
+      Deno.addSignalListener("SIGINT", stop);
+      console.log(`listening on ${path}`);
+      const stats = await serveBroker(listener, host);
+      host[Symbol.dispose]();
+      s?.[Symbol.dispose]();
+      console.log(`broker: ${stats.connections} connections, ${stats.frames} frames, ${stats.errors} refused`);
       return;
     }
     default:

@@ -47,3 +47,6 @@ export * from "./lib/frontends/smmuv3/mod.ts";
 export * from "./lib/plugin/mod.ts";
 export * from "./lib/model/device.ts";
 export * from "./lib/frontends/virtio/iommu.ts";
+export * from "./lib/broker/protocol.ts";
+export * from "./lib/broker/client.ts";
+export { serveBroker } from "./lib/broker/server.ts";

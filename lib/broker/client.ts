@@ -1,0 +1,113 @@
+/**
+ * The VMM side of the broker: a client that needs no FFI permission — only the socket. Requests are sent one at a
+ * time and answered in order.
+ *
+ * @module
+ */
+import { encodeSvmBind2017, encodeTlbInvalidate2017 } from "../compile/wire2017.ts";
+import type { BindRequest, InvalidateRequest, PasidOrRid } from "../core/request.ts";
+import { BrokerOp, encodeFrame, type Frame, takeFrames, u32s } from "./protocol.ts";
+
+/** An error the broker answered. */
+export class BrokerError extends Error {
+  override name = "BrokerError";
+  constructor(readonly errno: number, message: string) {
+    super(message);
+  }
+}
+
+/** The outcome of a remote sync. */
+export interface RemoteSync {
+  readonly ok: boolean;
+  /** The request id of the earliest failed invalidation (0 if none). */
+  readonly firstFailedRequest: number;
+  readonly failures: number;
+}
+
+/**
+ * A connection to a broker.
+ *
+ * @example
+ * ```ts ignore
+ * await using relay = await BrokerClient.connect("/run/iommu-relay.sock");
+ * const dev = await relay.attach(1);
+ * await dev.invalidate({ op: "invalidate", domain: 1, scope: { kind: "all" } });
+ * console.log((await dev.sync()).ok);
+ * ```
+ */
+export class BrokerClient implements AsyncDisposable {
+  #buffered: Uint8Array = new Uint8Array(0);
+  #request = 0;
+  private constructor(readonly conn: Deno.Conn) {}
+
+  static async connect(path: string): Promise<BrokerClient> {
+    return new BrokerClient(await Deno.connect({ transport: "unix", path }));
+  }
+
+  /** Send one frame and wait for its answer. */
+  async call(op: number, device: number, payload: Uint8Array = new Uint8Array(0)): Promise<Frame> {
+    const request = ++this.#request;
+    await this.conn.write(encodeFrame({ op, device, request, payload }));
+    for (;;) {
+      const { frames, rest } = takeFrames(this.#buffered);
+      this.#buffered = rest;
+      const f = frames.find((x) => x.request === request);
+      if (f) {
+        if (f.op === BrokerOp.ERROR) {
+          const v = new DataView(f.payload.buffer);
+          throw new BrokerError(v.getUint32(0, true), new TextDecoder().decode(f.payload.subarray(4)));
+        }
+        return f;
+      }
+      const chunk = new Uint8Array(8192);
+      const n = await this.conn.read(chunk);
+      if (n === null) throw new BrokerError(104, "the broker closed the connection");
+      const joined = new Uint8Array(this.#buffered.byteLength + n);
+      joined.set(this.#buffered);
+      joined.set(chunk.subarray(0, n), this.#buffered.byteLength);
+      this.#buffered = joined;
+    }
+  }
+
+  /** Attach a device in guest domain `domain` (kind 0: in-process model, 1: selftest mock). */
+  async attach(domain: number, kind = 0): Promise<RemoteDevice> {
+    const f = await this.call(BrokerOp.ATTACH, 0, u32s(domain, kind));
+    return new RemoteDevice(this, new DataView(f.payload.buffer).getUint32(0, true), domain);
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    try {
+      this.conn.close();
+    } catch { /* closed */ }
+    return Promise.resolve();
+  }
+}
+
+/** A device attached through the broker. */
+export class RemoteDevice {
+  constructor(readonly client: BrokerClient, readonly handle: number, readonly domain: number) {}
+
+  /** Relay an invalidation in the 2017 wire format; returns the broker-side sequence number. */
+  async invalidate(request: InvalidateRequest): Promise<number> {
+    const f = await this.client.call(BrokerOp.INVALIDATE, this.handle, encodeTlbInvalidate2017(request));
+    return new DataView(f.payload.buffer).getUint32(0, true);
+  }
+
+  async bind(request: BindRequest): Promise<void> {
+    await this.client.call(BrokerOp.BIND, this.handle, encodeSvmBind2017(request));
+  }
+
+  async unbind(pasid: PasidOrRid): Promise<void> {
+    await this.client.call(BrokerOp.UNBIND, this.handle, u32s(pasid === "rid" ? 0xffff_ffff : pasid));
+  }
+
+  async sync(): Promise<RemoteSync> {
+    const f = await this.client.call(BrokerOp.SYNC, this.handle);
+    const v = new DataView(f.payload.buffer);
+    return { ok: v.getUint32(0, true) === 1, firstFailedRequest: v.getUint32(4, true), failures: v.getUint32(8, true) };
+  }
+
+  async detach(): Promise<void> {
+    await this.client.call(BrokerOp.DETACH, this.handle);
+  }
+}
