@@ -13,7 +13,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { errnoName, NativeShim, prng, ScriptedGuest } from "../mod.ts";
+import { errnoName, NativeShim, runDemoScript, ScriptedGuest } from "../mod.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -43,72 +43,40 @@ if (!kvm.startsWith("present")) {
 }
 
 using guest = ScriptedGuest.inProcess();
-const nic = guest.device({ domain: 1 }); // a NIC doing DMA without PASID
-const gpu = guest.device({ domain: 2 }); // an SVA device: process address spaces on PASIDs
-nic.submit({
-  op: "bind",
-  domain: 1,
-  pasid: "rid",
-  table: { format: "vtd-s1", tableAddress: 0x10_0000, addressWidth: 48 },
+const vtdTable = (n: number) => ({
+  format: "vtd-s1" as const,
+  tableAddress: 0x10_0000 * (n + 1),
+  addressWidth: 48 as const,
 });
-gpu.submit({ op: "bind", domain: 2, pasid: 5, table: { format: "vtd-s1", tableAddress: 0x20_0000, addressWidth: 48 } });
-const vtd = guest.vtd({ wide: true }); // scalable mode: 256-bit descriptors
-
-const rnd = prng(seed);
-const latencies: number[] = [];
-let descriptors = 0, failures = 0, missed = 0;
-let iova = 0x4_0000;
-const ring = () => {
-  const t0 = performance.now();
-  const r = vtd.ring();
-  latencies.push((performance.now() - t0) * 1000);
-  descriptors += r.processed;
-  if (r.error) failures++;
-  return r;
-};
-for (let i = 0; i < doorbells; i++) {
-  // Strict mode: one invalidation + one wait per doorbell; the same IOVA recurs 96 % of the time.
-  if (rnd(100) >= 96) iova = 0x4_0000 + rnd(1 << 16) * 32;
-  const am = rnd(2) === 0 ? 0 : 5; // 4 KiB or 128 KiB
-  vtd.iotlb(1, { page: iova, am }).wait();
-  ring();
-  if (!guest.invalidated(1, "rid", iova)) missed++;
-  guest.resetHost();
-  if ((i + 1) % Math.max(1, Math.floor(doorbells / 4)) === 0) {
-    const q = nic.telemetry.queue;
+const step = Math.max(1, Math.floor(doorbells / 4));
+const run = runDemoScript(guest, {
+  doorbells,
+  seed,
+  table: vtdTable,
+  progress: (done) => {
+    if (done % step !== 0) return;
+    const q = guest.host.queue().telemetry;
     say(
       `  ${
-        String(i + 1).padStart(6)
-      } doorbells: ${q.ioctls} host ioctls, ${q.entriesOut} entries, ${failures} failures`,
+        String(done).padStart(6)
+      } doorbells: ${q.ioctls} host ioctls, ${q.entriesOut} entries, ${q.failures} failures`,
     );
-  }
-}
-// An SVA munmap of 512 KiB in one doorbell: 128 page invalidations, then one wait.
-for (let p = 0; p < 128; p++) vtd.pasidIotlb(2, 5, { page: 0x7f000 + p, am: 0, leaf: true });
-vtd.wait();
-const before = gpu.telemetry.queue.ioctls;
-const burst = ring();
-const burstIoctls = gpu.telemetry.queue.ioctls - before;
-for (const p of [0x7f000, 0x7f07f]) if (!guest.invalidated(2, 5, p)) missed++;
-// The process exits: the guest rebinds PASID 5 to a new table and tells the IOMMU (PASID-cache invalidation).
-gpu.submit({ op: "bind", domain: 2, pasid: 5, table: { format: "vtd-s1", tableAddress: 0x30_0000, addressWidth: 48 } });
-vtd.pasidCache(2, 5).pasidIotlb(2, 5).wait();
-ring();
-
-const q = nic.telemetry.queue;
-const sorted = latencies.toSorted((a, b) => a - b);
+  },
+});
+const q = guest.host.queue().telemetry;
+const sorted = run.latenciesUs.toSorted((a, b) => a - b);
 const pct = (p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 const summary = {
-  descriptors,
-  doorbells: latencies.length,
+  descriptors: run.descriptors,
+  doorbells: run.doorbells,
   guestInvalidations: q.invalidationsIn,
   hostIoctls: q.ioctls,
   hostEntries: q.entriesOut,
   coalescing: Number((q.invalidationsIn / Math.max(1, q.entriesOut)).toFixed(2)),
-  svaBurst: { descriptors: burst.processed, ioctls: burstIoctls },
+  svaBurst: run.burst,
   doorbellLatencyUs: { p50: Number(pct(50).toFixed(1)), p99: Number(pct(99).toFixed(1)) },
-  failures,
-  underInvalidated: missed,
+  failures: run.failures,
+  underInvalidated: run.underInvalidated,
 };
 if (values.json) console.log(JSON.stringify(summary));
 else {
@@ -123,4 +91,4 @@ else {
   );
   console.log(`| failures / under-invalidated pages | ${summary.failures} / ${summary.underInvalidated} |`);
 }
-if (missed || failures) Deno.exit(1);
+if (summary.underInvalidated || summary.failures) Deno.exit(1);

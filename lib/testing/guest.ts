@@ -15,7 +15,7 @@
  *
  * @module
  */
-import { RelayHost, type RelayPlugin, relayPlugin } from "../plugin/plugin.ts";
+import { type DeviceSource, RelayHost, type RelayPlugin, relayPlugin } from "../plugin/plugin.ts";
 import { type DoorbellResult, type GuestMemory, VtdInvalidationQueue } from "../frontends/vtd/queue.ts";
 import { type ProdResult, SmmuCommandQueue, type SmmuQueueHooks } from "../frontends/smmuv3/cmdq.ts";
 import type { PasidOrRid } from "../core/request.ts";
@@ -53,9 +53,19 @@ export class ScriptedGuest implements Disposable {
     return new ScriptedGuest(RelayHost.inProcess());
   }
 
-  /** Assign a device in guest domain `domain` (iommu-relay's own plugin, a model device). */
-  device(opts: { domain: number }): RelayPlugin {
-    const p = relayPlugin.create(this.host, { domain: opts.domain, device: { kind: "model" } });
+  /** A guest on a given host (e.g. `RelayHost.kernel(shim)` with selftest mock devices). Takes ownership. */
+  static on(host: RelayHost): ScriptedGuest {
+    return new ScriptedGuest(host);
+  }
+
+  /**
+   * Assign a device in guest domain `domain` (iommu-relay's own plugin): a model device on the in-process host,
+   * else `device` (e.g. `{ kind: "mock", pasid: true }` on a kernel host).
+   */
+  device(opts: { domain: number; device?: DeviceSource }): RelayPlugin {
+    const device = opts.device ??
+      (this.host.model ? { kind: "model" as const } : { kind: "mock" as const, pasid: true });
+    const p = relayPlugin.create(this.host, { domain: opts.domain, device });
     this.#plugins.push(p);
     return p;
   }
@@ -72,6 +82,7 @@ export class ScriptedGuest implements Disposable {
 
   /** Whether the in-process host invalidated `page` of what (domain, pasid) is bound to (any ASID on SMMUv3). */
   invalidated(domain: number, pasid: PasidOrRid, page: number): boolean {
+    if (!this.host.model) throw new Error("invalidated() reads the in-process host; on a kernel host check the kernel");
     const bindings = this.host.queue().bindings(domain, pasid);
     return bindings.length > 0 && bindings.every((b) => this.host.model!.covered(b.targetId, page, b.asid));
   }
