@@ -27,6 +27,11 @@ export interface EscalationLimits {
   readonly maxRanges: number;
   /** More pages than this (summed over ranges) escalate to whole-space. */
   readonly maxPages: number;
+  /**
+   * Merge adjacent and overlapping ranges (default). Off models a relay that batches without merging (one entry per
+   * guest request), for policy comparisons.
+   */
+  readonly merge?: boolean;
 }
 
 function mergeOrigins(a: number[], b: number[]): number[] {
@@ -84,6 +89,11 @@ export class PendingSet {
     }
     let last = first + pages - 1;
     let origins = [origin];
+    if (this.limits.merge === false) {
+      this.ranges.push({ first, last, leaf, origins });
+      this.pages += pages;
+      return;
+    }
     // Find the ranges that overlap or touch [first, last]: they merge into one.
     const rs = this.ranges;
     let lo = 0;

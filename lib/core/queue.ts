@@ -66,6 +66,8 @@ export interface QueueOptions {
   readonly maxPendingInvalidations?: number;
   /** Drain by itself at a submit once the oldest pending invalidation is this old (default: never). */
   readonly maxAgeMs?: number;
+  /** Coalesce (default). Off: one host entry per guest request and no escalation, for policy comparisons. */
+  readonly coalesce?: boolean;
 }
 
 /** A guest request the host failed to carry out. */
@@ -192,6 +194,7 @@ export class RelayQueue {
       transientRetries: options.transientRetries ?? 3,
       maxPendingInvalidations: options.maxPendingInvalidations ?? 4096,
       maxAgeMs: options.maxAgeMs ?? Infinity,
+      coalesce: options.coalesce ?? true,
       limits: options.limits,
     };
   }
@@ -313,10 +316,14 @@ export class RelayQueue {
         pasid,
         smmu,
         vdevId: binding.vdevId,
-        pending: new PendingSet({
-          maxRanges: this.#opts.maxRanges,
-          maxPages: noRil ? Math.min(64, this.#opts.maxPages) : this.#opts.maxPages,
-        }),
+        pending: new PendingSet(
+          this.#opts.coalesce
+            ? {
+              maxRanges: this.#opts.maxRanges,
+              maxPages: noRil ? Math.min(64, this.#opts.maxPages) : this.#opts.maxPages,
+            }
+            : { maxRanges: Infinity, maxPages: Infinity, merge: false },
+        ),
       };
       this.#units.set(key, unit);
     }

@@ -1,0 +1,40 @@
+// Policy comparison on recorded-shape guest workloads (issue 8 item 2): host ioctls and entries per 1,000 guest
+// descriptors for QEMU's per-descriptor policy, OpenVMM's batch-to-sync, and iommu-relay — printed as a table — and
+// the time per descriptor of each policy on the in-process host, measured by deno bench.
+import { comparePolicies, type PolicySetup, runPolicy } from "../lib/testing/policies.ts";
+import { lazyWorkload, smmuWorkload, strictWorkload, type Workload } from "../lib/testing/workloads.ts";
+
+const rid: PolicySetup = { bindings: [{ domain: 1, pasid: "rid", format: "vtd-s1" }] };
+const cases: [Workload, PolicySetup][] = [
+  [strictWorkload({ doorbells: 4000, seed: 1 }), rid],
+  [strictWorkload({ doorbells: 4000, vcpus: 4, gapNs: 5000, seed: 2 }), rid],
+  [lazyWorkload({ flushes: 300, seed: 3 }), rid],
+  [strictWorkload({ doorbells: 2000, seed: 4 }), { ...rid, devicesPerTarget: 2 }],
+  [smmuWorkload({ syncs: 200, seed: 5, pasid: 3 }), {
+    bindings: [{ domain: 1, pasid: 3, format: "smmuv3", asid: 9 }],
+    smmuRil: true,
+  }],
+];
+
+console.log("| workload | policy | host ioctls / 1000 desc | host entries / 1000 desc | under-invalidated |");
+console.log("|---|---|---:|---:|---:|");
+for (const [w, s] of cases) {
+  const label = s.devicesPerTarget ? `${w.name}, 2 devices sharing a domain` : w.name;
+  for (const r of comparePolicies(w, s)) {
+    console.log(`| ${label} | ${r.policy} | ${r.ioctlsPer1000} | ${r.entriesPer1000} | ${r.underInvalidated} |`);
+  }
+}
+
+for (const [w, s] of cases) {
+  for (const policy of ["per-descriptor", "batch-to-sync", "iommu-relay"] as const) {
+    Deno.bench({
+      name: `${policy}`,
+      group: w.name + (s.devicesPerTarget ? " (2 devices)" : ""),
+      baseline: policy === "per-descriptor",
+      n: 5,
+      fn() {
+        runPolicy(w, policy, s);
+      },
+    });
+  }
+}
