@@ -22,6 +22,8 @@ export interface RemoteSync {
   /** The request id of the earliest failed invalidation (0 if none). */
   readonly firstFailedRequest: number;
   readonly failures: number;
+  /** Host ioctls the broker made for this sync's flush. */
+  readonly hostIoctls: number;
 }
 
 /**
@@ -104,7 +106,12 @@ export class RemoteDevice {
   async sync(): Promise<RemoteSync> {
     const f = await this.client.call(BrokerOp.SYNC, this.handle);
     const v = new DataView(f.payload.buffer);
-    return { ok: v.getUint32(0, true) === 1, firstFailedRequest: v.getUint32(4, true), failures: v.getUint32(8, true) };
+    return {
+      ok: v.getUint32(0, true) === 1,
+      firstFailedRequest: v.getUint32(4, true),
+      failures: v.getUint32(8, true),
+      hostIoctls: v.getUint32(12, true),
+    };
   }
 
   async detach(): Promise<void> {

@@ -10,7 +10,7 @@
  * | INVALIDATE 2 | a 2017 `vfio_iommu_tlb_invalidate` record (32 or 48 bytes, little-endian tail) | `seq u32` |
  * | BIND 3 | a 2017 `vfio_device_svm` + `VFIO_SVM_BIND_PGTABLE` record | — |
  * | UNBIND 4 | `pasid u32` (0xffffffff: the RID) | — |
- * | SYNC 5 | — | `ok u32, firstFailedRequest u32, failures u32` |
+ * | SYNC 5 | — | `ok u32, firstFailedRequest u32, failures u32, hostIoctls u32` |
  * | DETACH 6 | — | — |
  *
  * Answers carry `op | 0x80` and the request id; an error is op 0xff with `errno u32` and a UTF-8 message. A frame

@@ -109,7 +109,7 @@ async function serveClient(conn: Deno.Conn, host: RelayHost, stats: BrokerStats)
               const mine = report.failures.filter((x) => seqToRequest.has(x.seq));
               const first = mine.length ? seqToRequest.get(mine[0].seq)! : 0;
               for (const s of seqToRequest.keys()) if (!mine.some((x) => x.seq === s)) seqToRequest.delete(s);
-              await answer(u32s(mine.length ? 0 : 1, first, mine.length));
+              await answer(u32s(mine.length ? 0 : 1, first, mine.length, report.ioctls));
               break;
             }
             case BrokerOp.DETACH:

@@ -148,12 +148,12 @@ export function decodeTlbInvalidate2017(bytes: Uint8Array, domain: number): Inva
 export function encodeSvmBind2017(request: BindRequest): Uint8Array {
   validateRequest(request);
   const t = request.table;
-  if (t.format !== "vtd-s1") {
+  if (t.format === "smmuv3") {
     throw new UapiError(
       SvmBindPgtable2017.name,
       "format",
       "unknown-value",
-      `${t.format}: the 2017 bind carried VT-d tables only`,
+      "smmuv3: the 2017 bind carried VT-d tables (and iommu-relay's selftest format) only",
     );
   }
   const bytes = new Uint8Array(VfioDeviceSvm.size + SvmBindPgtable2017.size);
@@ -165,12 +165,12 @@ export function encodeSvmBind2017(request: BindRequest): Uint8Array {
   const data = bytes.subarray(VfioDeviceSvm.size);
   SvmBindPgtable2017.encode({
     pasid: request.pasid === "rid" ? RID : request.pasid,
-    format: 1,
+    format: t.format === "vtd-s1" ? 1 : 2,
     table: 0,
-    addr_width: t.addressWidth,
-    flags: (t.sre ? 1 : 0) | (t.eafe ? 2 : 0) | (t.wpe ? 4 : 0),
+    addr_width: t.format === "vtd-s1" ? t.addressWidth : 48,
+    flags: t.format === "vtd-s1" ? (t.sre ? 1 : 0) | (t.eafe ? 2 : 0) | (t.wpe ? 4 : 0) : 0,
   }, data);
-  writeU64(new DataView(data.buffer, data.byteOffset), 8, t.tableAddress);
+  writeU64(new DataView(data.buffer, data.byteOffset), 8, t.format === "vtd-s1" ? t.tableAddress : t.iotlb);
   return bytes;
 }
 
@@ -207,10 +207,17 @@ export function decodeSvmBind2017(bytes: Uint8Array, domain: number): BindReques
   if (d.table > BigInt(Number.MAX_SAFE_INTEGER)) {
     throw new UapiError(SvmBindPgtable2017.name, "table", "out-of-range", `0x${d.table.toString(16)}`);
   }
+  const pasid = d.pasid === RID ? "rid" as const : d.pasid;
+  if (d.format === 2) {
+    if (d.table > 0xffff_ffffn || d.flags) {
+      throw new UapiError(SvmBindPgtable2017.name, "table", "out-of-range", "selftest IOTLB value");
+    }
+    return validateRequest({ op: "bind", domain, pasid, table: { format: "selftest", iotlb: Number(d.table) } });
+  }
   return validateRequest({
     op: "bind",
     domain,
-    pasid: d.pasid === RID ? "rid" : d.pasid,
+    pasid,
     table: {
       format: "vtd-s1",
       tableAddress: Number(d.table),

@@ -116,7 +116,12 @@ export const SvmBindPgtable2017 = defineStruct({
   doc: "Guest page-table bind (iommu-relay's own layout).",
   fields: {
     pasid: { type: "u32", offset: 0, doc: "PASID, or 0xffffffff for the RID" },
-    format: { type: "u32", offset: 4, values: { VTD_S1: 1 }, doc: "1 = VT-d first-stage" },
+    format: {
+      type: "u32",
+      offset: 4,
+      values: { VTD_S1: 1, SELFTEST: 2 },
+      doc: "1 = VT-d first-stage, 2 = the selftest mock (table = IOTLB value)",
+    },
     table: { type: "u64", offset: 8, doc: "guest-physical table root" },
     addr_width: { type: "u32", offset: 16, values: { W48: 48, W57: 57 }, doc: "48 or 57" },
     flags: { type: "u32", offset: 20, flags: { SRE: 1, EAFE: 2, WPE: 4 }, doc: "VT-d S1 flags" },

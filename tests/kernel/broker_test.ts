@@ -1,0 +1,78 @@
+// Broker mode on the real kernel: `cli.ts serve` holds /dev/iommu (granted that one path and the shim only) and
+// relays for a client in this process that attaches a selftest mock device over the socket.
+import assert from "node:assert/strict";
+import { BrokerClient } from "../../lib/broker/client.ts";
+import { kernelTest, shim } from "./harness.ts";
+
+const cli = new URL("../../cli.ts", import.meta.url).pathname;
+
+kernelTest(
+  "broker (kernel): a client relays 2017-format records to a broker holding /dev/iommu",
+  ["selftest-pasid"],
+  async () => {
+    const dir = await Deno.makeTempDir();
+    const sock = `${dir}/relay.sock`;
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--no-check",
+        "--no-lock",
+        "--quiet",
+        "--no-prompt",
+        `--allow-ffi=${shim.path}`,
+        "--allow-env=IOMMU_RELAY_SHIM",
+        `--allow-read=/dev/iommu,${dir}`,
+        `--allow-write=/dev/iommu,${dir}`,
+        `--allow-net=unix:${sock}`,
+        cli,
+        "serve",
+        "--socket",
+        sock,
+      ],
+      env: { IOMMU_RELAY_SHIM: shim.path },
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let seen = "";
+    try {
+      while (!seen.includes("listening on")) {
+        const { value, done } = await reader.read();
+        if (done) throw new Error(`the broker exited: ${seen}`);
+        seen += value;
+      }
+      await using relay = await BrokerClient.connect(sock);
+      const dev = await relay.attach(1, 1); // a selftest mock device with PASID support
+      // The mock IOMMU takes selftest tables (iommu-relay's format 2 in the 2017 bind record).
+      await dev.bind({ op: "bind", domain: 1, pasid: 6, table: { format: "selftest", iotlb: 0x66 } });
+      for (let p = 0; p < 8; p++) {
+        await dev.invalidate({
+          op: "invalidate",
+          domain: 1,
+          scope: { kind: "pasid-range", pasid: 6, firstPage: p, pages: 1 },
+        });
+      }
+      assert.deepEqual(
+        await dev.sync(),
+        { ok: true, firstFailedRequest: 0, failures: 0, hostIoctls: 1 },
+        "one real ioctl",
+      );
+      // A VT-d table is refused by the mock IOMMU, and the broker says so.
+      const refused = await dev.bind({
+        op: "bind",
+        domain: 1,
+        pasid: 7,
+        table: { format: "vtd-s1", tableAddress: 0x1000, addressWidth: 48 },
+      })
+        .then(() => "accepted", (e) => String(e));
+      assert.match(refused, /EOPNOTSUPP|EINVAL/);
+      await dev.detach();
+    } finally {
+      child.kill("SIGTERM");
+      await child.status;
+      await reader.cancel();
+      await child.stderr.cancel();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
