@@ -50,3 +50,4 @@ export * from "./lib/frontends/virtio/iommu.ts";
 export * from "./lib/broker/protocol.ts";
 export * from "./lib/broker/client.ts";
 export { serveBroker } from "./lib/broker/server.ts";
+export * from "./lib/backend/faults.ts";
