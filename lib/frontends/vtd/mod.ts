@@ -5,3 +5,4 @@
  */
 export * from "./descriptors.ts";
 export * from "./queue.ts";
+export * from "./prq.ts";

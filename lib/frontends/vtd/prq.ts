@@ -1,0 +1,220 @@
+/**
+ * The guest side of I/O page faults on VT-d: a register-level page request queue (PQA/PQH/PQT, PRS.PPR/PRO) that
+ * receives host faults as 256-bit page request descriptors (layout as the Linux driver reads them,
+ * `drivers/iommu/intel/prq.c` `struct page_req_dsc`), and the matching of the guest's page group responses (decoded
+ * by the invalidation queue) back to the host fault's cookie.
+ *
+ * Guest answers are hostile input: a response to no pending group, a second response, or one after the PASID was
+ * unbound is refused — never forwarded. A request the guest never answers is answered for it (INVALID) when its
+ * deadline passes. A full queue sets PRS.PRO and answers the host INVALID at once: iommu-relay's documented
+ * choice, so the device is not stuck.
+ *
+ * @module
+ */
+import type { GuestMemory } from "./queue.ts";
+import type { VtdDescriptor } from "./descriptors.ts";
+
+/** PRS bits. */
+export const PRS = { PPR: 1, PRO: 2 } as const;
+/** Host page response codes (`enum iommufd_page_response_code`). */
+export const HOST_RESPONSE = { SUCCESS: 0, INVALID: 1 } as const;
+
+/** A host fault to deliver (from an iommufd fault queue record). */
+export interface HostPageFault {
+  readonly rid: number;
+  /** Absent: a request without PASID. */
+  readonly pasid?: number;
+  /** The faulting 4 KiB page. */
+  readonly page: number;
+  readonly read: boolean;
+  readonly write: boolean;
+  readonly exec: boolean;
+  readonly priv: boolean;
+  readonly lastInGroup: boolean;
+  readonly grpid: number;
+  /** The host's cookie, quoted back in the response. */
+  readonly cookie: number;
+}
+
+/** Where answers to the host go (an iommufd fault queue's `respond`). */
+export type HostResponder = (cookie: number, code: number) => void;
+
+/** Why a guest response was refused. */
+export type RefusedResponse = "no-such-group" | "already-answered" | "pasid-unbound";
+
+/** Counters. */
+export interface PrqTelemetry {
+  delivered: number;
+  answered: number;
+  refused: number;
+  timedOut: number;
+  overflows: number;
+}
+
+interface Pending {
+  readonly fault: HostPageFault;
+  readonly deadline: number;
+}
+
+/**
+ * One guest VT-d unit's page request queue.
+ *
+ * @example
+ * ```ts
+ * import { VtdPageRequestQueue } from "./prq.ts";
+ * const ram = new Uint8Array(1 << 16);
+ * const memory = { read: (a: number, n: number) => ram.slice(a, a + n), write: (a: number, b: Uint8Array) => ram.set(b, a) };
+ * const answers: [number, number][] = [];
+ * const prq = new VtdPageRequestQueue(memory, (cookie, code) => answers.push([cookie, code]));
+ * prq.writePqa(0x2000); // one 4 KiB page: 128 descriptors
+ * prq.deliver({ rid: 0x10, pasid: 5, page: 0x7f000, read: true, write: false, exec: false, priv: false, lastInGroup: true, grpid: 3, cookie: 77 });
+ * console.log(prq.pqt, prq.prs); // 32 1
+ * ```
+ */
+export class VtdPageRequestQueue {
+  base = 0;
+  entries = 128;
+  /** PQH (guest-owned) and PQT (ours), byte offsets. */
+  pqh = 0;
+  pqt = 0;
+  prs = 0;
+  readonly telemetry: PrqTelemetry = { delivered: 0, answered: 0, refused: 0, timedOut: 0, overflows: 0 };
+  /** Pending groups by rid/pasid/grpid: only a group's last request (LPIG) is answered. */
+  readonly #pending = new Map<string, Pending>();
+  readonly #unbound = new Set<string>();
+
+  constructor(
+    readonly memory: GuestMemory,
+    readonly respond: HostResponder,
+    readonly hooks: { interrupt?(): void; now?(): number } = {},
+    /** How long the guest has to answer, ms (default 10 s). */
+    readonly timeoutMs = 10_000,
+  ) {}
+
+  /** PQA: base [63:12], QS [2:0] (2^QS pages of 32-byte descriptors). Resets PQH and PQT. */
+  writePqa(value: number): void {
+    this.base = Math.floor(value / 4096) * 4096;
+    this.entries = (2 ** (value % 8) * 4096) / 32;
+    this.pqh = 0;
+    this.pqt = 0;
+  }
+
+  /** PQH write: the guest consumed descriptors up to here. */
+  writePqh(value: number): void {
+    if (value % 32 === 0 && value / 32 < this.entries) this.pqh = value;
+  }
+
+  /** PRS write: 1s clear PPR/PRO. */
+  writePrs(value: number): void {
+    this.prs &= ~(value & (PRS.PPR | PRS.PRO));
+  }
+
+  #key(rid: number, pasid: number | undefined, grpid: number): string {
+    return `${rid}/${pasid ?? "-"}/${grpid}`;
+  }
+
+  /** Deliver a host fault to the guest. Returns false when the queue was full (answered INVALID, PRO set). */
+  deliver(f: HostPageFault): boolean {
+    const next = (this.pqt / 32 + 1) % this.entries;
+    if (next === this.pqh / 32) {
+      this.prs |= PRS.PRO;
+      this.telemetry.overflows++;
+      if (f.lastInGroup) this.respond(f.cookie, HOST_RESPONSE.INVALID);
+      return false;
+    }
+    const d = new Uint8Array(32);
+    const v = new DataView(d.buffer);
+    // qw0: type 7:0 (1 = page request), PASID present 8, RID 31:16, PASID 51:32, exe 52, priv 53
+    v.setUint32(0, 1 | (f.pasid !== undefined ? 1 << 8 : 0) | ((f.rid & 0xffff) << 16), true);
+    v.setUint32(4, ((f.pasid ?? 0) & 0xfffff) | (f.exec ? 1 << 20 : 0) | (f.priv ? 1 << 21 : 0), true);
+    // qw1: read 0, write 1, LPIG 2, PRG index 11:3, address 63:12
+    v.setUint32(
+      8,
+      ((f.page % 0x10_0000) * 4096 + ((f.grpid & 0x1ff) << 3) + (f.lastInGroup ? 4 : 0) + (f.write ? 2 : 0) +
+        (f.read ? 1 : 0)) >>> 0,
+      true,
+    );
+    v.setUint32(12, Math.floor(f.page / 0x10_0000), true);
+    this.memory.write(this.base + this.pqt, d);
+    this.pqt = next * 32;
+    this.prs |= PRS.PPR;
+    this.telemetry.delivered++;
+    const key = this.#key(f.rid, f.pasid, f.grpid);
+    this.#unbound.delete(key);
+    if (f.lastInGroup) {
+      this.#pending.set(key, { fault: f, deadline: (this.hooks.now?.() ?? Date.now()) + this.timeoutMs });
+    }
+    this.hooks.interrupt?.();
+    return true;
+  }
+
+  /** The guest's page group response (from the invalidation queue). Returns undefined, or why it was refused. */
+  guestResponse(d: VtdDescriptor & { type: "page-group-response" }): RefusedResponse | undefined {
+    const key = this.#key(d.rid, d.pasidPresent ? d.pasid : undefined, d.prgIndex);
+    const pending = this.#pending.get(key);
+    if (!pending) {
+      this.telemetry.refused++;
+      return this.#unbound.has(key) ? "pasid-unbound" : this.#answered.has(key) ? "already-answered" : "no-such-group";
+    }
+    this.#pending.delete(key);
+    this.#answered.add(key);
+    // Guest codes: 0 success, 1 invalid request, 0xf response failure.
+    this.respond(pending.fault.cookie, d.responseCode === 0 ? HOST_RESPONSE.SUCCESS : HOST_RESPONSE.INVALID);
+    this.telemetry.answered++;
+    return undefined;
+  }
+
+  readonly #answered = new Set<string>();
+
+  /** The PASID was unbound: answer its pending groups INVALID now; later guest answers for them are refused. */
+  pasidUnbound(rid: number, pasid: number): void {
+    for (const [key, p] of this.#pending) {
+      if (p.fault.rid === rid && p.fault.pasid === pasid) {
+        this.#pending.delete(key);
+        this.#unbound.add(key);
+        this.respond(p.fault.cookie, HOST_RESPONSE.INVALID);
+      }
+    }
+  }
+
+  /** Answer INVALID for every group whose deadline passed (call periodically). Returns how many. */
+  expire(now = this.hooks.now?.() ?? Date.now()): number {
+    let n = 0;
+    for (const [key, p] of this.#pending) {
+      if (p.deadline > now) continue;
+      this.#pending.delete(key);
+      this.#answered.add(key);
+      this.respond(p.fault.cookie, HOST_RESPONSE.INVALID);
+      this.telemetry.timedOut++;
+      n++;
+    }
+    return n;
+  }
+
+  /** Groups waiting for the guest. */
+  get pending(): number {
+    return this.#pending.size;
+  }
+}
+
+/**
+ * A host fault record (`iommu_hwpt_pgfault`, as `FaultQueue.readFault` returns it) for the guest, given the guest
+ * RID the VMM assigned to the faulting device.
+ */
+export function hostFaultFromRecord(
+  record: { flags: number; pasid: number; grpid: number; perm: number; addr: bigint; cookie: number },
+  rid: number,
+): HostPageFault {
+  return {
+    rid,
+    ...(record.flags & 1 ? { pasid: record.pasid } : {}),
+    page: Number(record.addr >> 12n),
+    read: (record.perm & 1) !== 0,
+    write: (record.perm & 2) !== 0,
+    exec: (record.perm & 4) !== 0,
+    priv: (record.perm & 8) !== 0,
+    lastInGroup: (record.flags & 2) !== 0,
+    grpid: record.grpid,
+    cookie: record.cookie,
+  };
+}

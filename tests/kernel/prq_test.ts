@@ -1,0 +1,84 @@
+// I/O page faults end to end on the real kernel: TRIGGER_IOPF → the iommufd fault queue → the guest's VT-d page
+// request queue (a page_req_dsc in guest memory) → the guest's page group response through its invalidation queue
+// → the page response written back to the kernel. A second answer is refused before it reaches the kernel.
+import assert from "node:assert/strict";
+import { type FaultQueue, MockDevice } from "../../lib/kernel/mod.ts";
+import { hostFaultFromRecord, VtdPageRequestQueue } from "../../lib/frontends/vtd/prq.ts";
+import { VtdInvalidationQueue } from "../../lib/frontends/vtd/queue.ts";
+import { RelayQueue } from "../../lib/core/queue.ts";
+import { ModelHost } from "../../lib/model/host.ts";
+import { HwptAllocFlags, IommuHwptSelftest, MockConstants, PgfaultConstants } from "../../lib/uapi/mod.ts";
+import { kernelTest, openIommufd } from "./harness.ts";
+
+const M = MockConstants.values;
+const P = PgfaultConstants.values;
+
+kernelTest("prq: TRIGGER_IOPF → guest page request → guest group response → kernel page response", [
+  "fault-queue",
+  "selftest-trigger-iopf",
+], () => {
+  using iommufd = openIommufd();
+  using stack = new DisposableStack();
+  const ioas = stack.use(iommufd.allocIoas());
+  const dev = stack.use(MockDevice.create(iommufd, ioas.id));
+  const parent = stack.use(
+    iommufd.allocHwpt({ devId: dev.devId, ptId: ioas.id, flags: HwptAllocFlags.values.IOMMU_HWPT_ALLOC_NEST_PARENT }),
+  );
+  const queue: FaultQueue = stack.use(iommufd.allocFaultQueue());
+  const data = IommuHwptSelftest.compact(IommuHwptSelftest.buffer().set("iotlb", 1).bytes);
+  const iopf = stack.use(
+    iommufd.allocHwpt({
+      devId: dev.devId,
+      ptId: parent.id,
+      faultId: queue.id,
+      data: { type: M.IOMMU_HWPT_DATA_SELFTEST, bytes: data },
+    }),
+  );
+  dev.replace(iopf.id);
+  stack.defer(() => dev.replace(ioas.id));
+
+  const ram = new Uint8Array(1 << 16);
+  const memory = {
+    read: (a: number, n: number) => ram.slice(a, a + n),
+    write: (a: number, b: Uint8Array) => ram.set(b, a),
+  };
+  const forwarded: [number, number][] = [];
+  const prq = new VtdPageRequestQueue(memory, (cookie, code) => {
+    forwarded.push([cookie, code]);
+    queue.respond(cookie, code);
+  });
+  prq.writePqa(0x4000);
+  const refusals: string[] = [];
+  const qi = new VtdInvalidationQueue(memory, new RelayQueue(new ModelHost()), {
+    pageGroupResponse: (d) => {
+      const r = prq.guestResponse(d);
+      if (r) refusals.push(r);
+    },
+  });
+  qi.writeIqa(0x1000);
+
+  dev.triggerIopf({
+    pasid: 3,
+    grpid: 2,
+    perm: P.IOMMU_PGFAULT_PERM_READ | P.IOMMU_PGFAULT_PERM_WRITE,
+    addr: 0xdeadb000,
+  });
+  assert.ok(queue.pollIn(1000));
+  const guestRid = 0x18;
+  assert.ok(prq.deliver(hostFaultFromRecord(queue.readFault(), guestRid)));
+  // The guest reads its page request…
+  const v = new DataView(ram.buffer, 0x4000, 32);
+  assert.equal(Number((v.getBigUint64(0, true) >> 32n) & 0xfffffn), 3);
+  assert.equal(Number(v.getBigUint64(8, true) >> 12n), 0xdeadb);
+  // …and answers it twice through its invalidation queue (the second must never reach the kernel).
+  const q = new DataView(ram.buffer, 0x1000);
+  for (const i of [0, 1]) {
+    q.setBigUint64(i * 16, (3n << 32n) | (BigInt(guestRid) << 16n) | (1n << 4n) | 9n, true);
+    q.setBigUint64(i * 16 + 8, (2n << 3n) | (1n << 2n), true);
+  }
+  const r = qi.writeIqt(32);
+  assert.equal(r.error, undefined);
+  assert.equal(forwarded.length, 1, "one page response reached the kernel");
+  assert.equal(forwarded[0][1], 0, "success");
+  assert.deepEqual(refusals, ["already-answered"]);
+});
