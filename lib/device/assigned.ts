@@ -28,9 +28,9 @@ import {
   HwptAllocFlags,
   HwptDataType,
   IommuHwptArmSmmuv3,
-  IommuHwptSelftest,
   IommuHwptVtdS1,
   MockConstants,
+  selftestHwptData,
   VtdS1Flags,
 } from "../uapi/mod.ts";
 import { EntryWriter } from "../compile/entries.ts";
@@ -69,10 +69,8 @@ function tableKey(t: StageOneTable): string {
 /** The host data of a stage-1 table: `iommu_hwpt_vtd_s1` or `iommu_hwpt_selftest`. */
 export function hwptData(table: StageOneTable): { type: number; bytes: Uint8Array } {
   switch (table.format) {
-    case "selftest": {
-      const b = IommuHwptSelftest.buffer().set("iotlb", table.iotlb);
-      return { type: MockConstants.values.IOMMU_HWPT_DATA_SELFTEST, bytes: IommuHwptSelftest.compact(b.bytes) };
-    }
+    case "selftest":
+      return selftestHwptData(table.iotlb);
     case "vtd-s1": {
       const f = VtdS1Flags.values;
       const flags = (table.sre ? f.IOMMU_VTD_S1_SRE : 0) | (table.eafe ? f.IOMMU_VTD_S1_EAFE : 0) |

@@ -316,6 +316,22 @@ export const IommuHwptSelftest = defineStruct({
   },
 });
 
+/**
+ * The `data` of `IOMMU_HWPT_ALLOC` for a mock nested HWPT: `iommu_hwpt_selftest` with every IOTLB slot
+ * starting at `iotlb`, sent as its compact prefix so that 6.7–6.18 kernels (4-byte struct) accept it too.
+ *
+ * @example
+ * ```ts
+ * import { selftestHwptData } from "./selftest.ts";
+ * const data = selftestHwptData(7);
+ * console.log(data.type, data.bytes); // 57005 Uint8Array(4) [ 7, 0, 0, 0 ]
+ * ```
+ */
+export function selftestHwptData(iotlb: number): { type: number; bytes: Uint8Array } {
+  const bytes = IommuHwptSelftest.buffer().set("iotlb", iotlb).bytes;
+  return { type: MockConstants.values.IOMMU_HWPT_DATA_SELFTEST, bytes: IommuHwptSelftest.compact(bytes) };
+}
+
 /** `struct iommu_hwpt_invalidate_selftest` (6.8): one mock IOTLB invalidation entry. */
 export const IommuHwptInvalidateSelftest = defineStruct({
   name: "iommu_hwpt_invalidate_selftest",

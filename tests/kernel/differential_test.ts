@@ -8,7 +8,7 @@ import { RelayQueue } from "../../lib/core/queue.ts";
 import type { InvalidateRequest } from "../../lib/core/request.ts";
 import { type Iommufd, MockDevice, mockIotlbHolds } from "../../lib/kernel/mod.ts";
 import { ModelHost } from "../../lib/model/host.ts";
-import { HwptAllocFlags, IommuHwptSelftest, MockConstants } from "../../lib/uapi/mod.ts";
+import { HwptAllocFlags, MockConstants, selftestHwptData } from "../../lib/uapi/mod.ts";
 import { atLeast, kernelTest, openIommufd } from "./harness.ts";
 
 const M = MockConstants.values;
@@ -38,10 +38,7 @@ function setup(iommufd: Iommufd) {
     iommufd.allocHwpt({
       devId: dev.devId,
       ptId: parent.id,
-      data: {
-        type: M.IOMMU_HWPT_DATA_SELFTEST,
-        bytes: IommuHwptSelftest.compact(IommuHwptSelftest.buffer().set("iotlb", iotlb).bytes),
-      },
+      data: selftestHwptData(iotlb),
     });
   return { stack, parent, nested };
 }

@@ -2,7 +2,7 @@
 // iommu_hwpt_pgfault record; our page response goes back through the same fd.
 import assert from "node:assert/strict";
 import { KernelError, MockDevice } from "../../lib/kernel/mod.ts";
-import { HwptAllocFlags, IommuHwptSelftest, MockConstants, PgfaultConstants } from "../../lib/uapi/mod.ts";
+import { HwptAllocFlags, MockConstants, PgfaultConstants, selftestHwptData } from "../../lib/uapi/mod.ts";
 import { kernelTest, openIommufd } from "./harness.ts";
 
 const M = MockConstants.values;
@@ -21,12 +21,11 @@ kernelTest("fault: TRIGGER_IOPF → the fault record is read → the page respon
     flags: HwptAllocFlags.values.IOMMU_HWPT_ALLOC_NEST_PARENT,
   });
   using queue = iommufd.allocFaultQueue();
-  const data = IommuHwptSelftest.buffer().set("iotlb", M.IOMMU_TEST_IOTLB_DEFAULT);
   using iopf = iommufd.allocHwpt({
     devId: dev.devId,
     ptId: parent.id,
     faultId: queue.id,
-    data: { type: M.IOMMU_HWPT_DATA_SELFTEST, bytes: IommuHwptSelftest.compact(data.bytes) },
+    data: selftestHwptData(M.IOMMU_TEST_IOTLB_DEFAULT),
   });
   dev.replace(iopf.id);
   try {
@@ -63,14 +62,13 @@ kernelTest("fault: allocating a HWPT with an unknown fault queue id is ENOENT", 
     ptId: ioas.id,
     flags: HwptAllocFlags.values.IOMMU_HWPT_ALLOC_NEST_PARENT,
   });
-  const data = IommuHwptSelftest.buffer().set("iotlb", M.IOMMU_TEST_IOTLB_DEFAULT);
   assert.throws(
     () =>
       iommufd.allocHwpt({
         devId: dev.devId,
         ptId: parent.id,
         faultId: 0xfffff,
-        data: { type: M.IOMMU_HWPT_DATA_SELFTEST, bytes: IommuHwptSelftest.compact(data.bytes) },
+        data: selftestHwptData(M.IOMMU_TEST_IOTLB_DEFAULT),
       }),
     (e) => e instanceof KernelError && e.errnoName === "ENOENT" && e.ioctl === "IOMMU_HWPT_ALLOC",
   );

@@ -8,7 +8,7 @@ import {
   type KernelFeatureReport,
   MockDevice,
 } from "../../lib/kernel/mod.ts";
-import { HwptAllocFlags, IommuHwptSelftest, MockConstants } from "../../lib/uapi/mod.ts";
+import { HwptAllocFlags, MockConstants, selftestHwptData } from "../../lib/uapi/mod.ts";
 
 export const shim: NativeShim = await NativeShim.load();
 export const release: string = Deno.osRelease();
@@ -74,12 +74,7 @@ export function nestedChain(iommufd: Iommufd, iotlb: number = MockConstants.valu
     ptId: ioas.id,
     flags: HwptAllocFlags.values.IOMMU_HWPT_ALLOC_NEST_PARENT,
   }));
-  const data = IommuHwptSelftest.buffer().set("iotlb", iotlb);
-  const nested = stack.use(iommufd.allocHwpt({
-    devId: dev.devId,
-    ptId: parent.id,
-    data: { type: MockConstants.values.IOMMU_HWPT_DATA_SELFTEST, bytes: IommuHwptSelftest.compact(data.bytes) },
-  }));
+  const nested = stack.use(iommufd.allocHwpt({ devId: dev.devId, ptId: parent.id, data: selftestHwptData(iotlb) }));
   const owned = stack.move();
   return { ioas, dev, parent, nested, [Symbol.dispose]: () => owned.dispose() };
 }

@@ -1,7 +1,7 @@
 // PASID attach / replace / detach on a PASID-capable mock device, checked with IOMMU_TEST_OP_PASID_CHECK_HWPT.
 import assert from "node:assert/strict";
 import { KernelError, MockDevice } from "../../lib/kernel/mod.ts";
-import { HwptAllocFlags, IommuHwptSelftest, MockConstants } from "../../lib/uapi/mod.ts";
+import { HwptAllocFlags, MockConstants, selftestHwptData } from "../../lib/uapi/mod.ts";
 import { kernelTest, openIommufd } from "./harness.ts";
 
 const M = MockConstants.values;
@@ -16,13 +16,12 @@ kernelTest(
     using ioas = iommufd.allocIoas();
     using dev = MockDevice.create(iommufd, ioas.id, M.MOCK_FLAGS_DEVICE_PASID);
     using parent = iommufd.allocHwpt({ devId: dev.devId, ptId: ioas.id, flags: F.IOMMU_HWPT_ALLOC_NEST_PARENT });
-    const data = IommuHwptSelftest.buffer().set("iotlb", M.IOMMU_TEST_IOTLB_DEFAULT);
     const nested = (n: number) =>
       iommufd.allocHwpt({
         devId: dev.devId,
         ptId: parent.id,
         flags: F.IOMMU_HWPT_ALLOC_PASID,
-        data: { type: M.IOMMU_HWPT_DATA_SELFTEST, bytes: IommuHwptSelftest.compact(data.bytes) },
+        data: selftestHwptData(M.IOMMU_TEST_IOTLB_DEFAULT),
       }) ?? n;
     using a = nested(0);
     using b = nested(1);

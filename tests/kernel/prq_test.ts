@@ -7,10 +7,9 @@ import { hostFaultFromRecord, VtdPageRequestQueue } from "../../lib/frontends/vt
 import { VtdInvalidationQueue } from "../../lib/frontends/vtd/queue.ts";
 import { RelayQueue } from "../../lib/core/queue.ts";
 import { ModelHost } from "../../lib/model/host.ts";
-import { HwptAllocFlags, IommuHwptSelftest, MockConstants, PgfaultConstants } from "../../lib/uapi/mod.ts";
+import { HwptAllocFlags, PgfaultConstants, selftestHwptData } from "../../lib/uapi/mod.ts";
 import { kernelTest, openIommufd } from "./harness.ts";
 
-const M = MockConstants.values;
 const P = PgfaultConstants.values;
 
 kernelTest("prq: TRIGGER_IOPF → guest page request → guest group response → kernel page response", [
@@ -25,13 +24,12 @@ kernelTest("prq: TRIGGER_IOPF → guest page request → guest group response �
     iommufd.allocHwpt({ devId: dev.devId, ptId: ioas.id, flags: HwptAllocFlags.values.IOMMU_HWPT_ALLOC_NEST_PARENT }),
   );
   const queue: FaultQueue = stack.use(iommufd.allocFaultQueue());
-  const data = IommuHwptSelftest.compact(IommuHwptSelftest.buffer().set("iotlb", 1).bytes);
   const iopf = stack.use(
     iommufd.allocHwpt({
       devId: dev.devId,
       ptId: parent.id,
       faultId: queue.id,
-      data: { type: M.IOMMU_HWPT_DATA_SELFTEST, bytes: data },
+      data: selftestHwptData(1),
     }),
   );
   dev.replace(iopf.id);

@@ -2,7 +2,7 @@
 // virtual id; the queue depth bounds what is kept.
 import assert from "node:assert/strict";
 import { KernelError, MockDevice } from "../../lib/kernel/mod.ts";
-import { HwptAllocFlags, IommuHwptSelftest, IommuViommuEventSelftest, MockConstants } from "../../lib/uapi/mod.ts";
+import { HwptAllocFlags, IommuViommuEventSelftest, MockConstants, selftestHwptData } from "../../lib/uapi/mod.ts";
 import { kernelTest, openIommufd } from "./harness.ts";
 
 const M = MockConstants.values;
@@ -23,11 +23,10 @@ kernelTest("veventq: TRIGGER_VEVENT → records with consecutive sequence number
   assert.throws(() => iommufd.allocVeventq(viommu.id, M.IOMMU_VEVENTQ_TYPE_SELFTEST, 0), KernelError, "depth 0");
   using queue = iommufd.allocVeventq(viommu.id, M.IOMMU_VEVENTQ_TYPE_SELFTEST, 4);
   using vdev = iommufd.allocVdevice(viommu.id, dev.devId, 0x88);
-  const data = IommuHwptSelftest.buffer().set("iotlb", M.IOMMU_TEST_IOTLB_DEFAULT);
   using nested = iommufd.allocHwpt({
     devId: dev.devId,
     ptId: viommu.id,
-    data: { type: M.IOMMU_HWPT_DATA_SELFTEST, bytes: IommuHwptSelftest.compact(data.bytes) },
+    data: selftestHwptData(M.IOMMU_TEST_IOTLB_DEFAULT),
   });
   dev.replace(nested.id);
   try {

@@ -1,7 +1,7 @@
 // vIOMMU (selftest type) + vDEVICE + vIOMMU-targeted invalidation, checked through the mock device cache.
 import assert from "node:assert/strict";
 import { type Iommufd, KernelError, MockDevice } from "../../lib/kernel/mod.ts";
-import { HwptAllocFlags, IommuHwptSelftest, IommuViommuInvalidateSelftest, MockConstants } from "../../lib/uapi/mod.ts";
+import { HwptAllocFlags, IommuViommuInvalidateSelftest, MockConstants, selftestHwptData } from "../../lib/uapi/mod.ts";
 import { kernelTest, openIommufd } from "./harness.ts";
 
 const M = MockConstants.values;
@@ -97,11 +97,10 @@ kernelTest("viommu: a second vDEVICE with the same virtual id is EEXIST", ["viom
 kernelTest("viommu: a nested HWPT can be allocated on the vIOMMU and attached", ["viommu", "vdevice"], () => {
   using iommufd = openIommufd();
   using chain = viommuChain(iommufd);
-  const data = IommuHwptSelftest.buffer().set("iotlb", M.IOMMU_TEST_IOTLB_DEFAULT);
   using nested = iommufd.allocHwpt({
     devId: chain.dev.devId,
     ptId: chain.viommu.id,
-    data: { type: M.IOMMU_HWPT_DATA_SELFTEST, bytes: IommuHwptSelftest.compact(data.bytes) },
+    data: selftestHwptData(M.IOMMU_TEST_IOTLB_DEFAULT),
   });
   assert.equal(chain.dev.replace(nested.id), nested.id);
   chain.dev.replace(chain.ioas.id);
