@@ -12,7 +12,7 @@
 import { ensureShim } from "./build.ts";
 
 /** The ABI version of shim.c this table matches. */
-export const SHIM_ABI_VERSION = 1;
+export const SHIM_ABI_VERSION = 2;
 
 const SYMBOLS = {
   relay_shim_version: { parameters: [], result: "i32" },
@@ -29,6 +29,11 @@ const SYMBOLS = {
   relay_align_offset: { parameters: ["buffer", "u32"], result: "i32" },
   relay_test_echo_request: { parameters: ["u32", "buffer"], result: "i32" },
   relay_nop: { parameters: ["i32", "u32", "buffer"], result: "i32" },
+  relay_map_fixed: { parameters: ["buffer", "u32", "i32", "u32"], result: "i32" },
+  relay_unmap_fixed: { parameters: ["buffer", "u32"], result: "i32" },
+  relay_kick_setup: { parameters: ["i32"], result: "i32" },
+  relay_gettid: { parameters: [], result: "i32" },
+  relay_kick: { parameters: ["i32", "i32"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** `POLLIN`, `POLLOUT`, `POLLERR`, `POLLHUP` (asm-generic/poll.h). */
@@ -190,6 +195,46 @@ export class NativeShim implements Disposable {
     const skip = this.alignOffset(raw, align);
     if (skip < 0) throw new RangeError(`alignment ${align} is not a power of two up to 2^30`);
     return raw.subarray(skip, skip + length);
+  }
+
+  /**
+   * A page-aligned window like {@linkcode NativeShim.alignedBuffer}, over a `SharedArrayBuffer` so Workers can
+   * see it too (guest RAM shared by vCPU threads and the device model).
+   */
+  sharedAlignedBuffer(length: number, align = 4096): Uint8Array {
+    const raw = new Uint8Array(new SharedArrayBuffer(length + align));
+    const skip = this.alignOffset(raw, align);
+    if (skip < 0) throw new RangeError(`alignment ${align} is not a power of two up to 2^30`);
+    return raw.subarray(skip, skip + length);
+  }
+
+  /**
+   * Map `window.length` bytes of `fd` (from page `offsetPages`) over `window`, which must be page aligned and a
+   * page multiple (from {@linkcode NativeShim.alignedBuffer}); afterwards the window's bytes are the mapping's.
+   * Undo with {@linkcode NativeShim.unmapFixed} before dropping the buffer. Returns 0 or `-errno`.
+   */
+  mapFixed(window: Uint8Array, fd: number, offsetPages = 0): number {
+    return this.#live().relay_map_fixed(window, window.byteLength, fd, offsetPages);
+  }
+
+  /** Put zeroed private memory back over a window {@linkcode NativeShim.mapFixed} used. Returns 0 or `-errno`. */
+  unmapFixed(window: Uint8Array): number {
+    return this.#live().relay_unmap_fixed(window, window.byteLength);
+  }
+
+  /** Install a no-op handler for `signo` without `SA_RESTART` (process-wide), for {@linkcode NativeShim.kick}. */
+  kickSetup(signo: number): number {
+    return this.#live().relay_kick_setup(signo);
+  }
+
+  /** The calling thread's kernel thread id. */
+  gettid(): number {
+    return this.#live().relay_gettid();
+  }
+
+  /** Send `signo` to thread `tid` of this process: a blocking `KVM_RUN` there returns `-EINTR`. */
+  kick(tid: number, signo: number): number {
+    return this.#live().relay_kick(tid, signo);
   }
 
   /** Test hook: writes `request` into `out[0..4)` as the shim received it. */

@@ -15,13 +15,16 @@
 #include <poll.h>
 #include <stdint.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define RELAY_EXPORT __attribute__((visibility("default")))
 
 /* ABI version of this file; native.ts refuses a library whose version differs. */
-RELAY_EXPORT int32_t relay_shim_version(void) { return 1; }
+RELAY_EXPORT int32_t relay_shim_version(void) { return 2; }
 
 /* open(path, O_RDWR | O_CLOEXEC). path is NUL-terminated; path_len bounds the search for the NUL so a
  * buffer without one is refused (-EINVAL) instead of read past its end. */
@@ -134,4 +137,54 @@ RELAY_EXPORT int32_t relay_nop(int32_t fd, uint32_t request, void *arg)
 	(void)request;
 	(void)arg;
 	return fd;
+}
+
+/* Map `len` bytes of `fd` at page offset `offset_pages` over a page-aligned window of a caller's buffer
+ * (MAP_SHARED | MAP_FIXED). This is how a VMM sees the kvm_run page as a Uint8Array without taking a pointer in
+ * JavaScript: the window is carved out of an ArrayBuffer with relay_align_offset. Undo with relay_unmap_fixed
+ * before the buffer is freed. */
+RELAY_EXPORT int32_t relay_map_fixed(void *window, uint32_t len, int32_t fd, uint32_t offset_pages)
+{
+	if (!window || ((uintptr_t)window & 4095) || len == 0 || (len & 4095))
+		return -EINVAL;
+	void *p = mmap(window, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, (off_t)offset_pages * 4096);
+	return p == MAP_FAILED ? -errno : 0;
+}
+
+/* Put private zeroed memory back over a window relay_map_fixed used, so the buffer's allocator gets back
+ * ordinary memory (and the fd's mapping reference is dropped). */
+RELAY_EXPORT int32_t relay_unmap_fixed(void *window, uint32_t len)
+{
+	if (!window || ((uintptr_t)window & 4095) || len == 0 || (len & 4095))
+		return -EINVAL;
+	void *p = mmap(window, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+	return p == MAP_FAILED ? -errno : 0;
+}
+
+static void relay_kick_handler(int signo)
+{
+	(void)signo;
+}
+
+/* Install a no-op handler for `signo` without SA_RESTART, so the signal makes a blocking KVM_RUN return
+ * -EINTR in the thread it is sent to (relay_kick). */
+RELAY_EXPORT int32_t relay_kick_setup(int32_t signo)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = relay_kick_handler;
+	sigemptyset(&sa.sa_mask);
+	return sigaction(signo, &sa, NULL) < 0 ? -errno : 0;
+}
+
+/* The calling thread's id, for relay_kick from another thread. */
+RELAY_EXPORT int32_t relay_gettid(void)
+{
+	return (int32_t)syscall(SYS_gettid);
+}
+
+/* Send `signo` to thread `tid` of this process. */
+RELAY_EXPORT int32_t relay_kick(int32_t tid, int32_t signo)
+{
+	return syscall(SYS_tgkill, getpid(), tid, signo) < 0 ? -errno : 0;
 }

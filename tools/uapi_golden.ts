@@ -47,6 +47,7 @@ const C_PRELUDE = `#include <stdio.h>
 #include <stddef.h>
 #include <linux/iommufd.h>
 #include <linux/vfio.h>
+#include <linux/kvm.h>
 #include <asm-generic/errno.h>
 #include "iommufd_test.h"
 #define SIZE(key, type) printf("size %s %zu\\n", key, sizeof(type));

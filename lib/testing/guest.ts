@@ -17,6 +17,7 @@
  */
 import { type DeviceSource, RelayHost, type RelayPlugin, relayPlugin } from "../plugin/plugin.ts";
 import { type DoorbellResult, type GuestMemory, VtdInvalidationQueue } from "../frontends/vtd/queue.ts";
+import { vtdIotlb, vtdPasidCache, vtdPasidIotlb, vtdWait } from "../frontends/vtd/encode.ts";
 import { type ProdResult, SmmuCommandQueue, type SmmuQueueHooks } from "../frontends/smmuv3/cmdq.ts";
 import type { PasidOrRid } from "../core/request.ts";
 
@@ -137,29 +138,24 @@ export class VtdScript {
 
   /** PASID-based IOTLB invalidation: the whole PASID, or 2^am pages at `page` (IH = `leaf`). */
   pasidIotlb(did: number, pasid: number, range?: { page: number; am: number; leaf?: boolean }): this {
-    const qw0 = (BigInt(pasid) << 32n) | (BigInt(did) << 16n) | ((range ? 3n : 2n) << 4n) | 6n;
-    const qw1 = range ? (BigInt(range.page) << 12n) | (range.leaf ? 1n << 6n : 0n) | BigInt(range.am) : 0n;
-    return this.raw(qw0, qw1);
+    return this.raw(...vtdPasidIotlb(did, pasid, range));
   }
 
   /** Second-stage IOTLB invalidation: page-selective, domain-selective or global. */
   iotlb(did: number, range: { page: number; am: number } | "domain" | "global"): this {
-    const g = range === "global" ? 1n : range === "domain" ? 2n : 3n;
-    const qw1 = typeof range === "object" ? (BigInt(range.page) << 12n) | BigInt(range.am) : 0n;
-    return this.raw((BigInt(did) << 16n) | (g << 4n) | 2n, qw1);
+    return this.raw(...vtdIotlb(did, range));
   }
 
   /** PASID-cache invalidation of one PASID. */
   pasidCache(did: number, pasid: number): this {
-    return this.raw((BigInt(pasid) << 32n) | (BigInt(did) << 16n) | (1n << 4n) | 7n, 0n);
+    return this.raw(...vtdPasidCache(did, pasid));
   }
 
   /** An invalidation wait with a status write (and optionally fence / interrupt). */
   wait(opts: { fence?: boolean; interrupt?: boolean } = {}): this {
     const slot = this.#slot++;
     this.#slots.push(slot);
-    const flags = (1n << 5n) | (opts.fence ? 1n << 6n : 0n) | (opts.interrupt ? 1n << 4n : 0n);
-    return this.raw((BigInt(0xd0e + slot) << 32n) | flags | 5n, BigInt(STATUS + slot * 4));
+    return this.raw(...vtdWait(STATUS + slot * 4, 0xd0e + slot, opts));
   }
 
   /** Ring the doorbell (write IQT); also reports which of this batch's waits got their status written. */

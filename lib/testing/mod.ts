@@ -8,5 +8,4 @@
 export * from "./guest.ts";
 export * from "./workloads.ts";
 export * from "./replay.ts";
-export * from "./demo_script.ts";
 export * from "./policies.ts";

@@ -16,6 +16,7 @@ import { VFIO_UAPI } from "./vfio.ts";
 import { SELFTEST_UAPI } from "./selftest.ts";
 import { ERRNO_UAPI } from "./errno.ts";
 import { PROPOSAL_2017_UAPI } from "./proposal2017.ts";
+import { KVM_UAPI } from "./kvm.ts";
 import type { FieldSpec, Struct } from "./struct.ts";
 import type { ConstantGroup, Ioctl } from "./ioctl.ts";
 
@@ -27,6 +28,7 @@ export * from "./iommufd.ts";
 export * from "./vfio.ts";
 export * from "./selftest.ts";
 export * from "./proposal2017.ts";
+export * from "./kvm.ts";
 
 /** Every struct, constant group and ioctl the uAPI layer defines: what the golden check walks. */
 export interface UapiRegistry {
@@ -38,7 +40,7 @@ export interface UapiRegistry {
   readonly ioctls: readonly Ioctl[];
 }
 
-const parts = [IOMMUFD_UAPI, VFIO_UAPI, SELFTEST_UAPI, ERRNO_UAPI, PROPOSAL_2017_UAPI];
+const parts = [IOMMUFD_UAPI, VFIO_UAPI, SELFTEST_UAPI, ERRNO_UAPI, PROPOSAL_2017_UAPI, KVM_UAPI];
 
 /** The registry of everything in lib/uapi. */
 export const UAPI: UapiRegistry = {

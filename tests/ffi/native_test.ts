@@ -146,3 +146,61 @@ Deno.test("shim: aligned windows start on the boundary the shim computes", () =>
   assert.equal(shim.alignOffset(new Uint8Array(8), 3), -EINVAL);
   assert.throws(() => shim.alignedBuffer(8, 0), RangeError);
 });
+
+Deno.test("shim: mapFixed puts a file's pages over a shared window, unmapFixed gives zeroed memory back", async () => {
+  const file = await Deno.makeTempFile();
+  try {
+    await Deno.writeFile(file, new Uint8Array(8192).fill(7));
+    const fd = shim.open(file);
+    assert.ok(fd >= 0);
+    const window = shim.sharedAlignedBuffer(8192);
+    assert.ok(window.buffer instanceof SharedArrayBuffer);
+    assert.equal(shim.mapFixed(window, fd, 0), 0);
+    assert.deepEqual([window[0], window[8191]], [7, 7]);
+    window[5] = 42; // MAP_SHARED: the write reaches the file
+    assert.equal(shim.unmapFixed(window), 0);
+    assert.deepEqual([window[0], window[5]], [0, 0]);
+    shim.close(fd);
+    assert.equal((await Deno.readFile(file))[5], 42);
+    // Misaligned or partial-page windows are refused before mmap.
+    assert.equal(shim.mapFixed(window.subarray(1, 4097), fd, 0), -EINVAL);
+    assert.equal(shim.mapFixed(window.subarray(0, 100), fd, 0), -EINVAL);
+    assert.equal(shim.unmapFixed(window.subarray(8, 4104)), -EINVAL);
+  } finally {
+    await Deno.remove(file);
+  }
+});
+
+Deno.test("shim: a kick interrupts a blocking call in another thread with EINTR", async () => {
+  assert.equal(shim.kickSetup(10), 0);
+  const source = `
+    import { NativeShim } from ${JSON.stringify(new URL("../../ffi/native.ts", import.meta.url).href)};
+    self.onmessage = (e) => {
+      const s = NativeShim.loadSync(e.data);
+      self.postMessage({ tid: s.gettid() });
+      self.postMessage({ result: s.poll(-1, 1, -1) }); // no fd, no timeout: only a signal ends it
+      s[Symbol.dispose]();
+    };`;
+  const url = URL.createObjectURL(new Blob([source], { type: "application/javascript" }));
+  const worker = new Worker(url, { type: "module" });
+  try {
+    const result = await new Promise<number>((resolve) => {
+      let timer: ReturnType<typeof setInterval> | undefined;
+      worker.onmessage = (e) => {
+        if (e.data.tid) {
+          assert.notEqual(e.data.tid, shim.gettid());
+          // The signal may land before poll starts: kick until it returns.
+          timer = setInterval(() => shim.kick(e.data.tid, 10), 20);
+        } else {
+          clearInterval(timer);
+          resolve(e.data.result);
+        }
+      };
+      worker.postMessage(shim.path);
+    });
+    assert.equal(result, -4); // EINTR
+  } finally {
+    worker.terminate();
+    URL.revokeObjectURL(url);
+  }
+});

@@ -6,3 +6,5 @@
 export * from "./descriptors.ts";
 export * from "./queue.ts";
 export * from "./prq.ts";
+export * from "./encode.ts";
+export * from "./pasid.ts";

@@ -1,0 +1,271 @@
+/**
+ * The mini-VMM: one real-mode vCPU under KVM (one Worker) — or, without /dev/kvm, the same guest loop in-process —
+ * whose guest programs an emulated VT-d invalidation queue; the VMM thread feeds each doorbell through iommu-relay's
+ * VT-d front end and one plugin per assigned device to the host (in-process, or the kernel's iommufd).
+ *
+ * @example
+ * ```ts
+ * import { NativeShim } from "../../ffi/native.ts";
+ * import { RelayHost } from "../../lib/plugin/plugin.ts";
+ * import { runMiniVmm } from "./vmm.ts";
+ * using shim = await NativeShim.load();
+ * using host = RelayHost.inProcess();
+ * const report = await runMiniVmm({ shim, host, doorbells: 20, seed: 1, kvm: "off" });
+ * console.log(report.end, report.unit.doorbells, report.underInvalidated); // halted 24 0
+ * ```
+ *
+ * @module
+ */
+import type { NativeShim } from "../../ffi/native.ts";
+import { type DeviceSource, type PluginDefinition, type RelayHost, relayPlugin } from "../../lib/plugin/plugin.ts";
+import type { GuestMemory } from "../../lib/frontends/vtd/mod.ts";
+import { Kvm, KvmError, type KvmVcpu } from "./kvm.ts";
+import { guestCode, LAYOUT } from "./layout.ts";
+import { buildWorkload, FUNCTIONS, type Workload } from "./script.ts";
+import { type TableFor, type UnitDevice, type UnitStats, VtdUnit } from "./vtd_unit.ts";
+import { type Bus, type GuestEnd, runInterpreted } from "./interpreted.ts";
+import { KICK_SIGNAL, KIND, MB, STATE } from "./mailbox.ts";
+
+/** How to run. */
+export interface MiniVmmOptions {
+  readonly shim: NativeShim;
+  /** The VM's host; the caller owns it (the plugins made here are disposed before this returns). */
+  readonly host: RelayHost;
+  readonly doorbells: number;
+  readonly seed: number;
+  /** "auto": KVM when /dev/kvm opens, else in-process; "off": in-process; "require": KVM or a KvmError. */
+  readonly kvm?: "auto" | "off" | "require";
+  readonly kvmPath?: string;
+  /** The two assigned devices (default: model devices in-process, PASID-capable selftest mocks on a kernel). */
+  readonly devices?: readonly [DeviceSource, DeviceSource];
+  /** PASID entry → host table (default VT-d S1). */
+  readonly tableFor?: TableFor;
+  /** The plugin (default iommu-relay's own; a third party's from `loadPlugin`). */
+  readonly plugin?: PluginDefinition;
+  /** Give up on the guest after this long (it is kicked out of KVM_RUN). Default 120 s. */
+  readonly timeoutMs?: number;
+  /** The guest's script (default: `buildWorkload({ doorbells, seed })`); tests pass altered ones. */
+  readonly workload?: Workload;
+  /** Called after every doorbell. */
+  readonly progress?: (doorbell: number, report: () => MiniVmmReport) => void;
+}
+
+/** What happened. */
+export interface MiniVmmReport {
+  /** Who ran the guest code. */
+  readonly vcpu: "kvm" | "in-process";
+  /** Why KVM was not used, when it was not. */
+  readonly kvmNote?: string;
+  readonly end: GuestEnd;
+  /** Where the guest said the queue stopped (IQE), if it did. */
+  readonly iqeAt?: number;
+  /** vCPU exits (KVM_RUN returns) or, in-process, register accesses. */
+  readonly exits: number;
+  readonly script: { readonly doorbells: number; readonly descriptors: number; readonly bytes: number };
+  readonly unit: UnitStats;
+  readonly host: {
+    readonly invalidationsIn: number;
+    readonly ioctls: number;
+    readonly entriesOut: number;
+    readonly failures: number;
+  };
+  /** Guest invalidations per host entry. */
+  readonly coalescing: number;
+  /** The SVA munmap burst: descriptors in, host ioctls out. */
+  readonly burst: { readonly descriptors: number; readonly ioctls: number };
+  /** Per-doorbell time spent in the VT-d unit, µs. */
+  readonly doorbellUs: { readonly p50: number; readonly p99: number; readonly max: number };
+  /** Pages the in-process host did not see invalidated (checked only there), and how many were checked. */
+  readonly underInvalidated: number;
+  readonly checked: number;
+  readonly seconds: number;
+}
+
+/** Bounds-checked guest RAM for the front ends: a hostile descriptor address is an error, never a crash. */
+function guestMemory(ram: Uint8Array): GuestMemory {
+  return {
+    read: (gpa, n) => {
+      if (!(Number.isInteger(gpa) && gpa >= 0 && n >= 0 && gpa + n <= ram.length)) {
+        throw new RangeError(`guest read outside RAM: 0x${gpa.toString(16)}+${n}`);
+      }
+      return ram.slice(gpa, gpa + n);
+    },
+    write: (gpa, bytes) => {
+      if (!(Number.isInteger(gpa) && gpa >= 0 && gpa + bytes.length <= ram.length)) {
+        throw new RangeError(`guest write outside RAM: 0x${gpa.toString(16)}`);
+      }
+      ram.set(bytes, gpa);
+    },
+  };
+}
+
+/** Run the guest to its end; returns the report. */
+export async function runMiniVmm(opts: MiniVmmOptions): Promise<MiniVmmReport> {
+  const started = performance.now();
+  const workload = opts.workload ?? buildWorkload({ doorbells: opts.doorbells, seed: opts.seed });
+  const { shim, host } = opts;
+  const ram = shim.sharedAlignedBuffer(LAYOUT.ram);
+  ram.set(guestCode(), LAYOUT.code);
+  ram.set(workload.bytes, LAYOUT.script);
+
+  using stack = new DisposableStack();
+  const definition = opts.plugin ?? relayPlugin;
+  const sources = opts.devices ??
+    (host.model ? [{ kind: "model" as const }, { kind: "model" as const }] : [
+      { kind: "mock" as const, pasid: true },
+      { kind: "mock" as const, pasid: true },
+    ]);
+  const devices = new Map<number, UnitDevice>();
+  FUNCTIONS.forEach((fn, i) => {
+    const plugin = stack.use(definition.create(host, { domain: fn.did, device: sources[i] }));
+    devices.set(fn.did, { plugin, pasidDirectory: fn.pasidDirectory });
+  });
+
+  const queue = host.queue();
+  const latencies: number[] = [];
+  let underInvalidated = 0, checked = 0, ioctlsBefore = 0, burstIoctls = 0, burstDescriptors = 0;
+  let expectedAt = 0;
+  const model = host.model;
+  let report: () => MiniVmmReport = () => build();
+  const unit = new VtdUnit(guestMemory(ram), queue, devices, opts.tableFor, (index, result, micros) => {
+    latencies.push(micros);
+    if (index === workload.burstDoorbell) {
+      burstIoctls = queue.telemetry.ioctls - ioctlsBefore;
+      burstDescriptors = result.processed;
+    }
+    ioctlsBefore = queue.telemetry.ioctls;
+    while (expectedAt < workload.expected.length && workload.expected[expectedAt].doorbell === index) {
+      const e = workload.expected[expectedAt++];
+      if (!model) continue;
+      checked++;
+      const bindings = queue.bindings(e.domain, e.pasid);
+      if (!(bindings.length > 0 && bindings.every((b) => model.covered(b.targetId, e.page, b.asid)))) {
+        underInvalidated++;
+      }
+    }
+    model?.resetCoverage();
+    opts.progress?.(index, report);
+  });
+  let iqeAt: number | undefined;
+  const bus: Bus = {
+    mmio(address, length, write, value) {
+      const offset = address - LAYOUT.vtdRegisters;
+      if (offset < 0 || offset >= 0x1000) return 0; // nothing else is there
+      if (write) {
+        unit.write(offset, length, value);
+        return 0;
+      }
+      return unit.read(offset, length);
+    },
+    io(port, _size, write, value) {
+      if (write && port === LAYOUT.iqePort) iqeAt = value;
+      return 0;
+    },
+  };
+
+  let vcpu: "kvm" | "in-process" = "in-process", kvmNote: string | undefined, end: GuestEnd, exits: number;
+  const timeoutMs = opts.timeoutMs ?? 120_000;
+  const mode = opts.kvm ?? "auto";
+  let kvm: Kvm | undefined;
+  if (mode !== "off") {
+    try {
+      kvm = Kvm.open(shim, opts.kvmPath);
+    } catch (e) {
+      if (mode === "require" || !(e instanceof KvmError)) throw e;
+      kvmNote = e.message;
+    }
+  } else kvmNote = "KVM not requested";
+  if (kvm) {
+    using _kvm = kvm;
+    using vm = kvm.createVm();
+    vm.setMemory(0, 0, ram);
+    const v = vm.createVcpu();
+    v.resetRealMode(LAYOUT.code);
+    vcpu = "kvm";
+    ({ end, exits } = await runOnWorker(shim, v, bus, timeoutMs));
+  } else {
+    const deadline = performance.now() + timeoutMs;
+    ({ end, exits } = runInterpreted(ram, bus, () => performance.now() > deadline));
+  }
+
+  function build(): MiniVmmReport {
+    const t = queue.telemetry;
+    const sorted = latencies.toSorted((a, b) => a - b);
+    const pct = (p: number) =>
+      sorted.length ? Number(sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))].toFixed(1)) : 0;
+    return {
+      vcpu,
+      kvmNote,
+      end: end ?? "cancelled",
+      iqeAt,
+      exits: exits ?? 0,
+      script: { doorbells: workload.doorbells, descriptors: workload.descriptors, bytes: workload.bytes.length },
+      unit: structuredClone(unit.stats),
+      host: { invalidationsIn: t.invalidationsIn, ioctls: t.ioctls, entriesOut: t.entriesOut, failures: t.failures },
+      coalescing: Number((t.invalidationsIn / Math.max(1, t.entriesOut)).toFixed(2)),
+      burst: { descriptors: burstDescriptors, ioctls: burstIoctls },
+      doorbellUs: { p50: pct(50), p99: pct(99), max: pct(100) },
+      underInvalidated,
+      checked,
+      seconds: Number(((performance.now() - started) / 1000).toFixed(2)),
+    };
+  }
+  report = build;
+  return build();
+}
+
+/** Run `vcpu` on a Worker, serving its exits on this thread until it stops. */
+async function runOnWorker(
+  shim: NativeShim,
+  vcpu: KvmVcpu,
+  bus: Bus,
+  timeoutMs: number,
+): Promise<{ end: GuestEnd; exits: number }> {
+  const mb = new Int32Array(new SharedArrayBuffer(MB.SLOTS * 4));
+  const worker = new Worker(new URL("./vcpu_worker.ts", import.meta.url).href, { type: "module" });
+  try {
+    shim.kickSetup(KICK_SIGNAL);
+    const failed = new Promise<never>((_, reject) => {
+      worker.onerror = (e) => {
+        e.preventDefault();
+        reject(new Error(`vCPU worker: ${e.message}`));
+      };
+    });
+    worker.postMessage({ shimPath: shim.path, vcpuFd: vcpu.fd, run: vcpu.run, mailbox: mb });
+    const timer = setTimeout(() => {
+      Atomics.store(mb, MB.STOP, 1);
+      vcpu.run[1] = 1; // immediate_exit: if the kick lands between two KVM_RUNs, the next one returns at once
+      const tid = Atomics.load(mb, MB.TID);
+      if (tid > 0) shim.kick(tid, KICK_SIGNAL);
+    }, timeoutMs);
+    try {
+      for (;;) {
+        const s = Atomics.load(mb, MB.STATE);
+        if (s === STATE.RUNNING || s === STATE.RESUME) {
+          const w = Atomics.waitAsync(mb, MB.STATE, s);
+          if (w.async) await Promise.race([w.value, failed]);
+          continue;
+        }
+        if (s === STATE.STOPPED) break;
+        // An exit: serve it and let the vCPU go on.
+        const kind = mb[MB.KIND], write = mb[MB.WRITE] === 1;
+        const value = kind === KIND.MMIO
+          ? bus.mmio(mb[MB.ADDR] >>> 0, mb[MB.LEN], write, mb[MB.DATA_LO] >>> 0)
+          : bus.io(mb[MB.ADDR], mb[MB.LEN], write, mb[MB.DATA_LO] >>> 0);
+        mb[MB.DATA_LO] = value;
+        mb[MB.DATA_HI] = 0;
+        Atomics.store(mb, MB.STATE, STATE.RESUME);
+        Atomics.notify(mb, MB.STATE);
+      }
+    } finally {
+      clearTimeout(timer);
+    }
+    const kind = mb[MB.KIND], exits = mb[MB.EXITS];
+    if (kind === KIND.HLT) return { end: "halted", exits };
+    if (kind === KIND.CANCELLED) return { end: "cancelled", exits };
+    if (kind === KIND.ERROR) return { end: { stopped: `KVM_RUN failed: errno ${mb[MB.CODE]}` }, exits };
+    return { end: { stopped: `unhandled exit reason ${mb[MB.CODE]}` }, exits };
+  } finally {
+    worker.terminate();
+  }
+}

@@ -1,0 +1,269 @@
+/**
+ * `include/uapi/linux/kvm.h` and x86's `asm/kvm.h` (Linux 7.3): the few KVM calls a minimal VMM needs to run a
+ * real-mode guest — create a VM and a vCPU, give it memory, set its registers, run it and read why it exited.
+ * The mini-VMM example (examples/mini-vmm/) is their user; iommu-relay itself never touches KVM.
+ *
+ * @module
+ */
+import { defineStruct } from "./struct.ts";
+import { defineConstants, defineIoctl, io, ior, iow } from "./ioctl.ts";
+
+const H = "linux/kvm.h";
+
+/** `KVMIO` and the API version KVM has answered since 2.6.22. */
+export const KvmBase = defineConstants({
+  name: "kvm_base",
+  header: H,
+  since: "2.6.20",
+  values: { KVMIO: 0xae, KVM_API_VERSION: 12 } as const,
+});
+
+/** `kvm_run.exit_reason` values the mini-VMM handles (anything else stops the vCPU, named). */
+export const KvmExitReason = defineConstants({
+  name: "kvm_exit_reason",
+  header: H,
+  since: "2.6.20",
+  values: {
+    KVM_EXIT_UNKNOWN: 0,
+    KVM_EXIT_EXCEPTION: 1,
+    KVM_EXIT_IO: 2,
+    KVM_EXIT_HLT: 5,
+    KVM_EXIT_MMIO: 6,
+    KVM_EXIT_SHUTDOWN: 8,
+    KVM_EXIT_FAIL_ENTRY: 9,
+    KVM_EXIT_INTR: 10,
+    KVM_EXIT_INTERNAL_ERROR: 17,
+    KVM_EXIT_IO_IN: 0,
+    KVM_EXIT_IO_OUT: 1,
+  } as const,
+});
+
+/** `struct kvm_userspace_memory_region`: back a guest-physical range with process memory. */
+export const KvmUserspaceMemoryRegion = defineStruct({
+  name: "kvm_userspace_memory_region",
+  since: "2.6.29",
+  header: H,
+  size: 32,
+  doc: "One memory slot: guest-physical [guest_phys_addr, +memory_size) is backed by userspace_addr.",
+  fields: {
+    slot: { type: "u32", offset: 0, doc: "slot number (address space in bits 31:16)" },
+    flags: { type: "u32", offset: 4, flags: { KVM_MEM_LOG_DIRTY_PAGES: 1, KVM_MEM_READONLY: 2 }, doc: "KVM_MEM_*" },
+    guest_phys_addr: { type: "u64", offset: 8, doc: "guest-physical start, page aligned" },
+    memory_size: { type: "u64", offset: 16, doc: "bytes, a page multiple; 0 deletes the slot" },
+    userspace_addr: { type: "u64", offset: 24, doc: "process address of the backing memory, page aligned" },
+  },
+});
+
+const reg = (offset: number, doc: string) => ({ type: "u64" as const, offset, doc });
+
+/** `struct kvm_regs` (x86): the general-purpose registers, RIP and RFLAGS. */
+export const KvmRegs = defineStruct({
+  name: "kvm_regs",
+  since: "2.6.20",
+  header: "asm/kvm.h",
+  size: 144,
+  doc: "General-purpose registers of a vCPU (KVM_GET_REGS / KVM_SET_REGS).",
+  fields: {
+    rax: reg(0, "RAX"),
+    rbx: reg(8, "RBX"),
+    rcx: reg(16, "RCX"),
+    rdx: reg(24, "RDX"),
+    rsi: reg(32, "RSI"),
+    rdi: reg(40, "RDI"),
+    rsp: reg(48, "RSP"),
+    rbp: reg(56, "RBP"),
+    rip: reg(128, "RIP: where the vCPU resumes"),
+    rflags: reg(136, "RFLAGS (bit 1 always set)"),
+  },
+});
+
+/**
+ * `struct kvm_sregs` (x86), the part a real-mode VMM touches: the code segment (a reset vCPU starts at
+ * F000:FFF0 with base 0xffff0000) and CR0, whose PE bit says whether the guest is still in real mode.
+ */
+export const KvmSregs = defineStruct({
+  name: "kvm_sregs",
+  since: "2.6.20",
+  header: "asm/kvm.h",
+  size: 312,
+  doc: "Segment and control registers of a vCPU (KVM_GET_SREGS / KVM_SET_SREGS); read, edit, write back.",
+  fields: {
+    cs_base: { type: "u64", offset: 0, c: "cs.base", doc: "CS base: real-mode code runs at base + IP" },
+    cs_limit: { type: "u32", offset: 8, c: "cs.limit", doc: "CS limit" },
+    cs_selector: { type: "u16", offset: 12, c: "cs.selector", doc: "CS selector (base >> 4 in real mode)" },
+    ds_base: { type: "u64", offset: 24, c: "ds.base", doc: "DS base" },
+    ds_selector: { type: "u16", offset: 36, c: "ds.selector", doc: "DS selector" },
+    cr0: { type: "u64", offset: 224, doc: "CR0; PE (bit 0) clear in real mode" },
+    efer: { type: "u64", offset: 264, doc: "EFER" },
+  },
+});
+
+/** `struct kvm_run`: the page shared with KVM, mapped from the vCPU fd; the header part every exit fills. */
+export const KvmRun = defineStruct({
+  name: "kvm_run",
+  since: "2.6.20",
+  header: H,
+  size: 2352,
+  doc: "Why KVM_RUN returned. Mapped (KVM_GET_VCPU_MMAP_SIZE bytes) from the vCPU fd; the exit union is below.",
+  fields: {
+    request_interrupt_window: { type: "u8", offset: 0, doc: "in: exit when the guest can take an interrupt" },
+    immediate_exit: { type: "u8", offset: 1, doc: "in: return -EINTR at once instead of entering the guest" },
+    exit_reason: { type: "u32", offset: 8, doc: "out: KVM_EXIT_*" },
+    ready_for_interrupt_injection: { type: "u8", offset: 12, doc: "out" },
+    if_flag: { type: "u8", offset: 13, doc: "out: the guest's RFLAGS.IF" },
+    flags: { type: "u16", offset: 14, doc: "out: KVM_RUN_X86_*" },
+    cr8: { type: "u64", offset: 16, doc: "in/out: CR8" },
+    apic_base: { type: "u64", offset: 24, doc: "in/out: APIC base MSR" },
+  },
+});
+
+/** `kvm_run.io` (KVM_EXIT_IO): a port access; the data lives in the mapping at `data_offset`. */
+export const KvmRunIo = defineStruct({
+  name: "kvm_run.io",
+  cType: "struct kvm_run",
+  since: "2.6.20",
+  header: H,
+  size: 2352,
+  doc: "The io arm of kvm_run's exit union.",
+  fields: {
+    direction: { type: "u8", offset: 32, c: "io.direction", doc: "KVM_EXIT_IO_IN (0) or KVM_EXIT_IO_OUT (1)" },
+    size: { type: "u8", offset: 33, c: "io.size", doc: "bytes per access: 1, 2 or 4" },
+    port: { type: "u16", offset: 34, c: "io.port", doc: "the I/O port" },
+    count: { type: "u32", offset: 36, c: "io.count", doc: "accesses (string instructions repeat)" },
+    data_offset: { type: "u64", offset: 40, c: "io.data_offset", doc: "where in the kvm_run mapping the data is" },
+  },
+});
+
+/** `kvm_run.mmio` (KVM_EXIT_MMIO): an access to guest-physical memory no slot backs. */
+export const KvmRunMmio = defineStruct({
+  name: "kvm_run.mmio",
+  cType: "struct kvm_run",
+  since: "2.6.20",
+  header: H,
+  size: 2352,
+  doc: "The mmio arm of kvm_run's exit union. For a read, the VMM fills `data` before the next KVM_RUN.",
+  fields: {
+    phys_addr: { type: "u64", offset: 32, c: "mmio.phys_addr", doc: "guest-physical address accessed" },
+    data: { type: "u8", offset: 40, count: 8, c: "mmio.data", doc: "bytes written, or to be read" },
+    len: { type: "u32", offset: 48, c: "mmio.len", doc: "access width in bytes (1..8)" },
+    is_write: { type: "u8", offset: 52, c: "mmio.is_write", doc: "1 for a write" },
+  },
+});
+
+/** `kvm_run.fail_entry` (KVM_EXIT_FAIL_ENTRY) and `kvm_run.internal` (KVM_EXIT_INTERNAL_ERROR): why it stopped. */
+export const KvmRunFailure = defineStruct({
+  name: "kvm_run.fail_entry",
+  cType: "struct kvm_run",
+  since: "2.6.20",
+  header: H,
+  size: 2352,
+  doc: "The fail_entry and internal arms of kvm_run's exit union, which overlap.",
+  fields: {
+    hardware_entry_failure_reason: {
+      type: "u64",
+      offset: 32,
+      c: "fail_entry.hardware_entry_failure_reason",
+      doc: "VMX/SVM entry failure code",
+    },
+    suberror: {
+      type: "u32",
+      offset: 32,
+      c: "internal.suberror",
+      aliasOf: "hardware_entry_failure_reason",
+      doc: "KVM_INTERNAL_ERROR_*",
+    },
+  },
+});
+
+const K = KvmBase.values.KVMIO;
+/** `KVM_GET_API_VERSION` = `_IO(KVMIO, 0x00)`: 12 on every kernel since 2.6.22. */
+export const KVM_GET_API_VERSION = defineIoctl({
+  name: "KVM_GET_API_VERSION",
+  request: io(K, 0x00),
+  struct: undefined,
+  since: "2.6.20",
+});
+/** `KVM_CREATE_VM` = `_IO(KVMIO, 0x01)`: returns a VM fd. */
+export const KVM_CREATE_VM = defineIoctl({
+  name: "KVM_CREATE_VM",
+  request: io(K, 0x01),
+  struct: undefined,
+  since: "2.6.20",
+});
+/** `KVM_GET_VCPU_MMAP_SIZE` = `_IO(KVMIO, 0x04)`: bytes to map from a vCPU fd. */
+export const KVM_GET_VCPU_MMAP_SIZE = defineIoctl({
+  name: "KVM_GET_VCPU_MMAP_SIZE",
+  request: io(K, 0x04),
+  struct: undefined,
+  since: "2.6.20",
+});
+/** `KVM_CREATE_VCPU` = `_IO(KVMIO, 0x41)`: returns a vCPU fd. */
+export const KVM_CREATE_VCPU = defineIoctl({
+  name: "KVM_CREATE_VCPU",
+  request: io(K, 0x41),
+  struct: undefined,
+  since: "2.6.20",
+});
+/** `KVM_SET_USER_MEMORY_REGION` = `_IOW(KVMIO, 0x46, struct kvm_userspace_memory_region)`. */
+export const KVM_SET_USER_MEMORY_REGION = defineIoctl({
+  name: "KVM_SET_USER_MEMORY_REGION",
+  request: iow(K, 0x46, KvmUserspaceMemoryRegion.size),
+  struct: KvmUserspaceMemoryRegion,
+  since: "2.6.29",
+});
+/** `KVM_SET_TSS_ADDR` = `_IO(KVMIO, 0x47)`: three pages VMX needs for real mode without unrestricted guest. */
+export const KVM_SET_TSS_ADDR = defineIoctl({
+  name: "KVM_SET_TSS_ADDR",
+  request: io(K, 0x47),
+  struct: undefined,
+  since: "2.6.24",
+});
+/** `KVM_RUN` = `_IO(KVMIO, 0x80)`: run the vCPU until an exit userspace must handle. */
+export const KVM_RUN = defineIoctl({ name: "KVM_RUN", request: io(K, 0x80), struct: undefined, since: "2.6.20" });
+/** `KVM_GET_REGS` = `_IOR(KVMIO, 0x81, struct kvm_regs)`. */
+export const KVM_GET_REGS = defineIoctl({
+  name: "KVM_GET_REGS",
+  request: ior(K, 0x81, KvmRegs.size),
+  struct: KvmRegs,
+  since: "2.6.20",
+});
+/** `KVM_SET_REGS` = `_IOW(KVMIO, 0x82, struct kvm_regs)`. */
+export const KVM_SET_REGS = defineIoctl({
+  name: "KVM_SET_REGS",
+  request: iow(K, 0x82, KvmRegs.size),
+  struct: KvmRegs,
+  since: "2.6.20",
+});
+/** `KVM_GET_SREGS` = `_IOR(KVMIO, 0x83, struct kvm_sregs)`. */
+export const KVM_GET_SREGS = defineIoctl({
+  name: "KVM_GET_SREGS",
+  request: ior(K, 0x83, KvmSregs.size),
+  struct: KvmSregs,
+  since: "2.6.20",
+});
+/** `KVM_SET_SREGS` = `_IOW(KVMIO, 0x84, struct kvm_sregs)`. */
+export const KVM_SET_SREGS = defineIoctl({
+  name: "KVM_SET_SREGS",
+  request: iow(K, 0x84, KvmSregs.size),
+  struct: KvmSregs,
+  since: "2.6.20",
+});
+
+/** Everything this module defines. */
+export const KVM_UAPI = {
+  structs: [KvmUserspaceMemoryRegion, KvmRegs, KvmSregs, KvmRun, KvmRunIo, KvmRunMmio, KvmRunFailure],
+  constants: [KvmBase, KvmExitReason],
+  ioctls: [
+    KVM_GET_API_VERSION,
+    KVM_CREATE_VM,
+    KVM_GET_VCPU_MMAP_SIZE,
+    KVM_CREATE_VCPU,
+    KVM_SET_USER_MEMORY_REGION,
+    KVM_SET_TSS_ADDR,
+    KVM_RUN,
+    KVM_GET_REGS,
+    KVM_SET_REGS,
+    KVM_GET_SREGS,
+    KVM_SET_SREGS,
+  ],
+} as const;
