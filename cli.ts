@@ -3,10 +3,10 @@
  *
  *   deno run --allow-ffi=<shim> --allow-read=<dev> --allow-write=<dev> cli.ts <command> [options]
  *
- * Commands: `info`, `hw-info <cdev>`, `probe <cdev>`, `replay <trace>`; `--help` on each; `--json` for machine
- * output. A device node is opened only when Deno's permissions grant read and write for that exact path
+ * Commands: `info`, `hw-info <cdev>`, `probe <cdev>`, `replay <trace>`, `serve`, and the broker clients
+ * `bind-pasid`, `invalidate`, `unbind-pasid`; `--help` on each; `--json` for machine output. A device node is opened only when Deno's permissions grant read and write for that exact path
  * (checked with `Deno.permissions` before the shim is called). Once FFI is granted this is the library's own
- * discipline, not a sandbox: the broker (a later step) is the real boundary.
+ * discipline, not a sandbox: the broker (`serve`) is the real boundary — its clients need no FFI at all.
  *
  * @module
  */
@@ -18,12 +18,13 @@ import { Iommufd, KernelError } from "./lib/kernel/mod.ts";
 import { VfioDevice } from "./lib/kernel/vfio.ts";
 import { UnsupportedError } from "./lib/core/errors.ts";
 import { RequestError, validateRequest } from "./lib/core/request.ts";
-import type { Request } from "./lib/core/request.ts";
+import type { BindRequest, InvalidateRequest, PasidOrRid, Request, StageOneTable } from "./lib/core/request.ts";
+import { BrokerClient, BrokerError, type RemoteDevice } from "./lib/broker/client.ts";
 import { RelayQueue } from "./lib/core/queue.ts";
 import { ModelHost } from "./lib/model/host.ts";
-import { RelayHost } from "./lib/plugin/plugin.ts";
+import { type DeviceSource, RelayHost, type RelayPlugin, relayPlugin } from "./lib/plugin/plugin.ts";
 import { serveBroker } from "./lib/broker/server.ts";
-import { HwptAllocFlags, HwptDataType, IommuHwptVtdS1, UapiError } from "./lib/uapi/mod.ts";
+import { errnoName, HwptAllocFlags, HwptDataType, IommuHwptVtdS1, UapiError } from "./lib/uapi/mod.ts";
 
 const HELP: Record<string, string> = {
   "": `iommu-relay — relay guest IOMMU work to the host through iommufd
@@ -36,6 +37,9 @@ commands:
   probe <cdev>      nesting support and the invalidation data types the kernel accepts
   replay <trace>    run a recorded guest request trace (JSON lines) through the relay on the in-process host
   serve             the broker: hold the relay (and the device fds) and serve VMM clients on a Unix socket
+  bind-pasid        bind a stage-1 table to a PASID (or the RID) of a device the broker holds
+  invalidate        relay one invalidation to a device the broker holds and wait for it
+  unbind-pasid      unbind a PASID (or the RID) of a device the broker holds
 
 options: --json (machine output), --shim <path> (prebuilt shim; default $IOMMU_RELAY_SHIM or the cache), --help`,
   info: `usage: cli.ts info [--iommu /dev/iommu] [--cdev <path>]... [--json]
@@ -47,11 +51,23 @@ Binds the VFIO cdev to a fresh iommufd and prints IOMMU_GET_HW_INFO decoded.`,
   probe: `usage: cli.ts probe <cdev> [--iommu /dev/iommu] [--json]
 
 Tries a nesting-parent HWPT and a nested VT-d stage-1 HWPT (never attached) and the zero-entry invalidation probe.`,
-  serve: `usage: cli.ts serve --socket <path> [--in-process] [--iommu /dev/iommu]
+  serve: `usage: cli.ts serve --socket <path> [--in-process] [--iommu /dev/iommu] [--device NAME=DOMAIN:KIND]...
 
 Privilege separation: this process holds the FFI and the device fds; a VMM's plugin talks to it over the socket
 (2017-format invalidation records, see lib/broker/protocol.ts) and needs no FFI permission. --in-process serves
-iommu-relay's in-process host instead of the kernel. Stops on SIGINT/SIGTERM.`,
+iommu-relay's in-process host instead of the kernel. --device creates a named device the broker owns until it stops,
+which bind-pasid / invalidate / unbind-pasid (any process) address by name; KIND is \`model\` (with --in-process),
+\`mock\` (the kernel's selftest mock) or a VFIO cdev path (granted read and write). Stops on SIGINT/SIGTERM.`,
+  "bind-pasid": `usage: cli.ts bind-pasid --socket <path> --device NAME --pasid N|rid --table FORMAT:VALUE [--json]
+
+FORMAT:VALUE is vtd-s1:<table address>[:48|57] or selftest:<IOTLB value>. The binding lives in the broker, so it
+outlives this command; the client needs only the socket (--allow-read/--allow-write of it, --allow-net=unix:<path>).`,
+  invalidate:
+    `usage: cli.ts invalidate --socket <path> --device NAME [--pasid N|rid] [--range ADDR+BYTES] [--leaf] [--json]
+
+Without --pasid and --range: everything of the device's domain. --range widens to whole 4 KiB pages (never narrows).
+Sends the 2017 wire record and a sync; prints whether the host completed it and how many ioctls that took.`,
+  "unbind-pasid": `usage: cli.ts unbind-pasid --socket <path> --device NAME --pasid N|rid [--json]`,
   replay: `usage: cli.ts replay <trace.jsonl> [--domain-binding D:P:format]... [--json]
 
 Each line of the trace is a request ({"op":"invalidate",...} / {"op":"sync"}); bindings map (domain, PASID or rid)
@@ -76,6 +92,11 @@ const { values, positionals } = parseArgs({
     "domain-binding": { type: "string", multiple: true, default: [] },
     socket: { type: "string" },
     "in-process": { type: "boolean", default: false },
+    device: { type: "string", multiple: true, default: [] },
+    pasid: { type: "string" },
+    range: { type: "string" },
+    table: { type: "string" },
+    leaf: { type: "boolean", default: false },
   },
 });
 const [command = "", ...rest] = positionals;
@@ -96,6 +117,50 @@ async function granted(path: string): Promise<boolean> {
 async function requireGrant(path: string): Promise<void> {
   if (!(await granted(path))) {
     throw new CliError(`not granted: ${path} (run with --allow-read=${path} --allow-write=${path})`, 2);
+  }
+}
+
+/** A number as written on a command line: decimal or 0x hex, a safe non-negative integer. */
+function number(text: string, what: string): number {
+  const n = /^(0x[0-9a-f]+|[0-9]+)$/i.test(text) ? Number(text) : NaN;
+  if (!Number.isSafeInteger(n)) throw new CliError(`${what}: '${text}' is not a non-negative integer`, 2);
+  return n;
+}
+
+function pasidArg(required: boolean): PasidOrRid | undefined {
+  const p = values.pasid;
+  if (p === undefined) {
+    if (required) throw new CliError(`${command} needs --pasid N|rid\n${HELP[command]}`, 2);
+    return undefined;
+  }
+  return p === "rid" ? "rid" : number(p, "--pasid");
+}
+
+function tableArg(): StageOneTable {
+  const [format, value, width] = (values.table ?? "").split(":");
+  if (format === "vtd-s1" && value) {
+    const w = width === undefined ? 48 : Number(width);
+    if (w !== 48 && w !== 57) throw new CliError(`--table: address width ${width} is not 48 or 57`, 2);
+    return { format, tableAddress: number(value, "--table address"), addressWidth: w };
+  }
+  if (format === "selftest" && value && width === undefined) return { format, iotlb: number(value, "--table IOTLB") };
+  throw new CliError(`--table takes vtd-s1:<address>[:48|57] or selftest:<value>\n${HELP["bind-pasid"]}`, 2);
+}
+
+/** Connect to the broker and open the named device (the client side needs no FFI). */
+async function openRemote(): Promise<{ client: BrokerClient; device: RemoteDevice; name: string }> {
+  const path = values.socket, name = values.device[0];
+  if (!path || !name || values.device.length !== 1) {
+    throw new CliError(`${command} needs --socket <path> and one --device NAME\n${HELP[command]}`, 2);
+  }
+  const client = await BrokerClient.connect(path).catch((e) => {
+    throw new CliError(`cannot reach the broker at ${path}: ${e instanceof Error ? e.message : e}`);
+  });
+  try {
+    return { client, device: await client.open(name), name };
+  } catch (e) {
+    await client[Symbol.asyncDispose]();
+    throw e;
   }
 }
 
@@ -236,6 +301,52 @@ async function main(): Promise<void> {
       );
       return;
     }
+    case "bind-pasid":
+    case "unbind-pasid":
+    case "invalidate": {
+      const pasid = pasidArg(command !== "invalidate");
+      const table = command === "bind-pasid" ? tableArg() : undefined;
+      let scope: InvalidateRequest["scope"] = { kind: "all" };
+      if (values.range !== undefined) {
+        const m = /^([^+]+)\+(.+)$/.exec(values.range);
+        if (!m) throw new CliError(`--range takes ADDR+BYTES\n${HELP.invalidate}`, 2);
+        const start = number(m[1], "--range address"), bytes = number(m[2], "--range size");
+        if (bytes === 0) throw new CliError("--range: an empty range invalidates nothing", 2);
+        const firstPage = Math.floor(start / 4096);
+        const pages = Math.ceil((start + bytes) / 4096) - firstPage;
+        scope = typeof pasid === "number"
+          ? { kind: "pasid-range", pasid, firstPage, pages }
+          : { kind: "range", firstPage, pages };
+      } else if (typeof pasid === "number") scope = { kind: "pasid", pasid };
+      const { client, device, name } = await openRemote();
+      await using _client = client;
+      const base = { device: name, domain: device.domain };
+      if (command === "bind-pasid") {
+        await device.bind(
+          validateRequest({ op: "bind", domain: device.domain, pasid: pasid!, table: table! }) as BindRequest,
+        );
+        out(`${name}: PASID ${pasid} bound to ${values.table}`, { ...base, pasid, table });
+      } else if (command === "unbind-pasid") {
+        await device.unbind(pasid!);
+        out(`${name}: PASID ${pasid} unbound`, { ...base, pasid });
+      } else {
+        const request = validateRequest({
+          op: "invalidate",
+          domain: device.domain,
+          scope,
+          ...(pasid === "rid" ? { noPasid: true } : {}),
+          ...(values.leaf ? { leaf: true } : {}),
+        }) as InvalidateRequest;
+        await device.invalidate(request);
+        const r = await device.sync();
+        out(
+          `${name}: ${r.ok ? "completed" : `failed (${r.failures} failures)`} in ${r.hostIoctls} host ioctl(s)`,
+          { ...base, scope, ok: r.ok, failures: r.failures, hostIoctls: r.hostIoctls },
+        );
+        if (!r.ok) throw new CliError("the host did not complete the invalidation");
+      }
+      return;
+    }
     case "serve": {
       const path = values.socket;
       if (!path) throw new CliError(`serve needs --socket <path>\n${HELP.serve}`, 2);
@@ -250,12 +361,36 @@ async function main(): Promise<void> {
       try {
         await Deno.remove(path);
       } catch { /* no stale socket */ }
+      const named = new Map<string, RelayPlugin>();
+      try {
+        for (const spec of values.device) {
+          const m = /^([A-Za-z0-9_.-]{1,64})=([0-9]+):(.+)$/.exec(spec);
+          if (!m) throw new CliError(`--device takes NAME=DOMAIN:KIND, not '${spec}'\n${HELP.serve}`, 2);
+          const [, name, domain, kind] = m;
+          if (named.has(name)) throw new CliError(`--device ${name} given twice`, 2);
+          let device: DeviceSource;
+          if (kind === "model") device = { kind: "model" };
+          else if (kind === "mock") device = { kind: "mock", pasid: true };
+          else {
+            await requireGrant(kind);
+            device = { kind: "vfio", path: kind };
+          }
+          named.set(name, relayPlugin.create(host, { domain: number(domain, "--device domain"), device }));
+        }
+      } catch (e) {
+        for (const p of named.values()) p[Symbol.dispose]();
+        host[Symbol.dispose]();
+        s?.[Symbol.dispose]();
+        throw e;
+      }
       const listener = Deno.listen({ transport: "unix", path });
       const stop = () => listener.close();
       Deno.addSignalListener("SIGTERM", stop);
       Deno.addSignalListener("SIGINT", stop);
       console.log(`listening on ${path}`);
-      const stats = await serveBroker(listener, host);
+      if (named.size) console.log(`devices: ${[...named.keys()].join(", ")}`);
+      const stats = await serveBroker(listener, host, undefined, named);
+      for (const p of named.values()) p[Symbol.dispose]();
       host[Symbol.dispose]();
       s?.[Symbol.dispose]();
       console.log(`broker: ${stats.connections} connections, ${stats.frames} frames, ${stats.errors} refused`);
@@ -270,7 +405,8 @@ try {
   await main();
 } catch (e) {
   const known = e instanceof CliError || e instanceof KernelError || e instanceof UnsupportedError ||
-    e instanceof UapiError;
-  console.error(`error: ${known ? e.message : e}`);
+    e instanceof UapiError || e instanceof BrokerError || e instanceof RequestError;
+  const errno = e instanceof BrokerError ? ` (${errnoName(-e.errno)}, errno ${e.errno})` : "";
+  console.error(`error: ${known ? e.message : e}${errno}`);
   Deno.exit(e instanceof CliError ? e.code : 1);
 }

@@ -23,7 +23,7 @@ Deno.test("cli: --help on the tool and on each command", async () => {
   const top = await run([], ["--help"]);
   assert.equal(top.code, 0);
   assert.match(top.stdout, /commands:\n {2}info/);
-  for (const c of ["info", "hw-info", "probe", "replay"]) {
+  for (const c of ["info", "hw-info", "probe", "replay", "serve", "bind-pasid", "invalidate", "unbind-pasid"]) {
     const r = await run([], [c, "--help"]);
     assert.equal(r.code, 0, c);
     assert.match(r.stdout, new RegExp(`usage: cli.ts ${c}`));
@@ -92,4 +92,79 @@ Deno.test("cli: replay runs a trace through the relay on the in-process host", a
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /trace.jsonl:1: scope.pasid: pasid-out-of-range/);
   await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("cli: bind-pasid, invalidate and unbind-pasid act on the broker's named devices across processes", async () => {
+  const dir = await Deno.makeTempDir();
+  const sock = `${dir}/relay.sock`;
+  const broker = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--quiet",
+      "--no-prompt",
+      `--allow-read=${dir}`,
+      `--allow-write=${dir}`,
+      `--allow-net=unix:${sock}`,
+      cli,
+      "serve",
+      "--in-process",
+      "--socket",
+      sock,
+      "--device",
+      "nic=1:model",
+      "--device",
+      "gpu=2:model",
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const reader = broker.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let seen = "";
+  while (!seen.includes("devices: nic, gpu")) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`the broker exited: ${seen}`);
+    seen += value;
+  }
+  // Each command is its own process with only the socket granted: no FFI, no device nodes.
+  const client = [`--allow-read=${dir}`, `--allow-write=${sock}`, `--allow-net=unix:${sock}`];
+  const call = async (...args: string[]) => {
+    const r = await run(client, [...args, "--socket", sock, "--json"]);
+    return { ...r, json: r.code === 0 ? JSON.parse(r.stdout) : undefined };
+  };
+  try {
+    let r = await call("invalidate", "--device", "nic", "--pasid", "5");
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual([r.json.ok, r.json.hostIoctls], [true, 0], "nothing bound to PASID 5 yet: nothing to send");
+    r = await call("bind-pasid", "--device", "nic", "--pasid", "5", "--table", "vtd-s1:0x100000");
+    assert.equal(r.code, 0, r.stderr);
+    r = await call("invalidate", "--device", "nic", "--pasid", "5", "--range", "0x7f000123+0x2000", "--leaf");
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(r.json.scope, { kind: "pasid-range", pasid: 5, firstPage: 0x7f000, pages: 3 }, "widened to pages");
+    assert.deepEqual([r.json.ok, r.json.hostIoctls], [true, 1], "the bind made by another process is still there");
+    r = await call("invalidate", "--device", "gpu", "--pasid", "5");
+    assert.deepEqual([r.json.ok, r.json.hostIoctls], [true, 0], "gpu's domain 2 has no PASID 5: nic's is not reached");
+    r = await call("unbind-pasid", "--device", "nic", "--pasid", "5");
+    assert.equal(r.code, 0, r.stderr);
+    r = await call("invalidate", "--device", "nic", "--pasid", "5");
+    assert.deepEqual([r.json.ok, r.json.hostIoctls], [true, 0]);
+    // Refusals: an unknown name (ENOENT from the broker), a bad table (typed, before sending), missing --pasid.
+    r = await call("invalidate", "--device", "nope");
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /no device named 'nope' \(known: nic, gpu\) \(ENOENT, errno 2\)/);
+    r = await call("bind-pasid", "--device", "nic", "--pasid", "5", "--table", "vtd-s1:0x100001");
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /misaligned/);
+    r = await call("unbind-pasid", "--device", "nic");
+    assert.equal(r.code, 2);
+    // A process not granted the socket cannot reach the broker at all.
+    const denied = await run([], ["invalidate", "--device", "nic", "--socket", sock]);
+    assert.notEqual(denied.code, 0);
+    assert.match(denied.stderr, /NotCapable|Requires (read|write|net) access/);
+  } finally {
+    broker.kill("SIGTERM");
+    await reader.cancel();
+    await broker.status;
+    await broker.stderr.cancel();
+    await Deno.remove(dir, { recursive: true });
+  }
 });

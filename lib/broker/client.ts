@@ -77,6 +77,13 @@ export class BrokerClient implements AsyncDisposable {
     return new RemoteDevice(this, new DataView(f.payload.buffer).getUint32(0, true), domain);
   }
 
+  /** A handle on a device the broker was started with (`cli.ts serve --device NAME=...`); it outlives this client. */
+  async open(name: string): Promise<RemoteDevice> {
+    const f = await this.call(BrokerOp.OPEN, 0, new TextEncoder().encode(name));
+    const v = new DataView(f.payload.buffer);
+    return new RemoteDevice(this, v.getUint32(0, true), v.getUint32(4, true));
+  }
+
   [Symbol.asyncDispose](): Promise<void> {
     try {
       this.conn.close();

@@ -12,8 +12,12 @@
  * | UNBIND 4 | `pasid u32` (0xffffffff: the RID) | — |
  * | SYNC 5 | — | `ok u32, firstFailedRequest u32, failures u32, hostIoctls u32` |
  * | DETACH 6 | — | — |
+ * | OPEN 7 | a device name (UTF-8, 1..64 bytes) the broker was started with | `device u32, domain u32` |
  *
- * Answers carry `op | 0x80` and the request id; an error is op 0xff with `errno u32` and a UTF-8 message. A frame
+ * Answers carry `op | 0x80` and the request id; an error is op 0xff with `errno u32` and a UTF-8 message.
+ * ATTACH makes a device the connection owns (released when it closes); OPEN takes a handle on a named device the
+ * broker owns (`serve --device`), which outlives the connection, so one-shot tools can bind, invalidate and unbind
+ * across processes; DETACH of an opened handle only drops the handle. A frame
  * whose length is over the limit is answered with E2BIG and the connection is closed (its framing can no longer be
  * trusted); a malformed payload is answered with EINVAL and the connection goes on.
  *
@@ -23,7 +27,16 @@
 export const PROTOCOL_VERSION = 1;
 export const HEADER_BYTES = 16;
 export const MAX_PAYLOAD = 4096;
-export const BrokerOp = { ATTACH: 1, INVALIDATE: 2, BIND: 3, UNBIND: 4, SYNC: 5, DETACH: 6, ERROR: 0xff } as const;
+export const BrokerOp = {
+  ATTACH: 1,
+  INVALIDATE: 2,
+  BIND: 3,
+  UNBIND: 4,
+  SYNC: 5,
+  DETACH: 6,
+  OPEN: 7,
+  ERROR: 0xff,
+} as const;
 
 /** A frame. */
 export interface Frame {

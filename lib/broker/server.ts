@@ -1,7 +1,8 @@
 /**
  * The broker: holds the relay (and, on a kernel host, the device fds and the FFI) and serves VMM-side clients
  * over a Unix socket with the protocol in `protocol.ts`. Each connection owns the devices it attached; they are
- * released when it closes (also mid-batch); one client's bad frames never affect another.
+ * released when it closes (also mid-batch); one client's bad frames never affect another. Named devices (`named`)
+ * belong to the broker's caller: any connection may open them, and closing a connection leaves them as they are.
  *
  * @module
  */
@@ -22,18 +23,26 @@ export async function serveBroker(
   listener: Deno.Listener,
   host: RelayHost,
   stats: BrokerStats = { connections: 0, closed: 0, frames: 0, errors: 0 },
+  named: ReadonlyMap<string, RelayPlugin> = new Map(),
 ): Promise<BrokerStats> {
   const clients: Promise<void>[] = [];
   for await (const conn of listener) {
     stats.connections++;
-    clients.push(serveClient(conn, host, stats).finally(() => stats.closed++));
+    clients.push(serveClient(conn, host, stats, named).finally(() => stats.closed++));
   }
   await Promise.allSettled(clients);
   return stats;
 }
 
-async function serveClient(conn: Deno.Conn, host: RelayHost, stats: BrokerStats): Promise<void> {
+async function serveClient(
+  conn: Deno.Conn,
+  host: RelayHost,
+  stats: BrokerStats,
+  named: ReadonlyMap<string, RelayPlugin>,
+): Promise<void> {
   const devices = new Map<number, RelayPlugin>();
+  /** Handles on named devices: not this connection's to dispose. */
+  const opened = new Set<number>();
   const seqToRequest = new Map<number, number>();
   let nextHandle = 1;
   let buffered: Uint8Array = new Uint8Array(0);
@@ -81,6 +90,25 @@ async function serveClient(conn: Deno.Conn, host: RelayHost, stats: BrokerStats)
             await answer(u32s(handle));
             continue;
           }
+          if (f.op === BrokerOp.OPEN) {
+            const name = f.payload.byteLength >= 1 && f.payload.byteLength <= 64
+              ? new TextDecoder("utf-8", { fatal: true }).decode(f.payload)
+              : undefined;
+            if (name === undefined) throw new FrameError(22, "OPEN takes a device name of 1..64 bytes", false);
+            const plugin = named.get(name);
+            if (!plugin || plugin.state !== "attached") {
+              throw new FrameError(
+                2,
+                `no device named '${name}' (known: ${[...named.keys()].join(", ") || "none"})`,
+                false,
+              );
+            }
+            const handle = nextHandle++;
+            devices.set(handle, plugin);
+            opened.add(handle);
+            await answer(u32s(handle, plugin.config.domain));
+            continue;
+          }
           const plugin = devices.get(f.device);
           if (!plugin) throw new FrameError(2, `device ${f.device} is not attached on this connection`, false);
           switch (f.op) {
@@ -113,7 +141,7 @@ async function serveClient(conn: Deno.Conn, host: RelayHost, stats: BrokerStats)
               break;
             }
             case BrokerOp.DETACH:
-              plugin[Symbol.dispose]();
+              if (!opened.delete(f.device)) plugin[Symbol.dispose]();
               devices.delete(f.device);
               await answer();
               break;
@@ -127,7 +155,7 @@ async function serveClient(conn: Deno.Conn, host: RelayHost, stats: BrokerStats)
       }
     }
   } finally {
-    for (const p of devices.values()) p[Symbol.dispose]();
+    for (const [handle, p] of devices) if (!opened.has(handle)) p[Symbol.dispose]();
     try {
       conn.close();
     } catch { /* already closed */ }

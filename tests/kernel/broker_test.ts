@@ -6,41 +6,57 @@ import { kernelTest, shim } from "./harness.ts";
 
 const cli = new URL("../../cli.ts", import.meta.url).pathname;
 
+/** `cli.ts serve` on /dev/iommu with the least flags; resolves once it listens. */
+async function startBroker(dir: string, sock: string, extra: string[] = []) {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--no-check",
+      "--no-lock",
+      "--quiet",
+      "--no-prompt",
+      `--allow-ffi=${shim.path}`,
+      "--allow-env=IOMMU_RELAY_SHIM",
+      `--allow-read=/dev/iommu,${dir}`,
+      `--allow-write=/dev/iommu,${dir}`,
+      `--allow-net=unix:${sock}`,
+      cli,
+      "serve",
+      "--socket",
+      sock,
+      ...extra,
+    ],
+    env: { IOMMU_RELAY_SHIM: shim.path },
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let seen = "";
+  const stop = async () => {
+    child.kill("SIGTERM");
+    await child.status;
+    await reader.cancel();
+    await child.stderr.cancel();
+  };
+  while (!seen.includes("listening on")) {
+    const { value, done } = await reader.read();
+    if (done) {
+      await stop();
+      throw new Error(`the broker exited: ${seen}`);
+    }
+    seen += value;
+  }
+  return { stop };
+}
+
 kernelTest(
   "broker (kernel): a client relays 2017-format records to a broker holding /dev/iommu",
   ["selftest-pasid"],
   async () => {
     const dir = await Deno.makeTempDir();
     const sock = `${dir}/relay.sock`;
-    const child = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "--no-check",
-        "--no-lock",
-        "--quiet",
-        "--no-prompt",
-        `--allow-ffi=${shim.path}`,
-        "--allow-env=IOMMU_RELAY_SHIM",
-        `--allow-read=/dev/iommu,${dir}`,
-        `--allow-write=/dev/iommu,${dir}`,
-        `--allow-net=unix:${sock}`,
-        cli,
-        "serve",
-        "--socket",
-        sock,
-      ],
-      env: { IOMMU_RELAY_SHIM: shim.path },
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    let seen = "";
+    const broker = await startBroker(dir, sock);
     try {
-      while (!seen.includes("listening on")) {
-        const { value, done } = await reader.read();
-        if (done) throw new Error(`the broker exited: ${seen}`);
-        seen += value;
-      }
       await using relay = await BrokerClient.connect(sock);
       const dev = await relay.attach(1, 1); // a selftest mock device with PASID support
       // The mock IOMMU takes selftest tables (iommu-relay's format 2 in the 2017 bind record).
@@ -68,10 +84,55 @@ kernelTest(
       assert.match(refused, /EOPNOTSUPP|EINVAL/);
       await dev.detach();
     } finally {
-      child.kill("SIGTERM");
-      await child.status;
-      await reader.cancel();
-      await child.stderr.cancel();
+      await broker.stop();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
+
+kernelTest(
+  "broker (kernel): bind-pasid, invalidate and unbind-pasid from separate CLI processes reach a named mock device",
+  ["selftest-pasid"],
+  async () => {
+    const dir = await Deno.makeTempDir();
+    const sock = `${dir}/relay.sock`;
+    const broker = await startBroker(dir, sock, ["--device", "gpu=2:mock"]);
+    const call = async (...args: string[]) => {
+      const out = await new Deno.Command(Deno.execPath(), {
+        // The client: the socket only. No FFI, no /dev/iommu.
+        args: [
+          "run",
+          "--no-check",
+          "--no-lock",
+          "--quiet",
+          "--no-prompt",
+          `--allow-read=${dir}`,
+          `--allow-write=${sock}`,
+          `--allow-net=unix:${sock}`,
+          cli,
+          ...args,
+          "--socket",
+          sock,
+          "--device",
+          "gpu",
+          "--json",
+        ],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const d = new TextDecoder();
+      assert.equal(out.code, 0, d.decode(out.stderr));
+      return JSON.parse(d.decode(out.stdout));
+    };
+    try {
+      await call("bind-pasid", "--pasid", "6", "--table", "selftest:0x66");
+      const r = await call("invalidate", "--pasid", "6", "--range", "0x0+0x8000");
+      assert.deepEqual([r.ok, r.failures, r.hostIoctls], [true, 0, 1], "one IOMMU_HWPT_INVALIDATE, accepted");
+      await call("unbind-pasid", "--pasid", "6");
+      const after = await call("invalidate", "--pasid", "6");
+      assert.equal(after.hostIoctls, 0, "nothing bound any more");
+    } finally {
+      await broker.stop();
       await Deno.remove(dir, { recursive: true });
     }
   },
