@@ -14,7 +14,7 @@ import { parseArgs } from "node:util";
 import { NativeShim } from "./ffi/native.ts";
 import { decodeCapabilities } from "./lib/device/capabilities.ts";
 import { detectFeatures } from "./lib/kernel/features.ts";
-import { Iommufd, KernelError } from "./lib/kernel/mod.ts";
+import { describeHost, type HostDescription, Iommufd, KernelError } from "./lib/kernel/mod.ts";
 import { VfioDevice } from "./lib/kernel/vfio.ts";
 import { UnsupportedError } from "./lib/core/errors.ts";
 import { RequestError, validateRequest } from "./lib/core/request.ts";
@@ -44,7 +44,9 @@ commands:
 options: --json (machine output), --shim <path> (prebuilt shim; default $IOMMU_RELAY_SHIM or the cache), --help`,
   info: `usage: cli.ts info [--iommu /dev/iommu] [--cdev <path>]... [--json]
 
-Opens only the paths this process was granted read and write for; reports each path and the kernel's features.`,
+Opens only the paths this process was granted read and write for; reports each path and the kernel's features.
+With --allow-read=/sys,/dev/vfio it also lists the VFIO cdevs with their PCI function, driver, IOMMU group and IOMMU,
+the VFIO group nodes and the IOMMUs (read through the shim: Deno's own file APIs would need -A for /sys).`,
   "hw-info": `usage: cli.ts hw-info <cdev> [--iommu /dev/iommu] [--json]
 
 Binds the VFIO cdev to a fresh iommufd and prints IOMMU_GET_HW_INFO decoded.`,
@@ -183,6 +185,12 @@ async function main(): Promise<void> {
         if (await granted(p)) allowed.push(p);
         else report[p] = "not granted";
       }
+      const sysfs = (await Deno.permissions.query({ name: "read", path: "/sys" })).state === "granted" &&
+        (await Deno.permissions.query({ name: "read", path: "/dev/vfio" })).state === "granted";
+      if (sysfs) {
+        using s = await shim();
+        report.host = describeHost(s);
+      } else report.host = "not granted (--allow-read=/sys,/dev/vfio lists cdevs, drivers, groups and IOMMUs)";
       if (allowed.length) {
         using s = await shim();
         for (const p of allowed) {
@@ -196,10 +204,22 @@ async function main(): Promise<void> {
           if (fd >= 0) s.close(fd);
         }
       }
-      out(
-        Object.entries(report).map(([k, v]) => `${k}: ${typeof v === "string" ? v : JSON.stringify(v)}`).join("\n"),
-        report,
-      );
+      const human = (k: string, v: unknown) => {
+        if (k !== "host" || typeof v === "string") return `${k}: ${typeof v === "string" ? v : JSON.stringify(v)}`;
+        const h = v as HostDescription;
+        const cdevs = h.cdevs.map((c) =>
+          `  ${c.cdev}: ${c.pci ?? "?"} [${c.vendor ?? "?"}:${c.device ?? "?"}] driver ${c.driver ?? "none"}, ` +
+          `IOMMU group ${c.iommuGroup ?? "none"}, IOMMU ${c.iommu ?? "none"}` +
+          (c.unreadable.length ? ` (unreadable: ${c.unreadable.join("; ")})` : "")
+        );
+        return [
+          `VFIO cdevs: ${h.cdevs.length || "none"}`,
+          ...cdevs,
+          `VFIO group nodes: ${h.groups.join(", ") || "none"}`,
+          `IOMMUs: ${h.iommus.join(", ") || "none"}`,
+        ].join("\n");
+      };
+      out(Object.entries(report).map(([k, v]) => human(k, v)).join("\n"), report);
       return;
     }
     case "hw-info":

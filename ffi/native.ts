@@ -12,7 +12,7 @@
 import { ensureShim } from "./build.ts";
 
 /** The ABI version of shim.c this table matches. */
-export const SHIM_ABI_VERSION = 2;
+export const SHIM_ABI_VERSION = 3;
 
 const SYMBOLS = {
   relay_shim_version: { parameters: [], result: "i32" },
@@ -34,6 +34,9 @@ const SYMBOLS = {
   relay_kick_setup: { parameters: ["i32"], result: "i32" },
   relay_gettid: { parameters: [], result: "i32" },
   relay_kick: { parameters: ["i32", "i32"], result: "i32" },
+  relay_readlink: { parameters: ["buffer", "u32", "buffer", "u32"], result: "i32" },
+  relay_read_file: { parameters: ["buffer", "u32", "buffer", "u32"], result: "i32" },
+  relay_list_dir: { parameters: ["buffer", "u32", "buffer", "u32"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** `POLLIN`, `POLLOUT`, `POLLERR`, `POLLHUP` (asm-generic/poll.h). */
@@ -56,6 +59,8 @@ export class ShimVersionError extends Error {
 }
 
 const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+const cString = (s: string) => encoder.encode(`${s}\0`);
 
 /**
  * The loaded shim. Load it once per process with {@linkcode NativeShim.load} and close it last (`using`), after
@@ -235,6 +240,34 @@ export class NativeShim implements Disposable {
   /** Send `signo` to thread `tid` of this process: a blocking `KVM_RUN` there returns `-EINTR`. */
   kick(tid: number, signo: number): number {
     return this.#live().relay_kick(tid, signo);
+  }
+
+  /** The target of symlink `path` (sysfs links: a device's driver, IOMMU group, IOMMU), or `-errno`. */
+  readlink(path: string): string | number {
+    if (path.includes("\0")) return -22;
+    const out = new Uint8Array(4096);
+    const p = cString(path);
+    const n = this.#live().relay_readlink(p, p.byteLength, out, out.byteLength);
+    return n < 0 ? n : decoder.decode(out.subarray(0, n));
+  }
+
+  /** The contents of a small file (at most `max` bytes, else `-EFBIG`), as text, or `-errno`. */
+  readSmallFile(path: string, max = 4096): string | number {
+    const out = new Uint8Array(max);
+    if (path.includes("\0")) return -22;
+    const p = cString(path);
+    const n = this.#live().relay_read_file(p, p.byteLength, out, out.byteLength);
+    return n < 0 ? n : decoder.decode(out.subarray(0, n));
+  }
+
+  /** The names in directory `path` (unsorted, without `.` and `..`), or `-errno` (`-ENOBUFS` past 64 KiB). */
+  listDir(path: string): string[] | number {
+    const out = new Uint8Array(65536);
+    if (path.includes("\0")) return -22;
+    const p = cString(path);
+    const n = this.#live().relay_list_dir(p, p.byteLength, out, out.byteLength);
+    if (n < 0) return n;
+    return n === 0 ? [] : decoder.decode(out.subarray(0, n - 1)).split("\0");
   }
 
   /** Test hook: writes `request` into `out[0..4)` as the shim received it. */

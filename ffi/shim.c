@@ -15,6 +15,7 @@
 #include <poll.h>
 #include <stdint.h>
 #include <string.h>
+#include <dirent.h>
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -24,7 +25,7 @@
 #define RELAY_EXPORT __attribute__((visibility("default")))
 
 /* ABI version of this file; native.ts refuses a library whose version differs. */
-RELAY_EXPORT int32_t relay_shim_version(void) { return 2; }
+RELAY_EXPORT int32_t relay_shim_version(void) { return 3; }
 
 /* open(path, O_RDWR | O_CLOEXEC). path is NUL-terminated; path_len bounds the search for the NUL so a
  * buffer without one is refused (-EINVAL) instead of read past its end. */
@@ -187,4 +188,73 @@ RELAY_EXPORT int32_t relay_gettid(void)
 RELAY_EXPORT int32_t relay_kick(int32_t tid, int32_t signo)
 {
 	return syscall(SYS_tgkill, getpid(), tid, signo) < 0 ? -errno : 0;
+}
+
+/* Small read-only helpers for sysfs and /dev listings: Deno's own file APIs want -A for /sys and /dev, while the
+ * CLI should need only what it reads. Paths are NUL-terminated within path_len, as for relay_open. */
+
+/* readlink(path) into out; returns the length, or -ENAMETOOLONG when out is too small. */
+RELAY_EXPORT int32_t relay_readlink(const char *path, uint32_t path_len, char *out, uint32_t out_len)
+{
+	if (!path || path_len == 0 || !memchr(path, 0, path_len) || !out || out_len == 0)
+		return -EINVAL;
+	ssize_t n = readlink(path, out, out_len);
+	if (n < 0)
+		return -errno;
+	return (uint32_t)n == out_len ? -ENAMETOOLONG : (int32_t)n;
+}
+
+/* The first out_len bytes of a (small) file; returns the bytes read, or -EFBIG if the file has more. */
+RELAY_EXPORT int32_t relay_read_file(const char *path, uint32_t path_len, char *out, uint32_t out_len)
+{
+	if (!path || path_len == 0 || !memchr(path, 0, path_len) || !out || out_len == 0)
+		return -EINVAL;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	uint32_t got = 0;
+	for (;;) {
+		ssize_t n = read(fd, out + got, out_len - got);
+		if (n < 0) {
+			int e = errno;
+			close(fd);
+			return -e;
+		}
+		if (n == 0)
+			break;
+		got += (uint32_t)n;
+		if (got == out_len) {
+			char extra;
+			n = read(fd, &extra, 1);
+			close(fd);
+			return n > 0 ? -EFBIG : (int32_t)got;
+		}
+	}
+	close(fd);
+	return (int32_t)got;
+}
+
+/* The names in a directory (without . and ..), each followed by a NUL; returns the bytes used, or -ENOBUFS. */
+RELAY_EXPORT int32_t relay_list_dir(const char *path, uint32_t path_len, char *out, uint32_t out_len)
+{
+	if (!path || path_len == 0 || !memchr(path, 0, path_len) || !out)
+		return -EINVAL;
+	DIR *d = opendir(path);
+	if (!d)
+		return -errno;
+	uint32_t used = 0;
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL) {
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+			continue;
+		size_t len = strlen(e->d_name) + 1;
+		if (used + len > out_len) {
+			closedir(d);
+			return -ENOBUFS;
+		}
+		memcpy(out + used, e->d_name, len);
+		used += (uint32_t)len;
+	}
+	closedir(d);
+	return (int32_t)used;
 }

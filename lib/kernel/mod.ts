@@ -9,3 +9,4 @@ export * from "./vfio.ts";
 export * from "./selftest.ts";
 export * from "./features.ts";
 export { KernelError, UnsupportedError } from "../core/errors.ts";
+export * from "./sysfs.ts";

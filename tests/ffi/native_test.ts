@@ -204,3 +204,25 @@ Deno.test("shim: a kick interrupts a blocking call in another thread with EINTR"
     URL.revokeObjectURL(url);
   }
 });
+
+Deno.test("shim: readlink, readSmallFile and listDir read what Deno's own APIs would need -A for", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/vendor`, "0x1234\n");
+    await Deno.symlink("../../devices/0000:00:03.0", `${dir}/device`);
+    await Deno.mkdir(`${dir}/sub`);
+    assert.equal(shim.readSmallFile(`${dir}/vendor`), "0x1234\n");
+    assert.equal(shim.readlink(`${dir}/device`), "../../devices/0000:00:03.0");
+    assert.deepEqual((shim.listDir(dir) as string[]).toSorted(), ["device", "sub", "vendor"]);
+    assert.deepEqual(shim.listDir(`${dir}/sub`), []);
+    // Errors come back as -errno, never as an exception or a truncated answer.
+    assert.equal(shim.readSmallFile(`${dir}/vendor`, 3), -27); // EFBIG
+    assert.equal(shim.readSmallFile(`${dir}/missing`), -2);
+    assert.equal(shim.readlink(`${dir}/vendor`), -EINVAL); // not a link
+    assert.equal(shim.listDir(`${dir}/vendor`), -20); // ENOTDIR
+    assert.equal(shim.readSmallFile(`${dir}/vendor\0x`), -EINVAL);
+    assert.equal(shim.readSmallFile(`${dir}/sub`), -21); // EISDIR
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -7,7 +7,7 @@ const CDEV = "/dev/vfio/devices/vfio0";
 const cli = new URL("../../cli.ts", import.meta.url).pathname;
 const noCdev = noKernel ?? (shim.open(CDEV) < 0 ? `${CDEV} does not exist in this VM` : undefined);
 
-async function run(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+async function run(args: string[], read: string[] = []): Promise<{ code: number; stdout: string; stderr: string }> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: [
       "run",
@@ -17,7 +17,7 @@ async function run(args: string[]): Promise<{ code: number; stdout: string; stde
       "--no-prompt",
       `--allow-ffi=${shim.path}`,
       "--allow-env=IOMMU_RELAY_SHIM",
-      `--allow-read=/dev/iommu,${CDEV}`,
+      `--allow-read=${["/dev/iommu", CDEV, ...read].join(",")}`,
       `--allow-write=/dev/iommu,${CDEV}`,
       cli,
       ...args,
@@ -42,5 +42,27 @@ Deno.test({
     const probe = await run(["probe", CDEV, "--json"]);
     assert.equal(probe.code, 0, probe.stderr);
     assert.match(JSON.parse(probe.stdout).nesting, /^unsupported \(EOPNOTSUPP/);
+  },
+});
+
+Deno.test({
+  name: "vfio: `info` with /sys and /dev/vfio readable names the edu function, vfio-pci, its group and the VT-d unit",
+  ignore: noCdev !== undefined,
+  async fn() {
+    const r = await run(["info", "--json"], ["/sys", "/dev/vfio"]);
+    assert.equal(r.code, 0, r.stderr);
+    const report = JSON.parse(r.stdout);
+    assert.equal(report["/dev/iommu"], "present");
+    assert.equal(report.host.iommufd, true);
+    const edu = report.host.cdevs.find((c: { cdev: string }) => c.cdev === CDEV);
+    assert.ok(edu, JSON.stringify(report.host));
+    assert.deepEqual([edu.vendor, edu.device, edu.driver], ["0x1234", "0x11e8", "vfio-pci"], "QEMU's edu, on vfio-pci");
+    assert.match(edu.pci, /^0000:00:[0-9a-f]{2}\.0$/);
+    assert.ok(Number.isInteger(edu.iommuGroup));
+    assert.match(edu.iommu, /^dmar\d+$/);
+    assert.ok(report.host.iommus.includes(edu.iommu));
+    // Without the sysfs grant the same command says so instead of reading it.
+    const bare = await run(["info", "--json"]);
+    assert.match(JSON.parse(bare.stdout).host, /^not granted/);
   },
 });
