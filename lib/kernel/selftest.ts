@@ -9,9 +9,11 @@ import { KernelError } from "../core/errors.ts";
 import { type Iommufd, IommufdObject } from "./iommufd.ts";
 import {
   IOMMU_TEST_CMD,
+  TestCmdAccessRw,
   TestCmdCheckDevCache,
   TestCmdCheckIotlb,
   TestCmdCheckMap,
+  TestCmdCreateAccess,
   TestCmdMockDomain,
   TestCmdMockDomainFlags,
   TestCmdMockDomainReplace,
@@ -143,4 +145,43 @@ export function mockMapTranslatesTo(iommufd: Iommufd, ptId: number, iova: number
   if (r === 0) return true;
   if (r === -22) return false;
   throw new KernelError(r, "check mock map", IOMMU_TEST_CMD.name);
+}
+
+/**
+ * An in-kernel access to an IOAS (`IOMMU_TEST_OP_CREATE_ACCESS`): DMA as an emulated device does it, through the
+ * IOAS's mappings and their permissions. Disposing it closes the access fd.
+ */
+export class MockAccess implements Disposable {
+  #closed = false;
+  private constructor(readonly iommufd: Iommufd, readonly fd: number) {}
+
+  /** An access on IOAS `ioasId`. */
+  static create(iommufd: Iommufd, ioasId: number): MockAccess {
+    const cmd = TestCmdCreateAccess.buffer().set("op", op.IOMMU_TEST_OP_CREATE_ACCESS).set("id", ioasId);
+    const r = iommufd.shim.ioctl(iommufd.fd, IOMMU_TEST_CMD.request, cmd.bytes);
+    if (r < 0) throw new KernelError(r, "create access", IOMMU_TEST_CMD.name);
+    return new MockAccess(iommufd, cmd.get("out_access_fd"));
+  }
+
+  /**
+   * Read (`write` false: IOVA → `buffer`) or write (`buffer` → IOVA) `buffer.length` bytes at `iova`. Returns 0 or
+   * `-errno`: EPERM for a write to a read-only mapping, ENOENT where nothing is mapped.
+   */
+  rw(iova: number, buffer: Uint8Array, write: boolean): number {
+    const cmd = TestCmdAccessRw.buffer().set("op", op.IOMMU_TEST_OP_ACCESS_RW).set("id", this.fd)
+      .setU64("iova", iova).setU64("length", buffer.byteLength).set("flags", write ? 1 : 0);
+    return this.iommufd.shim.ioctlWithPointer(
+      this.iommufd.fd,
+      IOMMU_TEST_CMD.request,
+      cmd.bytes,
+      cmd.offsetOf("uptr"),
+      buffer,
+    );
+  }
+
+  [Symbol.dispose](): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.iommufd.shim.close(this.fd);
+  }
 }

@@ -9,3 +9,4 @@ export * from "./guest.ts";
 export * from "./workloads.ts";
 export * from "./replay.ts";
 export * from "./policies.ts";
+export * from "./page_tables.ts";

@@ -55,6 +55,8 @@ export const MockConstants = defineConstants({
     MOCK_APERTURE_LAST: 0x7fff_ffff,
     MOCK_PAGE_SIZE: 2048,
     MOCK_HUGE_PAGE_SIZE: 512 * 2048,
+    MOCK_FLAGS_ACCESS_WRITE: 1 << 0,
+    MOCK_ACCESS_RW_WRITE: 1 << 0,
     MOCK_FLAGS_DEVICE_NO_DIRTY: 1 << 0,
     MOCK_FLAGS_DEVICE_PASID: 1 << 2,
     MOCK_NESTED_DOMAIN_IOTLB_ID_MAX: 3,
@@ -176,6 +178,44 @@ export const TestCmdCheckMap = testCmd(
     iova: { type: "u64", offset: 0, doc: "first IOVA" },
     length: { type: "u64", offset: 8, doc: "bytes" },
     uptr: { type: "u64", offset: 16, doc: "user pointer the IOVAs must translate to" },
+  },
+);
+
+/** `IOMMU_TEST_OP_CREATE_ACCESS` (6.2): an in-kernel access (an emulated device's DMA path) to an IOAS, as an fd. */
+export const TestCmdCreateAccess = testCmd(
+  "create_access",
+  "IOMMU_TEST_OP_CREATE_ACCESS",
+  "6.2",
+  "IOAS",
+  "Create an iommufd access on an IOAS; the kernel returns it as a file descriptor.",
+  {
+    out_access_fd: { type: "u32", offset: 0, doc: "output: the access's fd (close it to destroy the access)" },
+    flags: {
+      type: "u32",
+      offset: 4,
+      flags: { MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES: 1 },
+      doc: "MOCK_FLAGS_ACCESS_CREATE_*",
+    },
+  },
+);
+
+/** `IOMMU_TEST_OP_ACCESS_RW` (6.2): read or write IOVAs through an access, honouring the IOAS's permissions. */
+export const TestCmdAccessRw = testCmd(
+  "access_rw",
+  "IOMMU_TEST_OP_ACCESS_RW",
+  "6.2",
+  "the access fd",
+  "Copy between user memory and IOVAs as an emulated device would DMA; a write to a read-only mapping is EPERM.",
+  {
+    iova: { type: "u64", offset: 0, doc: "first IOVA" },
+    length: { type: "u64", offset: 8, doc: "bytes" },
+    uptr: { type: "u64", offset: 16, doc: "user buffer read from (write) or written to (read)" },
+    flags: {
+      type: "u32",
+      offset: 24,
+      flags: { MOCK_ACCESS_RW_WRITE: 1, MOCK_ACCESS_RW_SLOW_PATH: 4 },
+      doc: "MOCK_ACCESS_RW_*",
+    },
   },
 );
 
@@ -394,6 +434,8 @@ export const SELFTEST_UAPI = {
     TestCmdMockDomainFlags,
     TestCmdMockDomainReplace,
     TestCmdCheckMap,
+    TestCmdCreateAccess,
+    TestCmdAccessRw,
     TestCmdCheckIotlb,
     TestCmdTriggerIopf,
     TestCmdCheckDevCache,

@@ -1,0 +1,214 @@
+/**
+ * Shadow mode for one guest domain (the RID address space of the devices in it): on each invalidated range the
+ * guest's table is walked again and only real differences become `IOMMU_IOAS_UNMAP` / `IOMMU_IOAS_MAP` calls.
+ *
+ * The kernel unmaps whole areas only, so an area whose invalidated part changed is unmapped whole and its
+ * unchanged outside parts are mapped again as they were; an area that still matches costs nothing. A host failure
+ * stops the sync there with its errno and the area map still equal to what the host holds: what was unmapped and not
+ * yet mapped again is simply absent (the device faults; nothing stale stays reachable).
+ *
+ * @example
+ * ```ts
+ * import { ShadowDomain } from "./domain.ts";
+ * import { ModelIoas } from "../model/ioas.ts";
+ * const ram = new Uint8Array(1 << 20);
+ * const v = new DataView(ram.buffer);
+ * [[0x1000, 0x2000], [0x2000, 0x3000], [0x3000, 0x4000]].forEach(([t, n]) => v.setUint32(t, n | 3, true));
+ * v.setUint32(0x4000 + 5 * 8, 0x80000 | 1, true); // IOVA page 5 → guest page 0x80, read-only
+ * const memory = { read: (a: number, n: number) => ram.slice(a, a + n), write: () => {} };
+ * const ioas = new ModelIoas();
+ * const d = new ShadowDomain(memory, ram.length, ioas, { format: "vtd-sl", root: 0x1000, levels: 4 });
+ * console.log(d.sync(0, 16).maps, d.sync(0, 16).maps, ioas.calls); // 1 0 1
+ * ```
+ *
+ * @module
+ */
+import { type Area, AreaMap } from "./areas.ts";
+import { type GuestMemoryReader, type MappingRun, type PageTableConfig, type WalkFault, walkRange } from "./walk.ts";
+
+/** The host side: an IOAS taking page-granular maps of guest memory. Returns 0 or `-errno`; never throws. */
+export interface ShadowIoasPort {
+  map(firstPage: number, pages: number, gpaPage: number, read: boolean, write: boolean): number;
+  unmap(firstPage: number, pages: number): number;
+}
+
+/** What one sync did. */
+export interface SyncResult {
+  /** 0, or the errno of the host call that failed (the sync stopped there). */
+  readonly errno: number;
+  readonly failed?: { readonly op: "map" | "unmap"; readonly firstPage: number; readonly pages: number };
+  readonly maps: number;
+  readonly unmaps: number;
+  /** Areas the range touched that still matched the guest table: no syscall. */
+  readonly kept: number;
+  readonly faults: readonly WalkFault[];
+}
+
+/** Counters over the domain's life. */
+export interface ShadowTelemetry {
+  syncs: number;
+  maps: number;
+  unmaps: number;
+  kept: number;
+  faults: number;
+  failures: number;
+}
+
+/** One shadowed domain. */
+export class ShadowDomain {
+  readonly areas: AreaMap = new AreaMap();
+  readonly telemetry: ShadowTelemetry = { syncs: 0, maps: 0, unmaps: 0, kept: 0, faults: 0, failures: 0 };
+
+  constructor(
+    readonly memory: GuestMemoryReader,
+    readonly ramBytes: number,
+    readonly port: ShadowIoasPort,
+    /** The guest's table (from its context / PASID-0 entry); undefined: nothing is mapped. */
+    public table?: PageTableConfig,
+  ) {}
+
+  /** IOVA pages the table's levels address. */
+  get spanPages(): number {
+    return 512 ** (this.table?.levels ?? 4);
+  }
+
+  /** The guest changed its table root: re-shadow everything. */
+  setTable(table: PageTableConfig | undefined): SyncResult {
+    this.table = table;
+    return this.syncAll();
+  }
+
+  /** A domain-wide or global invalidation. */
+  syncAll(): SyncResult {
+    const last = this.areas.all.at(-1);
+    const pages = Math.max(this.spanPages, last ? last.firstPage + last.pages : 0);
+    return this.sync(0, pages);
+  }
+
+  /** Make the host match the guest table over IOVA pages [firstPage, +pages). */
+  sync(firstPage: number, pages: number): SyncResult {
+    this.telemetry.syncs++;
+    const lastPage = firstPage + pages - 1;
+    const walked = this.table
+      ? walkRange(
+        this.memory,
+        this.table,
+        firstPage,
+        Math.min(pages, Math.max(0, this.spanPages - firstPage)),
+        this.ramBytes,
+      )
+      : { runs: [] as MappingRun[], faults: [] as WalkFault[] };
+    const desired = walked.runs;
+    const toUnmap: Area[] = [], toMap: Area[] = [], kept: Area[] = [];
+    for (const a of this.areas.overlapping(firstPage, lastPage)) {
+      if (matches(a, desired, firstPage, lastPage)) {
+        kept.push(a);
+        continue;
+      }
+      toUnmap.push(a);
+      // The parts outside the range are not the guest's to change here: map them again as they were.
+      const aLast = a.firstPage + a.pages - 1;
+      if (a.firstPage < firstPage) toMap.push({ ...a, pages: firstPage - a.firstPage });
+      if (aLast > lastPage) {
+        toMap.push({
+          ...a,
+          firstPage: lastPage + 1,
+          pages: aLast - lastPage,
+          gpaPage: a.gpaPage + (lastPage + 1 - a.firstPage),
+        });
+      }
+    }
+    for (const run of desired) toMap.push(...subtract(run, kept));
+    toMap.sort((x, y) => x.firstPage - y.firstPage);
+    let maps = 0, unmaps = 0;
+    const result = (errno: number, failed?: SyncResult["failed"]): SyncResult => {
+      this.telemetry.maps += maps;
+      this.telemetry.unmaps += unmaps;
+      this.telemetry.kept += kept.length;
+      this.telemetry.faults += walked.faults.length;
+      if (errno) this.telemetry.failures++;
+      return { errno, failed, maps, unmaps, kept: kept.length, faults: walked.faults };
+    };
+    for (const a of toUnmap) {
+      const r = this.port.unmap(a.firstPage, a.pages);
+      if (r < 0) return result(-r, { op: "unmap", firstPage: a.firstPage, pages: a.pages });
+      this.areas.remove(a);
+      unmaps++;
+    }
+    for (const a of toMap) {
+      const r = this.port.map(a.firstPage, a.pages, a.gpaPage, a.read, a.write);
+      if (r < 0) return result(-r, { op: "map", firstPage: a.firstPage, pages: a.pages });
+      this.areas.insert(a);
+      maps++;
+    }
+    return result(0);
+  }
+
+  /**
+   * virtio-iommu MAP: map guest pages directly (no table). Overlapping an existing mapping is EEXIST (the
+   * device answers VIRTIO_IOMMU_S_INVAL); returns 0 or the errno.
+   */
+  mapDirect(firstPage: number, pages: number, gpaPage: number, read: boolean, write: boolean): number {
+    if (this.areas.overlapping(firstPage, firstPage + pages - 1).length) return 17;
+    if ((gpaPage + pages) * 4096 > this.ramBytes) return 14; // EFAULT: not guest RAM
+    const r = this.port.map(firstPage, pages, gpaPage, read, write);
+    if (r < 0) return -r;
+    this.areas.insert({ firstPage, pages, gpaPage, read, write });
+    this.telemetry.maps++;
+    return 0;
+  }
+
+  /**
+   * virtio-iommu UNMAP: remove the mappings inside [firstPage, +pages). One that is only partly inside is ERANGE
+   * (virtio-iommu: VIRTIO_IOMMU_S_RANGE) and nothing is unmapped; returns 0 or the errno.
+   */
+  unmapDirect(firstPage: number, pages: number): number {
+    const last = firstPage + pages - 1;
+    const inside = this.areas.overlapping(firstPage, last);
+    if (inside.some((a) => a.firstPage < firstPage || a.firstPage + a.pages - 1 > last)) return 34;
+    for (const a of inside) {
+      const r = this.port.unmap(a.firstPage, a.pages);
+      if (r < 0) return -r;
+      this.areas.remove(a);
+      this.telemetry.unmaps++;
+    }
+    return 0;
+  }
+}
+
+/** Whether area `a`'s part inside [first, last] is exactly what the desired runs say. */
+function matches(a: Area, desired: readonly MappingRun[], first: number, last: number): boolean {
+  let page = Math.max(a.firstPage, first);
+  const end = Math.min(a.firstPage + a.pages - 1, last);
+  for (const r of desired) {
+    if (r.firstPage + r.pages - 1 < page) continue;
+    if (r.firstPage > page) return false; // a hole
+    if (r.read !== a.read || r.write !== a.write) return false;
+    if (r.gpaPage + (page - r.firstPage) !== a.gpaPage + (page - a.firstPage)) return false;
+    page = r.firstPage + r.pages;
+    if (page > end) return true;
+  }
+  return page > end;
+}
+
+/** The parts of `run` no kept area covers. */
+function subtract(run: MappingRun, kept: readonly Area[]): Area[] {
+  let pieces: Area[] = [run];
+  for (const k of kept) {
+    const kLast = k.firstPage + k.pages - 1;
+    const next: Area[] = [];
+    for (const p of pieces) {
+      const pLast = p.firstPage + p.pages - 1;
+      if (kLast < p.firstPage || k.firstPage > pLast) {
+        next.push(p);
+        continue;
+      }
+      if (p.firstPage < k.firstPage) next.push({ ...p, pages: k.firstPage - p.firstPage });
+      if (pLast > kLast) {
+        next.push({ ...p, firstPage: kLast + 1, pages: pLast - kLast, gpaPage: p.gpaPage + (kLast + 1 - p.firstPage) });
+      }
+    }
+    pieces = next;
+  }
+  return pieces;
+}
