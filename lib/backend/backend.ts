@@ -8,9 +8,10 @@
 
 /**
  * Host entry formats: VT-d stage-1 entries and selftest mock entries go to a nested HWPT; SMMUv3 commands and
- * selftest vIOMMU entries (`iommu_viommu_invalidate_selftest`, per virtual device) go to a vIOMMU.
+ * selftest vIOMMU entries (`iommu_viommu_invalidate_selftest`, per virtual device) go to a vIOMMU; shadow entries
+ * (iommu-relay's own: a page range to re-walk) go to a shadowed domain, which turns them into IOAS map/unmap.
  */
-export type Format = "vtd-s1" | "smmuv3" | "selftest" | "selftest-viommu";
+export type Format = "vtd-s1" | "smmuv3" | "selftest" | "selftest-viommu" | "shadow";
 
 /** What one batch did: the errno (0 = success) and how many entries were handled (the kernel's entry_num). */
 export interface InvalidateStatus {
@@ -33,6 +34,7 @@ export const ENTRY_LENGTH: Readonly<Record<Format, number>> = {
   smmuv3: 16,
   selftest: 8,
   "selftest-viommu": 12,
+  shadow: 16,
 };
 
 /** The kernel's cap on entries per IOMMU_HWPT_INVALIDATE (`IOMMU_HWPT_INVALIDATE_ENTRY_NUM_MAX`, 7.3). */

@@ -12,7 +12,7 @@ import { VTD_DATA_TYPE } from "../compile/vtd.ts";
 import { type Backend, ENTRY_LENGTH, type Format, type InvalidateStatus } from "./backend.ts";
 
 /** `data_type` of each format. */
-export const DATA_TYPE: Readonly<Record<Format, number>> = {
+export const DATA_TYPE: Readonly<Record<Exclude<Format, "shadow">, number>> = {
   "vtd-s1": VTD_DATA_TYPE,
   smmuv3: SMMUV3_DATA_TYPE,
   selftest: SELFTEST_DATA_TYPE,
@@ -40,6 +40,12 @@ export class KernelBackend implements Backend {
   constructor(readonly iommufd: Iommufd) {}
 
   invalidate(targetId: number, format: Format, entries: Uint8Array, count: number, status: InvalidateStatus): void {
+    if (format === "shadow") {
+      // Shadow targets are served by lib/shadow's backend, never by IOMMU_HWPT_INVALIDATE.
+      status.errno = 95; // EOPNOTSUPP
+      status.handled = 0;
+      return;
+    }
     const v = this.#args.view;
     v.setUint32(F.hwpt_id.offset, targetId, true);
     v.setUint32(F.data_type.offset, DATA_TYPE[format], true);

@@ -13,6 +13,7 @@ import {
   type InvalidateRequest,
   PAGE_SPACE,
   pageRangeOfBytes,
+  RequestError,
   type Scope,
   validateRequest,
 } from "../core/request.ts";
@@ -163,6 +164,9 @@ export function encodeSvmBind2017(request: BindRequest): Uint8Array {
     length: SvmBindPgtable2017.size,
   }, bytes);
   const data = bytes.subarray(VfioDeviceSvm.size);
+  if (t.format === "vtd-sl") {
+    throw new RequestError("bad-table", "table.format", "the 2017 bind record carries stage-1 tables, not vtd-sl");
+  }
   SvmBindPgtable2017.encode({
     pasid: request.pasid === "rid" ? RID : request.pasid,
     format: t.format === "vtd-s1" ? 1 : 2,

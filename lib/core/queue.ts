@@ -25,6 +25,7 @@ import { EntryWriter } from "../compile/entries.ts";
 import { compileSelftest, compileSelftestViommu } from "../compile/selftest.ts";
 import { compileAtcInv, compileSmmuv3, type SmmuUnit } from "../compile/smmuv3.ts";
 import { compileVtd } from "../compile/vtd.ts";
+import { compileShadow } from "../compile/shadow.ts";
 import { errnoName } from "../uapi/errno.ts";
 import { PendingSet } from "./pending.ts";
 import {
@@ -420,6 +421,7 @@ export class RelayQueue {
           else if (format === "vtd-s1") compileVtd(u.pending, w);
           else if (format === "selftest") compileSelftest(u.pending, u.pasid, w);
           else if (format === "selftest-viommu") compileSelftestViommu(u.pending, u.vdevId ?? 0, u.pasid, w);
+          else if (format === "shadow") compileShadow(u.pending, w);
           else compileSmmuv3(u.pending, u.smmu!, this.#opts.smmuRil, w);
           u.pending.clear();
         }

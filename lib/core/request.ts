@@ -56,6 +56,18 @@ export interface VtdStageOne {
   readonly wpe?: boolean;
 }
 
+/**
+ * A VT-d second-level table (legacy mode, or scalable mode's second stage): what a guest without nesting support
+ * gives its devices. Only shadow mode takes it — the host walks it and maps the result into an IOAS.
+ */
+export interface VtdSecondLevel {
+  readonly format: "vtd-sl";
+  /** Guest-physical address of the table root (4 KiB aligned). */
+  readonly tableAddress: number;
+  /** 48 (4-level) or 57 (5-level). */
+  readonly addressWidth: 48 | 57;
+}
+
 /** An SMMUv3 stage-1 context: the guest STE words (nested HWPT data) and the CD's ASID for this PASID. */
 export interface SmmuStageOne {
   readonly format: "smmuv3";
@@ -72,7 +84,10 @@ export interface SelftestStageOne {
 }
 
 /** A stage-1 table in one host format. */
-export type StageOneTable = VtdStageOne | SmmuStageOne | SelftestStageOne;
+export type StageOneTable = VtdStageOne | VtdSecondLevel | SmmuStageOne | SelftestStageOne;
+
+/** The tables a nested HWPT takes (a second-level table is shadow mode's). */
+export type NestedTable = Exclude<StageOneTable, VtdSecondLevel>;
 
 /** The no-PASID address space (requests without PASID, the RID's domain). */
 export type PasidOrRid = number | "rid";
@@ -209,6 +224,7 @@ export function validateRequest<R extends Request>(request: R, limits: RequestLi
 function validateTable(t: StageOneTable): void {
   switch (t.format) {
     case "vtd-s1":
+    case "vtd-sl":
       if (!Number.isInteger(t.tableAddress) || t.tableAddress < 0 || t.tableAddress % 4096 !== 0) {
         throw new RequestError("misaligned", "table.tableAddress", `0x${t.tableAddress.toString(16)}`);
       }

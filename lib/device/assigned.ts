@@ -17,6 +17,7 @@ import {
   type PasidOrRid,
   PCIE_PASID_BITS,
   type Request,
+  type NestedTable,
   type StageOneTable,
   validateRequest,
 } from "../core/request.ts";
@@ -60,14 +61,14 @@ export interface NestedEntry {
   refs: number;
 }
 
-function tableKey(t: StageOneTable): string {
+function tableKey(t: NestedTable): string {
   // An SMMUv3 nested HWPT is its STE; the ASID belongs to a context descriptor in guest memory.
   const key = t.format === "smmuv3" ? { format: t.format, ste: t.ste } : t;
   return JSON.stringify(key, (_, v) => (typeof v === "bigint" ? `${v}n` : v));
 }
 
 /** The host data of a stage-1 table: `iommu_hwpt_vtd_s1` or `iommu_hwpt_selftest`. */
-export function hwptData(table: StageOneTable): { type: number; bytes: Uint8Array } {
+export function hwptData(table: NestedTable): { type: number; bytes: Uint8Array } {
   switch (table.format) {
     case "selftest":
       return selftestHwptData(table.iotlb);
@@ -214,7 +215,7 @@ export class GuestIommu implements Disposable {
   }
 
   /** @internal A nested HWPT for (parent, domain, table): shared if one exists. */
-  acquireNested(parent: ParentEntry, devId: number, domain: number, table: StageOneTable): NestedEntry {
+  acquireNested(parent: ParentEntry, devId: number, domain: number, table: NestedTable): NestedEntry {
     const base = parent.viommu ?? parent.hwpt;
     const key = `${base.id}/${domain}/${tableKey(table)}`;
     const existing = this.#nested.get(key);
@@ -341,7 +342,7 @@ export class AssignedDevice implements Disposable {
   ) {}
 
   /** The queue binding for a nested HWPT (or, on SMMUv3, the vIOMMU and the CD's ASID). */
-  #bindingFor(entry: NestedEntry | undefined, table: StageOneTable): Binding {
+  #bindingFor(entry: NestedEntry | undefined, table: NestedTable): Binding {
     const viommu = this.parent.viommu;
     if (viommu && this.guest.viommu) {
       return {
@@ -376,6 +377,12 @@ export class AssignedDevice implements Disposable {
   bind(pasid: PasidOrRid, table: StageOneTable): void {
     this.#live();
     try {
+      if (table.format === "vtd-sl") {
+        throw new UnsupportedError(
+          "vtd-sl",
+          "a VT-d second-level table is walked by shadow mode; a nested device takes stage-1 tables (DeviceConfig.mode)",
+        );
+      }
       this.#bind(pasid, table);
     } catch (e) {
       this.telemetry.refused++;
@@ -383,7 +390,7 @@ export class AssignedDevice implements Disposable {
     }
   }
 
-  #bind(pasid: PasidOrRid, table: StageOneTable): void {
+  #bind(pasid: PasidOrRid, table: NestedTable): void {
     validateRequest({ op: "bind", domain: this.domain, pasid, table }, { pasidBits: this.pasidBits });
     if (table.format === "smmuv3" && pasid !== "rid") return this.#bindSmmuPasid(pasid, table);
     if (pasid !== "rid" && !this.parent.pasidCapable) {

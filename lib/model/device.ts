@@ -5,8 +5,10 @@
  *
  * @module
  */
+import { UnsupportedError } from "../core/errors.ts";
 import { RelayQueue } from "../core/queue.ts";
 import {
+  type NestedTable,
   type PasidOrRid,
   PCIE_PASID_BITS,
   type Request,
@@ -41,7 +43,7 @@ export class ModelGuestIommu implements Disposable {
   }
 
   /** @internal */
-  acquire(domain: number, table: StageOneTable): number {
+  acquire(domain: number, table: NestedTable): number {
     const key = `${domain}/${JSON.stringify(table, (_, v) => typeof v === "bigint" ? `${v}n` : v)}`;
     const e = this.#nested.get(key);
     if (e) {
@@ -68,7 +70,7 @@ export class ModelGuestIommu implements Disposable {
   readonly #routes = new Map<string, number>();
 
   /** @internal Count a device's use of (domain, pasid) → target in the queue's table. */
-  route(domain: number, pasid: PasidOrRid, targetId: number, table: StageOneTable): void {
+  route(domain: number, pasid: PasidOrRid, targetId: number, table: NestedTable): void {
     const key = `${domain}/${pasid}/${targetId}`;
     const n = this.#routes.get(key) ?? 0;
     this.#routes.set(key, n + 1);
@@ -132,6 +134,12 @@ export class ModelDevice implements Disposable {
     this.#live();
     try {
       validateRequest({ op: "bind", domain: this.domain, pasid, table }, { pasidBits: this.pasidBits });
+      if (table.format === "vtd-sl") {
+        throw new UnsupportedError(
+          "vtd-sl",
+          "a VT-d second-level table is walked by shadow mode; a nested device takes stage-1 tables (DeviceConfig.mode)",
+        );
+      }
     } catch (e) {
       this.telemetry.refused++;
       throw e;

@@ -169,6 +169,8 @@ export class ModelHost implements Backend {
   /** Apply one entry; returns an errno or 0. */
   #entry(t: ModelTarget, format: Format, v: DataView, at: number): number {
     switch (format) {
+      case "shadow":
+        return EOPNOTSUPP; // shadow entries go to lib/shadow's backend, never to a nested target
       case "selftest": {
         const flags = v.getUint32(at, true);
         const id = v.getUint32(at + 4, true);

@@ -20,16 +20,23 @@ export class ModelIoas implements ShadowIoasPort {
   readonly areas: AreaMap = new AreaMap();
   /** map + unmap calls made (successful or not): the syscalls a kernel host would have made. */
   calls = 0;
-  /** Make the next call fail with this errno (fault injection), once. */
-  failNext?: { op: "map" | "unmap"; errno: number };
+  /**
+   * Fault injection: the next call of `op` (at `firstPage`, if given) fails with `errno`, `times` times (default 1).
+   */
+  failNext?: { op: "map" | "unmap"; errno: number; firstPage?: number; times?: number };
+
+  #injected(op: "map" | "unmap", firstPage: number): number {
+    const f = this.failNext;
+    if (!f || f.op !== op || (f.firstPage !== undefined && f.firstPage !== firstPage)) return 0;
+    f.times = (f.times ?? 1) - 1;
+    if (f.times <= 0) this.failNext = undefined;
+    return f.errno;
+  }
 
   map(firstPage: number, pages: number, gpaPage: number, read: boolean, write: boolean): number {
     this.calls++;
-    if (this.failNext?.op === "map") {
-      const e = this.failNext.errno;
-      this.failNext = undefined;
-      return -e;
-    }
+    const injected = this.#injected("map", firstPage);
+    if (injected) return -injected;
     if (pages <= 0 || (!read && !write)) return -22;
     if (this.areas.overlapping(firstPage, firstPage + pages - 1).length) return -17;
     this.areas.insert({ firstPage, pages, gpaPage, read, write });
@@ -38,11 +45,8 @@ export class ModelIoas implements ShadowIoasPort {
 
   unmap(firstPage: number, pages: number): number {
     this.calls++;
-    if (this.failNext?.op === "unmap") {
-      const e = this.failNext.errno;
-      this.failNext = undefined;
-      return -e;
-    }
+    const injected = this.#injected("unmap", firstPage);
+    if (injected) return -injected;
     const last = firstPage + pages - 1;
     const inside = this.areas.overlapping(firstPage, last);
     if (inside.length === 0 || inside.some((a) => a.firstPage < firstPage || a.firstPage + a.pages - 1 > last)) {

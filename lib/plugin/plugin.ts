@@ -11,10 +11,18 @@
  * @module
  */
 import type { NativeShim } from "../../ffi/native.ts";
-import type { DrainReport, QueueTelemetry, RelayQueue } from "../core/queue.ts";
+import type { DrainReport, QueueTelemetry } from "../core/queue.ts";
 import { type PasidOrRid, type Request, RequestError, type StageOneTable } from "../core/request.ts";
 import { type DeviceTelemetry, GuestIommu, type ViommuMode } from "../device/assigned.ts";
-import { MockPort, VfioPort } from "../device/port.ts";
+import { type DevicePort, MockPort, VfioPort } from "../device/port.ts";
+import { KernelBackend } from "../backend/kernel.ts";
+import { KernelError, UnsupportedError } from "../core/errors.ts";
+import { RelayQueue } from "../core/queue.ts";
+import { ModelIoas } from "../model/ioas.ts";
+import { ShadowBackend } from "../shadow/backend.ts";
+import { ShadowGuest } from "../shadow/device.ts";
+import type { ShadowDomain, ShadowTelemetry } from "../shadow/domain.ts";
+import { KernelShadowIoas } from "../shadow/kernel_ioas.ts";
 import { Iommufd } from "../kernel/iommufd.ts";
 import type { Ioas } from "../kernel/iommufd.ts";
 import { ModelGuestIommu } from "../model/device.ts";
@@ -38,11 +46,22 @@ export interface DeviceConfig {
   readonly virtId?: number;
   /** ATS enabled (SMMUv3: the relay sends ATC_INV). */
   readonly ats?: boolean;
+  /**
+   * Nested translation or shadow mode. "auto" (default): nested where the host offers a nesting parent for the
+   * device, else shadow if `shadow` is given; "nested" / "shadow" force one.
+   */
+  readonly mode?: "auto" | "nested" | "shadow";
+  /** For shadow mode: the guest's RAM as the VMM holds it (guest-physical 0 at offset 0, page aligned). */
+  readonly shadow?: { readonly ram: Uint8Array };
 }
 
-/** What a device plugin needs from the device layer (kernel or in-process). */
+/** What a device plugin needs from the device layer (kernel or in-process, nested or shadow). */
 export interface RelayDevice extends Disposable {
   readonly domain: number;
+  /** "shadow" for shadow-mode devices; nested ones leave it unset. */
+  readonly mode?: "nested" | "shadow";
+  /** Shadow mode's counters (maps, unmaps, areas kept, walk faults), for shadow devices. */
+  readonly shadow?: ShadowTelemetry;
   readonly telemetry: DeviceTelemetry;
   bind(pasid: PasidOrRid, table: StageOneTable): void;
   unbind(pasid: PasidOrRid): unknown;
@@ -52,6 +71,13 @@ export interface RelayDevice extends Disposable {
 
 interface Guest extends Disposable {
   readonly queue: RelayQueue;
+}
+
+/** A guest vIOMMU: its nested device layer, and the shadow side sharing its queue. */
+interface GuestEntry {
+  readonly iommu: Guest;
+  readonly backend: ShadowBackend;
+  shadow?: ShadowGuest;
 }
 
 /**
@@ -69,7 +95,7 @@ interface Guest extends Disposable {
  * ```
  */
 export class RelayHost implements Disposable {
-  readonly #guests = new Map<string, Guest>();
+  readonly #guests = new Map<string, GuestEntry>();
   #disposed = false;
 
   private constructor(
@@ -99,16 +125,25 @@ export class RelayHost implements Disposable {
 
   /** The relay queue of guest vIOMMU `name` (created on first use). */
   queue(name = "0"): RelayQueue {
-    return this.#guest(name).queue;
+    return this.#guest(name).iommu.queue;
   }
 
-  #guest(name: string): Guest {
+  /** The shadowed domain `domain` of guest vIOMMU `name`, if a shadow-mode device of it is assigned. */
+  shadowDomain(domain: number, name = "0"): ShadowDomain | undefined {
+    return this.#guests.get(name)?.shadow?.domain(domain);
+  }
+
+  #guest(name: string): GuestEntry {
     if (this.#disposed) throw new Error("the RelayHost was disposed");
     let g = this.#guests.get(name);
     if (!g) {
-      g = this.model
-        ? new ModelGuestIommu(this.model)
-        : new GuestIommu(this.iommufd!, this.ioas!, { viommu: this.viommuMode });
+      // One queue per guest vIOMMU, whose backend also serves the guest's shadowed domains.
+      const backend = new ShadowBackend(this.model ?? new KernelBackend(this.iommufd!));
+      const queue = new RelayQueue(backend);
+      const iommu = this.model
+        ? new ModelGuestIommu(this.model, queue)
+        : new GuestIommu(this.iommufd!, this.ioas!, { viommu: this.viommuMode, queue });
+      g = { iommu, backend };
       this.#guests.set(name, g);
     }
     return g;
@@ -116,7 +151,56 @@ export class RelayHost implements Disposable {
 
   /** Assign a device (the plugin loader's job; a failed assignment leaves nothing behind). */
   assign(config: DeviceConfig): RelayDevice {
+    const mode = config.mode ?? "auto";
+    if (mode === "shadow") return this.#assignShadow(config);
+    try {
+      return this.#assignNested(config);
+    } catch (e) {
+      // No nesting parent for this device (QEMU's VT-d, older IOMMUs): shadow it, if the VMM gave its RAM.
+      const noNesting = (e instanceof KernelError && e.errno === 95) || e instanceof UnsupportedError;
+      if (mode === "auto" && config.shadow && noNesting) return this.#assignShadow(config);
+      throw e;
+    }
+  }
+
+  #assignShadow(config: DeviceConfig): RelayDevice {
+    const ram = config.shadow?.ram;
+    if (!ram) throw new TypeError("shadow mode needs the guest's RAM (DeviceConfig.shadow.ram)");
     const g = this.#guest(config.viommu ?? "0");
+    if (g.shadow && g.shadow.ram !== ram) throw new TypeError("all shadow-mode devices of a VM share one guest RAM");
+    const model = this.model, iommufd = this.iommufd;
+    g.shadow ??= new ShadowGuest(g.backend, g.iommu.queue, ram, () => {
+      if (model) return { port: new ModelIoas() };
+      const ioas = iommufd!.allocIoas();
+      return { port: new KernelShadowIoas(ioas, ram), release: ioas, ioasId: ioas.id };
+    });
+    const src = config.device;
+    const space = g.shadow.space(config.domain);
+    if (model) {
+      if (src.kind !== "model") throw new TypeError(`an in-process RelayHost takes model devices, not ${src.kind}`);
+      return g.shadow.assign(config.domain, { [Symbol.dispose]() {} });
+    }
+    if (src.kind === "model") throw new TypeError("a kernel RelayHost takes vfio or mock devices");
+    let port: DevicePort;
+    try {
+      if (src.kind === "vfio") {
+        port = VfioPort.open(iommufd!.shim, iommufd!, src.path);
+        try {
+          port.attachRid(space.ioasId!);
+        } catch (e) {
+          port[Symbol.dispose]();
+          throw e;
+        }
+      } else port = MockPort.create(iommufd!, space.ioasId!, 0);
+    } catch (e) {
+      if (space.devices === 0) g.shadow.leave(config.domain); // nothing else uses the new space
+      throw e;
+    }
+    return g.shadow.assign(config.domain, port);
+  }
+
+  #assignNested(config: DeviceConfig): RelayDevice {
+    const g = this.#guest(config.viommu ?? "0").iommu;
     const src = config.device;
     if (g instanceof ModelGuestIommu) {
       if (src.kind !== "model") throw new TypeError(`an in-process RelayHost takes model devices, not ${src.kind}`);
@@ -137,7 +221,10 @@ export class RelayHost implements Disposable {
     const stack = new DisposableStack();
     if (this.iommufd) stack.use(this.iommufd);
     if (this.ioas) stack.use(this.ioas);
-    for (const g of this.#guests.values()) stack.use(g);
+    for (const g of this.#guests.values()) {
+      stack.use(g.iommu);
+      if (g.shadow) stack.use(g.shadow);
+    }
     stack.dispose();
   }
 }
@@ -148,6 +235,14 @@ export type PluginEvent =
   | { readonly type: "refused"; readonly request: Request; readonly error: Error }
   | { readonly type: "disposed" };
 
+/** A plugin's counters: its device's, its queue's (shared by the vIOMMU), its mode and, shadowed, the domain's. */
+export interface PluginTelemetry {
+  readonly mode: "nested" | "shadow";
+  readonly device: DeviceTelemetry;
+  readonly queue: QueueTelemetry;
+  readonly shadow?: ShadowTelemetry;
+}
+
 /** A plugin instance: one device's relay. */
 export interface RelayPlugin extends Disposable {
   readonly name: string;
@@ -157,7 +252,7 @@ export interface RelayPlugin extends Disposable {
   submit(request: Request): number | undefined;
   /** Send what is pending; the report carries each wait's completion and guest-visible failures. */
   drain(): DrainReport;
-  readonly telemetry: { readonly device: DeviceTelemetry; readonly queue: QueueTelemetry };
+  readonly telemetry: PluginTelemetry;
   /** Subscribe to events; returns the unsubscribe function. */
   on(listener: (event: PluginEvent) => void): () => void;
 }
@@ -229,8 +324,13 @@ class DevicePlugin implements RelayPlugin {
     return this.#state;
   }
 
-  get telemetry(): { device: DeviceTelemetry; queue: QueueTelemetry } {
-    return { device: this.device.telemetry, queue: this.queue.telemetry };
+  get telemetry(): PluginTelemetry {
+    return {
+      mode: this.device.mode ?? "nested",
+      device: this.device.telemetry,
+      queue: this.queue.telemetry,
+      ...(this.device.shadow ? { shadow: this.device.shadow } : {}),
+    };
   }
 
   #emit(event: PluginEvent): void {
