@@ -234,11 +234,14 @@ async function main(): Promise<void> {
       const devId = dev.bind(iommufd);
       const caps = decodeCapabilities(iommufd.getHwInfo(devId));
       if (command === "hw-info") {
+        // What the capability registers promise; `probe` asks the kernel for a nesting parent to be sure.
+        const mode = caps.iommu.kind === "vtd" ? (caps.iommu.nest ? "nested" : "shadow") : "nested";
         out(
-          `${cdev}: ${caps.iommu.kind} IOMMU, PASID bits ${caps.maxPasidLog2}\n${
-            JSON.stringify(caps.iommu, jsonReplacer, 2)
-          }`,
-          caps,
+          `${cdev}: ${caps.iommu.kind} IOMMU, PASID bits ${caps.maxPasidLog2}, relay mode ${mode}` +
+            `${mode === "shadow" ? " (no ecap.NEST: the guest's table is shadowed into an IOAS)" : ""}\n${
+              JSON.stringify(caps.iommu, jsonReplacer, 2)
+            }`,
+          { ...caps, mode },
         );
         return;
       }
@@ -270,6 +273,7 @@ async function main(): Promise<void> {
         if (!(e instanceof KernelError)) throw e;
         result.nesting = `unsupported (${e.errnoName}: the IOMMU offers no nesting parent)`;
       }
+      result.mode = result.nesting === "supported" ? "nested" : "shadow";
       out(Object.entries(result).map(([k, v]) => `${k}: ${v}`).join("\n"), result);
       return;
     }

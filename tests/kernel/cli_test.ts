@@ -38,10 +38,12 @@ Deno.test({
     assert.equal(info.code, 0, info.stderr);
     const caps = JSON.parse(info.stdout);
     assert.equal(caps.iommu.kind, "vtd");
+    assert.equal(caps.mode, "shadow", "QEMU's VT-d has no ecap.NEST: shadow mode");
     assert.ok(caps.iommu.mgaw >= 39 && caps.iommu.queuedInvalidation);
     const probe = await run(["probe", CDEV, "--json"]);
     assert.equal(probe.code, 0, probe.stderr);
     assert.match(JSON.parse(probe.stdout).nesting, /^unsupported \(EOPNOTSUPP/);
+    assert.equal(JSON.parse(probe.stdout).mode, "shadow");
   },
 });
 

@@ -28,8 +28,8 @@ kernelTest(
     });
     const port = host.shadowDomain(1)!.port as KernelShadowIoas;
     const iommufd = host.iommufd!, ioasId = port.ioas.id;
-  // A second mock device on the shadow IOAS: its mock domain mirrors the IOAS, and MD_CHECK_MAP reads a domain.
-  using observer = MockDevice.create(iommufd, ioasId);
+    // A second mock device on the shadow IOAS: its mock domain mirrors the IOAS, and MD_CHECK_MAP reads a domain.
+    using observer = MockDevice.create(iommufd, ioasId);
     const relay = (firstPage: number, pages: number, leaf = false) => {
       dev.submit({ op: "invalidate", domain: 1, scope: { kind: "range", firstPage, pages }, noPasid: true, leaf });
       dev.submit({ op: "sync" });

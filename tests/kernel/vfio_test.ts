@@ -81,3 +81,44 @@ Deno.test({
     assert.throws(() => dev.bind(fake), (e) => e instanceof KernelError && e.errnoName === "EBADF");
   },
 });
+
+Deno.test({
+  name:
+    "vfio: auto mode shadows the edu device behind QEMU's VT-d (no nesting) and the real VT-d domain takes the maps",
+  ignore: noCdev !== undefined,
+  async fn() {
+    const { RelayHost, relayPlugin } = await import("../../lib/plugin/plugin.ts");
+    const { GuestPageTables } = await import("../../lib/testing/page_tables.ts");
+    using host = RelayHost.kernel(shim);
+    const ram = shim.alignedBuffer(8 << 20);
+    const tables = new GuestPageTables(ram, { format: "vtd-sl", levels: 4, tablesAt: 0x60_0000 });
+    using edu = relayPlugin.create(host, { domain: 1, device: { kind: "vfio", path: CDEV }, shadow: { ram } });
+    assert.equal(edu.telemetry.mode, "shadow", "auto: no nesting parent here, so shadow");
+    edu.submit({
+      op: "bind",
+      domain: 1,
+      pasid: "rid",
+      table: { format: "vtd-sl", tableAddress: tables.config.root, addressWidth: 48 },
+    });
+    for (let p = 0; p < 32; p++) tables.map(0x100 + p, 0x200 + p, { read: true, write: p % 2 === 0 });
+    edu.submit({ op: "invalidate", domain: 1, scope: { kind: "range", firstPage: 0x100, pages: 32 }, noPasid: true });
+    edu.submit({ op: "sync" });
+    const r = edu.drain();
+    assert.deepEqual(r.failures, []);
+    const areas = host.shadowDomain(1)!.areas.all;
+    assert.equal(areas.length, 32, "alternating permissions: 32 maps, all accepted by the intel-iommu domain");
+    for (let p = 0; p < 32; p++) tables.unmap(0x100 + p);
+    edu.submit({
+      op: "invalidate",
+      domain: 1,
+      scope: { kind: "range", firstPage: 0x100, pages: 32 },
+      noPasid: true,
+      leaf: true,
+    });
+    edu.submit({ op: "sync" });
+    assert.deepEqual(edu.drain().failures, []);
+    assert.equal(host.shadowDomain(1)!.areas.size, 0);
+    assert.equal(edu.telemetry.shadow!.maps, 32);
+    assert.equal(edu.telemetry.shadow!.unmaps, 32);
+  },
+});
