@@ -51,3 +51,7 @@ export * from "./lib/broker/protocol.ts";
 export * from "./lib/broker/client.ts";
 export { serveBroker } from "./lib/broker/server.ts";
 export * from "./lib/backend/faults.ts";
+export * from "./lib/shadow/mod.ts";
+export { ModelIoas } from "./lib/model/ioas.ts";
+export { shadowMapHooks } from "./lib/frontends/virtio/shadow.ts";
+export * from "./lib/kernel/sysfs.ts";

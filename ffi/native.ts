@@ -12,7 +12,7 @@
 import { ensureShim } from "./build.ts";
 
 /** The ABI version of shim.c this table matches. */
-export const SHIM_ABI_VERSION = 3;
+export const SHIM_ABI_VERSION = 4;
 
 const SYMBOLS = {
   relay_shim_version: { parameters: [], result: "i32" },
@@ -21,6 +21,10 @@ const SYMBOLS = {
   relay_ioctl: { parameters: ["i32", "u32", "buffer"], result: "i32" },
   relay_ioctl_with_pointer: { parameters: ["i32", "u32", "buffer", "u32", "u32", "buffer"], result: "i32" },
   relay_ioctl_loop: { parameters: ["i32", "u32", "buffer", "u32", "u32", "buffer", "u32"], result: "i32" },
+  relay_ioctl_pair_loop: {
+    parameters: ["i32", "u32", "buffer", "u32", "u32", "buffer", "u32", "buffer", "u32"],
+    result: "i32",
+  },
   relay_read: { parameters: ["i32", "buffer", "u32"], result: "i32" },
   relay_write: { parameters: ["i32", "buffer", "u32"], result: "i32" },
   relay_poll: { parameters: ["i32", "i32", "i32"], result: "i32" },
@@ -158,6 +162,23 @@ export class NativeShim implements Disposable {
     n: number,
   ): number {
     return this.#live().relay_ioctl_loop(fd, request, arg, arg?.byteLength ?? 0, offset, second, n);
+  }
+
+  /**
+   * The C baseline for a pair of calls: `ioctl(requestA, argA)` (with `second`'s address stored at `offset` of
+   * `argA` first) then `ioctl(requestB, argB)`, `n` times, inside the shim. 0, or the last `-errno`.
+   */
+  ioctlPairLoop(
+    fd: number,
+    requestA: number,
+    argA: Uint8Array,
+    offset: number,
+    second: Uint8Array,
+    requestB: number,
+    argB: Uint8Array,
+    n: number,
+  ): number {
+    return this.#live().relay_ioctl_pair_loop(fd, requestA, argA, argA.byteLength, offset, second, requestB, argB, n);
   }
 
   /** `read(fd, buf, buf.length)` → bytes or `-errno`. */

@@ -25,7 +25,7 @@
 #define RELAY_EXPORT __attribute__((visibility("default")))
 
 /* ABI version of this file; native.ts refuses a library whose version differs. */
-RELAY_EXPORT int32_t relay_shim_version(void) { return 3; }
+RELAY_EXPORT int32_t relay_shim_version(void) { return 4; }
 
 /* open(path, O_RDWR | O_CLOEXEC). path is NUL-terminated; path_len bounds the search for the NUL so a
  * buffer without one is refused (-EINVAL) instead of read past its end. */
@@ -78,6 +78,25 @@ RELAY_EXPORT int32_t relay_ioctl_loop(int32_t fd, uint32_t request, uint8_t *arg
 	int32_t result = 0;
 	for (uint32_t i = 0; i < n; i++) {
 		if (ioctl(fd, (unsigned long)request, arg) < 0)
+			result = -errno;
+	}
+	return result;
+}
+
+/* The C baseline for a pair of calls (shadow mode's IOAS map then unmap): ioctl(a) then ioctl(b), n times; a's
+ * pointer is patched first as in relay_ioctl_loop. Returns 0 if every call succeeded, else the last -errno. */
+RELAY_EXPORT int32_t relay_ioctl_pair_loop(int32_t fd, uint32_t request_a, uint8_t *arg_a, uint32_t arg_a_len,
+					   uint32_t offset, void *second, uint32_t request_b, void *arg_b, uint32_t n)
+{
+	if (!arg_a || (uint64_t)offset + sizeof(uint64_t) > arg_a_len)
+		return -EINVAL;
+	uint64_t address = (uint64_t)(uintptr_t)second;
+	memcpy(arg_a + offset, &address, sizeof(address));
+	int32_t result = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		if (ioctl(fd, (unsigned long)request_a, arg_a) < 0)
+			result = -errno;
+		if (ioctl(fd, (unsigned long)request_b, arg_b) < 0)
 			result = -errno;
 	}
 	return result;

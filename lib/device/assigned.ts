@@ -14,10 +14,10 @@
  */
 import { type Binding, type DrainReport, RelayQueue } from "../core/queue.ts";
 import {
+  type NestedTable,
   type PasidOrRid,
   PCIE_PASID_BITS,
   type Request,
-  type NestedTable,
   type StageOneTable,
   validateRequest,
 } from "../core/request.ts";

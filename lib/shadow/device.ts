@@ -182,11 +182,19 @@ export class ShadowDevice implements Disposable {
       const r = d.setTable(config);
       if (!this.#bound) {
         this.#bound = true;
-        if (this.entry.bound++ === 0) this.guest.queue.bind(this.domain, "rid", { targetId: this.entry.targetId, format: "shadow" });
+        if (this.entry.bound++ === 0) {
+          this.guest.queue.bind(this.domain, "rid", { targetId: this.entry.targetId, format: "shadow" });
+        }
       }
       this.telemetry.binds++;
       if (replacing) this.telemetry.replaces++;
-      if (r.errno) throw new KernelError(-r.errno, `shadow the table (${r.failed?.op} of ${r.failed?.pages} pages)`, r.failed?.op === "unmap" ? "IOMMU_IOAS_UNMAP" : "IOMMU_IOAS_MAP");
+      if (r.errno) {
+        throw new KernelError(
+          -r.errno,
+          `shadow the table (${r.failed?.op} of ${r.failed?.pages} pages)`,
+          r.failed?.op === "unmap" ? "IOMMU_IOAS_UNMAP" : "IOMMU_IOAS_MAP",
+        );
+      }
     } catch (e) {
       this.telemetry.refused++;
       throw e;

@@ -10,3 +10,4 @@ export * from "./workloads.ts";
 export * from "./replay.ts";
 export * from "./policies.ts";
 export * from "./page_tables.ts";
+export * from "./shadow_policies.ts";
