@@ -22,6 +22,7 @@ import { ModelIoas } from "../model/ioas.ts";
 import { ShadowBackend } from "../shadow/backend.ts";
 import { ShadowGuest } from "../shadow/device.ts";
 import type { ShadowDomain, ShadowTelemetry } from "../shadow/domain.ts";
+import type { WalkFault } from "../shadow/walk.ts";
 import { KernelShadowIoas } from "../shadow/kernel_ioas.ts";
 import { Iommufd } from "../kernel/iommufd.ts";
 import type { Ioas } from "../kernel/iommufd.ts";
@@ -62,6 +63,8 @@ export interface RelayDevice extends Disposable {
   readonly mode?: "nested" | "shadow";
   /** Shadow mode's counters (maps, unmaps, areas kept, walk faults), for shadow devices. */
   readonly shadow?: ShadowTelemetry;
+  /** Shadow mode: subscribe to walk faults of the device's domain; returns the unsubscribe function. */
+  onShadowFault?(listener: (fault: WalkFault) => void): () => void;
   readonly telemetry: DeviceTelemetry;
   bind(pasid: PasidOrRid, table: StageOneTable): void;
   unbind(pasid: PasidOrRid): unknown;
@@ -233,6 +236,8 @@ export class RelayHost implements Disposable {
 export type PluginEvent =
   | { readonly type: "drained"; readonly report: DrainReport }
   | { readonly type: "refused"; readonly request: Request; readonly error: Error }
+  /** Shadow mode: pages of the guest's table the host will not map (they stay unmapped; the device faults). */
+  | { readonly type: "shadow-fault"; readonly fault: WalkFault }
   | { readonly type: "disposed" };
 
 /** A plugin's counters: its device's, its queue's (shared by the vIOMMU), its mode and, shadowed, the domain's. */
@@ -313,12 +318,17 @@ class DevicePlugin implements RelayPlugin {
   #state: "attached" | "disposed" = "attached";
   readonly #listeners = new Set<(event: PluginEvent) => void>();
 
+  /** Shadow devices: walk faults become "shadow-fault" events. */
+  readonly #unsubscribe: (() => void) | undefined;
+
   constructor(
     readonly name: string,
     readonly config: DeviceConfig,
     readonly device: RelayDevice,
     readonly queue: RelayQueue,
-  ) {}
+  ) {
+    this.#unsubscribe = device.onShadowFault?.((fault) => this.#emit({ type: "shadow-fault", fault }));
+  }
 
   get state(): "attached" | "disposed" {
     return this.#state;
@@ -370,6 +380,7 @@ class DevicePlugin implements RelayPlugin {
   [Symbol.dispose](): void {
     if (this.#state === "disposed") return;
     this.#state = "disposed";
+    this.#unsubscribe?.();
     this.device[Symbol.dispose]();
     this.#emit({ type: "disposed" });
     this.#listeners.clear();

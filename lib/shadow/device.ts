@@ -36,7 +36,7 @@ import type { DeviceTelemetry } from "../device/assigned.ts";
 import { relayRequest } from "../device/handle.ts";
 import type { ShadowBackend } from "./backend.ts";
 import { ShadowDomain, type ShadowIoasPort, type ShadowTelemetry } from "./domain.ts";
-import type { PageTableConfig } from "./walk.ts";
+import type { PageTableConfig, WalkFault } from "./walk.ts";
 
 /** One guest domain's shadow: its domain object, target id, host address space and devices. */
 interface DomainEntry {
@@ -158,6 +158,12 @@ export class ShadowDevice implements Disposable {
     readonly entry: DomainEntry,
     readonly attached: Disposable,
   ) {}
+
+  /** Walk faults of the device's domain. */
+  onShadowFault(listener: (fault: WalkFault) => void): () => void {
+    this.entry.domain.faultListeners.add(listener);
+    return () => this.entry.domain.faultListeners.delete(listener);
+  }
 
   /** The shadowed domain's counters (shared by the devices of the domain). */
   get shadow(): ShadowTelemetry {

@@ -58,6 +58,11 @@ export interface ShadowTelemetry {
 export class ShadowDomain {
   readonly areas: AreaMap = new AreaMap();
   readonly telemetry: ShadowTelemetry = { syncs: 0, maps: 0, unmaps: 0, kept: 0, faults: 0, failures: 0 };
+  /**
+   * Told of every walk fault (pages the guest's table maps in a way the host will not: they stay unmapped). The
+   * VMM turns them into the guest's fault report (VT-d fault recording) if it models one.
+   */
+  readonly faultListeners: Set<(fault: WalkFault) => void> = new Set();
 
   constructor(
     readonly memory: GuestMemoryReader,
@@ -99,6 +104,7 @@ export class ShadowDomain {
       )
       : { runs: [] as MappingRun[], faults: [] as WalkFault[] };
     const desired = walked.runs;
+    for (const f of walked.faults) for (const l of this.faultListeners) l(f);
     const toUnmap: Area[] = [], toMap: Area[] = [], kept: Area[] = [];
     for (const a of this.areas.overlapping(firstPage, lastPage)) {
       if (matches(a, desired, firstPage, lastPage)) {

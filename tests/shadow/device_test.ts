@@ -153,3 +153,28 @@ Deno.test("shadow plugin: devices of one domain share its shadow; the last one o
     TypeError,
   );
 });
+
+Deno.test("shadow plugin: pages the guest maps outside its RAM stay unmapped and come out as shadow-fault events", () => {
+  using host = RelayHost.inProcess();
+  const ram = new Uint8Array(RAM);
+  const tables = new GuestPageTables(ram, { format: "vtd-sl", levels: 4, tablesAt: 0x60_0000 });
+  using dev = relayPlugin.create(host, { domain: 1, device: { kind: "model" }, mode: "shadow", shadow: { ram } });
+  const faults: unknown[] = [];
+  dev.on((e) => e.type === "shadow-fault" && faults.push(e.fault));
+  dev.submit({
+    op: "bind",
+    domain: 1,
+    pasid: "rid",
+    table: { format: "vtd-sl", tableAddress: tables.config.root, addressWidth: 48 },
+  });
+  tables.map(0x40, RAM / 4096 + 5, { read: true, write: true }); // beyond guest RAM
+  tables.map(0x41, 0x10, { read: true, write: true });
+  dev.submit(range(0x40, 2));
+  dev.submit({ op: "sync" });
+  assert.ok(dev.drain().waits[0].ok, "the invalidation itself completes");
+  assert.deepEqual(faults, [{ firstPage: 0x40, pages: 1, level: 1, reason: "leaf-outside-ram" }]);
+  const ioas = host.shadowDomain(1)!.port as ModelIoas;
+  assert.equal(ioas.lookup(0x40), undefined);
+  assert.deepEqual(ioas.lookup(0x41), { gpaPage: 0x10, read: true, write: true });
+  assert.equal(dev.telemetry.shadow!.faults, 1);
+});
