@@ -4,7 +4,7 @@
 //
 // The ioctl is KVM_CHECK_EXTENSION on /dev/kvm where that exists (a real handler), else TCGETS on /dev/null
 // (the kernel's ENOTTY path: fdget + dispatch, no driver work). Run: deno task bench
-import { NativeShim, NO_POINTER } from "../ffi/native.ts";
+import { IOCTL, IOCTL_LOOP, IOCTL_WITH_POINTER, NativeShim, NO_POINTER } from "../ffi/native.ts";
 import { IommuHwptInvalidate } from "../lib/uapi/mod.ts";
 
 const BATCH = 10_000;
@@ -22,7 +22,7 @@ Deno.bench({
   group: "ioctl",
   baseline: true,
   fn() {
-    const r = shim.ioctlLoop(fd, request, arg, NO_POINTER, null, BATCH);
+    const r = shim[IOCTL_LOOP](fd, request, arg, NO_POINTER, null, BATCH);
     if (expected === undefined ? r !== 0 : r !== expected) throw new Error(`ioctl loop: ${r}`);
   },
 });
@@ -31,7 +31,7 @@ Deno.bench({
   name: `Deno sync FFI through the shim, buffer arg (${BATCH} ioctls)`,
   group: "ioctl",
   fn() {
-    for (let i = 0; i < BATCH; i++) shim.ioctl(fd, request, arg);
+    for (let i = 0; i < BATCH; i++) shim[IOCTL](fd, request, arg);
   },
 });
 
@@ -39,7 +39,7 @@ Deno.bench({
   name: `Deno sync FFI, pointer-patching ioctl (${BATCH} ioctls)`,
   group: "ioctl",
   fn() {
-    for (let i = 0; i < BATCH; i++) shim.ioctlWithPointer(fd, request, arg, 8, arg);
+    for (let i = 0; i < BATCH; i++) shim[IOCTL_WITH_POINTER](fd, request, arg, 8, arg);
   },
 });
 

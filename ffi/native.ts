@@ -43,6 +43,19 @@ const SYMBOLS = {
   relay_list_dir: { parameters: ["buffer", "u32", "buffer", "u32"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
+/**
+ * The generic ioctl entry points are keyed by these symbols, which only iommu-relay's own layers import from this
+ * file: the package's public exports (`mod.ts`, `./uapi`, `./plugin`, `./testing`) hand out no way to issue an
+ * arbitrary ioctl — every ioctl the library makes goes through a typed kernel object.
+ */
+export const IOCTL: unique symbol = Symbol("iommu-relay ioctl");
+/** See {@linkcode IOCTL}: ioctl with a pointer stored into the argument first. */
+export const IOCTL_WITH_POINTER: unique symbol = Symbol("iommu-relay ioctl with pointer");
+/** See {@linkcode IOCTL}: the in-process C loop (benchmarks). */
+export const IOCTL_LOOP: unique symbol = Symbol("iommu-relay ioctl loop");
+/** See {@linkcode IOCTL}: the in-process C pair loop (benchmarks). */
+export const IOCTL_PAIR_LOOP: unique symbol = Symbol("iommu-relay ioctl pair loop");
+
 /** `POLLIN`, `POLLOUT`, `POLLERR`, `POLLHUP` (asm-generic/poll.h). */
 export const POLL = { IN: 0x1, OUT: 0x4, ERR: 0x8, HUP: 0x10 } as const;
 
@@ -75,7 +88,7 @@ const cString = (s: string) => encoder.encode(`${s}\0`);
  * import { NativeShim } from "./native.ts";
  * using shim = await NativeShim.load();
  * const fd = shim.open("/dev/null");
- * console.log(shim.ioctl(fd, 0x5401, new Uint8Array(64))); // -25 (ENOTTY)
+ * console.log(shim.open("/nonexistent")); // -2 (ENOENT)
  * shim.close(fd);
  * ```
  */
@@ -137,7 +150,7 @@ export class NativeShim implements Disposable {
   }
 
   /** `ioctl(fd, request, arg)` → result or `-errno`. `request` is an unsigned 32-bit number. */
-  ioctl(fd: number, request: number, arg: Uint8Array | null): number {
+  [IOCTL](fd: number, request: number, arg: Uint8Array | null): number {
     return this.#live().relay_ioctl(fd, request, arg);
   }
 
@@ -145,7 +158,7 @@ export class NativeShim implements Disposable {
    * Store the address of `second` as a u64 at `arg[offset]`, then `ioctl(fd, request, arg)`: for structs that
    * carry a user pointer (`data_uptr`, `user_va`, `uptr`). `-EINVAL` if the u64 does not fit in `arg`.
    */
-  ioctlWithPointer(fd: number, request: number, arg: Uint8Array, offset: number, second: Uint8Array): number {
+  [IOCTL_WITH_POINTER](fd: number, request: number, arg: Uint8Array, offset: number, second: Uint8Array): number {
     return this.#live().relay_ioctl_with_pointer(fd, request, arg, arg.byteLength, offset, second);
   }
 
@@ -153,7 +166,7 @@ export class NativeShim implements Disposable {
    * The in-process C baseline: the same ioctl `n` times inside the shim (pointer patched first unless `offset`
    * is {@linkcode NO_POINTER}). All `n` calls are made; returns 0 if all succeeded, else the last `-errno`.
    */
-  ioctlLoop(
+  [IOCTL_LOOP](
     fd: number,
     request: number,
     arg: Uint8Array | null,
@@ -168,7 +181,7 @@ export class NativeShim implements Disposable {
    * The C baseline for a pair of calls: `ioctl(requestA, argA)` (with `second`'s address stored at `offset` of
    * `argA` first) then `ioctl(requestB, argB)`, `n` times, inside the shim. 0, or the last `-errno`.
    */
-  ioctlPairLoop(
+  [IOCTL_PAIR_LOOP](
     fd: number,
     requestA: number,
     argA: Uint8Array,

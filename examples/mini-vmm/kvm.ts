@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { NativeShim } from "../../ffi/native.ts";
+import { IOCTL, IOCTL_WITH_POINTER, type NativeShim } from "../../ffi/native.ts";
 import {
   errnoName,
   type Ioctl,
@@ -47,7 +47,7 @@ export class Kvm implements Disposable {
   /** Open `path` (default /dev/kvm) and check the API version; a missing device is a KvmError with ENOENT. */
   static open(shim: NativeShim, path = "/dev/kvm"): Kvm {
     const fd = check(`open ${path}`, undefined, shim.open(path));
-    const version = shim.ioctl(fd, KVM_GET_API_VERSION.request, null);
+    const version = shim[IOCTL](fd, KVM_GET_API_VERSION.request, null);
     if (version !== KvmBase.values.KVM_API_VERSION) {
       shim.close(fd);
       throw new KvmError(`KVM API version ${version}, expected 12`, KVM_GET_API_VERSION.name, -22);
@@ -60,13 +60,13 @@ export class Kvm implements Disposable {
     return check(
       "vCPU mmap size",
       KVM_GET_VCPU_MMAP_SIZE,
-      this.shim.ioctl(this.fd, KVM_GET_VCPU_MMAP_SIZE.request, null),
+      this.shim[IOCTL](this.fd, KVM_GET_VCPU_MMAP_SIZE.request, null),
     );
   }
 
   /** A new VM. */
   createVm(): KvmVm {
-    const fd = check("create VM", KVM_CREATE_VM, this.shim.ioctl(this.fd, KVM_CREATE_VM.request, null));
+    const fd = check("create VM", KVM_CREATE_VM, this.shim[IOCTL](this.fd, KVM_CREATE_VM.request, null));
     return new KvmVm(this, fd);
   }
 
@@ -90,7 +90,7 @@ export class KvmVm implements Disposable {
     check(
       `memory slot ${slot}`,
       KVM_SET_USER_MEMORY_REGION,
-      this.kvm.shim.ioctlWithPointer(this.fd, KVM_SET_USER_MEMORY_REGION.request, region.bytes, 24, memory),
+      this.kvm.shim[IOCTL_WITH_POINTER](this.fd, KVM_SET_USER_MEMORY_REGION.request, region.bytes, 24, memory),
     );
     this.#memory.push(memory); // KVM holds the address: keep the buffer alive as long as the VM
   }
@@ -99,7 +99,7 @@ export class KvmVm implements Disposable {
   createVcpu(): KvmVcpu {
     if (this.#vcpus.length > 0) throw new RangeError("the mini-VMM runs one vCPU");
     const shim = this.kvm.shim;
-    const fd = check("create vCPU", KVM_CREATE_VCPU, shim.ioctl(this.fd, KVM_CREATE_VCPU.request, null));
+    const fd = check("create vCPU", KVM_CREATE_VCPU, shim[IOCTL](this.fd, KVM_CREATE_VCPU.request, null));
     const size = this.kvm.vcpuMmapSize;
     const run = shim.sharedAlignedBuffer(size);
     const r = shim.mapFixed(run, fd, 0);
@@ -129,11 +129,11 @@ export class KvmVcpu implements Disposable {
   /** Real mode at 0000:`ip`: CS base and selector 0, RFLAGS = 2 (interrupts off). */
   resetRealMode(ip: number): void {
     const sregs = KvmSregs.buffer();
-    check("get sregs", KVM_GET_SREGS, this.shim.ioctl(this.fd, KVM_GET_SREGS.request, sregs.bytes));
+    check("get sregs", KVM_GET_SREGS, this.shim[IOCTL](this.fd, KVM_GET_SREGS.request, sregs.bytes));
     sregs.setU64("cs_base", 0).set("cs_selector", 0);
-    check("set sregs", KVM_SET_SREGS, this.shim.ioctl(this.fd, KVM_SET_SREGS.request, sregs.bytes));
+    check("set sregs", KVM_SET_SREGS, this.shim[IOCTL](this.fd, KVM_SET_SREGS.request, sregs.bytes));
     const regs = KvmRegs.buffer().setU64("rip", ip).setU64("rflags", 2);
-    check("set regs", KVM_SET_REGS, this.shim.ioctl(this.fd, KVM_SET_REGS.request, regs.bytes));
+    check("set regs", KVM_SET_REGS, this.shim[IOCTL](this.fd, KVM_SET_REGS.request, regs.bytes));
   }
 
   [Symbol.dispose](): void {

@@ -7,7 +7,7 @@
  * @module
  */
 /// <reference lib="deno.worker" />
-import { NativeShim } from "../../ffi/native.ts";
+import { IOCTL, NativeShim } from "../../ffi/native.ts";
 import { KVM_RUN, KvmExitReason } from "../../lib/uapi/mod.ts";
 import { KIND, MB, STATE } from "./mailbox.ts";
 
@@ -40,7 +40,7 @@ self.onmessage = (e: MessageEvent<{ shimPath: string; vcpuFd: number; run: Uint8
   };
   for (;;) {
     if (Atomics.load(mb, MB.STOP)) return finish(KIND.CANCELLED);
-    const r = shim.ioctl(vcpuFd, KVM_RUN.request, null);
+    const r = shim[IOCTL](vcpuFd, KVM_RUN.request, null);
     if (r === -EINTR || r === -EAGAIN) continue; // a kick: look at STOP
     if (r < 0) return finish(KIND.ERROR, -r);
     Atomics.add(mb, MB.EXITS, 1);

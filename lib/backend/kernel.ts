@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { IOCTL_WITH_POINTER } from "../../ffi/native.ts";
 import type { Iommufd } from "../kernel/iommufd.ts";
 import { IOMMU_HWPT_INVALIDATE, IommuHwptInvalidate } from "../uapi/mod.ts";
 import { SELFTEST_DATA_TYPE, SELFTEST_VIOMMU_DATA_TYPE } from "../compile/selftest.ts";
@@ -51,7 +52,7 @@ export class KernelBackend implements Backend {
     v.setUint32(F.data_type.offset, DATA_TYPE[format], true);
     v.setUint32(F.entry_len.offset, ENTRY_LENGTH[format], true);
     v.setUint32(F.entry_num.offset, count, true);
-    const r = this.iommufd.shim.ioctlWithPointer(
+    const r = this.iommufd.shim[IOCTL_WITH_POINTER](
       this.iommufd.fd,
       IOMMU_HWPT_INVALIDATE.request,
       this.#args.bytes,

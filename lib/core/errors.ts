@@ -63,3 +63,27 @@ export class UnsupportedError extends Error {
 
 /** Features detected on a running kernel; see lib/kernel/features.ts. */
 export type KernelFeatures = Readonly<Record<string, boolean>>;
+
+/**
+ * A configured cap was hit: the request is refused as a whole (nothing of it was queued or sent).
+ *
+ * @example
+ * ```ts
+ * import { LimitError } from "./errors.ts";
+ * const e = new LimitError("pending-waits", 65536, "drain the queue");
+ * console.log(e.message); // limit pending-waits (65536) reached: drain the queue
+ * ```
+ */
+export class LimitError extends Error {
+  override name = "LimitError";
+  constructor(
+    /** Which cap. */
+    readonly limit: "pending-waits" | "pasids-per-device" | "entries-per-call",
+    /** Its value. */
+    readonly max: number,
+    /** What to do about it. */
+    readonly hint: string,
+  ) {
+    super(`limit ${limit} (${max}) reached: ${hint}`);
+  }
+}

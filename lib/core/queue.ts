@@ -28,6 +28,7 @@ import { compileVtd } from "../compile/vtd.ts";
 import { compileShadow } from "../compile/shadow.ts";
 import { errnoName } from "../uapi/errno.ts";
 import { PendingSet } from "./pending.ts";
+import { LimitError } from "./errors.ts";
 import {
   type InvalidateRequest,
   type PasidOrRid,
@@ -57,12 +58,17 @@ export interface QueueOptions {
   readonly maxPages?: number;
   /** The SMMU supports range invalidation (IDR3.RIL). */
   readonly smmuRil?: boolean;
-  /** Entries per ioctl (default and maximum: the kernel's 2^19). */
+  /** Entries per ioctl (default and maximum: the kernel's 2^19; more is a {@linkcode LimitError}). Longer batches are split. */
   readonly maxEntriesPerCall?: number;
   /** Request validation limits (PASID width). */
   readonly limits?: RequestLimits;
   /** Retries of EINTR/EAGAIN per ioctl (default 3). */
   readonly transientRetries?: number;
+  /**
+   * Waits that may be pending at once (default 65,536); one more is a {@linkcode LimitError}. Invalidations need no
+   * cap of their own: the size threshold below drains them.
+   */
+  readonly maxPendingWaits?: number;
   /** Drain by itself once this many invalidations are pending (default 4096): a size threshold. */
   readonly maxPendingInvalidations?: number;
   /** Drain by itself at a submit once the oldest pending invalidation is this old (default: never). */
@@ -191,7 +197,8 @@ export class RelayQueue {
       maxRanges: options.maxRanges ?? 64,
       maxPages: options.maxPages ?? 1 << 18,
       smmuRil: options.smmuRil ?? false,
-      maxEntriesPerCall: Math.min(options.maxEntriesPerCall ?? MAX_ENTRIES_PER_CALL, MAX_ENTRIES_PER_CALL),
+      maxEntriesPerCall: entriesPerCall(options.maxEntriesPerCall),
+      maxPendingWaits: options.maxPendingWaits ?? 65_536,
       transientRetries: options.transientRetries ?? 3,
       maxPendingInvalidations: options.maxPendingInvalidations ?? 4096,
       maxAgeMs: options.maxAgeMs ?? Infinity,
@@ -279,6 +286,15 @@ export class RelayQueue {
     this.telemetry.requestsIn++;
     switch (request.op) {
       case "sync":
+        if (this.#waits.length >= this.#opts.maxPendingWaits) {
+          --this.#seq;
+          this.telemetry.requestsIn--;
+          throw new LimitError(
+            "pending-waits",
+            this.#opts.maxPendingWaits,
+            "drain the queue before queueing more waits",
+          );
+        }
         this.telemetry.waitsIn++;
         this.#waits.push(seq);
         break;
@@ -533,4 +549,16 @@ export class RelayQueue {
   get pending(): boolean {
     return this.#waits.length > 0 || [...this.#units.values()].some((u) => !u.pending.empty);
   }
+}
+
+function entriesPerCall(n: number | undefined): number {
+  if (n === undefined) return MAX_ENTRIES_PER_CALL;
+  if (!Number.isInteger(n) || n < 1 || n > MAX_ENTRIES_PER_CALL) {
+    throw new LimitError(
+      "entries-per-call",
+      MAX_ENTRIES_PER_CALL,
+      `the kernel takes 1..2^19 entries per call, not ${n}`,
+    );
+  }
+  return n;
 }

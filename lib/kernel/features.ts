@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { IOCTL } from "../../ffi/native.ts";
 import { UnsupportedError } from "../core/errors.ts";
 import type { Iommufd } from "./iommufd.ts";
 import {
@@ -43,7 +44,7 @@ function ioctlProbe(name: string, since: string, ioctl: Ioctl, bytes: Uint8Array
   return {
     name,
     since,
-    run: (iommufd) => iommufd.shim.ioctl(iommufd.fd, ioctl.request, bytes),
+    run: (iommufd) => iommufd.shim[IOCTL](iommufd.fd, ioctl.request, bytes),
     absent: [-ENOTTY],
   };
 }
@@ -59,7 +60,7 @@ function testOpProbe(name: string, since: string, opValue: number): Probe {
     run: (iommufd) => {
       const cmd = TestCmdPasidCheck.buffer();
       cmd.view.setUint32(4, opValue, true);
-      return iommufd.shim.ioctl(iommufd.fd, IOMMU_TEST_CMD.request, cmd.bytes);
+      return iommufd.shim[IOCTL](iommufd.fd, IOMMU_TEST_CMD.request, cmd.bytes);
     },
     absent: [-ENOTTY, -EOPNOTSUPP],
   };

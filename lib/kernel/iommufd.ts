@@ -8,7 +8,7 @@
  *
  * @module
  */
-import type { NativeShim } from "../../ffi/native.ts";
+import { IOCTL, IOCTL_WITH_POINTER, type NativeShim } from "../../ffi/native.ts";
 import { KernelError } from "../core/errors.ts";
 import {
   HwptAllocFlags,
@@ -46,10 +46,20 @@ import {
   IommuViommuAlloc,
   readU64Number,
   type StructBuffer,
+  UAPI,
 } from "../uapi/mod.ts";
 
 // deno-lint-ignore no-explicit-any
 type AnyBuffer = StructBuffer<any>;
+
+const REGISTERED: ReadonlySet<Ioctl> = new Set(UAPI.ioctls);
+
+/** Only the ioctls lib/uapi declares (and the golden check verifies) are ever issued on an iommufd. */
+function registered(ioctl: Ioctl): void {
+  if (!REGISTERED.has(ioctl)) {
+    throw new TypeError(`${ioctl.name} (0x${ioctl.request.toString(16)}) is not an ioctl iommu-relay declares`);
+  }
+}
 
 /**
  * An open `/dev/iommu`. Close it last: its objects are destroyed by their own disposal first.
@@ -91,14 +101,16 @@ export class Iommufd implements Disposable {
 
   /** Issue `ioctl` with `args`; throws {@linkcode KernelError} on failure. */
   call(ioctl: Ioctl, args: AnyBuffer, op: string): number {
-    const r = this.shim.ioctl(this.fd, ioctl.request, args.bytes);
+    registered(ioctl);
+    const r = this.shim[IOCTL](this.fd, ioctl.request, args.bytes);
     if (r < 0) throw new KernelError(r, op, ioctl.name);
     return r;
   }
 
   /** Issue `ioctl` after storing the address of `data` in the u64 field `pointerField` of `args`. */
   callWithPointer(ioctl: Ioctl, args: AnyBuffer, pointerField: string, data: Uint8Array, op: string): number {
-    const r = this.shim.ioctlWithPointer(this.fd, ioctl.request, args.bytes, args.offsetOf(pointerField), data);
+    registered(ioctl);
+    const r = this.shim[IOCTL_WITH_POINTER](this.fd, ioctl.request, args.bytes, args.offsetOf(pointerField), data);
     if (r < 0) throw new KernelError(r, op, ioctl.name);
     return r;
   }
@@ -299,7 +311,7 @@ export class Ioas extends IommufdObject {
     for (;;) {
       const array = new Uint8Array(capacity * IommuIovaRange.size);
       const args = IommuIoasIovaRanges.buffer().set("ioas_id", this.id).set("num_iovas", capacity);
-      const r = this.iommufd.shim.ioctlWithPointer(
+      const r = this.iommufd.shim[IOCTL_WITH_POINTER](
         this.iommufd.fd,
         IOMMU_IOAS_IOVA_RANGES.request,
         args.bytes,
@@ -345,7 +357,13 @@ export class InvalidationTarget extends IommufdObject {
     a.view.setUint32(16, dataType, true);
     a.view.setUint32(20, entryLen, true);
     a.view.setUint32(24, count, true);
-    const r = this.iommufd.shim.ioctlWithPointer(this.iommufd.fd, IOMMU_HWPT_INVALIDATE.request, a.bytes, 8, entries);
+    const r = this.iommufd.shim[IOCTL_WITH_POINTER](
+      this.iommufd.fd,
+      IOMMU_HWPT_INVALIDATE.request,
+      a.bytes,
+      8,
+      entries,
+    );
     this.handled = a.view.getUint32(24, true);
     return r < 0 ? r : 0;
   }

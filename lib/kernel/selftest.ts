@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { IOCTL, IOCTL_WITH_POINTER } from "../../ffi/native.ts";
 import { KernelError } from "../core/errors.ts";
 import { type Iommufd, IommufdObject } from "./iommufd.ts";
 import {
@@ -121,7 +122,7 @@ export class MockDevice extends IommufdObject {
 
 /** The check ops answer a mismatch with EINVAL: map that to false, anything else to a KernelError. */
 function checkResult(iommufd: Iommufd, bytes: Uint8Array, what: string): boolean {
-  const r = iommufd.shim.ioctl(iommufd.fd, IOMMU_TEST_CMD.request, bytes);
+  const r = iommufd.shim[IOCTL](iommufd.fd, IOMMU_TEST_CMD.request, bytes);
   if (r === 0) return true;
   if (r === -22) return false;
   throw new KernelError(r, what, IOMMU_TEST_CMD.name);
@@ -141,7 +142,13 @@ export function mockIotlbHolds(iommufd: Iommufd, hwptId: number, slot: number, v
 export function mockMapTranslatesTo(iommufd: Iommufd, ptId: number, iova: number, memory: Uint8Array): boolean {
   const cmd = TestCmdCheckMap.buffer().set("op", op.IOMMU_TEST_OP_MD_CHECK_MAP).set("id", ptId).setU64("iova", iova)
     .setU64("length", memory.byteLength);
-  const r = iommufd.shim.ioctlWithPointer(iommufd.fd, IOMMU_TEST_CMD.request, cmd.bytes, cmd.offsetOf("uptr"), memory);
+  const r = iommufd.shim[IOCTL_WITH_POINTER](
+    iommufd.fd,
+    IOMMU_TEST_CMD.request,
+    cmd.bytes,
+    cmd.offsetOf("uptr"),
+    memory,
+  );
   if (r === 0) return true;
   if (r === -22) return false;
   throw new KernelError(r, "check mock map", IOMMU_TEST_CMD.name);
@@ -158,7 +165,7 @@ export class MockAccess implements Disposable {
   /** An access on IOAS `ioasId`. */
   static create(iommufd: Iommufd, ioasId: number): MockAccess {
     const cmd = TestCmdCreateAccess.buffer().set("op", op.IOMMU_TEST_OP_CREATE_ACCESS).set("id", ioasId);
-    const r = iommufd.shim.ioctl(iommufd.fd, IOMMU_TEST_CMD.request, cmd.bytes);
+    const r = iommufd.shim[IOCTL](iommufd.fd, IOMMU_TEST_CMD.request, cmd.bytes);
     if (r < 0) throw new KernelError(r, "create access", IOMMU_TEST_CMD.name);
     return new MockAccess(iommufd, cmd.get("out_access_fd"));
   }
@@ -170,7 +177,7 @@ export class MockAccess implements Disposable {
   rw(iova: number, buffer: Uint8Array, write: boolean): number {
     const cmd = TestCmdAccessRw.buffer().set("op", op.IOMMU_TEST_OP_ACCESS_RW).set("id", this.fd)
       .setU64("iova", iova).setU64("length", buffer.byteLength).set("flags", write ? 1 : 0);
-    return this.iommufd.shim.ioctlWithPointer(
+    return this.iommufd.shim[IOCTL_WITH_POINTER](
       this.iommufd.fd,
       IOMMU_TEST_CMD.request,
       cmd.bytes,

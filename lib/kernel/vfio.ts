@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { NativeShim } from "../../ffi/native.ts";
+import { IOCTL, type NativeShim } from "../../ffi/native.ts";
 import { KernelError } from "../core/errors.ts";
 import type { Iommufd } from "./iommufd.ts";
 import {
@@ -55,7 +55,7 @@ export class VfioDevice implements Disposable {
   }
 
   #call(ioctl: typeof VFIO_DEVICE_BIND_IOMMUFD, bytes: Uint8Array, op: string): void {
-    const r = this.shim.ioctl(this.fd, ioctl.request, bytes);
+    const r = this.shim[IOCTL](this.fd, ioctl.request, bytes);
     if (r < 0) throw new KernelError(r, `${op} (${this.path})`, ioctl.name);
   }
 

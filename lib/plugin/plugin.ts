@@ -16,7 +16,7 @@ import { type PasidOrRid, type Request, RequestError, type StageOneTable } from 
 import { type DeviceTelemetry, GuestIommu, type ViommuMode } from "../device/assigned.ts";
 import { type DevicePort, MockPort, VfioPort } from "../device/port.ts";
 import { KernelBackend } from "../backend/kernel.ts";
-import { KernelError, UnsupportedError } from "../core/errors.ts";
+import { KernelError, LimitError, UnsupportedError } from "../core/errors.ts";
 import { RelayQueue } from "../core/queue.ts";
 import { ModelIoas } from "../model/ioas.ts";
 import { ShadowBackend } from "../shadow/backend.ts";
@@ -52,6 +52,8 @@ export interface DeviceConfig {
    * device, else shadow if `shadow` is given; "nested" / "shadow" force one.
    */
   readonly mode?: "auto" | "nested" | "shadow";
+  /** PASIDs this device may have bound at once (default 4096); one more bind is a `LimitError`. */
+  readonly maxPasids?: number;
   /** For shadow mode: the guest's RAM as the VMM holds it (guest-physical 0 at offset 0, page aligned). */
   readonly shadow?: { readonly ram: Uint8Array };
 }
@@ -318,6 +320,8 @@ class DevicePlugin implements RelayPlugin {
   #state: "attached" | "disposed" = "attached";
   readonly #listeners = new Set<(event: PluginEvent) => void>();
 
+  /** PASIDs bound through this plugin (for the per-device cap). */
+  readonly #pasids = new Set<number>();
   /** Shadow devices: walk faults become "shadow-fault" events. */
   readonly #unsubscribe: (() => void) | undefined;
 
@@ -363,8 +367,18 @@ class DevicePlugin implements RelayPlugin {
       this.#emit({ type: "refused", request, error });
       throw error;
     }
+    const newPasid = request.op === "bind" && typeof request.pasid === "number" && !this.#pasids.has(request.pasid);
+    const max = this.config.maxPasids ?? 4096;
+    if (newPasid && this.#pasids.size >= max) {
+      const error = new LimitError("pasids-per-device", max, "unbind a PASID first, or raise DeviceConfig.maxPasids");
+      this.#emit({ type: "refused", request, error });
+      throw error;
+    }
     try {
-      return this.device.handle(request);
+      const seq = this.device.handle(request);
+      if (request.op === "bind" && typeof request.pasid === "number") this.#pasids.add(request.pasid);
+      if (request.op === "unbind" && typeof request.pasid === "number") this.#pasids.delete(request.pasid);
+      return seq;
     } catch (e) {
       this.#emit({ type: "refused", request, error: e as Error });
       throw e;

@@ -97,7 +97,8 @@ export interface Ioctl {
 export function defineIoctl(
   spec: Omit<Ioctl, "inHeaders"> & { inHeaders?: boolean },
 ): Ioctl {
-  return { ...spec, inHeaders: spec.inHeaders ?? true };
+  // Frozen: the kernel layer issues only registered ioctls, recognised by identity, so they must not change.
+  return Object.freeze({ ...spec, inHeaders: spec.inHeaders ?? true });
 }
 
 /** A group of named integer constants from one header (an enum or a set of `#define`s). */

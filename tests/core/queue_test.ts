@@ -328,3 +328,39 @@ Deno.test("queue: an age threshold drains at the first submit past it", async ()
   assert.equal(q.telemetry.thresholdDrains, 1);
   assert.ok(host.covered(t, 1) && host.covered(t, 2));
 });
+
+Deno.test("queue limits: waits past maxPendingWaits and an entries-per-call cap past the kernel's are LimitErrors", async () => {
+  const { LimitError } = await import("../../lib/core/errors.ts");
+  const host = new ModelHost();
+  const q = new RelayQueue(host, { maxPendingWaits: 3 });
+  for (let i = 0; i < 3; i++) q.submit({ op: "sync" });
+  const before = q.telemetry.requestsIn;
+  assert.throws(
+    () => q.submit({ op: "sync" }),
+    (e) => e instanceof LimitError && e.limit === "pending-waits" && e.max === 3,
+  );
+  assert.equal(q.telemetry.requestsIn, before, "the refused wait was not counted");
+  const r = q.drain();
+  assert.equal(r.waits.length, 3, "the three accepted waits complete; none is lost or doubled");
+  assert.equal(q.submit({ op: "sync" }), 4, "after a drain waits are taken again, sequence numbers unbroken");
+  for (const bad of [0, (1 << 19) + 1, 1.5]) {
+    assert.throws(
+      () => new RelayQueue(host, { maxEntriesPerCall: bad }),
+      (e) => e instanceof LimitError && e.limit === "entries-per-call",
+    );
+  }
+  // Within the cap a long flush is split: 10 ranges at 4 entries per call = 3 ioctls, nothing lost.
+  const t = host.createTarget("vtd-s1");
+  const split = new RelayQueue(host, { maxEntriesPerCall: 4 });
+  split.bind(1, 5, { targetId: t, format: "vtd-s1" });
+  for (let i = 0; i < 10; i++) {
+    split.submit({
+      op: "invalidate",
+      domain: 1,
+      scope: { kind: "pasid-range", pasid: 5, firstPage: i * 100, pages: 1 },
+    });
+  }
+  const d = split.drain();
+  assert.equal(d.ioctls, 3);
+  assert.equal(d.entries, 10);
+});

@@ -1,5 +1,13 @@
 import assert from "node:assert/strict";
-import { NativeShim, NO_POINTER, POLL, ShimClosedError } from "../../ffi/native.ts";
+import {
+  IOCTL,
+  IOCTL_LOOP,
+  IOCTL_WITH_POINTER,
+  NativeShim,
+  NO_POINTER,
+  POLL,
+  ShimClosedError,
+} from "../../ffi/native.ts";
 
 const ENOENT = 2, EBADF = 9, EINVAL = 22, ENOTTY = 25, E2BIG = 7;
 const TCGETS = 0x5401;
@@ -25,9 +33,9 @@ Deno.test("shim: open of a missing path is -ENOENT", () => {
 Deno.test("shim: ioctl on /dev/null is -ENOTTY, and on a closed fd -EBADF", () => {
   const fd = shim.open("/dev/null");
   assert.ok(fd >= 0);
-  assert.equal(shim.ioctl(fd, TCGETS, new Uint8Array(64)), -ENOTTY);
+  assert.equal(shim[IOCTL](fd, TCGETS, new Uint8Array(64)), -ENOTTY);
   assert.equal(shim.close(fd), 0);
-  assert.equal(shim.ioctl(fd, TCGETS, new Uint8Array(64)), -EBADF);
+  assert.equal(shim[IOCTL](fd, TCGETS, new Uint8Array(64)), -EBADF);
   assert.equal(shim.close(fd), -EBADF);
 });
 
@@ -38,8 +46,8 @@ Deno.test({
     const fd = shim.open("/dev/kvm");
     assert.ok(fd >= 0, `open /dev/kvm: ${fd}`);
     try {
-      assert.equal(shim.ioctl(fd, KVM_GET_API_VERSION, null), 12);
-      assert.equal(shim.ioctlLoop(fd, KVM_CHECK_EXTENSION, null, NO_POINTER, null, 100), 0);
+      assert.equal(shim[IOCTL](fd, KVM_GET_API_VERSION, null), 12);
+      assert.equal(shim[IOCTL_LOOP](fd, KVM_CHECK_EXTENSION, null, NO_POINTER, null, 100), 0);
     } finally {
       shim.close(fd);
     }
@@ -54,7 +62,7 @@ Deno.test({
     const fd = shim.open("/dev/kvm");
     try {
       const arg = new Uint8Array(4); // nmsrs = 0: the kernel answers E2BIG and stores the real count
-      assert.equal(shim.ioctl(fd, KVM_GET_MSR_INDEX_LIST, arg), -E2BIG);
+      assert.equal(shim[IOCTL](fd, KVM_GET_MSR_INDEX_LIST, arg), -E2BIG);
       assert.ok(new DataView(arg.buffer).getUint32(0, true) > 0);
     } finally {
       shim.close(fd);
@@ -67,7 +75,7 @@ Deno.test("shim: the pointer-patching ioctl stores the second buffer's address a
   try {
     const arg = new Uint8Array(32).fill(0xee);
     const second = new Uint8Array(16);
-    assert.equal(shim.ioctlWithPointer(fd, TCGETS, arg, 8, second), -ENOTTY);
+    assert.equal(shim[IOCTL_WITH_POINTER](fd, TCGETS, arg, 8, second), -ENOTTY);
     const expected = new Uint8Array(8);
     shim.testAddressOf(second, expected);
     assert.notDeepEqual(expected, new Uint8Array(8));
@@ -75,8 +83,8 @@ Deno.test("shim: the pointer-patching ioctl stores the second buffer's address a
     assert.deepEqual(arg.subarray(0, 8), new Uint8Array(8).fill(0xee)); // nothing else touched
     assert.deepEqual(arg.subarray(16), new Uint8Array(16).fill(0xee));
     // A pointer that would not fit is refused before any store or syscall.
-    assert.equal(shim.ioctlWithPointer(fd, TCGETS, arg, 25, second), -EINVAL);
-    assert.equal(shim.ioctlLoop(fd, TCGETS, arg, 30, second, 1), -EINVAL);
+    assert.equal(shim[IOCTL_WITH_POINTER](fd, TCGETS, arg, 25, second), -EINVAL);
+    assert.equal(shim[IOCTL_LOOP](fd, TCGETS, arg, 30, second, 1), -EINVAL);
   } finally {
     shim.close(fd);
   }
@@ -108,8 +116,8 @@ Deno.test("shim: nonblocking poll runs off the event loop and returns revents", 
 Deno.test("shim: the in-process C loop reports a failing ioctl", () => {
   const fd = shim.open("/dev/null");
   try {
-    assert.equal(shim.ioctlLoop(fd, TCGETS, new Uint8Array(64), NO_POINTER, null, 10), -ENOTTY);
-    assert.equal(shim.ioctlLoop(fd, TCGETS, null, NO_POINTER, null, 0), 0);
+    assert.equal(shim[IOCTL_LOOP](fd, TCGETS, new Uint8Array(64), NO_POINTER, null, 10), -ENOTTY);
+    assert.equal(shim[IOCTL_LOOP](fd, TCGETS, null, NO_POINTER, null, 0), 0);
   } finally {
     shim.close(fd);
   }

@@ -1,6 +1,7 @@
 // Figures (reported, never asserted): single-entry and 64-entry invalidations of a mock nested HWPT through
 // the library's hot path and through the shim's in-process C loop making the same ioctl, in one run.
 // Under TCG these are emulated-CPU times: only the ratios mean anything.
+import { IOCTL_LOOP, IOCTL_PAIR_LOOP } from "../../ffi/native.ts";
 import assert from "node:assert/strict";
 import {
   IoasMapFlags,
@@ -38,7 +39,7 @@ kernelTest("figures: invalidation cost per entry, library vs in-process C loop",
     const t1 = performance.now();
     const args = IommuHwptInvalidate.buffer().set("hwpt_id", nested.id).set("data_type", TYPE).set("entry_len", ENTRY)
       .set("entry_num", batch);
-    const rc = shim.ioctlLoop(iommufd.fd, IOMMU_HWPT_INVALIDATE.request, args.bytes, 8, entries, calls);
+    const rc = shim[IOCTL_LOOP](iommufd.fd, IOMMU_HWPT_INVALIDATE.request, args.bytes, 8, entries, calls);
     const t2 = performance.now();
     assert.equal(failures, 0);
     assert.equal(rc, 0);
@@ -83,7 +84,7 @@ kernelTest(
       .set("ioas_id", ioas.id).setU64("length", 4096).setU64("iova", PAGE * 4096);
     const unmap = IommuIoasUnmap.buffer().set("ioas_id", ioas.id).setU64("iova", PAGE * 4096).setU64("length", 4096);
     const memory = ram.subarray(GPA * 4096, GPA * 4096 + 4096);
-    const rc = shim.ioctlPairLoop(
+    const rc = shim[IOCTL_PAIR_LOOP](
       iommufd.fd,
       IOMMU_IOAS_MAP.request,
       map.bytes,

@@ -1,5 +1,6 @@
 // Nested HWPTs and IOMMU_HWPT_INVALIDATE against the kernel's mock IOMMU: every entry, batch, flag and error
 // path is checked through the mock IOTLB (IOMMU_TEST_OP_MD_CHECK_IOTLB), not through our own model.
+import { IOCTL_WITH_POINTER } from "../../ffi/native.ts";
 import assert from "node:assert/strict";
 import { type Hwpt, type Iommufd, KernelError, mockIotlbHolds } from "../../lib/kernel/mod.ts";
 import {
@@ -148,7 +149,7 @@ kernelTest("hwpt: a deliberately wrong struct layout is refused by the kernel", 
     },
   }).buffer();
   wrong.set("hwpt_id", chain.nested.id).set("data_type", TYPE).set("entry_len", ENTRY).set("entry_num", 1);
-  const r = iommufd.shim.ioctlWithPointer(
+  const r = iommufd.shim[IOCTL_WITH_POINTER](
     iommufd.fd,
     IOMMU_HWPT_INVALIDATE.request,
     wrong.bytes,

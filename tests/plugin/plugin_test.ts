@@ -66,3 +66,25 @@ Deno.test("plugin: loading something that is not a plugin is a typed error", asy
     TypeError,
   );
 });
+
+Deno.test("plugin limits: a bind past maxPasids is a LimitError; unbinding makes room; the RID does not count", async () => {
+  const { LimitError } = await import("../../lib/core/errors.ts");
+  using host = RelayHost.inProcess();
+  using dev = relayPlugin.create(host, { domain: 1, device: { kind: "model" }, maxPasids: 2 });
+  const table = { format: "vtd-s1" as const, tableAddress: 0x1000, addressWidth: 48 as const };
+  const refused: string[] = [];
+  dev.on((e) => e.type === "refused" && refused.push(e.error.name));
+  dev.submit({ op: "bind", domain: 1, pasid: 1, table });
+  dev.submit({ op: "bind", domain: 1, pasid: 2, table });
+  dev.submit({ op: "bind", domain: 1, pasid: 2, table }); // a rebind of a bound PASID is not a new one
+  dev.submit({ op: "bind", domain: 1, pasid: "rid", table });
+  assert.throws(
+    () => dev.submit({ op: "bind", domain: 1, pasid: 3, table }),
+    (e) => e instanceof LimitError && e.limit === "pasids-per-device" && e.max === 2,
+  );
+  assert.deepEqual(refused, ["LimitError"]);
+  dev.submit({ op: "unbind", domain: 1, pasid: 1 });
+  dev.submit({ op: "bind", domain: 1, pasid: 3, table });
+  assert.equal(host.queue().bindings(1, 3).length, 1);
+  assert.equal(host.queue().bindings(1, 1).length, 0);
+});
