@@ -242,7 +242,19 @@ export class RelayQueue {
       if (kept.length) table.set(pasid, kept);
       else table.delete(pasid);
     }
+    this.#prune();
     return report;
+  }
+
+  /** Drop the (drained, empty) units of targets no binding names any more, so rebinding forever stays flat. */
+  #prune(): void {
+    const live = new Set<number>();
+    for (const table of this.#bindings.values()) {
+      for (const list of table.values()) for (const b of list) live.add(b.targetId);
+    }
+    for (const [key, unit] of this.#units) {
+      if (!live.has(unit.targetId) && unit.pending.empty) this.#units.delete(key);
+    }
   }
 
   /**
@@ -276,6 +288,7 @@ export class RelayQueue {
     );
     if (kept.length) table!.set(pasid, kept);
     else table?.delete(pasid);
+    this.#prune();
     return report;
   }
 

@@ -67,3 +67,21 @@ kernelTest("ioas: IOMMU_OPTION reads and writes the per-IOAS huge-pages option",
   assert.equal(iommufd.getOption(o.IOMMU_OPTION_HUGE_PAGES, ioas.id), 0n);
   assert.throws(() => iommufd.getOption(7, ioas.id), KernelError);
 });
+
+kernelTest(
+  "iommufd: only ioctls lib/uapi declares are issued; a look-alike is refused before the kernel sees it",
+  [],
+  async () => {
+    const { defineIoctl, IOMMU_IOAS_ALLOC, IommuIoasAlloc } = await import("../../lib/uapi/mod.ts");
+    using iommufd = openIommufd();
+    const lookAlike = defineIoctl({
+      name: "IOMMU_IOAS_ALLOC",
+      request: IOMMU_IOAS_ALLOC.request,
+      struct: IommuIoasAlloc,
+      since: "6.2",
+    });
+    assert.throws(() => iommufd.call(lookAlike, IommuIoasAlloc.buffer(), "alloc"), TypeError);
+    using ioas = iommufd.allocIoas(); // the registered one works
+    assert.ok(ioas.id > 0);
+  },
+);

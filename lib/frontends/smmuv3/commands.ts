@@ -52,7 +52,7 @@ export type SmmuCommand =
 /** A command the relay refuses (the guest sees CERROR_ILL). */
 export class SmmuCommandError extends Error {
   override name = "SmmuCommandError";
-  constructor(readonly reason: "unknown-opcode" | "reserved-value", detail: string) {
+  constructor(readonly reason: "unknown-opcode" | "reserved-value" | "truncated", detail: string) {
     super(`${reason}: ${detail}`);
   }
 }
@@ -74,6 +74,9 @@ const GRANULE_PAGES = [0, 1, 4, 16];
  * ```
  */
 export function decodeSmmuCommand(bytes: Uint8Array, at: number): SmmuCommand {
+  if (!(Number.isInteger(at) && at >= 0 && at + 16 <= bytes.length)) {
+    throw new SmmuCommandError("truncated", `16 bytes at ${at} of a ${bytes.length}-byte buffer`);
+  }
   const v = new DataView(bytes.buffer, bytes.byteOffset + at, 16);
   const w0lo = v.getUint32(0, true), w0hi = v.getUint32(4, true);
   const w1lo = v.getUint32(8, true), w1hi = v.getUint32(12, true);

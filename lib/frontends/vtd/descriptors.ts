@@ -84,7 +84,7 @@ export type VtdDescriptor =
 export class VtdDescriptorError extends Error {
   override name = "VtdDescriptorError";
   constructor(
-    readonly reason: "unknown-type" | "reserved-bits" | "reserved-granularity" | "misaligned",
+    readonly reason: "unknown-type" | "reserved-bits" | "reserved-granularity" | "misaligned" | "truncated",
     detail: string,
   ) {
     super(`${reason}: ${detail}`);
@@ -140,6 +140,9 @@ const page = (w: [number, number]) => w[1] * 0x10_0000 + (w[0] >>> 12);
  * ```
  */
 export function decodeVtdDescriptor(bytes: Uint8Array, at: number, size: 16 | 32): VtdDescriptor {
+  if (!(Number.isInteger(at) && at >= 0 && at + size <= bytes.length) || (size !== 16 && size !== 32)) {
+    throw new VtdDescriptorError("truncated", `${size} bytes at ${at} of a ${bytes.length}-byte buffer`);
+  }
   const v = new DataView(bytes.buffer, bytes.byteOffset + at, size);
   const w0 = q(v, 0), w1 = q(v, 8);
   const type = bits(w0, 0, 3) | (bits(w0, 9, 11) << 4);
