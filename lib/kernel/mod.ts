@@ -10,3 +10,4 @@ export * from "./selftest.ts";
 export * from "./features.ts";
 export { KernelError, UnsupportedError } from "../core/errors.ts";
 export * from "./sysfs.ts";
+export * from "./streams.ts";

@@ -45,3 +45,91 @@ kernelTest("veventq: TRIGGER_VEVENT → records with consecutive sequence number
     void vdev;
   }
 });
+
+kernelTest(
+  "veventq: TRIGGER_VEVENT → async stream → the guest's SMMUv3 EVTQ; a burst past the depth is accounted as lost",
+  [
+    "veventq",
+    "selftest-trigger-vevent",
+  ],
+  async () => {
+    const { veventStream } = await import("../../lib/kernel/streams.ts");
+    const { SmmuEventQueue, selftestEventRecord } = await import("../../lib/frontends/smmuv3/evtq.ts");
+    using iommufd = openIommufd();
+    using ioas = iommufd.allocIoas();
+    using dev = MockDevice.create(iommufd, ioas.id);
+    using parent = iommufd.allocHwpt({
+      devId: dev.devId,
+      ptId: ioas.id,
+      flags: HwptAllocFlags.values.IOMMU_HWPT_ALLOC_NEST_PARENT,
+    });
+    using viommu = iommufd.allocViommu({ type: M.IOMMU_VIOMMU_TYPE_SELFTEST, devId: dev.devId, hwptId: parent.id });
+    using queue = iommufd.allocVeventq(viommu.id, M.IOMMU_VEVENTQ_TYPE_SELFTEST, 4);
+    using vdev = iommufd.allocVdevice(viommu.id, dev.devId, 0x88);
+    using nested = iommufd.allocHwpt({
+      devId: dev.devId,
+      ptId: viommu.id,
+      data: selftestHwptData(M.IOMMU_TEST_IOTLB_DEFAULT),
+    });
+    dev.replace(nested.id);
+    const ram = new Uint8Array(1 << 16);
+    const memory = {
+      read: (a: number, n: number) => ram.slice(a, a + n),
+      write: (a: number, b: Uint8Array) => ram.set(b, a),
+    };
+    const evtq = new SmmuEventQueue(memory);
+    evtq.writeBase(0x1000 | 4); // 16 entries: room for everything the host keeps
+    const stats = { delivered: 0, lost: 0, lostFlags: 0, reads: 0 };
+    const ac = new AbortController();
+    try {
+      // Two events, then a burst of 10 into a queue of depth 4: the kernel keeps 4 and flags the loss.
+      dev.triggerVevent();
+      dev.triggerVevent();
+      const items: string[] = [];
+      const consumer = (async () => {
+        for await (
+          const item of veventStream(queue, {
+            payloadSize: IommuViommuEventSelftest.size,
+            signal: ac.signal,
+            pollMs: 50,
+            stats,
+          })
+        ) {
+          if (item.type === "lost") {
+            evtq.hostLost(item.count);
+            items.push(`lost ${item.count}${item.flagged ? " flagged" : ""}`);
+          } else {
+            evtq.post(selftestEventRecord(IommuViommuEventSelftest.decode(item.payload).virt_id));
+            items.push(`event ${item.sequence}`);
+          }
+          if (items.length === 2) {
+            for (let i = 0; i < 10; i++) dev.triggerVevent();
+          }
+        }
+      })();
+      const deadline = Date.now() + 10_000;
+      while (stats.delivered < 6 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      ac.abort();
+      await consumer; // clean shutdown: the stream ends at its next poll timeout
+      assert.deepEqual(items.slice(0, 2), ["event 0", "event 1"], items.join(", "));
+      assert.ok(
+        stats.lostFlags >= 1 || stats.lost >= 1,
+        `the loss is accounted: ${JSON.stringify(stats)} ${items.join(", ")}`,
+      );
+      assert.ok(items.some((i) => i.startsWith("lost")), "and reported as a loss, not as an event");
+      assert.equal(
+        stats.delivered + stats.lost,
+        12,
+        `every event is delivered or counted lost: ${JSON.stringify(stats)}`,
+      );
+      const v = new DataView(ram.buffer);
+      assert.equal(v.getUint32(0x1004, true), 0x88, "the guest's first EVTQ record names the virtual StreamID");
+      assert.equal(evtq.telemetry.posted, stats.delivered);
+      assert.equal(evtq.prod >>> 31, 1, "the guest sees OVFLG: events were lost");
+    } finally {
+      ac.abort();
+      dev.replace(ioas.id);
+      void vdev;
+    }
+  },
+);

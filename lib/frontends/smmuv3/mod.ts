@@ -5,3 +5,4 @@
  */
 export * from "./commands.ts";
 export * from "./cmdq.ts";
+export * from "./evtq.ts";

@@ -1,0 +1,123 @@
+/**
+ * The guest side of an emulated SMMUv3 event queue (EVTQ_BASE / EVTQ_PROD / EVTQ_CONS): the VMM posts 32-byte event
+ * records — from the host's vEVENTQ — into guest memory at PROD, and the guest consumes them by moving CONS. When
+ * the queue is full, or the host itself lost events, the model toggles PROD.OVFLG, the architected way to tell the
+ * guest that events were lost (SMMUv3 7.4), and counts them; it never writes past CONS.
+ *
+ * Record layout (SMMUv3 7.3): dword 0 = event type [7:0], SSV [11], SubstreamID [31:12], StreamID [63:32]; the other
+ * dwords are type-specific. From an SMMUv3 vEVENTQ the kernel hands over the record with the StreamID already
+ * replaced by the virtual one; the selftest's vEVENT carries only a virtual id, which
+ * {@linkcode selftestEventRecord} turns into an F_TRANSLATION record for that StreamID.
+ *
+ * @example
+ * ```ts
+ * import { SmmuEventQueue, selftestEventRecord } from "./evtq.ts";
+ * const ram = new Uint8Array(1 << 16);
+ * const memory = { read: (a: number, n: number) => ram.slice(a, a + n), write: (a: number, b: Uint8Array) => ram.set(b, a) };
+ * const q = new SmmuEventQueue(memory);
+ * q.writeBase(0x1000 | 2); // 4 entries at 0x1000
+ * q.post(selftestEventRecord(0x88));
+ * console.log(q.prod, new DataView(ram.buffer).getUint32(0x1004, true).toString(16)); // 1 88
+ * ```
+ *
+ * @module
+ */
+import type { GuestMemory } from "../vtd/queue.ts";
+
+/** Event types iommu-relay writes (SMMUv3 Table 7-3). */
+export const SMMU_EVENT = { F_TRANSLATION: 0x10, F_PERMISSION: 0x13 } as const;
+
+/** PROD.OVFLG / CONS.OVACKFLG. */
+const OVFLG = 1 << 31;
+
+/** Counters. */
+export interface EvtqTelemetry {
+  posted: number;
+  /** Records not written: the guest queue was full, or the host had lost them. */
+  lost: number;
+  /** OVFLG toggles. */
+  overflows: number;
+}
+
+/** One guest EVTQ. */
+export class SmmuEventQueue {
+  base = 0;
+  log2size = 0;
+  /** PROD and CONS as the registers hold them: index, wrap bit at log2size, PROD.OVFLG / CONS.OVACKFLG at bit 31. */
+  prod = 0;
+  cons = 0;
+  readonly telemetry: EvtqTelemetry = { posted: 0, lost: 0, overflows: 0 };
+
+  constructor(readonly memory: GuestMemory, readonly hooks: { interrupt?(): void } = {}) {}
+
+  /** EVTQ_BASE: address [51:5], LOG2SIZE [4:0] (at most 19). Resets PROD and CONS. */
+  writeBase(value: number): void {
+    this.log2size = Math.min(value % 32, 19);
+    this.base = value - (value % 32);
+    this.prod = 0;
+    this.cons = 0;
+  }
+
+  /** EVTQ_CONS: the guest consumed up to here (and acknowledges an overflow with OVACKFLG). */
+  writeCons(value: number): void {
+    const mask = (2 << this.log2size) - 1; // index + wrap bit
+    this.cons = ((value >>> 0) & mask) | ((value >>> 0) & OVFLG);
+  }
+
+  get #entries(): number {
+    return 1 << this.log2size;
+  }
+
+  #full(): boolean {
+    const wrap = this.#entries;
+    const p = this.prod & ((wrap << 1) - 1), c = this.cons & ((wrap << 1) - 1);
+    return (p & (wrap - 1)) === (c & (wrap - 1)) && (p & wrap) !== (c & wrap);
+  }
+
+  #overflow(count: number): void {
+    this.telemetry.lost += count;
+    // Toggle OVFLG only if the guest acknowledged the previous overflow (PROD.OVFLG == CONS.OVACKFLG).
+    if ((this.prod & OVFLG) === (this.cons & OVFLG)) {
+      this.prod = (this.prod ^ OVFLG) >>> 0;
+      this.telemetry.overflows++;
+      this.hooks.interrupt?.();
+    }
+  }
+
+  /** The host lost `count` events (its LOST_EVENTS flag or a sequence gap): tell the guest as an overflow. */
+  hostLost(count: number): void {
+    this.#overflow(Math.max(count, 0));
+  }
+
+  /** Write one 32-byte record at PROD; false (and an overflow) when the queue is full or the base is not RAM. */
+  post(record: Uint8Array): boolean {
+    if (record.length !== 32) throw new RangeError("an SMMUv3 event record is 32 bytes");
+    if (this.#full()) {
+      this.#overflow(1);
+      return false;
+    }
+    const index = this.prod & (this.#entries - 1);
+    try {
+      this.memory.write(this.base + index * 32, record);
+    } catch {
+      this.#overflow(1);
+      return false;
+    }
+    const next = ((this.prod & ((this.#entries << 1) - 1)) + 1) & ((this.#entries << 1) - 1);
+    this.prod = (next | (this.prod & OVFLG)) >>> 0;
+    this.telemetry.posted++;
+    this.hooks.interrupt?.();
+    return true;
+  }
+}
+
+/** An F_TRANSLATION event for StreamID `virtId` (what the selftest's vEVENT, which carries only the id, becomes). */
+export function selftestEventRecord(virtId: number, address = 0): Uint8Array {
+  const r = new Uint8Array(32);
+  const v = new DataView(r.buffer);
+  v.setUint32(0, SMMU_EVENT.F_TRANSLATION, true);
+  v.setUint32(4, virtId >>> 0, true);
+  v.setUint32(16, address % 2 ** 32, true);
+  v.setUint32(20, Math.floor(address / 2 ** 32), true);
+  return r;
+}
