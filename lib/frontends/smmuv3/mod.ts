@@ -6,3 +6,4 @@
 export * from "./commands.ts";
 export * from "./cmdq.ts";
 export * from "./evtq.ts";
+export * from "./priq.ts";

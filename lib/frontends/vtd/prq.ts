@@ -13,11 +13,18 @@
  */
 import type { GuestMemory } from "./queue.ts";
 import type { VtdDescriptor } from "./descriptors.ts";
+import {
+  HOST_RESPONSE,
+  type HostResponder,
+  type PageRequestTelemetry,
+  PageRequestTracker,
+  type RefusedResponse,
+} from "../page_requests.ts";
+
+export { HOST_RESPONSE, type HostResponder, type RefusedResponse };
 
 /** PRS bits. */
 export const PRS = { PPR: 1, PRO: 2 } as const;
-/** Host page response codes (`enum iommufd_page_response_code`). */
-export const HOST_RESPONSE = { SUCCESS: 0, INVALID: 1 } as const;
 
 /** A host fault to deliver (from an iommufd fault queue record). */
 export interface HostPageFault {
@@ -36,25 +43,8 @@ export interface HostPageFault {
   readonly cookie: number;
 }
 
-/** Where answers to the host go (an iommufd fault queue's `respond`). */
-export type HostResponder = (cookie: number, code: number) => void;
-
-/** Why a guest response was refused. */
-export type RefusedResponse = "no-such-group" | "already-answered" | "pasid-unbound";
-
 /** Counters. */
-export interface PrqTelemetry {
-  delivered: number;
-  answered: number;
-  refused: number;
-  timedOut: number;
-  overflows: number;
-}
-
-interface Pending {
-  readonly fault: HostPageFault;
-  readonly deadline: number;
-}
+export type PrqTelemetry = PageRequestTelemetry;
 
 /**
  * One guest VT-d unit's page request queue.
@@ -78,10 +68,8 @@ export class VtdPageRequestQueue {
   pqh = 0;
   pqt = 0;
   prs = 0;
-  readonly telemetry: PrqTelemetry = { delivered: 0, answered: 0, refused: 0, timedOut: 0, overflows: 0 };
   /** Pending groups by rid/pasid/grpid: only a group's last request (LPIG) is answered. */
-  readonly #pending = new Map<string, Pending>();
-  readonly #unbound = new Set<string>();
+  readonly #groups: PageRequestTracker;
 
   constructor(
     readonly memory: GuestMemory,
@@ -89,7 +77,14 @@ export class VtdPageRequestQueue {
     readonly hooks: { interrupt?(): void; now?(): number } = {},
     /** How long the guest has to answer, ms (default 10 s). */
     readonly timeoutMs = 10_000,
-  ) {}
+  ) {
+    this.#groups = new PageRequestTracker(respond, () => this.hooks.now?.() ?? Date.now(), timeoutMs);
+  }
+
+  /** Counters (shared with the group tracker). */
+  get telemetry(): PrqTelemetry {
+    return this.#groups.telemetry;
+  }
 
   /** PQA: base [63:12], QS [2:0] (2^QS pages of 32-byte descriptors). Resets PQH and PQT. */
   writePqa(value: number): void {
@@ -118,8 +113,7 @@ export class VtdPageRequestQueue {
     const next = (this.pqt / 32 + 1) % this.entries;
     if (next === this.pqh / 32) {
       this.prs |= PRS.PRO;
-      this.telemetry.overflows++;
-      if (f.lastInGroup) this.respond(f.cookie, HOST_RESPONSE.INVALID);
+      this.#groups.overflow(f.lastInGroup ? f.cookie : undefined);
       return false;
     }
     const d = new Uint8Array(32);
@@ -139,61 +133,30 @@ export class VtdPageRequestQueue {
     this.pqt = next * 32;
     this.prs |= PRS.PPR;
     this.telemetry.delivered++;
-    const key = this.#key(f.rid, f.pasid, f.grpid);
-    this.#unbound.delete(key);
-    if (f.lastInGroup) {
-      this.#pending.set(key, { fault: f, deadline: (this.hooks.now?.() ?? Date.now()) + this.timeoutMs });
-    }
+    if (f.lastInGroup) this.#groups.open(this.#key(f.rid, f.pasid, f.grpid), f.cookie, `${f.rid}/${f.pasid ?? "-"}`);
     this.hooks.interrupt?.();
     return true;
   }
 
   /** The guest's page group response (from the invalidation queue). Returns undefined, or why it was refused. */
   guestResponse(d: VtdDescriptor & { type: "page-group-response" }): RefusedResponse | undefined {
-    const key = this.#key(d.rid, d.pasidPresent ? d.pasid : undefined, d.prgIndex);
-    const pending = this.#pending.get(key);
-    if (!pending) {
-      this.telemetry.refused++;
-      return this.#unbound.has(key) ? "pasid-unbound" : this.#answered.has(key) ? "already-answered" : "no-such-group";
-    }
-    this.#pending.delete(key);
-    this.#answered.add(key);
     // Guest codes: 0 success, 1 invalid request, 0xf response failure.
-    this.respond(pending.fault.cookie, d.responseCode === 0 ? HOST_RESPONSE.SUCCESS : HOST_RESPONSE.INVALID);
-    this.telemetry.answered++;
-    return undefined;
+    return this.#groups.answer(this.#key(d.rid, d.pasidPresent ? d.pasid : undefined, d.prgIndex), d.responseCode);
   }
-
-  readonly #answered = new Set<string>();
 
   /** The PASID was unbound: answer its pending groups INVALID now; later guest answers for them are refused. */
   pasidUnbound(rid: number, pasid: number): void {
-    for (const [key, p] of this.#pending) {
-      if (p.fault.rid === rid && p.fault.pasid === pasid) {
-        this.#pending.delete(key);
-        this.#unbound.add(key);
-        this.respond(p.fault.cookie, HOST_RESPONSE.INVALID);
-      }
-    }
+    this.#groups.unbound(`${rid}/${pasid}`);
   }
 
   /** Answer INVALID for every group whose deadline passed (call periodically). Returns how many. */
-  expire(now = this.hooks.now?.() ?? Date.now()): number {
-    let n = 0;
-    for (const [key, p] of this.#pending) {
-      if (p.deadline > now) continue;
-      this.#pending.delete(key);
-      this.#answered.add(key);
-      this.respond(p.fault.cookie, HOST_RESPONSE.INVALID);
-      this.telemetry.timedOut++;
-      n++;
-    }
-    return n;
+  expire(now?: number): number {
+    return this.#groups.expire(now);
   }
 
   /** Groups waiting for the guest. */
   get pending(): number {
-    return this.#pending.size;
+    return this.#groups.pending;
   }
 }
 

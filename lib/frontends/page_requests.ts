@@ -1,0 +1,114 @@
+/**
+ * Page-request group bookkeeping shared by the guest-side fault queues (VT-d PRQ, SMMUv3 PRIQ): which host groups
+ * wait for the guest, their deadlines, and why a guest answer is refused. Guest answers are hostile input: one for
+ * no pending group, a second one, or one after the PASID was unbound is refused — never forwarded to the host.
+ *
+ * @example
+ * ```ts
+ * import { PageRequestTracker } from "./page_requests.ts";
+ * const sent: [number, number][] = [];
+ * const t = new PageRequestTracker((cookie, code) => sent.push([cookie, code]), () => 0, 1000);
+ * t.open("10/5/3", 77);
+ * console.log(t.answer("10/5/3", 0), t.answer("10/5/3", 0), sent); // undefined already-answered [ [ 77, 0 ] ]
+ * ```
+ *
+ * @module
+ */
+
+/** Host page response codes (`enum iommufd_page_response_code`). */
+export const HOST_RESPONSE = { SUCCESS: 0, INVALID: 1 } as const;
+
+/** Where answers to the host go (an iommufd fault queue's `respond`). */
+export type HostResponder = (cookie: number, code: number) => void;
+
+/** Why a guest response was refused. */
+export type RefusedResponse = "no-such-group" | "already-answered" | "pasid-unbound";
+
+/** Counters. */
+export interface PageRequestTelemetry {
+  delivered: number;
+  answered: number;
+  refused: number;
+  timedOut: number;
+  overflows: number;
+}
+
+/** Keys remembered for the refusal reason; older ones are forgotten (the answer is "no-such-group" then). */
+const REMEMBERED = 4096;
+
+/** Groups waiting for the guest, by a key the queue model builds (requester/PASID/group). */
+export class PageRequestTracker {
+  readonly telemetry: PageRequestTelemetry = { delivered: 0, answered: 0, refused: 0, timedOut: 0, overflows: 0 };
+  readonly #pending = new Map<string, { cookie: number; deadline: number; pasidKey: string }>();
+  readonly #answered = new Set<string>();
+  readonly #unbound = new Set<string>();
+
+  constructor(
+    readonly respond: HostResponder,
+    readonly now: () => number,
+    /** How long the guest has to answer, ms. */
+    readonly timeoutMs: number,
+  ) {}
+
+  #remember(set: Set<string>, key: string): void {
+    set.delete(key);
+    set.add(key);
+    if (set.size > REMEMBERED) set.delete(set.values().next().value!);
+  }
+
+  /** A group's last request reached the guest: it now waits for an answer. `pasidKey` groups it for unbinds. */
+  open(key: string, cookie: number, pasidKey = ""): void {
+    this.#answered.delete(key);
+    this.#unbound.delete(key);
+    this.#pending.set(key, { cookie, deadline: this.now() + this.timeoutMs, pasidKey });
+  }
+
+  /** The guest answered group `key`; `success` → SUCCESS, anything else INVALID. Undefined, or why it was refused. */
+  answer(key: string, guestCode: number, success = 0): RefusedResponse | undefined {
+    const p = this.#pending.get(key);
+    if (!p) {
+      this.telemetry.refused++;
+      return this.#unbound.has(key) ? "pasid-unbound" : this.#answered.has(key) ? "already-answered" : "no-such-group";
+    }
+    this.#pending.delete(key);
+    this.#remember(this.#answered, key);
+    this.respond(p.cookie, guestCode === success ? HOST_RESPONSE.SUCCESS : HOST_RESPONSE.INVALID);
+    this.telemetry.answered++;
+    return undefined;
+  }
+
+  /** The queue was full: the host is answered INVALID at once (iommu-relay's choice: the device is not stuck). */
+  overflow(cookie: number | undefined): void {
+    this.telemetry.overflows++;
+    if (cookie !== undefined) this.respond(cookie, HOST_RESPONSE.INVALID);
+  }
+
+  /** The PASID was unbound: its pending groups are answered INVALID now; later guest answers are refused. */
+  unbound(pasidKey: string): void {
+    for (const [key, p] of this.#pending) {
+      if (p.pasidKey !== pasidKey) continue;
+      this.#pending.delete(key);
+      this.#remember(this.#unbound, key);
+      this.respond(p.cookie, HOST_RESPONSE.INVALID);
+    }
+  }
+
+  /** Answer INVALID for every group whose deadline passed. Returns how many. */
+  expire(now = this.now()): number {
+    let n = 0;
+    for (const [key, p] of this.#pending) {
+      if (p.deadline > now) continue;
+      this.#pending.delete(key);
+      this.#remember(this.#answered, key);
+      this.respond(p.cookie, HOST_RESPONSE.INVALID);
+      this.telemetry.timedOut++;
+      n++;
+    }
+    return n;
+  }
+
+  /** Groups waiting for the guest. */
+  get pending(): number {
+    return this.#pending.size;
+  }
+}

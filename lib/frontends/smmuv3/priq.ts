@@ -1,0 +1,135 @@
+/**
+ * The guest side of PRI on SMMUv3: a register-level PRI queue (PRIQ_BASE / PRIQ_PROD / PRIQ_CONS) receiving host
+ * page faults as 16-byte PRI records (layout as the Linux driver reads them, `arm-smmu-v3.h` `PRIQ_0_*`/`PRIQ_1_*`),
+ * and the matching of the guest's CMD_PRI_RESP (decoded by the command queue) back to the host fault's cookie.
+ *
+ * Record: dword 0 = StreamID [31:0], SubstreamID [51:32], PRIV 58, EXEC 59, READ 60, WRITE 61, LAST 62, SSV 63;
+ * dword 1 = PRG index [8:0], page address [63:12]. CMD_PRI_RESP codes: 0 deny, 1 fail, 2 success.
+ *
+ * Guest answers are hostile input (see `PageRequestTracker`); a full queue toggles PROD.OVFLG and answers the host
+ * INVALID at once; an unanswered group is answered INVALID at its deadline.
+ *
+ * @example
+ * ```ts
+ * import { SmmuPriQueue } from "./priq.ts";
+ * const ram = new Uint8Array(1 << 16);
+ * const memory = { read: (a: number, n: number) => ram.slice(a, a + n), write: (a: number, b: Uint8Array) => ram.set(b, a) };
+ * const answers: [number, number][] = [];
+ * const priq = new SmmuPriQueue(memory, (cookie, code) => answers.push([cookie, code]));
+ * priq.writeBase(0x3000 | 3); // 8 entries
+ * priq.deliver({ rid: 0x88, pasid: 5, page: 0x7f000, read: true, write: false, exec: false, priv: false, lastInGroup: true, grpid: 3, cookie: 77 });
+ * console.log(priq.prod, priq.guestResponse({ op: "pri-resp", sid: 0x88, ssid: 5, grpid: 3, resp: 2 }), answers); // 1 undefined [ [ 77, 0 ] ]
+ * ```
+ *
+ * @module
+ */
+import type { GuestMemory } from "../vtd/queue.ts";
+import type { HostPageFault } from "../vtd/prq.ts";
+import type { SmmuCommand } from "./commands.ts";
+import {
+  type HostResponder,
+  type PageRequestTelemetry,
+  PageRequestTracker,
+  type RefusedResponse,
+} from "../page_requests.ts";
+
+const OVFLG = 1 << 31;
+/** CMD_PRI_RESP's success code. */
+const PRI_RESP_SUCC = 2;
+
+/** One guest PRI queue. */
+export class SmmuPriQueue {
+  base = 0;
+  log2size = 0;
+  /** PROD (ours; OVFLG at bit 31) and CONS (the guest's; OVACKFLG at bit 31), index + wrap bit. */
+  prod = 0;
+  cons = 0;
+  readonly #groups: PageRequestTracker;
+
+  constructor(
+    readonly memory: GuestMemory,
+    readonly respond: HostResponder,
+    readonly hooks: { interrupt?(): void; now?(): number } = {},
+    /** How long the guest has to answer, ms (default 10 s). */
+    readonly timeoutMs = 10_000,
+  ) {
+    this.#groups = new PageRequestTracker(respond, () => this.hooks.now?.() ?? Date.now(), timeoutMs);
+  }
+
+  get telemetry(): PageRequestTelemetry {
+    return this.#groups.telemetry;
+  }
+
+  /** PRIQ_BASE: address [51:5], LOG2SIZE [4:0] (at most 19). Resets PROD and CONS. */
+  writeBase(value: number): void {
+    this.log2size = Math.min(value % 32, 19);
+    this.base = value - (value % 32);
+    this.prod = 0;
+    this.cons = 0;
+  }
+
+  /** PRIQ_CONS: the guest consumed up to here (OVACKFLG acknowledges an overflow). */
+  writeCons(value: number): void {
+    this.cons = (((value >>> 0) & ((2 << this.log2size) - 1)) | ((value >>> 0) & OVFLG)) >>> 0;
+  }
+
+  #key(sid: number, ssid: number | undefined, grpid: number): string {
+    return `${sid}/${ssid ?? "-"}/${grpid}`;
+  }
+
+  /** Deliver a host fault (`rid` is the StreamID). False when the queue was full (answered INVALID, OVFLG). */
+  deliver(f: HostPageFault): boolean {
+    const n = 1 << this.log2size, mask = (n << 1) - 1;
+    const p = this.prod & mask, c = this.cons & mask;
+    const full = (p & (n - 1)) === (c & (n - 1)) && (p & n) !== (c & n);
+    const e = new Uint8Array(16);
+    const v = new DataView(e.buffer);
+    v.setUint32(0, f.rid >>> 0, true);
+    v.setUint32(
+      4,
+      (((f.pasid ?? 0) & 0xfffff) | (f.priv ? 1 << 26 : 0) | (f.exec ? 1 << 27 : 0) | (f.read ? 1 << 28 : 0) |
+        (f.write ? 1 << 29 : 0) | (f.lastInGroup ? 1 << 30 : 0) | (f.pasid !== undefined ? 1 << 31 : 0)) >>> 0,
+      true,
+    );
+    v.setUint32(8, (((f.page % 0x10_0000) * 4096) | (f.grpid & 0x1ff)) >>> 0, true);
+    v.setUint32(12, Math.floor(f.page / 0x10_0000), true);
+    let written = !full;
+    if (written) {
+      try {
+        this.memory.write(this.base + (p & (n - 1)) * 16, e);
+      } catch {
+        written = false;
+      }
+    }
+    if (!written) {
+      if ((this.prod & OVFLG) === (this.cons & OVFLG)) this.prod = (this.prod ^ OVFLG) >>> 0;
+      this.#groups.overflow(f.lastInGroup ? f.cookie : undefined);
+      this.hooks.interrupt?.();
+      return false;
+    }
+    this.prod = (((p + 1) & mask) | (this.prod & OVFLG)) >>> 0;
+    this.#groups.telemetry.delivered++;
+    if (f.lastInGroup) this.#groups.open(this.#key(f.rid, f.pasid, f.grpid), f.cookie, `${f.rid}/${f.pasid ?? "-"}`);
+    this.hooks.interrupt?.();
+    return true;
+  }
+
+  /** The guest's CMD_PRI_RESP. Undefined, or why it was refused. */
+  guestResponse(c: SmmuCommand & { op: "pri-resp" }): RefusedResponse | undefined {
+    return this.#groups.answer(this.#key(c.sid, c.ssid, c.grpid), c.resp, PRI_RESP_SUCC);
+  }
+
+  /** The substream was unbound: its pending groups are answered INVALID; later answers for them are refused. */
+  pasidUnbound(sid: number, ssid: number): void {
+    this.#groups.unbound(`${sid}/${ssid}`);
+  }
+
+  /** Answer INVALID for every group whose deadline passed. */
+  expire(now?: number): number {
+    return this.#groups.expire(now);
+  }
+
+  get pending(): number {
+    return this.#groups.pending;
+  }
+}
