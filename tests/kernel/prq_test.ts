@@ -2,13 +2,12 @@
 // request queue (a page_req_dsc in guest memory) → the guest's page group response through its invalidation queue
 // → the page response written back to the kernel. A second answer is refused before it reaches the kernel.
 import assert from "node:assert/strict";
-import { type FaultQueue, MockDevice } from "../../lib/kernel/mod.ts";
 import { hostFaultFromRecord, VtdPageRequestQueue } from "../../lib/frontends/vtd/prq.ts";
 import { VtdInvalidationQueue } from "../../lib/frontends/vtd/queue.ts";
 import { RelayQueue } from "../../lib/core/queue.ts";
 import { ModelHost } from "../../lib/model/host.ts";
-import { HwptAllocFlags, PgfaultConstants, selftestHwptData } from "../../lib/uapi/mod.ts";
-import { kernelTest, openIommufd } from "./harness.ts";
+import { PgfaultConstants } from "../../lib/uapi/mod.ts";
+import { iopfChain, kernelTest, openIommufd } from "./harness.ts";
 
 const P = PgfaultConstants.values;
 
@@ -17,23 +16,8 @@ kernelTest("prq: TRIGGER_IOPF → guest page request → guest group response �
   "selftest-trigger-iopf",
 ], () => {
   using iommufd = openIommufd();
-  using stack = new DisposableStack();
-  const ioas = stack.use(iommufd.allocIoas());
-  const dev = stack.use(MockDevice.create(iommufd, ioas.id));
-  const parent = stack.use(
-    iommufd.allocHwpt({ devId: dev.devId, ptId: ioas.id, flags: HwptAllocFlags.values.IOMMU_HWPT_ALLOC_NEST_PARENT }),
-  );
-  const queue: FaultQueue = stack.use(iommufd.allocFaultQueue());
-  const iopf = stack.use(
-    iommufd.allocHwpt({
-      devId: dev.devId,
-      ptId: parent.id,
-      faultId: queue.id,
-      data: selftestHwptData(1),
-    }),
-  );
-  dev.replace(iopf.id);
-  stack.defer(() => dev.replace(ioas.id));
+  using chain = iopfChain(iommufd);
+  const { dev, queue } = chain;
 
   const ram = new Uint8Array(1 << 16);
   const memory = {
@@ -78,5 +62,62 @@ kernelTest("prq: TRIGGER_IOPF → guest page request → guest group response �
   assert.equal(r.error, undefined);
   assert.equal(forwarded.length, 1, "one page response reached the kernel");
   assert.equal(forwarded[0][1], 0, "success");
+  assert.deepEqual(refusals, ["already-answered"]);
+});
+
+kernelTest("priq (SMMUv3): TRIGGER_IOPF → fault stream → guest PRI record → CMD_PRI_RESP → kernel page response", [
+  "fault-queue",
+  "selftest-trigger-iopf",
+], async () => {
+  const { faultStream } = await import("../../lib/kernel/streams.ts");
+  const { SmmuPriQueue } = await import("../../lib/frontends/smmuv3/priq.ts");
+  const { SmmuCommandQueue } = await import("../../lib/frontends/smmuv3/cmdq.ts");
+  using iommufd = openIommufd();
+  using chain = iopfChain(iommufd);
+  const { dev, queue } = chain;
+  const ram = new Uint8Array(1 << 16);
+  const memory = {
+    read: (a: number, n: number) => ram.slice(a, a + n),
+    write: (a: number, b: Uint8Array) => ram.set(b, a),
+  };
+  const forwarded: [number, number][] = [];
+  const priq = new SmmuPriQueue(memory, (cookie, code) => {
+    forwarded.push([cookie, code]);
+    queue.respond(cookie, code);
+  });
+  priq.writeBase(0x6000 | 3);
+  const refusals: string[] = [];
+  const cmdq = new SmmuCommandQueue(memory, new RelayQueue(new ModelHost()), {
+    asidUsers: () => [],
+    domains: () => [],
+    faultResponse: (c) => {
+      if (c.op !== "pri-resp") return;
+      const r = priq.guestResponse(c);
+      if (r) refusals.push(r);
+    },
+  });
+  cmdq.writeBase(0x1000 | 4);
+  const vsid = 0x88;
+  dev.triggerIopf({ pasid: 4, grpid: 7, perm: P.IOMMU_PGFAULT_PERM_WRITE, addr: 0xcafe0000 });
+  const ac = new AbortController();
+  for await (const f of faultStream(queue, { signal: ac.signal, pollMs: 50 })) {
+    assert.ok(priq.deliver(hostFaultFromRecord(f, vsid)));
+    ac.abort();
+  }
+  const e = new DataView(ram.buffer, 0x6000, 16);
+  assert.equal(Number(e.getBigUint64(0, true) & 0xffff_ffffn), vsid, "the guest sees its virtual StreamID");
+  assert.equal(Number((e.getBigUint64(0, true) >> 32n) & 0xfffffn), 4, "SubstreamID");
+  assert.equal(Number(e.getBigUint64(8, true) >> 12n), 0xcafe0, "page");
+  // The guest answers with CMD_PRI_RESP (success), twice; then CMD_SYNC.
+  const c = new DataView(ram.buffer, 0x1000);
+  for (const i of [0, 1]) {
+    c.setUint32(i * 16, 0x41 | (1 << 11) | (4 << 12), true);
+    c.setUint32(i * 16 + 4, vsid, true);
+    c.setUint32(i * 16 + 8, 7 | (2 << 12), true);
+  }
+  c.setUint32(32, 0x46, true);
+  const r = cmdq.writeProd(3);
+  assert.equal(r.error, undefined);
+  assert.deepEqual(forwarded.map(([, code]) => code), [0], "one success response reached the kernel");
   assert.deepEqual(refusals, ["already-answered"]);
 });
