@@ -23,6 +23,14 @@
  * @module
  */
 import type { GuestMemory } from "../vtd/queue.ts";
+import type { HostPageFault } from "../vtd/prq.ts";
+import type { SmmuCommand } from "./commands.ts";
+import {
+  type HostResponder,
+  type PageRequestTelemetry,
+  PageRequestTracker,
+  type RefusedResponse,
+} from "../page_requests.ts";
 
 /** Event types iommu-relay writes (SMMUv3 Table 7-3). */
 export const SMMU_EVENT = { F_TRANSLATION: 0x10, F_PERMISSION: 0x13 } as const;
@@ -48,7 +56,67 @@ export class SmmuEventQueue {
   cons = 0;
   readonly telemetry: EvtqTelemetry = { posted: 0, lost: 0, overflows: 0 };
 
-  constructor(readonly memory: GuestMemory, readonly hooks: { interrupt?(): void } = {}) {}
+  #stalls?: PageRequestTracker;
+  #stag = 0;
+
+  constructor(readonly memory: GuestMemory, readonly hooks: { interrupt?(): void; now?(): number } = {}) {}
+
+  /**
+   * Stall mode (the SMMUv3 way to fault recoverably without PRI): host faults become stalled F_TRANSLATION
+   * records with a STAG, which the guest answers with CMD_RESUME (RETRY → the host's SUCCESS, TERMINATE or ABORT →
+   * INVALID). Unknown, double and post-unbind answers are refused; silence is answered INVALID after `timeoutMs`.
+   */
+  enableStalls(respond: HostResponder, timeoutMs = 10_000): void {
+    this.#stalls = new PageRequestTracker(respond, () => this.hooks.now?.() ?? Date.now(), timeoutMs);
+  }
+
+  /** Stall-mode counters (undefined before {@linkcode SmmuEventQueue.enableStalls}). */
+  get stallTelemetry(): PageRequestTelemetry | undefined {
+    return this.#stalls?.telemetry;
+  }
+
+  /** Post a host fault as a stalled event (`rid` is the StreamID). False when not written (answered INVALID). */
+  postStall(f: HostPageFault): boolean {
+    const stalls = this.#stalls;
+    if (!stalls) throw new Error("stall mode is off: call enableStalls first");
+    const stag = this.#stag = (this.#stag + 1) & 0xffff;
+    const r = new Uint8Array(32);
+    const v = new DataView(r.buffer);
+    v.setUint32(
+      0,
+      SMMU_EVENT.F_TRANSLATION | (f.pasid !== undefined ? 1 << 11 : 0) | (((f.pasid ?? 0) & 0xfffff) << 12),
+      true,
+    );
+    v.setUint32(4, f.rid >>> 0, true);
+    // dword 1: STAG [15:0], Stall [31], PnU [32], InD [34], RnW [35] (1 = read)
+    v.setUint32(8, (stag | (1 << 31)) >>> 0, true);
+    v.setUint32(12, (f.priv ? 1 : 0) | (f.exec ? 4 : 0) | (f.write ? 0 : 8), true);
+    v.setUint32(16, (f.page % 0x10_0000) * 4096, true);
+    v.setUint32(20, Math.floor(f.page / 0x10_0000), true);
+    if (!this.post(r)) {
+      stalls.overflow(f.cookie);
+      return false;
+    }
+    stalls.telemetry.delivered++;
+    stalls.open(`${f.rid}/${stag}`, f.cookie, `${f.rid}/${f.pasid ?? "-"}`);
+    return true;
+  }
+
+  /** The guest's CMD_RESUME (RESP 1 = RETRY). Undefined, or why it was refused. */
+  guestResume(c: SmmuCommand & { op: "resume" }): RefusedResponse | undefined {
+    if (!this.#stalls) return "no-such-group";
+    return this.#stalls.answer(`${c.sid}/${c.stag}`, c.resp, 1);
+  }
+
+  /** The substream was unbound: its stalled transactions are terminated; later resumes are refused. */
+  pasidUnbound(sid: number, ssid: number): void {
+    this.#stalls?.unbound(`${sid}/${ssid}`);
+  }
+
+  /** Terminate stalls whose deadline passed. */
+  expire(now?: number): number {
+    return this.#stalls?.expire(now) ?? 0;
+  }
 
   /** EVTQ_BASE: address [51:5], LOG2SIZE [4:0] (at most 19). Resets PROD and CONS. */
   writeBase(value: number): void {

@@ -55,3 +55,52 @@ Deno.test("smmuv3 evtq: a base outside guest RAM loses the record as an overflow
   assert.equal(q.telemetry.lost, 1);
   assert.throws(() => q.post(new Uint8Array(16)), RangeError, "the VMM's own mistake is loud");
 });
+
+Deno.test("smmuv3 evtq stalls: a stalled record with its STAG; CMD_RESUME answers once; silence terminates", () => {
+  const { ram, q } = guest();
+  const now = { t: 0 };
+  (q.hooks as { now?: () => number }).now = () => now.t;
+  q.writeBase(0x2000 | 2);
+  const answers: [number, number][] = [];
+  assert.throws(() =>
+    q.postStall({
+      rid: 1,
+      page: 1,
+      read: true,
+      write: false,
+      exec: false,
+      priv: false,
+      lastInGroup: true,
+      grpid: 0,
+      cookie: 1,
+    })
+  );
+  q.enableStalls((cookie, code) => answers.push([cookie, code]), 1000);
+  const f = {
+    rid: 0x88,
+    pasid: 4,
+    page: 0xcafe0,
+    read: false,
+    write: true,
+    exec: false,
+    priv: false,
+    lastInGroup: true,
+    grpid: 0,
+    cookie: 55,
+  };
+  assert.ok(q.postStall(f));
+  const v = new DataView(ram.buffer, 0x2000);
+  const stag = v.getUint32(8, true) & 0xffff;
+  assert.equal(v.getUint32(8, true) >>> 31, 1, "Stall");
+  assert.equal((v.getUint32(12, true) >> 3) & 1, 0, "RnW = 0: a write");
+  assert.equal(v.getUint32(4, true), 0x88);
+  assert.equal((v.getUint32(0, true) >>> 12) & 0xfffff, 4, "SubstreamID, with SSV");
+  assert.equal(q.guestResume({ op: "resume", sid: 0x88, stag: stag + 1, resp: 1 }), "no-such-group");
+  assert.equal(q.guestResume({ op: "resume", sid: 0x88, stag, resp: 1 }), undefined);
+  assert.equal(q.guestResume({ op: "resume", sid: 0x88, stag, resp: 1 }), "already-answered");
+  assert.ok(q.postStall({ ...f, cookie: 56 }));
+  now.t = 2000;
+  assert.equal(q.expire(), 1);
+  assert.deepEqual(answers, [[55, 0], [56, 1]], "RETRY → success; the unanswered stall terminated");
+  assert.equal(q.stallTelemetry!.timedOut, 1);
+});
