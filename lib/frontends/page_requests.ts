@@ -58,6 +58,9 @@ export class PageRequestTracker {
 
   /** A group's last request reached the guest: it now waits for an answer. `pasidKey` groups it for unbinds. */
   open(key: string, cookie: number, pasidKey = ""): void {
+    // A new group under a key still pending (the device reused its group index): the old one is not left hanging.
+    const stale = this.#pending.get(key);
+    if (stale) this.respond(stale.cookie, HOST_RESPONSE.INVALID);
     this.#answered.delete(key);
     this.#unbound.delete(key);
     this.#pending.set(key, { cookie, deadline: this.now() + this.timeoutMs, pasidKey });

@@ -12,7 +12,15 @@ import type { Request } from "../../core/request.ts";
 import { PAGE_SPACE, pageRangeOfBytes, RequestError } from "../../core/request.ts";
 
 /** Request types (`VIRTIO_IOMMU_T_*`); INVALIDATE is the draft's, numbered by iommu-relay. */
-export const VirtioIommuType = { ATTACH: 1, DETACH: 2, MAP: 3, UNMAP: 4, PROBE: 5, INVALIDATE: 6 } as const;
+export const VirtioIommuType = {
+  ATTACH: 1,
+  DETACH: 2,
+  MAP: 3,
+  UNMAP: 4,
+  PROBE: 5,
+  INVALIDATE: 6,
+  PAGE_RESP: 7,
+} as const;
 /** Status codes (`VIRTIO_IOMMU_S_*`). */
 export const VirtioIommuStatus = {
   OK: 0,
@@ -29,7 +37,7 @@ export const VirtioIommuStatus = {
 export const VirtioMapFlags = { READ: 1, WRITE: 2, MMIO: 4 } as const;
 
 /** Bytes of each request (head + body + tail). */
-const SIZES: Record<number, number> = { 1: 24, 2: 24, 3: 40, 4: 32, 6: 48 };
+const SIZES: Record<number, number> = { 1: 24, 2: 24, 3: 40, 4: 32, 6: 48, 7: 32 };
 const PROBE_HEAD = 4 + 4 + 64;
 
 /** A decoded request. Byte addresses are bigints (a guest may name any 64-bit address). */
@@ -47,6 +55,15 @@ export type VirtioIommuRequest =
   | { readonly type: "unmap"; readonly domain: number; readonly virtStart: bigint; readonly virtEnd: bigint }
   | { readonly type: "probe"; readonly endpoint: number; readonly propertyBytes: number }
   | {
+    /** The drafted PAGE_RESP (iommu-relay's layout, type 7): the guest's answer to a page request. */
+    readonly type: "page-resp";
+    readonly endpoint: number;
+    readonly pasid?: number;
+    readonly grpid: number;
+    /** 0 success, 1 invalid, 2 failure. */
+    readonly code: number;
+  }
+  | {
     readonly type: "invalidate";
     readonly domain: number;
     readonly pasid?: number;
@@ -61,6 +78,8 @@ export interface VirtioIommuHooks {
   detach?(r: VirtioIommuRequest & { type: "detach" }): number;
   map?(r: VirtioIommuRequest & { type: "map" }): number;
   unmap?(r: VirtioIommuRequest & { type: "unmap" }): number;
+  /** The drafted PAGE_RESP: match it to a pending page request (see lib/frontends/virtio/faults.ts). */
+  pageResponse?(r: VirtioIommuRequest & { type: "page-resp" }): number;
   /** Fill the probe properties into `properties`; answer a status. */
   probe?(r: VirtioIommuRequest & { type: "probe" }, properties: Uint8Array): number;
 }
@@ -118,6 +137,18 @@ export function decodeVirtioIommuRequest(buffer: Uint8Array): VirtioIommuRequest
       const virtStart = u64(8), virtEnd = u64(16), flags = v.getUint32(32, true);
       if (virtEnd < virtStart || flags & ~7) return S.INVAL;
       return { type: "map", domain: v.getUint32(4, true), virtStart, virtEnd, physStart: u64(24), flags };
+    }
+    case VirtioIommuType.PAGE_RESP: {
+      // head 0..3, endpoint 4, pasid 8, grpid 12, code 16, flags 20 (bit 0: PASID valid), reserved 24, tail 28
+      const flags = v.getUint32(20, true), grpid = v.getUint32(12, true), code = v.getUint32(16, true);
+      if (flags & ~1 || v.getUint32(24, true) || grpid > 0x1ff || code > 2) return S.INVAL;
+      return {
+        type: "page-resp",
+        endpoint: v.getUint32(4, true),
+        ...(flags & 1 ? { pasid: v.getUint32(8, true) } : {}),
+        grpid,
+        code,
+      };
     }
     case VirtioIommuType.UNMAP: {
       const virtStart = u64(12), virtEnd = u64(20);
@@ -179,6 +210,8 @@ function act(d: VirtioIommuRequest, buffer: Uint8Array, hooks: VirtioIommuHooks,
       return hooks.map ? hooks.map(d) : S.UNSUPP;
     case "unmap":
       return hooks.unmap ? hooks.unmap(d) : S.UNSUPP;
+    case "page-resp":
+      return hooks.pageResponse ? hooks.pageResponse(d) : S.UNSUPP;
     case "probe":
       return hooks.probe ? hooks.probe(d, buffer.subarray(PROBE_HEAD, buffer.byteLength - 4)) : S.OK;
     case "invalidate": {

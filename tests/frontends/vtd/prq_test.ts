@@ -111,3 +111,59 @@ Deno.test("prq: iommufd fault records map to guest faults", () => {
   });
   assert.equal(hostFaultFromRecord({ flags: 2, pasid: 5, grpid: 2, perm: 0, addr: 0n, cookie: 9 }, 1).pasid, undefined);
 });
+
+Deno.test("vtd prq: 100,000 fuzzed page group responses: only typed refusals, only pending groups answered once", async () => {
+  const { prng } = await import("../../../lib/testing/workloads.ts");
+  const { decodeVtdDescriptor, VtdDescriptorError } = await import("../../../lib/frontends/vtd/descriptors.ts");
+  const { VtdPageRequestQueue } = await import("../../../lib/frontends/vtd/prq.ts");
+  const rnd = prng(23);
+  const ram = new Uint8Array(1 << 16);
+  const memory = {
+    read: (a: number, n: number) => ram.slice(a, a + n),
+    write: (a: number, b: Uint8Array) => ram.set(b, a),
+  };
+  const answers: number[] = [];
+  const prq = new VtdPageRequestQueue(memory, (cookie) => answers.push(cookie));
+  prq.writePqa(0x2000);
+  const delivered = new Set<number>();
+  for (let i = 0; i < 100_000; i++) {
+    if (i % 50 === 0) {
+      prq.writePqh(prq.pqt);
+      if (
+        prq.deliver({
+          rid: 0x18,
+          pasid: 3,
+          page: i,
+          read: true,
+          write: false,
+          exec: false,
+          priv: false,
+          lastInGroup: true,
+          grpid: rnd(4),
+          cookie: i,
+        })
+      ) delivered.add(i);
+    }
+    const d = new Uint8Array(16);
+    const v = new DataView(d.buffer);
+    for (let k = 0; k < 16; k += 4) v.setUint32(k, rnd(2 ** 32), true);
+    if (rnd(2)) {
+      // A well-formed page group response aimed near the pending groups.
+      v.setBigUint64(0, (3n << 32n) | (0x18n << 16n) | (BigInt(rnd(2)) << 4n) | 9n, true);
+      v.setBigUint64(8, (BigInt(rnd(4)) << 3n) | (1n << 2n), true);
+    }
+    let desc;
+    try {
+      desc = decodeVtdDescriptor(d, 0, 16);
+    } catch (e) {
+      assert.ok(e instanceof VtdDescriptorError);
+      continue;
+    }
+    if (desc.type !== "page-group-response") continue;
+    const r = prq.guestResponse(desc);
+    assert.ok(r === undefined || ["no-such-group", "already-answered", "pasid-unbound"].includes(r));
+  }
+  assert.equal(new Set(answers).size, answers.length, "no group answered twice");
+  assert.ok(answers.every((c) => delivered.has(c)), "only delivered groups");
+  assert.ok(answers.length > 0);
+});
