@@ -8,3 +8,4 @@ export * from "./queue.ts";
 export * from "./prq.ts";
 export * from "./encode.ts";
 export * from "./pasid.ts";
+export * from "./faults.ts";

@@ -1,0 +1,117 @@
+/**
+ * VT-d primary fault recording for non-recoverable faults (VT-d spec 7.2 / 11.4.14): fault recording registers
+ * (FRCD, 128 bits each) and the FSTS bits PPF, PFO and FRI, as the Linux driver reads them (`drivers/iommu/intel/
+ * dmar.c` `dmar_fault`): FI (page address) in bits 63:12, SID 79:64, PP (PASID present) 95, FR (reason) 103:96,
+ * PASID 123:104, T (1 = read) 126, F 127. The guest clears a record by writing 1 to F, and PFO by writing 1 to it.
+ * A fault arriving while the record at FRI is still full sets PFO and is lost (counted), as on hardware.
+ *
+ * Sources: a shadowed domain's walk faults ({@linkcode vtdFaultFromWalk}: the pages the host left unmapped because
+ * the guest's table was unusable), or a VMM's own DMA emulation.
+ *
+ * @example
+ * ```ts
+ * import { VtdFaultRecorder, VTD_FAULT_REASON } from "./faults.ts";
+ * const rec = new VtdFaultRecorder(4);
+ * rec.record({ sid: 0x18, address: 0x7f000000, read: false, reason: VTD_FAULT_REASON.WRITE_NOT_WRITABLE });
+ * console.log(rec.fsts.toString(16), (rec.readFrcd(0, 3) >>> 31) & 1); // 2 1
+ * ```
+ *
+ * @module
+ */
+import type { WalkFault } from "../../shadow/walk.ts";
+
+/** Fault reasons (VT-d spec, Appendix A) iommu-relay reports. */
+export const VTD_FAULT_REASON = {
+  ADDRESS_BEYOND_MGAW: 0x4,
+  WRITE_NOT_WRITABLE: 0x5,
+  READ_NOT_READABLE: 0x6,
+  PAGING_ENTRY_ACCESS: 0x7,
+  RESERVED_IN_PAGING_ENTRY: 0xc,
+} as const;
+
+/** FSTS bits. */
+export const FSTS_FAULT = { PFO: 1 << 0, PPF: 1 << 1 } as const;
+
+/** One non-recoverable fault. */
+export interface VtdFault {
+  /** Requester id (bus/device/function) as the guest knows the device. */
+  readonly sid: number;
+  readonly pasid?: number;
+  /** The faulting address (its page is recorded). */
+  readonly address: number;
+  readonly read: boolean;
+  readonly reason: number;
+}
+
+/** Fault recording registers of one guest VT-d unit. */
+export class VtdFaultRecorder {
+  /** Four 32-bit words per record. */
+  readonly #records: Uint32Array;
+  #fri = 0;
+  #pfo = false;
+  readonly telemetry = { recorded: 0, lost: 0 };
+
+  constructor(readonly count = 8, readonly hooks: { interrupt?(): void } = {}) {
+    if (!Number.isInteger(count) || count < 1 || count > 256) throw new RangeError("1..256 fault recording registers");
+    this.#records = new Uint32Array(count * 4);
+  }
+
+  #full(i: number): boolean {
+    return (this.#records[i * 4 + 3] >>> 31) === 1;
+  }
+
+  /** FSTS as the guest reads it: PFO, PPF (any record full), FRI [15:8]. */
+  get fsts(): number {
+    let ppf = false;
+    for (let i = 0; i < this.count && !ppf; i++) ppf = this.#full(i);
+    return (this.#pfo ? FSTS_FAULT.PFO : 0) | (ppf ? FSTS_FAULT.PPF : 0) | (this.#fri << 8);
+  }
+
+  /** FSTS write: 1 clears PFO. */
+  writeFsts(value: number): void {
+    if (value & FSTS_FAULT.PFO) this.#pfo = false;
+  }
+
+  /** Dword `dword` (0..3) of record `index`. */
+  readFrcd(index: number, dword: number): number {
+    if (!(index >= 0 && index < this.count && dword >= 0 && dword < 4)) return 0;
+    return this.#records[index * 4 + dword];
+  }
+
+  /** A guest write to dword `dword` of record `index`: only F (bit 31 of dword 3) is writable, write-1-to-clear. */
+  writeFrcd(index: number, dword: number, value: number): void {
+    if (index >= 0 && index < this.count && dword === 3 && (value >>> 31) === 1) this.#records[index * 4 + 3] = 0;
+  }
+
+  /** Record a fault; false when it was lost (the record at FRI still full: PFO). */
+  record(f: VtdFault): boolean {
+    const i = this.#fri;
+    if (this.#full(i)) {
+      this.#pfo = true;
+      this.telemetry.lost++;
+      this.hooks.interrupt?.();
+      return false;
+    }
+    const page = Math.floor(f.address / 4096);
+    const r = this.#records;
+    r[i * 4] = ((page % 0x10_0000) * 4096) >>> 0;
+    r[i * 4 + 1] = Math.floor(page / 0x10_0000) >>> 0;
+    r[i * 4 + 2] = ((f.sid & 0xffff) | (f.pasid !== undefined ? 1 << 31 : 0)) >>> 0;
+    r[i * 4 + 3] = ((f.reason & 0xff) | (((f.pasid ?? 0) & 0xfffff) << 8) | (f.read ? 1 << 30 : 0) | (1 << 31)) >>> 0;
+    this.#fri = (i + 1) % this.count;
+    this.telemetry.recorded++;
+    this.hooks.interrupt?.();
+    return true;
+  }
+}
+
+/** The guest-visible fault for a shadow walk fault on device `sid` (its first page; the access type is unknown). */
+export function vtdFaultFromWalk(fault: WalkFault, sid: number): VtdFault {
+  const reserved = fault.reason === "reserved-large-page" || fault.reason === "large-page-misaligned";
+  return {
+    sid,
+    address: fault.firstPage * 4096,
+    read: true,
+    reason: reserved ? VTD_FAULT_REASON.RESERVED_IN_PAGING_ENTRY : VTD_FAULT_REASON.PAGING_ENTRY_ACCESS,
+  };
+}
