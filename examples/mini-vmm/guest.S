@@ -5,6 +5,8 @@
  *   op 1  DESCRIPTORS  u32 count, then count 256-bit descriptors: copied into the queue at IQT (wrapping),
  *                      then the doorbell (IQT write), then IQH/FSTS polled until the queue caught up;
  *   op 2  STORE        u32 gpa, u32 len (a multiple of 4), then len bytes: copied to gpa (PASID table entries);
+ *   op 3  WRITE_REG    u32 offset, u32 value: a 32-bit write to the VT-d register page (e.g. PQA);
+ *   op 4  WAIT_REG     u32 offset, u32 mask: poll that register until a bit of mask is set (e.g. PRS.PPR);
  *   op 0  END          halt.
  * If the queue reports FSTS.IQE it writes IQH to port 0x511 and halts, as a driver with no recovery would.
  *
@@ -41,6 +43,10 @@ next:
 	je	descriptors
 	cmp	$2, %eax
 	je	store
+	cmp	$3, %eax
+	je	write_reg
+	cmp	$4, %eax
+	je	wait_reg
 halt:
 	hlt
 	jmp	halt
@@ -81,6 +87,24 @@ store:
 	mov	%ax, %cx
 	rep movsl
 	pop	%edi
+	jmp	next
+
+write_reg:
+	lodsl				/* register offset */
+	mov	%ax, %bx
+	lodsl				/* value */
+	movl	%eax, %gs:(%bx)
+	jmp	next
+
+wait_reg:
+	lodsl				/* register offset */
+	mov	%ax, %bx
+	lodsl				/* mask */
+	mov	%eax, %ecx
+1:
+	movl	%gs:(%bx), %eax
+	test	%ecx, %eax
+	jz	1b
 	jmp	next
 
 iqe:

@@ -59,6 +59,14 @@ export function runInterpreted(ram: Uint8Array, bus: Bus, shouldStop: () => bool
       if (!inRam(gpa, words * 4) || !inRam(at, words * 4)) return { end: { stopped: "store past RAM" }, exits };
       ram.copyWithin(gpa, at, at + words * 4);
       at += words * 4;
+    } else if (op === OP.WRITE_REG) {
+      const offset = v.getUint32(at, true) & 0xffff, value = v.getUint32(at + 4, true);
+      at += 8;
+      reg(offset, true, value);
+    } else if (op === OP.WAIT_REG) {
+      const offset = v.getUint32(at, true) & 0xffff, mask = v.getUint32(at + 4, true);
+      at += 8;
+      while ((reg(offset, false) & mask) === 0) if (shouldStop()) return { end: "cancelled", exits };
     } else {
       return { end: "halted", exits };
     }

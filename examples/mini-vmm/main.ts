@@ -113,6 +113,15 @@ else {
   console.log(
     `| time in the VT-d unit per doorbell | p50 ${report.doorbellUs.p50} µs, p99 ${report.doorbellUs.p99} µs |`,
   );
+  const f = report.faultRoundTrip;
+  console.log(
+    `| I/O page fault round trip (${
+      f.source === "kernel" ? "kernel: TRIGGER_IOPF → fault queue" : "stand-in fault"
+    }) | ` +
+      `${f.delivered} delivered to the PRQ → ${f.answered} answered → host response code ${
+        f.hostResponses[0]?.code ?? "none"
+      }${f.roundTripUs !== undefined ? ` in ${f.roundTripUs} µs` : ""} |`,
+  );
   console.log(
     `| failures / IQE / bad PASID entries | ${report.host.failures} / ${u.errors.length} / ${u.badEntries.length} |`,
   );

@@ -13,6 +13,7 @@ import {
   VTD_PASID_ENTRY_SIZE,
   type VtdDescriptorWords,
   vtdIotlb,
+  vtdPageGroupResponse,
   vtdPasidCache,
   vtdPasidIotlb,
   vtdWait,
@@ -20,10 +21,10 @@ import {
 } from "../../lib/frontends/vtd/mod.ts";
 import type { PasidOrRid } from "../../lib/core/request.ts";
 import { prng } from "../../lib/testing/workloads.ts";
-import { LAYOUT } from "./layout.ts";
+import { LAYOUT, VTD_REG } from "./layout.ts";
 
 /** Script record opcodes (guest.S). */
-export const OP = { END: 0, DESCRIPTORS: 1, STORE: 2 } as const;
+export const OP = { END: 0, DESCRIPTORS: 1, STORE: 2, WRITE_REG: 3, WAIT_REG: 4 } as const;
 
 /** An assigned function as the guest sees it: its domain (DID) and PASID directory. */
 export interface GuestFunction {
@@ -36,6 +37,9 @@ export const FUNCTIONS: readonly GuestFunction[] = [
   { did: 1, pasidDirectory: LAYOUT.pasidDirectories },
   { did: 2, pasidDirectory: LAYOUT.pasidDirectories + 0x1000 },
 ];
+
+/** The page request the VMM raises when the guest waits for one, and the group the scripted guest answers. */
+export const FAULT = { rid: 0x10, pasid: 5, grpid: 0x2a, page: 0xcafe0 } as const;
 
 /** A page that must have been invalidated on the host once doorbell `doorbell` has completed. */
 export interface ExpectedInvalidation {
@@ -126,6 +130,11 @@ export function buildWorkload(opts: { doorbells: number; seed: number }): Worklo
   // The process exits and another takes PASID 5: a new entry, the PASID cache and its IOTLB flushed.
   bindEntry(sva, 5, encodeVtdPasidEntry({ did: sva.did, firstStagePage: tablePages[2] }));
   ring([vtdPasidCache(sva.did, 5), vtdPasidIotlb(sva.did, 5), wait()]);
+  // One I/O page fault round trip: the guest sets up its page request queue and waits for PRS.PPR; the VMM raises
+  // the fault then (from the host: TRIGGER_IOPF on a kernel); the scripted guest answers the group it expects.
+  push(u32s(OP.WRITE_REG, VTD_REG.PQA, LAYOUT.prq));
+  push(u32s(OP.WAIT_REG, VTD_REG.PRS, 1));
+  ring([vtdPageGroupResponse(FAULT.rid, FAULT.pasid, FAULT.grpid, 0), wait()]);
   // Teardown: the entry cleared, the PASID cache invalidated: the VMM unbinds PASID 5.
   bindEntry(sva, 5, new Uint8Array(VTD_PASID_ENTRY_SIZE));
   ring([vtdPasidCache(sva.did, 5), wait()]);

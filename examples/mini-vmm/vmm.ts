@@ -21,8 +21,11 @@ import { type DeviceSource, type PluginDefinition, type RelayHost, relayPlugin }
 import type { GuestMemory } from "../../lib/frontends/vtd/mod.ts";
 import { Kvm, KvmError, type KvmVcpu } from "./kvm.ts";
 import { guestCode, LAYOUT } from "./layout.ts";
-import { buildWorkload, FUNCTIONS, type Workload } from "./script.ts";
-import { type TableFor, type UnitDevice, type UnitStats, VtdUnit } from "./vtd_unit.ts";
+import { buildWorkload, FAULT, FUNCTIONS, type Workload } from "./script.ts";
+import { mockIopfChain } from "../../lib/kernel/selftest.ts";
+import { hostFaultFromRecord, type HostPageFault } from "../../lib/frontends/vtd/prq.ts";
+import { PgfaultConstants } from "../../lib/uapi/mod.ts";
+import { type FaultSource, type TableFor, type UnitDevice, type UnitStats, VtdUnit } from "./vtd_unit.ts";
 import { type Bus, type GuestEnd, runInterpreted } from "./interpreted.ts";
 import { KICK_SIGNAL, KIND, MB, STATE } from "./mailbox.ts";
 
@@ -75,6 +78,19 @@ export interface MiniVmmReport {
   readonly burst: { readonly descriptors: number; readonly ioctls: number };
   /** Per-doorbell time spent in the VT-d unit, µs. */
   readonly doorbellUs: { readonly p50: number; readonly p99: number; readonly max: number };
+  /**
+   * The I/O page fault round trip: where the fault came from (the kernel's fault queue after TRIGGER_IOPF on a
+   * selftest host; a stand-in otherwise), whether the guest's answer reached the host, and the time it took.
+   */
+  readonly faultRoundTrip: {
+    readonly source: "kernel" | "stand-in";
+    readonly delivered: number;
+    readonly answered: number;
+    readonly refused: number;
+    readonly roundTripUs?: number;
+    readonly hostResponses: readonly { cookie: number; code: number }[];
+    readonly note?: string;
+  };
   /** Pages the in-process host did not see invalidated (checked only there), and how many were checked. */
   readonly underInvalidated: number;
   readonly checked: number;
@@ -127,6 +143,49 @@ export async function runMiniVmm(opts: MiniVmmOptions): Promise<MiniVmmReport> {
   let expectedAt = 0;
   const model = host.model;
   let report: () => MiniVmmReport = () => build();
+  // The fault source: the kernel's mock raises a real I/O page fault (its own small chain: mock device, nesting
+  // parent, fault queue, IOPF-capable nested HWPT); elsewhere a stand-in fault lets the guest's script go on.
+  const hostResponses: { cookie: number; code: number }[] = [];
+  let faultNote: string | undefined;
+  let chain: ReturnType<typeof mockIopfChain> | undefined;
+  const standIn = (): HostPageFault => ({
+    rid: FAULT.rid,
+    pasid: FAULT.pasid,
+    page: FAULT.page,
+    read: true,
+    write: true,
+    exec: false,
+    priv: false,
+    lastInGroup: true,
+    grpid: FAULT.grpid,
+    cookie: 1,
+  });
+  const useKernel = host.iommufd !== undefined && !opts.devices;
+  const faults: FaultSource = {
+    raise() {
+      if (!useKernel) return standIn();
+      try {
+        chain = stack.use(mockIopfChain(host.iommufd!));
+        const P = PgfaultConstants.values;
+        chain.dev.triggerIopf({
+          pasid: FAULT.pasid,
+          grpid: FAULT.grpid,
+          perm: P.IOMMU_PGFAULT_PERM_READ | P.IOMMU_PGFAULT_PERM_WRITE,
+          addr: FAULT.page * 4096,
+        });
+        if (!chain.queue.pollIn(2000)) throw new Error("no fault record within 2 s");
+        return hostFaultFromRecord(chain.queue.readFault(), FAULT.rid);
+      } catch (e) {
+        chain = undefined;
+        faultNote = `the kernel raised no fault (${(e as Error).message}); a stand-in was used`;
+        return standIn();
+      }
+    },
+    respond(cookie, code) {
+      chain?.queue.respond(cookie, code);
+      hostResponses.push({ cookie, code });
+    },
+  };
   const unit = new VtdUnit(guestMemory(ram), queue, devices, opts.tableFor, (index, result, micros) => {
     latencies.push(micros);
     if (index === workload.burstDoorbell) {
@@ -145,7 +204,7 @@ export async function runMiniVmm(opts: MiniVmmOptions): Promise<MiniVmmReport> {
     }
     model?.resetCoverage();
     opts.progress?.(index, report);
-  });
+  }, faults);
   let iqeAt: number | undefined;
   const bus: Bus = {
     mmio(address, length, write, value) {
@@ -205,6 +264,12 @@ export async function runMiniVmm(opts: MiniVmmOptions): Promise<MiniVmmReport> {
       coalescing: Number((t.invalidationsIn / Math.max(1, t.entriesOut)).toFixed(2)),
       burst: { descriptors: burstDescriptors, ioctls: burstIoctls },
       doorbellUs: { p50: pct(50), p99: pct(99), max: pct(100) },
+      faultRoundTrip: {
+        source: chain ? "kernel" : "stand-in",
+        ...unit.stats.pageRequests,
+        hostResponses: [...hostResponses],
+        ...(faultNote ? { note: faultNote } : {}),
+      },
       underInvalidated,
       checked,
       seconds: Number(((performance.now() - started) / 1000).toFixed(2)),

@@ -8,10 +8,12 @@
 import {
   type DoorbellResult,
   type GuestMemory,
+  type HostPageFault,
   lookupVtdPasidEntry,
   type RelaySink,
   type VtdDescriptor,
   VtdInvalidationQueue,
+  VtdPageRequestQueue,
   type VtdPasidEntry,
   vtdPasidEntryTable,
 } from "../../lib/frontends/vtd/mod.ts";
@@ -38,6 +40,16 @@ export interface UnitStats {
   errors: string[];
   /** Register accesses outside what the unit models (reads 0, writes ignored). */
   otherAccesses: number;
+  /** The page request path: faults raised, delivered to the guest, answered (and forwarded), refused. */
+  pageRequests: { raised: number; delivered: number; answered: number; refused: number; roundTripUs?: number };
+}
+
+/** Where page faults come from (the host's fault queue, or a stand-in) and where the answers go. */
+export interface FaultSource {
+  /** Raise one fault and read it back from the host; undefined when none came. */
+  raise(): HostPageFault | undefined;
+  /** Answer the host (the fault queue's page response). */
+  respond(cookie: number, code: number): void;
 }
 
 /** How a PASID entry becomes a host table: VT-d S1 on a VT-d host, or the host's own format (the selftest mock). */
@@ -55,7 +67,11 @@ export class VtdUnit {
     badEntries: [],
     errors: [],
     otherAccesses: 0,
+    pageRequests: { raised: 0, delivered: 0, answered: 0, refused: 0 },
   };
+  /** The guest's page request queue; faults come from `faults`. */
+  readonly prq: VtdPageRequestQueue;
+  #raisedAt = 0;
   readonly #devices: ReadonlyMap<number, UnitDevice>;
   readonly #bound = new Map<number, Set<number>>();
 
@@ -65,12 +81,33 @@ export class VtdUnit {
     devices: ReadonlyMap<number, UnitDevice>,
     readonly tableFor: TableFor = vtdPasidEntryTable,
     readonly onDoorbell?: (index: number, result: DoorbellResult, micros: number) => void,
+    readonly faults?: FaultSource,
   ) {
     this.#devices = devices;
+    this.prq = new VtdPageRequestQueue(memory, (cookie, code) => {
+      this.stats.pageRequests.answered++;
+      this.stats.pageRequests.roundTripUs = Number(((performance.now() - this.#raisedAt) * 1000).toFixed(0));
+      faults?.respond(cookie, code);
+    });
     this.queue = new VtdInvalidationQueue(memory, sink, {
       domains: () => [...devices.keys()],
       configChanged: (d) => this.#configChanged(d),
+      pageGroupResponse: (d) => {
+        if (this.prq.guestResponse(d)) this.stats.pageRequests.refused++;
+      },
     });
+  }
+
+  /** The guest polls PRS: the first time it waits with an empty queue, the fault source raises one fault. */
+  #prs(): number {
+    const pr = this.stats.pageRequests;
+    if (this.faults && this.prq.base && !(this.prq.prs & 1) && pr.raised === 0) {
+      pr.raised++;
+      this.#raisedAt = performance.now();
+      const f = this.faults.raise();
+      if (f && this.prq.deliver(f)) pr.delivered++;
+    }
+    return this.prq.prs;
   }
 
   /** An MMIO read of `len` bytes at register offset `offset`. */
@@ -86,6 +123,14 @@ export class VtdUnit {
       case VTD_REG.IQT_HI:
       case VTD_REG.IQA_HI:
         return 0;
+      case VTD_REG.PRS:
+        return this.#prs();
+      case VTD_REG.PQH:
+        return this.prq.pqh;
+      case VTD_REG.PQT:
+        return this.prq.pqt;
+      case VTD_REG.PQA:
+        return this.prq.base + Math.log2((this.prq.entries * 32) / 4096);
       case VTD_REG.IQA:
         return this.queue.base + (this.queue.descriptorSize === 32 ? 0x800 : 0) +
           Math.log2((this.queue.entries * this.queue.descriptorSize) / 4096);
@@ -114,6 +159,15 @@ export class VtdUnit {
       }
       case VTD_REG.FSTS:
         this.queue.writeFsts(value);
+        return;
+      case VTD_REG.PQA:
+        this.prq.writePqa(value);
+        return;
+      case VTD_REG.PQH:
+        this.prq.writePqh(value);
+        return;
+      case VTD_REG.PRS:
+        this.prq.writePrs(value);
         return;
       case VTD_REG.IQA_HI:
       case VTD_REG.IQT_HI:

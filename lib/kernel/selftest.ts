@@ -7,9 +7,11 @@
  */
 import { IOCTL, IOCTL_WITH_POINTER } from "../../ffi/native.ts";
 import { KernelError } from "../core/errors.ts";
-import { type Iommufd, IommufdObject } from "./iommufd.ts";
+import { type FaultQueue, type Hwpt, type Ioas, type Iommufd, IommufdObject } from "./iommufd.ts";
 import {
+  HwptAllocFlags,
   IOMMU_TEST_CMD,
+  selftestHwptData,
   TestCmdAccessRw,
   TestCmdCheckDevCache,
   TestCmdCheckIotlb,
@@ -191,4 +193,33 @@ export class MockAccess implements Disposable {
     this.#closed = true;
     this.iommufd.shim.close(this.fd);
   }
+}
+
+/**
+ * The chain the mock needs to raise I/O page faults: IOAS → mock device → nesting parent → fault queue → nested HWPT
+ * (selftest data) reporting to that queue, with the device attached to it — and back to the IOAS on disposal, before
+ * the rest is destroyed in reverse order.
+ */
+export function mockIopfChain(iommufd: Iommufd): {
+  ioas: Ioas;
+  dev: MockDevice;
+  parent: Hwpt;
+  queue: FaultQueue;
+  iopf: Hwpt;
+  [Symbol.dispose](): void;
+} {
+  using stack = new DisposableStack();
+  const ioas = stack.use(iommufd.allocIoas());
+  const dev = stack.use(MockDevice.create(iommufd, ioas.id));
+  const parent = stack.use(
+    iommufd.allocHwpt({ devId: dev.devId, ptId: ioas.id, flags: HwptAllocFlags.values.IOMMU_HWPT_ALLOC_NEST_PARENT }),
+  );
+  const queue = stack.use(iommufd.allocFaultQueue());
+  const iopf = stack.use(
+    iommufd.allocHwpt({ devId: dev.devId, ptId: parent.id, faultId: queue.id, data: selftestHwptData(1) }),
+  );
+  dev.replace(iopf.id);
+  stack.defer(() => dev.replace(ioas.id));
+  const owned = stack.move();
+  return { ioas, dev, parent, queue, iopf, [Symbol.dispose]: () => owned.dispose() };
 }

@@ -52,14 +52,23 @@ Deno.test("mini-vmm: the guest's workload runs in-process; every page checked is
     seed: 7,
     kvm: "off",
     progress: (i) => {
-      if (i === 303) atEnd = [host.queue().bindings(2, 5).length, host.queue().bindings(1, "rid").length];
+      if (i === 304) atEnd = [host.queue().bindings(2, 5).length, host.queue().bindings(1, "rid").length];
     },
   });
   assert.equal(r.vcpu, "in-process");
   assert.equal(r.end, "halted");
   assert.equal(r.iqeAt, undefined);
-  assert.equal(r.unit.doorbells, 304); // boot binds, 300 strict, burst, rebind, teardown
-  assert.equal(r.unit.waits, 304);
+  assert.equal(r.unit.doorbells, 305); // boot binds, 300 strict, burst, rebind, fault response, teardown
+  assert.equal(r.unit.waits, 305);
+  assert.deepEqual(
+    [r.faultRoundTrip.source, r.faultRoundTrip.delivered, r.faultRoundTrip.answered, r.faultRoundTrip.refused],
+    ["stand-in", 1, 1, 0],
+  );
+  assert.deepEqual(
+    r.faultRoundTrip.hostResponses,
+    [{ cookie: 1, code: 0 }],
+    "the guest's answer reached the host as success",
+  );
   assert.deepEqual([r.unit.binds, r.unit.unbinds], [3, 1]);
   assert.deepEqual(r.unit.errors, []);
   assert.deepEqual(r.unit.badEntries, []);

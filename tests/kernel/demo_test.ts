@@ -40,7 +40,9 @@ kernelTest("demo: `deno task demo --iommu /dev/iommu` runs the KVM guest on the 
   if (kvm >= 0) shim.close(kvm);
   assert.equal(report.vcpu, kvm >= 0 ? "kvm" : "in-process");
   assert.equal(report.end, "halted");
-  assert.equal(report.unit.doorbells, 44);
+  assert.equal(report.unit.doorbells, 45);
+  assert.equal(report.faultRoundTrip.source, "kernel", "one fault round trip through the kernel's fault queue");
+  assert.equal(report.faultRoundTrip.answered, 1);
   assert.equal(report.host.failures, 0);
   assert.equal(report.burst.ioctls, 1);
   assert.equal(report.checked, 0, "on the kernel, coverage is checked by the mock (tests/kernel/mini_vmm_test.ts)");

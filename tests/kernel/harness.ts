@@ -1,6 +1,7 @@
 // Shared setup of the kernel suite. It runs inside the test VM (tools/kernel/run.ts) against a real kernel's
 // /dev/iommu; on a host without one every kernel test is reported as ignored, with this reason.
 import { NativeShim } from "../../ffi/native.ts";
+import { mockIopfChain } from "../../lib/kernel/selftest.ts";
 import {
   detectFeatures,
   type FeatureName,
@@ -79,21 +80,5 @@ export function nestedChain(iommufd: Iommufd, iotlb: number = MockConstants.valu
   return { ioas, dev, parent, nested, [Symbol.dispose]: () => owned.dispose() };
 }
 
-/** The I/O page fault chain: IOAS → mock device → nesting parent → fault queue → nested HWPT with the fault queue,
- * the device attached to it (and back to the IOAS on disposal). */
-export function iopfChain(iommufd: Iommufd) {
-  using stack = new DisposableStack();
-  const ioas = stack.use(iommufd.allocIoas());
-  const dev = stack.use(MockDevice.create(iommufd, ioas.id));
-  const parent = stack.use(
-    iommufd.allocHwpt({ devId: dev.devId, ptId: ioas.id, flags: HwptAllocFlags.values.IOMMU_HWPT_ALLOC_NEST_PARENT }),
-  );
-  const queue = stack.use(iommufd.allocFaultQueue());
-  const iopf = stack.use(
-    iommufd.allocHwpt({ devId: dev.devId, ptId: parent.id, faultId: queue.id, data: selftestHwptData(1) }),
-  );
-  dev.replace(iopf.id);
-  stack.defer(() => dev.replace(ioas.id));
-  const owned = stack.move();
-  return { ioas, dev, parent, queue, iopf, [Symbol.dispose]: () => owned.dispose() };
-}
+/** The I/O page fault chain (lib/kernel/selftest.ts). */
+export const iopfChain = mockIopfChain;

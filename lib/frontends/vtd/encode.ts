@@ -59,3 +59,15 @@ export function writeVtdDescriptor(bytes: Uint8Array, at: number, size: 16 | 32,
   v.setBigUint64(0, qw0, true);
   v.setBigUint64(8, qw1, true);
 }
+
+/** A page group response (type 9): the answer to page request group `grpid` of `rid`/`pasid` (code 0 = success). */
+export function vtdPageGroupResponse(
+  rid: number,
+  pasid: number | undefined,
+  grpid: number,
+  code = 0,
+): VtdDescriptorWords {
+  const qw0 = (BigInt(pasid ?? 0) << 32n) | (BigInt(rid & 0xffff) << 16n) | (BigInt(code & 0xf) << 12n) |
+    (pasid !== undefined ? 1n << 4n : 0n) | 9n;
+  return [qw0, (BigInt(grpid & 0x1ff) << 3n) | (1n << 2n)];
+}
