@@ -24,8 +24,11 @@ export type HostResponder = (cookie: number, code: number) => void;
 /** Why a guest response was refused. */
 export type RefusedResponse = "no-such-group" | "already-answered" | "pasid-unbound";
 
-/** Counters. */
+/** Counters, and the timeout policy in force. */
 export interface PageRequestTelemetry {
+  /** How long the guest has to answer (ms), and the code sent to the host for it when it does not. */
+  readonly timeoutMs: number;
+  readonly timeoutCode: number;
   delivered: number;
   answered: number;
   refused: number;
@@ -38,7 +41,7 @@ const REMEMBERED = 4096;
 
 /** Groups waiting for the guest, by a key the queue model builds (requester/PASID/group). */
 export class PageRequestTracker {
-  readonly telemetry: PageRequestTelemetry = { delivered: 0, answered: 0, refused: 0, timedOut: 0, overflows: 0 };
+  readonly telemetry: PageRequestTelemetry;
   readonly #pending = new Map<string, { cookie: number; deadline: number; pasidKey: string }>();
   readonly #answered = new Set<string>();
   readonly #unbound = new Set<string>();
@@ -48,7 +51,11 @@ export class PageRequestTracker {
     readonly now: () => number,
     /** How long the guest has to answer, ms. */
     readonly timeoutMs: number,
-  ) {}
+    /** What the host is told when the guest stays silent (default INVALID: the device gives up on the page). */
+    readonly timeoutCode: number = HOST_RESPONSE.INVALID,
+  ) {
+    this.telemetry = { timeoutMs, timeoutCode, delivered: 0, answered: 0, refused: 0, timedOut: 0, overflows: 0 };
+  }
 
   #remember(set: Set<string>, key: string): void {
     set.delete(key);
@@ -103,7 +110,7 @@ export class PageRequestTracker {
       if (p.deadline > now) continue;
       this.#pending.delete(key);
       this.#remember(this.#answered, key);
-      this.respond(p.cookie, HOST_RESPONSE.INVALID);
+      this.respond(p.cookie, this.timeoutCode);
       this.telemetry.timedOut++;
       n++;
     }

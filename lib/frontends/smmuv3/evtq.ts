@@ -66,8 +66,8 @@ export class SmmuEventQueue {
    * records with a STAG, which the guest answers with CMD_RESUME (RETRY → the host's SUCCESS, TERMINATE or ABORT →
    * INVALID). Unknown, double and post-unbind answers are refused; silence is answered INVALID after `timeoutMs`.
    */
-  enableStalls(respond: HostResponder, timeoutMs = 10_000): void {
-    this.#stalls = new PageRequestTracker(respond, () => this.hooks.now?.() ?? Date.now(), timeoutMs);
+  enableStalls(respond: HostResponder, timeoutMs = 10_000, timeoutCode = 1): void {
+    this.#stalls = new PageRequestTracker(respond, () => this.hooks.now?.() ?? Date.now(), timeoutMs, timeoutCode);
   }
 
   /** Stall-mode counters (undefined before {@linkcode SmmuEventQueue.enableStalls}). */

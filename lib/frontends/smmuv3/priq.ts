@@ -52,8 +52,10 @@ export class SmmuPriQueue {
     readonly hooks: { interrupt?(): void; now?(): number } = {},
     /** How long the guest has to answer, ms (default 10 s). */
     readonly timeoutMs = 10_000,
+    /** The host response for a group the guest never answers (default INVALID). */
+    timeoutCode = 1,
   ) {
-    this.#groups = new PageRequestTracker(respond, () => this.hooks.now?.() ?? Date.now(), timeoutMs);
+    this.#groups = new PageRequestTracker(respond, () => this.hooks.now?.() ?? Date.now(), timeoutMs, timeoutCode);
   }
 
   get telemetry(): PageRequestTelemetry {

@@ -58,8 +58,10 @@ export class VirtioIommuEventQueue {
     respond: HostResponder,
     readonly hooks: { notify?(): void; now?(): number } = {},
     timeoutMs = 10_000,
+    /** The host response for a request the guest never answers (default INVALID). */
+    timeoutCode = 1,
   ) {
-    this.#groups = new PageRequestTracker(respond, () => this.hooks.now?.() ?? Date.now(), timeoutMs);
+    this.#groups = new PageRequestTracker(respond, () => this.hooks.now?.() ?? Date.now(), timeoutMs, timeoutCode);
   }
 
   get telemetry(): PageRequestTelemetry & { lost: number } {

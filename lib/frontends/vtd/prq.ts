@@ -77,8 +77,10 @@ export class VtdPageRequestQueue {
     readonly hooks: { interrupt?(): void; now?(): number } = {},
     /** How long the guest has to answer, ms (default 10 s). */
     readonly timeoutMs = 10_000,
+    /** The host response for a group the guest never answers (default INVALID). */
+    timeoutCode: number = HOST_RESPONSE.INVALID,
   ) {
-    this.#groups = new PageRequestTracker(respond, () => this.hooks.now?.() ?? Date.now(), timeoutMs);
+    this.#groups = new PageRequestTracker(respond, () => this.hooks.now?.() ?? Date.now(), timeoutMs, timeoutCode);
   }
 
   /** Counters (shared with the group tracker). */

@@ -75,7 +75,15 @@ Deno.test("prq: the guest's answer reaches the host once; unknown, double and po
   t.prq.pasidUnbound(0x10, 5);
   assert.deepEqual(t.answers.at(-1), [78, 1], "answered INVALID at unbind");
   assert.equal(t.prq.guestResponse(groupResponse(0x10, 5, 9, 0)), "pasid-unbound");
-  assert.deepEqual(t.prq.telemetry, { delivered: 2, answered: 1, refused: 3, timedOut: 0, overflows: 0 });
+  assert.deepEqual(t.prq.telemetry, {
+    timeoutMs: 1000,
+    timeoutCode: 1,
+    delivered: 2,
+    answered: 1,
+    refused: 3,
+    timedOut: 0,
+    overflows: 0,
+  });
 });
 
 Deno.test("prq: an unanswered group is answered INVALID at its deadline; a full queue overflows with PRO", () => {
@@ -166,4 +174,35 @@ Deno.test("vtd prq: 100,000 fuzzed page group responses: only typed refusals, on
   assert.equal(new Set(answers).size, answers.length, "no group answered twice");
   assert.ok(answers.every((c) => delivered.has(c)), "only delivered groups");
   assert.ok(answers.length > 0);
+});
+
+Deno.test("prq: the timeout's answer is configurable and reported with the counters", async () => {
+  const { VtdPageRequestQueue } = await import("../../../lib/frontends/vtd/prq.ts");
+  const ram = new Uint8Array(1 << 16);
+  const memory = {
+    read: (a: number, n: number) => ram.slice(a, a + n),
+    write: (a: number, b: Uint8Array) => ram.set(b, a),
+  };
+  const sent: [number, number][] = [];
+  const now = { t: 0 };
+  const prq = new VtdPageRequestQueue(memory, (c, code) => sent.push([c, code]), { now: () => now.t }, 250, 0);
+  prq.writePqa(0x2000);
+  prq.deliver({
+    rid: 1,
+    pasid: 2,
+    page: 3,
+    read: true,
+    write: false,
+    exec: false,
+    priv: false,
+    lastInGroup: true,
+    grpid: 4,
+    cookie: 5,
+  });
+  now.t = 249;
+  assert.equal(prq.expire(), 0);
+  now.t = 250;
+  assert.equal(prq.expire(), 1);
+  assert.deepEqual(sent, [[5, 0]], "answered with the configured code (SUCCESS: the device retries the access)");
+  assert.deepEqual([prq.telemetry.timeoutMs, prq.telemetry.timeoutCode, prq.telemetry.timedOut], [250, 0, 1]);
 });
