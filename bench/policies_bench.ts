@@ -3,6 +3,7 @@
 // the time per descriptor of each policy on the in-process host, measured by deno bench.
 import { comparePolicies, type PolicySetup, runPolicy } from "../lib/testing/policies.ts";
 import { lazyWorkload, smmuWorkload, strictWorkload, type Workload } from "../lib/testing/workloads.ts";
+import { renderBarChart } from "../tools/chart.ts";
 
 const rid: PolicySetup = { bindings: [{ domain: 1, pasid: "rid", format: "vtd-s1" }] };
 const cases: [Workload, PolicySetup][] = [
@@ -18,12 +19,34 @@ const cases: [Workload, PolicySetup][] = [
 
 console.log("| workload | policy | host ioctls / 1000 desc | host entries / 1000 desc | under-invalidated |");
 console.log("|---|---|---:|---:|---:|");
+const results: { workload: string; policy: string; ioctlsPer1000: number; entriesPer1000: number }[] = [];
 for (const [w, s] of cases) {
   const label = s.devicesPerTarget ? `${w.name}, 2 devices sharing a domain` : w.name;
   for (const r of comparePolicies(w, s)) {
     console.log(`| ${label} | ${r.policy} | ${r.ioctlsPer1000} | ${r.entriesPer1000} | ${r.underInvalidated} |`);
+    results.push({
+      workload: label,
+      policy: r.policy,
+      ioctlsPer1000: r.ioctlsPer1000,
+      entriesPer1000: r.entriesPer1000,
+    });
   }
 }
+// The results file, and the chart BENCHMARKS.md shows, rendered from it.
+const root = new URL("../", import.meta.url);
+await Deno.writeTextFile(new URL("bench/results.json", root), JSON.stringify(results, null, 2) + "\n");
+const policies = ["per-descriptor", "batch-to-sync", "iommu-relay"];
+const chart = renderBarChart({
+  title: "Host ioctls per 1,000 guest descriptors (fewer is better)",
+  unit: "host ioctls / 1000 descriptors",
+  series: ["per-descriptor (QEMU)", "batch-to-sync (OpenVMM)", "iommu-relay"],
+  groups: [...new Set(results.map((r) => r.workload))].map((label) => ({
+    label,
+    values: policies.map((p) => results.find((r) => r.workload === label && r.policy === p)?.ioctlsPer1000 ?? 0),
+  })),
+});
+await Deno.writeTextFile(new URL("BENCHMARKS.svg", root), chart);
+console.log("wrote bench/results.json and BENCHMARKS.svg");
 
 for (const [w, s] of cases) {
   for (const policy of ["per-descriptor", "batch-to-sync", "iommu-relay"] as const) {
