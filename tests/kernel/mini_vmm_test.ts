@@ -85,6 +85,11 @@ kvmTest(
 );
 
 const openFds = () => [...Deno.readDirSync("/proc/self/fd")].length;
+/** The fd count once it settles at `want`: a terminated Worker's runtime (epoll, eventfd) closes on its own thread. */
+async function fdsSettle(want: number): Promise<number> {
+  for (let i = 0; i < 100 && openFds() !== want; i++) await new Promise((r) => setTimeout(r, 50));
+  return openFds();
+}
 
 kvmTest("mini-vmm: a guest spinning without exits is kicked out of KVM_RUN at its deadline", async () => {
   // The script overwrites the guest's own loop head (`next:`, code offset 0x2b) with `jmp $`: no more exits.
@@ -111,7 +116,7 @@ kvmTest("mini-vmm: a guest spinning without exits is kicked out of KVM_RUN at it
     assert.equal(report.end, "cancelled");
     assert.equal(report.unit.doorbells, 0, "the guest never reached a doorbell");
   }
-  assert.equal(openFds(), before, "the VM, vCPU and iommufd fds are closed");
+  assert.equal(await fdsSettle(before), before, "the VM, vCPU and iommufd fds are closed");
 });
 
 kvmTest("mini-vmm: a guest past its deadline is stopped at its next exit and the VM torn down", async () => {
@@ -121,7 +126,7 @@ kvmTest("mini-vmm: a guest past its deadline is stopped at its next exit and the
   assert.equal(report.vcpu, "kvm");
   assert.equal(report.end, "cancelled");
   assert.ok(report.unit.doorbells < 5004, "stopped before the end");
-  assert.equal(openFds(), before + 1, "only the host's iommufd is still open");
+  assert.equal(await fdsSettle(before + 1), before + 1, "only the host's iommufd is still open");
   using fresh = RelayHost.kernel(shim);
   const again = await runMiniVmm({
     shim,
