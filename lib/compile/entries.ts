@@ -53,8 +53,16 @@ export class EntryWriter {
     this.origins.length = 0;
   }
 
-  /** The bytes of entries [from, count). */
+  #whole?: Uint8Array;
+
+  /** The bytes of entries [from, count). The common whole-batch view is reused, so sending allocates nothing. */
   tail(from: number): Uint8Array {
-    return this.bytes.subarray(from * this.entryLength, this.count * this.entryLength);
+    const end = this.count * this.entryLength;
+    if (from === 0) {
+      const w = this.#whole;
+      if (w && w.buffer === this.bytes.buffer && w.byteLength === end) return w;
+      return this.#whole = this.bytes.subarray(0, end);
+    }
+    return this.bytes.subarray(from * this.entryLength, end);
   }
 }

@@ -137,8 +137,10 @@ export class PendingSet {
   /** Forget everything (after it was sent). */
   clear(): void {
     this.all = false;
-    this.allOrigins = [];
-    this.ranges = [];
+    // The compiled entries keep the origin arrays (for failure attribution), never the ranges array itself: that one
+    // is emptied in place, and a fresh allOrigins is made only if the old one was used.
+    if (this.allOrigins.length) this.allOrigins = [];
+    this.ranges.length = 0;
     this.pages = 0;
     this.added = 0;
   }

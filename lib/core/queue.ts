@@ -34,6 +34,7 @@ import {
   type PasidOrRid,
   type Request,
   type RequestLimits,
+  type Scope,
   validateRequest,
 } from "./request.ts";
 
@@ -136,7 +137,7 @@ export interface QueueTelemetry {
 }
 
 interface Unit {
-  readonly key: string;
+  readonly key: string | number;
   readonly targetId: number;
   readonly format: Format;
   readonly pasid: PasidOrRid;
@@ -148,6 +149,8 @@ interface Unit {
 }
 
 const EINTR = 4, EAGAIN = 11, ENOMEM = 12, EINVAL = 22, EOPNOTSUPP = 95;
+const EVERY_ASID: SmmuUnit = Object.freeze({ kind: "every-asid" });
+const smmuAsid = (b: Binding): SmmuUnit => ({ kind: "asid", asid: b.asid ?? 0 });
 
 /**
  * One guest vIOMMU's queue.
@@ -181,7 +184,9 @@ export class RelayQueue {
   };
   /** domain → PASID → the targets bound there (devices of one domain may hold different tables at one PASID). */
   readonly #bindings = new Map<number, Map<PasidOrRid, Binding[]>>();
-  readonly #units = new Map<string, Unit>();
+  readonly #units = new Map<string | number, Unit>();
+  /** Per flush: the non-empty units of each target (arrays reused across flushes). */
+  readonly #byTarget = new Map<number, Unit[]>();
   readonly #writers = new Map<Format, EntryWriter>();
   readonly #status: InvalidateStatus = { errno: 0, handled: 0 };
   #seq = 0;
@@ -255,6 +260,7 @@ export class RelayQueue {
     for (const [key, unit] of this.#units) {
       if (!live.has(unit.targetId) && unit.pending.empty) this.#units.delete(key);
     }
+    for (const targetId of this.#byTarget.keys()) if (!live.has(targetId)) this.#byTarget.delete(targetId);
   }
 
   /**
@@ -335,7 +341,7 @@ export class RelayQueue {
       ? `${binding.targetId}/${smmu.kind === "asid" ? smmu.asid : "*"}`
       : binding.vdevId !== undefined
       ? `${binding.targetId}/v${binding.vdevId}/${pasid}`
-      : `${binding.targetId}`;
+      : binding.targetId; // the common case: a number, no string built per request
     let unit = this.#units.get(key);
     if (!unit) {
       const noRil = binding.format === "smmuv3" && !this.#opts.smmuRil;
@@ -382,33 +388,35 @@ export class RelayQueue {
     if (!table) return;
     const s = r.scope;
     const leaf = r.leaf ?? false;
-    const add = (unit: Unit) => {
-      if (s.kind === "range" || s.kind === "pasid-range") unit.pending.addRange(s.firstPage, s.pages, leaf, seq);
-      else unit.pending.addAll(seq);
-    };
-    const smmuAsid = (b: Binding): SmmuUnit => ({ kind: "asid", asid: b.asid ?? 0 });
     if (s.kind === "pasid" || s.kind === "pasid-range") {
-      for (const b of table.get(s.pasid) ?? []) {
-        add(this.#unit(b, s.pasid, b.format === "smmuv3" ? smmuAsid(b) : undefined));
-        if (b.ats) add(this.#atcUnit(b, s.pasid));
+      const list = table.get(s.pasid);
+      if (!list) return;
+      for (const b of list) {
+        this.#add(this.#unit(b, s.pasid, b.format === "smmuv3" ? smmuAsid(b) : undefined), s, leaf, seq);
+        if (b.ats) this.#add(this.#atcUnit(b, s.pasid), s, leaf, seq);
       }
       return;
     }
     // Every PASID and the RID (or only the RID with NO_PASID).
-    const seenVsmmu = new Set<number>();
+    let seenVsmmu: Set<number> | undefined;
     for (const [pasid, list] of table) {
       if (r.noPasid && pasid !== "rid") continue;
       for (const b of list) {
-        if (b.ats) add(this.#atcUnit(b, pasid));
-        if (b.format !== "smmuv3") add(this.#unit(b, pasid));
-        else if (r.noPasid) add(this.#unit(b, pasid, smmuAsid(b)));
-        else if (!seenVsmmu.has(b.targetId)) {
+        if (b.ats) this.#add(this.#atcUnit(b, pasid), s, leaf, seq);
+        if (b.format !== "smmuv3") this.#add(this.#unit(b, pasid), s, leaf, seq);
+        else if (r.noPasid) this.#add(this.#unit(b, pasid, smmuAsid(b)), s, leaf, seq);
+        else if (!(seenVsmmu ??= new Set()).has(b.targetId)) {
           // One NH_VAA / NH_ALL per vIOMMU covers every ASID at once.
           seenVsmmu.add(b.targetId);
-          add(this.#unit(b, pasid, { kind: "every-asid" }));
+          this.#add(this.#unit(b, pasid, EVERY_ASID), s, leaf, seq);
         }
       }
     }
+  }
+
+  #add(unit: Unit, s: Scope, leaf: boolean, seq: number): void {
+    if (s.kind === "range" || s.kind === "pasid-range") unit.pending.addRange(s.firstPage, s.pages, leaf, seq);
+    else unit.pending.addAll(seq);
   }
 
   #writer(format: Format): EntryWriter {
@@ -430,7 +438,8 @@ export class RelayQueue {
     let ioctls = 0;
     let entries = 0;
     // Group non-empty units by target: one batch per target.
-    const byTarget = new Map<number, Unit[]>();
+    const byTarget = this.#byTarget;
+    for (const list of byTarget.values()) list.length = 0;
     for (const unit of this.#units.values()) {
       if (unit.pending.empty) continue;
       const list = byTarget.get(unit.targetId);
@@ -438,11 +447,13 @@ export class RelayQueue {
       else byTarget.set(unit.targetId, [unit]);
     }
     for (const [targetId, units] of byTarget) {
+      if (units.length === 0) continue;
       const format = units[0].format;
       const w = this.#writer(format);
       // TLB invalidations first; ATC invalidations in a second call, once the TLB ones completed (the ioctl is
       // synchronous), so a device cannot refill its ATC from a stale TLB entry.
-      for (const atcPass of [false, true]) {
+      for (let pass = 0; pass < 2; pass++) {
+        const atcPass = pass === 1;
         w.reset();
         for (const u of units) {
           if ((u.atc !== undefined) !== atcPass) continue;
@@ -470,26 +481,33 @@ export class RelayQueue {
       this.#account(start, ioctls, entries, 0);
       return { ioctls, entries, invalidations, failures, waits: [] };
     }
-    this.#carried = { ioctls: 0, entries: 0, invalidations: 0, failures: [] };
-    failures.unshift(...carried.failures);
-    ioctls += carried.ioctls;
-    entries += carried.entries;
-    const waits = this.#waits.map((seq): WaitOutcome => {
-      const before = failures.filter((f) => f.seq < seq);
-      return before.length ? { seq, ok: false, firstFailed: Math.min(...before.map((f) => f.seq)) } : { seq, ok: true };
-    });
+    const carriedIoctls = carried.ioctls,
+      carriedEntries = carried.entries,
+      carriedInvalidations = carried.invalidations;
+    if (carried.failures.length) failures.unshift(...carried.failures);
+    carried.ioctls = carried.entries = carried.invalidations = 0;
+    carried.failures.length = 0;
+    ioctls += carriedIoctls;
+    entries += carriedEntries;
+    const waits: WaitOutcome[] = [];
+    for (const seq of this.#waits) {
+      let first = Infinity;
+      for (const f of failures) if (f.seq < seq && f.seq < first) first = f.seq;
+      waits.push(first === Infinity ? { seq, ok: true } : { seq, ok: false, firstFailed: first });
+    }
     // A request merged into entries of several targets may fail more than once: report it once, earliest entry.
-    const unique = [...new Map(failures.sort((a, b) => a.seq - b.seq).reverse().map((f) => [f.seq, f])).values()]
-      .reverse();
+    const unique = failures.length === 0
+      ? failures
+      : [...new Map(failures.sort((a, b) => a.seq - b.seq).reverse().map((f) => [f.seq, f])).values()].reverse();
     const report: DrainReport = {
       ioctls,
       entries,
-      invalidations: invalidations + carried.invalidations,
+      invalidations: invalidations + carriedInvalidations,
       failures: unique,
       waits,
     };
-    this.#waits = [];
-    this.#account(start, ioctls - carried.ioctls, entries - carried.entries, unique.length);
+    this.#waits.length = 0;
+    this.#account(start, ioctls - carriedIoctls, entries - carriedEntries, unique.length);
     return report;
   }
 
