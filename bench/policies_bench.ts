@@ -2,7 +2,7 @@
 // descriptors for QEMU's per-descriptor policy, OpenVMM's batch-to-sync, and iommu-relay — printed as a table — and
 // the time per descriptor of each policy on the in-process host, measured by deno bench.
 import { comparePolicies, type PolicySetup, runPolicy } from "../lib/testing/policies.ts";
-import { lazyWorkload, smmuWorkload, strictWorkload, type Workload } from "../lib/testing/workloads.ts";
+import { lazyWorkload, smmuWorkload, strictWorkload, svaWorkload, type Workload } from "../lib/testing/workloads.ts";
 import { renderBarChart } from "../tools/chart.ts";
 
 const rid: PolicySetup = { bindings: [{ domain: 1, pasid: "rid", format: "vtd-s1" }] };
@@ -15,6 +15,7 @@ const cases: [Workload, PolicySetup][] = [
     bindings: [{ domain: 1, pasid: 3, format: "smmuv3", asid: 9 }],
     smmuRil: true,
   }],
+  [svaWorkload({ munmaps: 400, seed: 6, pasid: 5 }), { bindings: [{ domain: 1, pasid: 5, format: "vtd-s1" }] }],
 ];
 
 console.log("| workload | policy | host ioctls / 1000 desc | host entries / 1000 desc | under-invalidated |");

@@ -110,3 +110,41 @@ export function smmuWorkload(opts: { syncs: number; seed: number; pasid: number;
   }
   return { name: "SMMUv3: 64 x TLBI_NH_VA + CMD_SYNC", doorbells, descriptors: count(doorbells) };
 }
+
+/**
+ * SVA on VT-d: a process's `munmap`s of large ranges (64 KiB to 64 MiB), which the guest's mmu notifier sends as
+ * PASID-based IOTLB invalidations of naturally aligned chunks of at most 512 pages (AM ≤ 9) followed by one wait, and
+ * now and then the process exits: a PASID-wide invalidation and a wait before the PASID is torn down.
+ */
+export function svaWorkload(opts: { munmaps: number; seed: number; pasid: number; domain?: number }): Workload {
+  const rnd = prng(opts.seed);
+  const domain = opts.domain ?? 1;
+  const doorbells: Doorbell[] = [];
+  let at = 0;
+  for (let i = 0; i < opts.munmaps; i++) {
+    at += 50_000 + rnd(50_000);
+    const requests: Request[] = [];
+    if (i % 50 === 49) {
+      requests.push({ op: "invalidate", domain, scope: { kind: "pasid", pasid: opts.pasid } }, { op: "sync" });
+    } else {
+      let page = 0x7f000 + rnd(1 << 16) * 16;
+      let left = 16 << rnd(11); // 16 pages .. 16,384 pages
+      while (left > 0) {
+        // The largest naturally aligned chunk at `page`, at most 512 pages and at most what is left.
+        let chunk = 512;
+        while (chunk > 1 && (page % chunk !== 0 || chunk > left)) chunk >>= 1;
+        requests.push({
+          op: "invalidate",
+          domain,
+          scope: { kind: "pasid-range", pasid: opts.pasid, firstPage: page, pages: chunk },
+          leaf: true,
+        });
+        page += chunk;
+        left -= chunk;
+      }
+      requests.push({ op: "sync" });
+    }
+    doorbells.push({ at, vcpu: 0, requests });
+  }
+  return { name: "SVA munmap + process exit", doorbells, descriptors: count(doorbells) };
+}

@@ -2,7 +2,7 @@
 // policies on the recorded shapes (timing is a benchmark's, never a test's).
 import assert from "node:assert/strict";
 import { comparePolicies } from "../../lib/testing/policies.ts";
-import { lazyWorkload, smmuWorkload, strictWorkload } from "../../lib/testing/workloads.ts";
+import { lazyWorkload, smmuWorkload, strictWorkload, svaWorkload } from "../../lib/testing/workloads.ts";
 
 const rid = [{ domain: 1, pasid: "rid" as const, format: "vtd-s1" as const }];
 
@@ -15,6 +15,10 @@ Deno.test("policies: iommu-relay never sends more ioctls than either policy, and
     {
       w: smmuWorkload({ syncs: 100, seed: 5, pasid: 3 }),
       s: { bindings: [{ domain: 1, pasid: 3, format: "smmuv3" as const, asid: 9 }], smmuRil: true },
+    },
+    {
+      w: svaWorkload({ munmaps: 200, seed: 6, pasid: 5 }),
+      s: { bindings: [{ domain: 1, pasid: 5, format: "vtd-s1" as const }] },
     },
   ];
   for (const { w, s } of cases) {
