@@ -48,16 +48,25 @@ RELAY_EXPORT int32_t relay_ioctl(int32_t fd, uint32_t request, void *arg)
 	return r < 0 ? -errno : r;
 }
 
+/* Store the address of `second` as a native u64 at arg[offset]; -EINVAL when that does not fit in arg_len bytes. */
+static int32_t store_pointer(uint8_t *arg, uint32_t arg_len, uint32_t offset, void *second)
+{
+	if (!arg || (uint64_t)offset + sizeof(uint64_t) > arg_len)
+		return -EINVAL;
+	uint64_t address = (uint64_t)(uintptr_t)second;
+	memcpy(arg + offset, &address, sizeof(address));
+	return 0;
+}
+
 /* Store the address of `second` as a little-endian/native u64 at arg[offset], then ioctl(fd, request, arg).
  * This is how structs carrying a user pointer (data_uptr, user_va, uptr) are sent without taking an address in
  * JavaScript (Deno.UnsafePointer.of is refused under a path-scoped --allow-ffi). arg_len bounds the store. */
 RELAY_EXPORT int32_t relay_ioctl_with_pointer(int32_t fd, uint32_t request, uint8_t *arg, uint32_t arg_len,
 					      uint32_t offset, void *second)
 {
-	if (!arg || (uint64_t)offset + sizeof(uint64_t) > arg_len)
-		return -EINVAL;
-	uint64_t address = (uint64_t)(uintptr_t)second;
-	memcpy(arg + offset, &address, sizeof(address));
+	int32_t stored = store_pointer(arg, arg_len, offset, second);
+	if (stored < 0)
+		return stored;
 	int r = ioctl(fd, (unsigned long)request, arg);
 	return r < 0 ? -errno : r;
 }
@@ -70,10 +79,9 @@ RELAY_EXPORT int32_t relay_ioctl_loop(int32_t fd, uint32_t request, uint8_t *arg
 				      uint32_t offset, void *second, uint32_t n)
 {
 	if (offset != UINT32_MAX) {
-		if (!arg || (uint64_t)offset + sizeof(uint64_t) > arg_len)
-			return -EINVAL;
-		uint64_t address = (uint64_t)(uintptr_t)second;
-		memcpy(arg + offset, &address, sizeof(address));
+		int32_t stored = store_pointer(arg, arg_len, offset, second);
+		if (stored < 0)
+			return stored;
 	}
 	int32_t result = 0;
 	for (uint32_t i = 0; i < n; i++) {
@@ -88,11 +96,9 @@ RELAY_EXPORT int32_t relay_ioctl_loop(int32_t fd, uint32_t request, uint8_t *arg
 RELAY_EXPORT int32_t relay_ioctl_pair_loop(int32_t fd, uint32_t request_a, uint8_t *arg_a, uint32_t arg_a_len,
 					   uint32_t offset, void *second, uint32_t request_b, void *arg_b, uint32_t n)
 {
-	if (!arg_a || (uint64_t)offset + sizeof(uint64_t) > arg_a_len)
-		return -EINVAL;
-	uint64_t address = (uint64_t)(uintptr_t)second;
-	memcpy(arg_a + offset, &address, sizeof(address));
-	int32_t result = 0;
+	int32_t result = store_pointer(arg_a, arg_a_len, offset, second);
+	if (result < 0)
+		return result;
 	for (uint32_t i = 0; i < n; i++) {
 		if (ioctl(fd, (unsigned long)request_a, arg_a) < 0)
 			result = -errno;
