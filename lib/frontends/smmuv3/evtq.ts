@@ -23,6 +23,7 @@
  * @module
  */
 import type { GuestMemory } from "../vtd/queue.ts";
+import { SmmuOutputQueue } from "./outq.ts";
 import type { HostPageFault } from "../vtd/prq.ts";
 import type { SmmuCommand } from "./commands.ts";
 import {
@@ -35,9 +36,6 @@ import {
 /** Event types iommu-relay writes (SMMUv3 Table 7-3). */
 export const SMMU_EVENT = { F_TRANSLATION: 0x10, F_PERMISSION: 0x13 } as const;
 
-/** PROD.OVFLG / CONS.OVACKFLG. */
-const OVFLG = 1 << 31;
-
 /** Counters. */
 export interface EvtqTelemetry {
   posted: number;
@@ -48,18 +46,15 @@ export interface EvtqTelemetry {
 }
 
 /** One guest EVTQ. */
-export class SmmuEventQueue {
-  base = 0;
-  log2size = 0;
-  /** PROD and CONS as the registers hold them: index, wrap bit at log2size, PROD.OVFLG / CONS.OVACKFLG at bit 31. */
-  prod = 0;
-  cons = 0;
+export class SmmuEventQueue extends SmmuOutputQueue {
   readonly telemetry: EvtqTelemetry = { posted: 0, lost: 0, overflows: 0 };
 
   #stalls?: PageRequestTracker;
   #stag = 0;
 
-  constructor(readonly memory: GuestMemory, readonly hooks: { interrupt?(): void; now?(): number } = {}) {}
+  constructor(memory: GuestMemory, readonly hooks: { interrupt?(): void; now?(): number } = {}) {
+    super(memory, 32);
+  }
 
   /**
    * Stall mode (the SMMUv3 way to fault recoverably without PRI): host faults become stalled F_TRANSLATION
@@ -118,35 +113,9 @@ export class SmmuEventQueue {
     return this.#stalls?.expire(now) ?? 0;
   }
 
-  /** EVTQ_BASE: address [51:5], LOG2SIZE [4:0] (at most 19). Resets PROD and CONS. */
-  writeBase(value: number): void {
-    this.log2size = Math.min(value % 32, 19);
-    this.base = value - (value % 32);
-    this.prod = 0;
-    this.cons = 0;
-  }
-
-  /** EVTQ_CONS: the guest consumed up to here (and acknowledges an overflow with OVACKFLG). */
-  writeCons(value: number): void {
-    const mask = (2 << this.log2size) - 1; // index + wrap bit
-    this.cons = ((value >>> 0) & mask) | ((value >>> 0) & OVFLG);
-  }
-
-  get #entries(): number {
-    return 1 << this.log2size;
-  }
-
-  #full(): boolean {
-    const wrap = this.#entries;
-    const p = this.prod & ((wrap << 1) - 1), c = this.cons & ((wrap << 1) - 1);
-    return (p & (wrap - 1)) === (c & (wrap - 1)) && (p & wrap) !== (c & wrap);
-  }
-
   #overflow(count: number): void {
     this.telemetry.lost += count;
-    // Toggle OVFLG only if the guest acknowledged the previous overflow (PROD.OVFLG == CONS.OVACKFLG).
-    if ((this.prod & OVFLG) === (this.cons & OVFLG)) {
-      this.prod = (this.prod ^ OVFLG) >>> 0;
+    if (this.raiseOverflow()) {
       this.telemetry.overflows++;
       this.hooks.interrupt?.();
     }
@@ -160,19 +129,10 @@ export class SmmuEventQueue {
   /** Write one 32-byte record at PROD; false (and an overflow) when the queue is full or the base is not RAM. */
   post(record: Uint8Array): boolean {
     if (record.length !== 32) throw new RangeError("an SMMUv3 event record is 32 bytes");
-    if (this.#full()) {
+    if (!this.writeRecord(record)) {
       this.#overflow(1);
       return false;
     }
-    const index = this.prod & (this.#entries - 1);
-    try {
-      this.memory.write(this.base + index * 32, record);
-    } catch {
-      this.#overflow(1);
-      return false;
-    }
-    const next = ((this.prod & ((this.#entries << 1) - 1)) + 1) & ((this.#entries << 1) - 1);
-    this.prod = (next | (this.prod & OVFLG)) >>> 0;
     this.telemetry.posted++;
     this.hooks.interrupt?.();
     return true;

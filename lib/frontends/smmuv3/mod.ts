@@ -7,3 +7,4 @@ export * from "./commands.ts";
 export * from "./cmdq.ts";
 export * from "./evtq.ts";
 export * from "./priq.ts";
+export * from "./outq.ts";

@@ -26,6 +26,7 @@
 import type { GuestMemory } from "../vtd/queue.ts";
 import type { HostPageFault } from "../vtd/prq.ts";
 import type { SmmuCommand } from "./commands.ts";
+import { SmmuOutputQueue } from "./outq.ts";
 import {
   type HostResponder,
   type PageRequestTelemetry,
@@ -33,21 +34,15 @@ import {
   type RefusedResponse,
 } from "../page_requests.ts";
 
-const OVFLG = 1 << 31;
 /** CMD_PRI_RESP's success code. */
 const PRI_RESP_SUCC = 2;
 
 /** One guest PRI queue. */
-export class SmmuPriQueue {
-  base = 0;
-  log2size = 0;
-  /** PROD (ours; OVFLG at bit 31) and CONS (the guest's; OVACKFLG at bit 31), index + wrap bit. */
-  prod = 0;
-  cons = 0;
+export class SmmuPriQueue extends SmmuOutputQueue {
   readonly #groups: PageRequestTracker;
 
   constructor(
-    readonly memory: GuestMemory,
+    memory: GuestMemory,
     readonly respond: HostResponder,
     readonly hooks: { interrupt?(): void; now?(): number } = {},
     /** How long the guest has to answer, ms (default 10 s). */
@@ -55,24 +50,12 @@ export class SmmuPriQueue {
     /** The host response for a group the guest never answers (default INVALID). */
     timeoutCode = 1,
   ) {
+    super(memory, 16);
     this.#groups = new PageRequestTracker(respond, () => this.hooks.now?.() ?? Date.now(), timeoutMs, timeoutCode);
   }
 
   get telemetry(): PageRequestTelemetry {
     return this.#groups.telemetry;
-  }
-
-  /** PRIQ_BASE: address [51:5], LOG2SIZE [4:0] (at most 19). Resets PROD and CONS. */
-  writeBase(value: number): void {
-    this.log2size = Math.min(value % 32, 19);
-    this.base = value - (value % 32);
-    this.prod = 0;
-    this.cons = 0;
-  }
-
-  /** PRIQ_CONS: the guest consumed up to here (OVACKFLG acknowledges an overflow). */
-  writeCons(value: number): void {
-    this.cons = (((value >>> 0) & ((2 << this.log2size) - 1)) | ((value >>> 0) & OVFLG)) >>> 0;
   }
 
   #key(sid: number, ssid: number | undefined, grpid: number): string {
@@ -81,9 +64,6 @@ export class SmmuPriQueue {
 
   /** Deliver a host fault (`rid` is the StreamID). False when the queue was full (answered INVALID, OVFLG). */
   deliver(f: HostPageFault): boolean {
-    const n = 1 << this.log2size, mask = (n << 1) - 1;
-    const p = this.prod & mask, c = this.cons & mask;
-    const full = (p & (n - 1)) === (c & (n - 1)) && (p & n) !== (c & n);
     const e = new Uint8Array(16);
     const v = new DataView(e.buffer);
     v.setUint32(0, f.rid >>> 0, true);
@@ -95,21 +75,12 @@ export class SmmuPriQueue {
     );
     v.setUint32(8, (((f.page % 0x10_0000) * 4096) | (f.grpid & 0x1ff)) >>> 0, true);
     v.setUint32(12, Math.floor(f.page / 0x10_0000), true);
-    let written = !full;
-    if (written) {
-      try {
-        this.memory.write(this.base + (p & (n - 1)) * 16, e);
-      } catch {
-        written = false;
-      }
-    }
-    if (!written) {
-      if ((this.prod & OVFLG) === (this.cons & OVFLG)) this.prod = (this.prod ^ OVFLG) >>> 0;
+    if (!this.writeRecord(e)) {
+      this.raiseOverflow();
       this.#groups.overflow(f.lastInGroup ? f.cookie : undefined);
       this.hooks.interrupt?.();
       return false;
     }
-    this.prod = (((p + 1) & mask) | (this.prod & OVFLG)) >>> 0;
     this.#groups.telemetry.delivered++;
     if (f.lastInGroup) this.#groups.open(this.#key(f.rid, f.pasid, f.grpid), f.cookie, `${f.rid}/${f.pasid ?? "-"}`);
     this.hooks.interrupt?.();
