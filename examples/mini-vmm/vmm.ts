@@ -11,14 +11,14 @@
  * using shim = await NativeShim.load();
  * using host = RelayHost.inProcess();
  * const report = await runMiniVmm({ shim, host, doorbells: 20, seed: 1, kvm: "off" });
- * console.log(report.end, report.unit.doorbells, report.underInvalidated); // halted 24 0
+ * console.log(report.end, report.unit.doorbells, report.underInvalidated); // halted 25 0
  * ```
  *
  * @module
  */
 import type { NativeShim } from "../../ffi/native.ts";
 import { type DeviceSource, type PluginDefinition, type RelayHost, relayPlugin } from "../../lib/plugin/plugin.ts";
-import type { GuestMemory } from "../../lib/frontends/vtd/mod.ts";
+import { guestMemoryOver } from "../../lib/core/memory.ts";
 import { Kvm, KvmError, type KvmVcpu } from "./kvm.ts";
 import { guestCode, LAYOUT } from "./layout.ts";
 import { buildWorkload, FAULT, FUNCTIONS, type Workload } from "./script.ts";
@@ -97,24 +97,6 @@ export interface MiniVmmReport {
   readonly seconds: number;
 }
 
-/** Bounds-checked guest RAM for the front ends: a hostile descriptor address is an error, never a crash. */
-function guestMemory(ram: Uint8Array): GuestMemory {
-  return {
-    read: (gpa, n) => {
-      if (!(Number.isInteger(gpa) && gpa >= 0 && n >= 0 && gpa + n <= ram.length)) {
-        throw new RangeError(`guest read outside RAM: 0x${gpa.toString(16)}+${n}`);
-      }
-      return ram.slice(gpa, gpa + n);
-    },
-    write: (gpa, bytes) => {
-      if (!(Number.isInteger(gpa) && gpa >= 0 && gpa + bytes.length <= ram.length)) {
-        throw new RangeError(`guest write outside RAM: 0x${gpa.toString(16)}`);
-      }
-      ram.set(bytes, gpa);
-    },
-  };
-}
-
 /** Run the guest to its end; returns the report. */
 export async function runMiniVmm(opts: MiniVmmOptions): Promise<MiniVmmReport> {
   const started = performance.now();
@@ -142,7 +124,6 @@ export async function runMiniVmm(opts: MiniVmmOptions): Promise<MiniVmmReport> {
   let underInvalidated = 0, checked = 0, ioctlsBefore = 0, burstIoctls = 0, burstDescriptors = 0;
   let expectedAt = 0;
   const model = host.model;
-  let report: () => MiniVmmReport = () => build();
   // The fault source: the kernel's mock raises a real I/O page fault (its own small chain: mock device, nesting
   // parent, fault queue, IOPF-capable nested HWPT); elsewhere a stand-in fault lets the guest's script go on.
   const hostResponses: { cookie: number; code: number }[] = [];
@@ -186,7 +167,7 @@ export async function runMiniVmm(opts: MiniVmmOptions): Promise<MiniVmmReport> {
       hostResponses.push({ cookie, code });
     },
   };
-  const unit = new VtdUnit(guestMemory(ram), queue, devices, opts.tableFor, (index, result, micros) => {
+  const unit = new VtdUnit(guestMemoryOver(ram), queue, devices, opts.tableFor, (index, result, micros) => {
     latencies.push(micros);
     if (index === workload.burstDoorbell) {
       burstIoctls = queue.telemetry.ioctls - ioctlsBefore;
@@ -203,7 +184,7 @@ export async function runMiniVmm(opts: MiniVmmOptions): Promise<MiniVmmReport> {
       }
     }
     model?.resetCoverage();
-    opts.progress?.(index, report);
+    opts.progress?.(index, build);
   }, faults);
   let iqeAt: number | undefined;
   const bus: Bus = {
@@ -275,7 +256,6 @@ export async function runMiniVmm(opts: MiniVmmOptions): Promise<MiniVmmReport> {
       seconds: Number(((performance.now() - started) / 1000).toFixed(2)),
     };
   }
-  report = build;
   return build();
 }
 
