@@ -30,6 +30,7 @@
  * @module
  */
 import { KernelError, UnsupportedError } from "../core/errors.ts";
+import { type BoundedGuestMemory, guestMemoryOver } from "../core/memory.ts";
 import type { RelayQueue } from "../core/queue.ts";
 import type { PasidOrRid, Request, StageOneTable } from "../core/request.ts";
 import type { DeviceTelemetry } from "../device/assigned.ts";
@@ -60,7 +61,7 @@ export interface ShadowSpace {
 /** The shadowed domains of one guest vIOMMU. */
 export class ShadowGuest implements Disposable {
   readonly #domains = new Map<number, DomainEntry>();
-  readonly #memory: { read(gpa: number, length: number): Uint8Array };
+  readonly #memory: BoundedGuestMemory;
 
   constructor(
     readonly backend: ShadowBackend,
@@ -70,14 +71,7 @@ export class ShadowGuest implements Disposable {
     /** Makes the host address space of a new domain. */
     readonly newSpace: (domain: number) => ShadowSpace,
   ) {
-    this.#memory = {
-      read: (gpa, n) => {
-        if (!(Number.isInteger(gpa) && gpa >= 0 && n >= 0 && gpa + n <= ram.byteLength)) {
-          throw new RangeError(`guest read outside RAM: 0x${gpa.toString(16)}+${n}`);
-        }
-        return ram.subarray(gpa, gpa + n);
-      },
-    };
+    this.#memory = guestMemoryOver(ram, { views: true });
   }
 
   /** The host address space of `domain`, made on first use (devices attach to it). */

@@ -15,6 +15,7 @@
  *
  * @module
  */
+import { guestMemoryOver } from "../core/memory.ts";
 import { type DeviceSource, RelayHost, type RelayPlugin, relayPlugin } from "../plugin/plugin.ts";
 import { type DoorbellResult, type GuestMemory, VtdInvalidationQueue } from "../frontends/vtd/queue.ts";
 import { vtdIotlb, vtdPasidCache, vtdPasidIotlb, vtdWait } from "../frontends/vtd/encode.ts";
@@ -29,20 +30,7 @@ export class ScriptedGuest implements Disposable {
   /** Guest RAM (4 MiB). */
   readonly ram = new Uint8Array(RAM);
   /** Bounds-checked access to it, as a VMM would give the front ends. */
-  readonly memory: GuestMemory = {
-    read: (gpa, n) => {
-      if (!(gpa >= 0 && n >= 0 && gpa + n <= RAM)) {
-        throw new RangeError(`guest read outside RAM: 0x${gpa.toString(16)}+${n}`);
-      }
-      return this.ram.slice(gpa, gpa + n);
-    },
-    write: (gpa, bytes) => {
-      if (!(gpa >= 0 && gpa + bytes.length <= RAM)) {
-        throw new RangeError(`guest write outside RAM: 0x${gpa.toString(16)}`);
-      }
-      this.ram.set(bytes, gpa);
-    },
-  };
+  readonly memory: GuestMemory = guestMemoryOver(this.ram);
   readonly #plugins: RelayPlugin[] = [];
   #vtd?: VtdScript;
   #smmu?: SmmuScript;

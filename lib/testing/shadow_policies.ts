@@ -14,6 +14,7 @@
  *
  * @module
  */
+import { guestMemoryOver } from "../core/memory.ts";
 import { ShadowDomain } from "../shadow/domain.ts";
 import { walkRange } from "../shadow/walk.ts";
 import { ModelIoas } from "../model/ioas.ts";
@@ -71,7 +72,7 @@ const RAM = 1 << 24;
 export function runShadowPolicy(stream: CachingModeStream, policy: "area-map" | "naive"): ShadowPolicyResult {
   const ram = new Uint8Array(RAM);
   const tables = new GuestPageTables(ram, { format: "vtd-sl", levels: 4, tablesAt: 0xc0_0000 });
-  const memory = { read: (a: number, n: number) => ram.subarray(a, a + n) };
+  const memory = guestMemoryOver(ram, { views: true });
   const ioas = new ModelIoas();
   const domain = new ShadowDomain(memory, RAM, ioas, tables.config);
   let mismatches = 0, faults = 0;

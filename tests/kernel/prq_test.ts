@@ -2,6 +2,7 @@
 // request queue (a page_req_dsc in guest memory) → the guest's page group response through its invalidation queue
 // → the page response written back to the kernel. A second answer is refused before it reaches the kernel.
 import assert from "node:assert/strict";
+import { guestMemoryOver } from "../../lib/core/memory.ts";
 import { hostFaultFromRecord, VtdPageRequestQueue } from "../../lib/frontends/vtd/prq.ts";
 import { VtdInvalidationQueue } from "../../lib/frontends/vtd/queue.ts";
 import { RelayQueue } from "../../lib/core/queue.ts";
@@ -20,10 +21,7 @@ kernelTest("prq: TRIGGER_IOPF → guest page request → guest group response �
   const { dev, queue } = chain;
 
   const ram = new Uint8Array(1 << 16);
-  const memory = {
-    read: (a: number, n: number) => ram.slice(a, a + n),
-    write: (a: number, b: Uint8Array) => ram.set(b, a),
-  };
+  const memory = guestMemoryOver(ram);
   const forwarded: [number, number][] = [];
   const prq = new VtdPageRequestQueue(memory, (cookie, code) => {
     forwarded.push([cookie, code]);
@@ -76,10 +74,7 @@ kernelTest("priq (SMMUv3): TRIGGER_IOPF → fault stream → guest PRI record �
   using chain = iopfChain(iommufd);
   const { dev, queue } = chain;
   const ram = new Uint8Array(1 << 16);
-  const memory = {
-    read: (a: number, n: number) => ram.slice(a, a + n),
-    write: (a: number, b: Uint8Array) => ram.set(b, a),
-  };
+  const memory = guestMemoryOver(ram);
   const forwarded: [number, number][] = [];
   const priq = new SmmuPriQueue(memory, (cookie, code) => {
     forwarded.push([cookie, code]);

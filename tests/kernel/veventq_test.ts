@@ -1,6 +1,7 @@
 // vEVENTQ: the mock device reports events to its vIOMMU; records carry sequence numbers and the vDEVICE's
 // virtual id; the queue depth bounds what is kept.
 import assert from "node:assert/strict";
+import { guestMemoryOver } from "../../lib/core/memory.ts";
 import { KernelError, MockDevice } from "../../lib/kernel/mod.ts";
 import { HwptAllocFlags, IommuViommuEventSelftest, MockConstants, selftestHwptData } from "../../lib/uapi/mod.ts";
 import { kernelTest, openIommufd } from "./harness.ts";
@@ -73,10 +74,7 @@ kernelTest(
     });
     dev.replace(nested.id);
     const ram = new Uint8Array(1 << 16);
-    const memory = {
-      read: (a: number, n: number) => ram.slice(a, a + n),
-      write: (a: number, b: Uint8Array) => ram.set(b, a),
-    };
+    const memory = guestMemoryOver(ram);
     const evtq = new SmmuEventQueue(memory);
     evtq.writeBase(0x1000 | 4); // 16 entries: room for everything the host keeps
     const stats = { delivered: 0, lost: 0, lostFlags: 0, reads: 0 };

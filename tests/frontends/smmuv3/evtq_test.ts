@@ -1,15 +1,10 @@
 import assert from "node:assert/strict";
+import { guestMemoryOver } from "../../../lib/core/memory.ts";
 import { selftestEventRecord, SMMU_EVENT, SmmuEventQueue } from "../../../lib/frontends/smmuv3/evtq.ts";
 
 function guest() {
   const ram = new Uint8Array(1 << 16);
-  const memory = {
-    read: (a: number, n: number) => ram.slice(a, a + n),
-    write: (a: number, b: Uint8Array) => {
-      if (a < 0 || a + b.length > ram.length) throw new RangeError("not RAM");
-      ram.set(b, a);
-    },
-  };
+  const memory = guestMemoryOver(ram);
   let interrupts = 0;
   const q = new SmmuEventQueue(memory, { interrupt: () => interrupts++ });
   return { ram, q, interrupts: () => interrupts };

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { guestMemoryOver } from "../../../lib/core/memory.ts";
 import { SmmuPriQueue } from "../../../lib/frontends/smmuv3/priq.ts";
 import { decodeSmmuCommand, SmmuCommandError } from "../../../lib/frontends/smmuv3/commands.ts";
 import type { HostPageFault } from "../../../lib/frontends/vtd/prq.ts";
@@ -6,10 +7,7 @@ import { prng } from "../../../lib/testing/workloads.ts";
 
 function setup(now = { t: 0 }) {
   const ram = new Uint8Array(1 << 16);
-  const memory = {
-    read: (a: number, n: number) => ram.slice(a, a + n),
-    write: (a: number, b: Uint8Array) => ram.set(b, a),
-  };
+  const memory = guestMemoryOver(ram);
   const answers: [number, number][] = [];
   const priq = new SmmuPriQueue(memory, (cookie, code) => answers.push([cookie, code]), { now: () => now.t }, 1000);
   priq.writeBase(0x3000 | 2); // 4 entries

@@ -1,14 +1,12 @@
 import assert from "node:assert/strict";
+import { guestMemoryOver } from "../../../lib/core/memory.ts";
 import { VIRTIO_FAULT, VirtioIommuEventQueue } from "../../../lib/frontends/virtio/faults.ts";
 import { handleVirtioIommuRequest, VirtioIommuStatus as S } from "../../../lib/frontends/virtio/iommu.ts";
 import { prng } from "../../../lib/testing/workloads.ts";
 
 function setup() {
   const ram = new Uint8Array(1 << 16);
-  const memory = {
-    read: (a: number, n: number) => ram.slice(a, a + n),
-    write: (a: number, b: Uint8Array) => ram.set(b, a),
-  };
+  const memory = guestMemoryOver(ram);
   const answers: [number, number][] = [];
   const now = { t: 0 };
   const events = new VirtioIommuEventQueue(memory, (c, code) => answers.push([c, code]), { now: () => now.t }, 1000);

@@ -1,13 +1,11 @@
 import assert from "node:assert/strict";
+import { guestMemoryOver } from "../../../lib/core/memory.ts";
 import { decodeVtdDescriptor } from "../../../lib/frontends/vtd/descriptors.ts";
 import { hostFaultFromRecord, PRS, VtdPageRequestQueue } from "../../../lib/frontends/vtd/prq.ts";
 
 function setup(now = { t: 0 }) {
   const ram = new Uint8Array(1 << 16);
-  const memory = {
-    read: (a: number, n: number) => ram.slice(a, a + n),
-    write: (a: number, b: Uint8Array) => ram.set(b, a),
-  };
+  const memory = guestMemoryOver(ram);
   const answers: [number, number][] = [];
   let irqs = 0;
   const prq = new VtdPageRequestQueue(memory, (c, code) => answers.push([c, code]), {
@@ -126,10 +124,7 @@ Deno.test("vtd prq: 100,000 fuzzed page group responses: only typed refusals, on
   const { VtdPageRequestQueue } = await import("../../../lib/frontends/vtd/prq.ts");
   const rnd = prng(23);
   const ram = new Uint8Array(1 << 16);
-  const memory = {
-    read: (a: number, n: number) => ram.slice(a, a + n),
-    write: (a: number, b: Uint8Array) => ram.set(b, a),
-  };
+  const memory = guestMemoryOver(ram);
   const answers: number[] = [];
   const prq = new VtdPageRequestQueue(memory, (cookie) => answers.push(cookie));
   prq.writePqa(0x2000);
@@ -179,10 +174,7 @@ Deno.test("vtd prq: 100,000 fuzzed page group responses: only typed refusals, on
 Deno.test("prq: the timeout's answer is configurable and reported with the counters", async () => {
   const { VtdPageRequestQueue } = await import("../../../lib/frontends/vtd/prq.ts");
   const ram = new Uint8Array(1 << 16);
-  const memory = {
-    read: (a: number, n: number) => ram.slice(a, a + n),
-    write: (a: number, b: Uint8Array) => ram.set(b, a),
-  };
+  const memory = guestMemoryOver(ram);
   const sent: [number, number][] = [];
   const now = { t: 0 };
   const prq = new VtdPageRequestQueue(memory, (c, code) => sent.push([c, code]), { now: () => now.t }, 250, 0);
