@@ -1,6 +1,7 @@
 // The host CLI as a user runs it: deno subprocesses with restricted permissions.
 import assert from "node:assert/strict";
 import { ensureShim } from "../ffi/build.ts";
+import { startBroker } from "./broker/process.ts";
 
 const cli = new URL("../cli.ts", import.meta.url).pathname;
 const shim = await ensureShim();
@@ -97,34 +98,12 @@ Deno.test("cli: replay runs a trace through the relay on the in-process host", a
 Deno.test("cli: bind-pasid, invalidate and unbind-pasid act on the broker's named devices across processes", async () => {
   const dir = await Deno.makeTempDir();
   const sock = `${dir}/relay.sock`;
-  const broker = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--quiet",
-      "--no-prompt",
-      `--allow-read=${dir}`,
-      `--allow-write=${dir}`,
-      `--allow-net=unix:${sock}`,
-      cli,
-      "serve",
-      "--in-process",
-      "--socket",
-      sock,
-      "--device",
-      "nic=1:model",
-      "--device",
-      "gpu=2:model",
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const reader = broker.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let seen = "";
-  while (!seen.includes("devices: nic, gpu")) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`the broker exited: ${seen}`);
-    seen += value;
-  }
+  const broker = await startBroker({
+    sock,
+    dir,
+    serve: ["--in-process", "--device", "nic=1:model", "--device", "gpu=2:model"],
+    until: "devices: nic, gpu",
+  });
   // Each command is its own process with only the socket granted: no FFI, no device nodes.
   const client = [`--allow-read=${dir}`, `--allow-write=${sock}`, `--allow-net=unix:${sock}`];
   const call = async (...args: string[]) => {
@@ -161,10 +140,7 @@ Deno.test("cli: bind-pasid, invalidate and unbind-pasid act on the broker's name
     assert.notEqual(denied.code, 0);
     assert.match(denied.stderr, /NotCapable|Requires (read|write|net) access/);
   } finally {
-    broker.kill("SIGTERM");
-    await reader.cancel();
-    await broker.status;
-    await broker.stderr.cancel();
+    await broker.stop();
     await Deno.remove(dir, { recursive: true });
   }
 });

@@ -2,38 +2,9 @@
 // another, plus misbehaving raw clients — a malformed record, an oversized frame, a disconnect mid-batch.
 import assert from "node:assert/strict";
 import { encodeFrame } from "../../lib/broker/protocol.ts";
+import { startBroker } from "./process.ts";
 
-const cli = new URL("../../cli.ts", import.meta.url).pathname;
 const client = new URL("./remote_client.ts", import.meta.url).pathname;
-
-async function startBroker(sock: string, dir: string) {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--quiet",
-      "--no-prompt",
-      `--allow-read=${dir}`,
-      `--allow-write=${dir}`,
-      `--allow-net=unix:${sock}`,
-      cli,
-      "serve",
-      "--socket",
-      sock,
-      "--in-process",
-    ],
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1" },
-  }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let seen = "";
-  while (!seen.includes("listening on")) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`the broker exited: ${seen}`);
-    seen += value;
-  }
-  return { child, reader };
-}
 
 async function runClient(sock: string, dir: string, domain: number) {
   const out = await new Deno.Command(Deno.execPath(), {
@@ -60,7 +31,7 @@ async function runClient(sock: string, dir: string, domain: number) {
 Deno.test("broker: a VMM plugin with no FFI permission relays through the broker; bad clients do not hurt good ones", async () => {
   const dir = await Deno.makeTempDir();
   const sock = `${dir}/relay.sock`;
-  const { child, reader } = await startBroker(sock, dir);
+  const { child, reader } = await startBroker({ sock, dir, serve: ["--in-process"] });
   let rest = "";
   try {
     const first = await runClient(sock, dir, 1);

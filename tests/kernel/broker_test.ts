@@ -3,50 +3,21 @@
 import assert from "node:assert/strict";
 import { BrokerClient } from "../../lib/broker/client.ts";
 import { kernelTest, shim } from "./harness.ts";
+import { startBroker } from "../broker/process.ts";
 
 const cli = new URL("../../cli.ts", import.meta.url).pathname;
 
-/** `cli.ts serve` on /dev/iommu with the least flags; resolves once it listens. */
-async function startBroker(dir: string, sock: string, extra: string[] = []) {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--no-check",
-      "--no-lock",
-      "--quiet",
-      "--no-prompt",
-      `--allow-ffi=${shim.path}`,
-      "--allow-env=IOMMU_RELAY_SHIM",
-      `--allow-read=/dev/iommu,${dir}`,
-      `--allow-write=/dev/iommu,${dir}`,
-      `--allow-net=unix:${sock}`,
-      cli,
-      "serve",
-      "--socket",
-      sock,
-      ...extra,
-    ],
+/** `cli.ts serve` on /dev/iommu with the least flags: the shim, /dev/iommu and the socket's folder. */
+function startKernelBroker(dir: string, sock: string, serve: string[] = []) {
+  return startBroker({
+    sock,
+    dir,
+    serve,
+    flags: ["--no-check", "--no-lock", `--allow-ffi=${shim.path}`, "--allow-env=IOMMU_RELAY_SHIM"],
+    read: ["/dev/iommu", dir],
+    write: ["/dev/iommu", dir],
     env: { IOMMU_RELAY_SHIM: shim.path },
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let seen = "";
-  const stop = async () => {
-    child.kill("SIGTERM");
-    await child.status;
-    await reader.cancel();
-    await child.stderr.cancel();
-  };
-  while (!seen.includes("listening on")) {
-    const { value, done } = await reader.read();
-    if (done) {
-      await stop();
-      throw new Error(`the broker exited: ${seen}`);
-    }
-    seen += value;
-  }
-  return { stop };
+  });
 }
 
 kernelTest(
@@ -55,7 +26,7 @@ kernelTest(
   async () => {
     const dir = await Deno.makeTempDir();
     const sock = `${dir}/relay.sock`;
-    const broker = await startBroker(dir, sock);
+    const broker = await startKernelBroker(dir, sock);
     try {
       await using relay = await BrokerClient.connect(sock);
       const dev = await relay.attach(1, 1); // a selftest mock device with PASID support
@@ -96,7 +67,7 @@ kernelTest(
   async () => {
     const dir = await Deno.makeTempDir();
     const sock = `${dir}/relay.sock`;
-    const broker = await startBroker(dir, sock, ["--device", "gpu=2:mock"]);
+    const broker = await startKernelBroker(dir, sock, ["--device", "gpu=2:mock"]);
     const call = async (...args: string[]) => {
       const out = await new Deno.Command(Deno.execPath(), {
         // The client: the socket only. No FFI, no /dev/iommu.
