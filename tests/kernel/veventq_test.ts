@@ -2,48 +2,57 @@
 // virtual id; the queue depth bounds what is kept.
 import assert from "node:assert/strict";
 import { guestMemoryOver } from "../../lib/core/memory.ts";
-import { KernelError, MockDevice } from "../../lib/kernel/mod.ts";
+import { type Iommufd, KernelError, MockDevice } from "../../lib/kernel/mod.ts";
 import { HwptAllocFlags, IommuViommuEventSelftest, MockConstants, selftestHwptData } from "../../lib/uapi/mod.ts";
 import { kernelTest, openIommufd } from "./harness.ts";
 
 const M = MockConstants.values;
+
+/**
+ * A mock device reporting to a selftest vIOMMU with a vEVENTQ of depth 4 and a vDEVICE of virtual id 0x88, attached
+ * to a nested HWPT on the vIOMMU; `beforeQueue` runs once the vIOMMU exists. Disposal re-attaches the device to its
+ * IOAS first, then destroys in reverse order.
+ */
+function veventChain(iommufd: Iommufd, beforeQueue?: (viommuId: number) => void) {
+  using stack = new DisposableStack();
+  const ioas = stack.use(iommufd.allocIoas());
+  const dev = stack.use(MockDevice.create(iommufd, ioas.id));
+  const parent = stack.use(
+    iommufd.allocHwpt({ devId: dev.devId, ptId: ioas.id, flags: HwptAllocFlags.values.IOMMU_HWPT_ALLOC_NEST_PARENT }),
+  );
+  const viommu = stack.use(
+    iommufd.allocViommu({ type: M.IOMMU_VIOMMU_TYPE_SELFTEST, devId: dev.devId, hwptId: parent.id }),
+  );
+  beforeQueue?.(viommu.id);
+  const queue = stack.use(iommufd.allocVeventq(viommu.id, M.IOMMU_VEVENTQ_TYPE_SELFTEST, 4));
+  stack.use(iommufd.allocVdevice(viommu.id, dev.devId, 0x88));
+  const nested = stack.use(
+    iommufd.allocHwpt({ devId: dev.devId, ptId: viommu.id, data: selftestHwptData(M.IOMMU_TEST_IOTLB_DEFAULT) }),
+  );
+  dev.replace(nested.id);
+  stack.defer(() => dev.replace(ioas.id));
+  const owned = stack.move();
+  return { dev, queue, [Symbol.dispose]: () => owned.dispose() };
+}
 
 kernelTest("veventq: TRIGGER_VEVENT → records with consecutive sequence numbers and the virtual id", [
   "veventq",
   "selftest-trigger-vevent",
 ], () => {
   using iommufd = openIommufd();
-  using ioas = iommufd.allocIoas();
-  using dev = MockDevice.create(iommufd, ioas.id);
-  using parent = iommufd.allocHwpt({
-    devId: dev.devId,
-    ptId: ioas.id,
-    flags: HwptAllocFlags.values.IOMMU_HWPT_ALLOC_NEST_PARENT,
+  using chain = veventChain(iommufd, (viommuId) => {
+    assert.throws(() => iommufd.allocVeventq(viommuId, M.IOMMU_VEVENTQ_TYPE_SELFTEST, 0), KernelError, "depth 0");
   });
-  using viommu = iommufd.allocViommu({ type: M.IOMMU_VIOMMU_TYPE_SELFTEST, devId: dev.devId, hwptId: parent.id });
-  assert.throws(() => iommufd.allocVeventq(viommu.id, M.IOMMU_VEVENTQ_TYPE_SELFTEST, 0), KernelError, "depth 0");
-  using queue = iommufd.allocVeventq(viommu.id, M.IOMMU_VEVENTQ_TYPE_SELFTEST, 4);
-  using vdev = iommufd.allocVdevice(viommu.id, dev.devId, 0x88);
-  using nested = iommufd.allocHwpt({
-    devId: dev.devId,
-    ptId: viommu.id,
-    data: selftestHwptData(M.IOMMU_TEST_IOTLB_DEFAULT),
-  });
-  dev.replace(nested.id);
-  try {
-    dev.triggerVevent();
-    dev.triggerVevent();
-    assert.ok(queue.pollIn(1000));
-    const records = queue.readEvents(new Uint8Array(256), IommuViommuEventSelftest.size);
-    assert.equal(records.length, 2);
-    assert.equal(records[1].sequence, records[0].sequence + 1);
-    for (const r of records) {
-      assert.equal(r.lostEvents, false);
-      assert.equal(IommuViommuEventSelftest.decode(r.payload).virt_id, 0x88);
-    }
-  } finally {
-    dev.replace(ioas.id);
-    void vdev;
+  const { dev, queue } = chain;
+  dev.triggerVevent();
+  dev.triggerVevent();
+  assert.ok(queue.pollIn(1000));
+  const records = queue.readEvents(new Uint8Array(256), IommuViommuEventSelftest.size);
+  assert.equal(records.length, 2);
+  assert.equal(records[1].sequence, records[0].sequence + 1);
+  for (const r of records) {
+    assert.equal(r.lostEvents, false);
+    assert.equal(IommuViommuEventSelftest.decode(r.payload).virt_id, 0x88);
   }
 });
 
@@ -57,22 +66,8 @@ kernelTest(
     const { veventStream } = await import("../../lib/kernel/streams.ts");
     const { SmmuEventQueue, selftestEventRecord } = await import("../../lib/frontends/smmuv3/evtq.ts");
     using iommufd = openIommufd();
-    using ioas = iommufd.allocIoas();
-    using dev = MockDevice.create(iommufd, ioas.id);
-    using parent = iommufd.allocHwpt({
-      devId: dev.devId,
-      ptId: ioas.id,
-      flags: HwptAllocFlags.values.IOMMU_HWPT_ALLOC_NEST_PARENT,
-    });
-    using viommu = iommufd.allocViommu({ type: M.IOMMU_VIOMMU_TYPE_SELFTEST, devId: dev.devId, hwptId: parent.id });
-    using queue = iommufd.allocVeventq(viommu.id, M.IOMMU_VEVENTQ_TYPE_SELFTEST, 4);
-    using vdev = iommufd.allocVdevice(viommu.id, dev.devId, 0x88);
-    using nested = iommufd.allocHwpt({
-      devId: dev.devId,
-      ptId: viommu.id,
-      data: selftestHwptData(M.IOMMU_TEST_IOTLB_DEFAULT),
-    });
-    dev.replace(nested.id);
+    using chain = veventChain(iommufd);
+    const { dev, queue } = chain;
     const ram = new Uint8Array(1 << 16);
     const memory = guestMemoryOver(ram);
     const evtq = new SmmuEventQueue(memory);
@@ -126,8 +121,6 @@ kernelTest(
       assert.equal(evtq.prod >>> 31, 1, "the guest sees OVFLG: events were lost");
     } finally {
       ac.abort();
-      dev.replace(ioas.id);
-      void vdev;
     }
   },
 );
