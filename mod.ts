@@ -28,6 +28,7 @@ export * from "./lib/core/errors.ts";
 export * from "./lib/core/request.ts";
 export * from "./lib/core/pending.ts";
 export * from "./lib/core/queue.ts";
+export { DrainOutcome } from "./lib/core/outcome.ts";
 export * from "./lib/backend/backend.ts";
 export { DATA_TYPE, KernelBackend } from "./lib/backend/kernel.ts";
 export * from "./lib/compile/entries.ts";

@@ -1,6 +1,7 @@
 // Run by bench/hotpath_bench.ts under --trace-gc: one hot path, warmed up (50,000 iterations), then N more. The
 // bench compares what the young-generation scavenges freed with N = 0 and N = 1,000,000.
 import { RelayQueue } from "../../lib/core/queue.ts";
+import { DrainOutcome } from "../../lib/core/outcome.ts";
 import type { Backend } from "../../lib/backend/backend.ts";
 import { IommuHwptInvalidate } from "../../lib/uapi/mod.ts";
 
@@ -27,11 +28,12 @@ if (path === "encode") {
     scope: { kind: "pasid-range" as const, pasid: 5, firstPage: 0, pages: 1 },
   };
   const sync = { op: "sync" as const };
+  const out = new DrainOutcome();
   step = () => {
     (inv.scope as { firstPage: number }).firstPage = (i++ & 0xff) * 32;
     q.submit(inv);
     q.submit(sync);
-    q.drain();
+    q.drainInto(out);
   };
 } else throw new Error(`unknown path ${path}`);
 for (let i = 0; i < 50_000; i++) step();

@@ -1,9 +1,16 @@
 /**
  * A growable buffer of fixed-size host entries, reused across flushes so a steady state allocates nothing, with
- * the guest requests behind each entry.
+ * the guest requests behind each entry (copied as flat sequence numbers, so the pending set can be cleared as soon
+ * as it is compiled).
  *
  * @module
  */
+import type { OriginSink } from "../core/pending.ts";
+
+/** Where an entry's guest requests come from: a pending set and one of its ranges (or its whole-space flush). */
+export interface OriginSource {
+  copyOrigins(which: number, sink: OriginSink): void;
+}
 
 /**
  * Entries of one format for one target.
@@ -14,55 +21,104 @@
  * const w = new EntryWriter(8);
  * const at = w.append([3]);
  * w.view.setUint32(at, 1, true);
- * console.log(w.count, w.origins[0]); // 1 [3]
+ * console.log(w.count, w.originsOf(0)); // 1 [3]
  * ```
  */
-export class EntryWriter {
+export class EntryWriter implements OriginSink {
   /** The entries, `count * entryLength` bytes used. */
   bytes: Uint8Array;
   /** A view on {@linkcode EntryWriter.bytes}. */
   view: DataView;
   /** Entries written. */
   count = 0;
-  /** Per entry: sequence numbers of the guest requests it serves. */
-  origins: number[][] = [];
+  /** Sequence numbers of the guest requests behind the entries, entry by entry. */
+  #origins = new Float64Array(64);
+  #originCount = 0;
+  /** Per entry: where its sequence numbers start in #origins. */
+  #originStart: Uint32Array;
 
   constructor(readonly entryLength: number, initialEntries = 64) {
     this.bytes = new Uint8Array(entryLength * initialEntries);
     this.view = new DataView(this.bytes.buffer);
+    this.#originStart = new Uint32Array(initialEntries);
   }
 
-  /** Reserve one zeroed entry serving `origins`; returns its byte offset. */
-  append(origins: number[]): number {
+  /** Reserve one zeroed entry serving `origins` (more can follow with addOrigin); returns its byte offset. */
+  append(origins?: readonly number[]): number {
     const at = this.count * this.entryLength;
     if (at + this.entryLength > this.bytes.byteLength) {
       const grown = new Uint8Array(this.bytes.byteLength * 2);
       grown.set(this.bytes);
       this.bytes = grown;
       this.view = new DataView(grown.buffer);
+      const starts = new Uint32Array(this.#originStart.length * 2);
+      starts.set(this.#originStart);
+      this.#originStart = starts;
     }
     this.bytes.fill(0, at, at + this.entryLength);
-    this.origins[this.count] = origins;
+    this.#originStart[this.count] = this.#originCount;
     this.count++;
+    if (origins) { for (let i = 0; i < origins.length; i++) this.addOrigin(origins[i]); }
     return at;
+  }
+
+  /** Reserve one zeroed entry serving the requests behind `which` of `source`; returns its byte offset. */
+  appendFor(source: OriginSource, which: number): number {
+    const at = this.append();
+    source.copyOrigins(which, this);
+    return at;
+  }
+
+  /** Record that the last appended entry also serves request `seq`. */
+  addOrigin(seq: number): void {
+    if (this.#originCount === this.#origins.length) {
+      const grown = new Float64Array(this.#origins.length * 2);
+      grown.set(this.#origins);
+      this.#origins = grown;
+    }
+    this.#origins[this.#originCount++] = seq;
+  }
+
+  /** Index of entry `i`'s first sequence number (for {@linkcode EntryWriter.originAt}). */
+  originsFrom(i: number): number {
+    return this.#originStart[i];
+  }
+
+  /** One past entry `i`'s last sequence number. */
+  originsTo(i: number): number {
+    return i + 1 < this.count ? this.#originStart[i + 1] : this.#originCount;
+  }
+
+  /** Sequence number at `k` (originsFrom(i) ≤ k < originsTo(i)). */
+  originAt(k: number): number {
+    return this.#origins[k];
+  }
+
+  /** Snapshot of the requests entry `i` serves, ascending, each once (allocates: for inspection and tests). */
+  originsOf(i: number): number[] {
+    const seqs = new Set<number>();
+    for (let k = this.originsFrom(i); k < this.originsTo(i); k++) seqs.add(this.#origins[k]);
+    return [...seqs].sort((a, b) => a - b);
   }
 
   /** Forget the entries (keeps the memory). */
   reset(): void {
     this.count = 0;
-    this.origins.length = 0;
+    this.#originCount = 0;
   }
 
-  #whole?: Uint8Array;
+  /** Whole-batch views by entry count (up to 1024 entries), made once per buffer: sending allocates nothing. */
+  #views: (Uint8Array | undefined)[] = [];
+  #viewsOf?: ArrayBufferLike;
 
-  /** The bytes of entries [from, count). The common whole-batch view is reused, so sending allocates nothing. */
+  /** The bytes of entries [from, count). */
   tail(from: number): Uint8Array {
     const end = this.count * this.entryLength;
-    if (from === 0) {
-      const w = this.#whole;
-      if (w && w.buffer === this.bytes.buffer && w.byteLength === end) return w;
-      return this.#whole = this.bytes.subarray(0, end);
+    if (from !== 0 || this.count > 1024) return this.bytes.subarray(from * this.entryLength, end);
+    if (this.#viewsOf !== this.bytes.buffer) {
+      this.#views = [];
+      this.#viewsOf = this.bytes.buffer;
     }
-    return this.bytes.subarray(from * this.entryLength, end);
+    return this.#views[this.count] ??= this.bytes.subarray(0, end);
   }
 }

@@ -12,10 +12,17 @@
  *
  * @module
  */
-import type { PendingSet } from "../core/pending.ts";
+import { ALL_ORIGINS, type PendingSet } from "../core/pending.ts";
 import type { PasidOrRid } from "../core/request.ts";
 import { MockConstants } from "../uapi/mod.ts";
 import type { EntryWriter } from "./entries.ts";
+
+/** One entry serving every range's requests: the mock has no pages, so all ranges collapse into one slot flush. */
+function appendForEveryRange(pending: PendingSet, out: EntryWriter): number {
+  const at = out.append();
+  for (let i = 0; i < pending.rangeCount; i++) pending.copyOrigins(i, out);
+  return at;
+}
 
 /** `IOMMU_HWPT_INVALIDATE_DATA_SELFTEST`. */
 export const SELFTEST_DATA_TYPE: number = MockConstants.values.IOMMU_HWPT_INVALIDATE_DATA_SELFTEST;
@@ -42,19 +49,17 @@ export function selftestSlot(pasid: PasidOrRid): number {
  * p.addRange(9, 1, false, 8);
  * const w = new EntryWriter(8);
  * compileSelftest(p, 6, w);
- * console.log(w.count, w.view.getUint32(4, true), w.origins[0]); // 1 2 [7, 8]
+ * console.log(w.count, w.view.getUint32(4, true), w.originsOf(0)); // 1 2 [7, 8]
  * ```
  */
 export function compileSelftest(pending: PendingSet, pasid: PasidOrRid, out: EntryWriter): void {
   if (pending.all) {
-    const at = out.append(pending.allOrigins);
+    const at = out.appendFor(pending, ALL_ORIGINS);
     out.view.setUint32(at, ALL, true);
     return;
   }
-  if (pending.ranges.length === 0) return;
-  let origins: number[] = [];
-  for (const r of pending.ranges) origins = origins.concat(r.origins);
-  const at = out.append([...new Set(origins)].sort((a, b) => a - b));
+  if (pending.rangeCount === 0) return;
+  const at = appendForEveryRange(pending, out);
   out.view.setUint32(at + 4, selftestSlot(pasid), true);
 }
 
@@ -77,15 +82,13 @@ export function compileSelftest(pending: PendingSet, pasid: PasidOrRid, out: Ent
  */
 export function compileSelftestViommu(pending: PendingSet, vdevId: number, pasid: PasidOrRid, out: EntryWriter): void {
   if (pending.all) {
-    const at = out.append(pending.allOrigins);
+    const at = out.appendFor(pending, ALL_ORIGINS);
     out.view.setUint32(at, ALL, true);
     out.view.setUint32(at + 4, vdevId, true);
     return;
   }
-  if (pending.ranges.length === 0) return;
-  let origins: number[] = [];
-  for (const r of pending.ranges) origins = origins.concat(r.origins);
-  const at = out.append([...new Set(origins)].sort((a, b) => a - b));
+  if (pending.rangeCount === 0) return;
+  const at = appendForEveryRange(pending, out);
   out.view.setUint32(at + 4, vdevId, true);
   out.view.setUint32(at + 8, selftestSlot(pasid), true);
 }

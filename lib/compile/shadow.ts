@@ -17,7 +17,7 @@
  *
  * @module
  */
-import type { PendingSet } from "../core/pending.ts";
+import { ALL_ORIGINS, type PendingSet } from "../core/pending.ts";
 import { readU64Number, writeU64 } from "../uapi/mod.ts";
 import type { EntryWriter } from "./entries.ts";
 
@@ -27,13 +27,14 @@ export const SHADOW_ENTRY_LENGTH = 16;
 /** Write the entries for one shadowed domain's pending set. */
 export function compileShadow(pending: PendingSet, out: EntryWriter): void {
   if (pending.all) {
-    const at = out.append(pending.allOrigins);
+    const at = out.appendFor(pending, ALL_ORIGINS);
     out.view.setUint32(at + 8, 0xffff_ffff, true);
     out.view.setUint32(at + 12, 0xffff_ffff, true);
     return;
   }
-  for (const r of pending.ranges) {
-    const at = out.append(r.origins);
+  for (let i = 0; i < pending.rangeCount; i++) {
+    const r = pending.rangeAt(i);
+    const at = out.appendFor(pending, i);
     writeU64(out.view, at, r.first);
     writeU64(out.view, at + 8, r.last - r.first + 1);
   }

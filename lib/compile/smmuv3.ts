@@ -15,7 +15,7 @@
  *
  * @module
  */
-import type { PendingRange, PendingSet } from "../core/pending.ts";
+import { ALL_ORIGINS, type PendingSet } from "../core/pending.ts";
 import { HwptInvalidateDataType, writePageAddress } from "../uapi/mod.ts";
 import type { EntryWriter } from "./entries.ts";
 
@@ -45,17 +45,20 @@ const TG_4K = 1;
 
 function writeCommand(
   out: EntryWriter,
-  origins: number[],
+  pending: PendingSet,
+  which: number,
   opcode: number,
   asid: number,
   page: number,
   leaf: boolean,
-  range?: { num: number; scale: number },
+  num = 0,
+  scale = 0,
 ): void {
-  const at = out.append(origins);
+  const at = out.appendFor(pending, which);
   const v = out.view;
+  const range = num > 0;
   // word 0: opcode [7:0], NUM [16:12], SCALE [25:20], VMID [47:32] (kernel-owned), ASID [63:48]
-  v.setUint32(at, opcode | (range ? ((range.num - 1) << 12) | (range.scale << 20) : 0), true);
+  v.setUint32(at, opcode | (range ? ((num - 1) << 12) | (scale << 20) : 0), true);
   v.setUint32(at + 4, (asid & 0xffff) << 16, true);
   // word 1: LEAF [0], TTL [9:8], TG [11:10], VA [63:12]
   writePageAddress(v, at + 8, page);
@@ -63,11 +66,19 @@ function writeCommand(
   v.setUint32(at + 8, (low | (leaf ? 1 : 0) | (range ? TG_4K << 10 : 0)) >>> 0, true);
 }
 
-function compileRange(out: EntryWriter, r: PendingRange, opcode: number, asid: number, ril: boolean): void {
+function compileRange(
+  out: EntryWriter,
+  pending: PendingSet,
+  which: number,
+  opcode: number,
+  asid: number,
+  ril: boolean,
+): void {
+  const r = pending.rangeAt(which);
   let page = r.first;
   let remaining = r.last - r.first + 1;
   if (!ril) {
-    for (; remaining > 0; remaining--, page++) writeCommand(out, r.origins, opcode, asid, page, r.leaf);
+    for (; remaining > 0; remaining--, page++) writeCommand(out, pending, which, opcode, asid, page, r.leaf);
     return;
   }
   // The Linux driver's decomposition: each command covers (NUM+1) << SCALE pages, NUM+1 <= 31.
@@ -75,7 +86,7 @@ function compileRange(out: EntryWriter, r: PendingRange, opcode: number, asid: n
     let scale = 0;
     while (scale < 31 && Math.floor(remaining / 2 ** scale) % 2 === 0) scale++;
     const num = Math.floor(remaining / 2 ** scale) % 32;
-    writeCommand(out, r.origins, opcode, asid, page, r.leaf, { num, scale });
+    writeCommand(out, pending, which, opcode, asid, page, r.leaf, num, scale);
     const covered = num * 2 ** scale;
     page += covered;
     remaining -= covered;
@@ -101,11 +112,11 @@ export function compileSmmuv3(pending: PendingSet, unit: SmmuUnit, ril: boolean,
   const asid = unit.kind === "asid" ? unit.asid : 0;
   if (pending.all) {
     const op = unit.kind === "asid" ? SmmuOpcode.TLBI_NH_ASID : SmmuOpcode.TLBI_NH_ALL;
-    writeCommand(out, pending.allOrigins, op, asid, 0, false);
+    writeCommand(out, pending, ALL_ORIGINS, op, asid, 0, false);
     return;
   }
   const op = unit.kind === "asid" ? SmmuOpcode.TLBI_NH_VA : SmmuOpcode.TLBI_NH_VAA;
-  for (const r of pending.ranges) compileRange(out, r, op, asid, ril);
+  for (let i = 0; i < pending.rangeCount; i++) compileRange(out, pending, i, op, asid, ril);
 }
 
 /** A decoded SMMUv3 TLBI command, for tests and the in-process host. */
@@ -162,36 +173,61 @@ export const ATC_INV_SIZE_ALL = 52;
  * ```
  */
 export function compileAtcInv(pending: PendingSet, vsid: number, ssid: number | undefined, out: EntryWriter): void {
-  const write = (origins: number[], page: number, size: number) => {
-    const at = out.append(origins);
-    const v = out.view;
-    v.setUint32(at, SmmuOpcode.ATC_INV | (ssid === undefined ? 0 : (1 << 11) | ((ssid & 0xfffff) << 12)), true);
-    v.setUint32(at + 4, vsid >>> 0, true);
-    writePageAddress(v, at + 8, page);
-    v.setUint32(at + 8, (v.getUint32(at + 8, true) | size) >>> 0, true);
-  };
   if (pending.all) {
-    write(pending.allOrigins, 0, ATC_INV_SIZE_ALL);
+    writeAtcInv(out, pending, ALL_ORIGINS, vsid, ssid, 0, ATC_INV_SIZE_ALL);
     return;
   }
-  for (const r of pending.ranges) {
+  for (let i = 0; i < pending.rangeCount; i++) {
     // Exact cover by naturally aligned blocks when that takes few commands; else the one aligned span covering
-    // the range (over-invalidating, never under).
-    const blocks: [number, number][] = [];
-    for (let page = r.first; page <= r.last && blocks.length <= MAX_ATC_BLOCKS;) {
-      let size = 0;
-      while (size < ATC_INV_SIZE_ALL && page % 2 ** (size + 1) === 0 && page + 2 ** (size + 1) - 1 <= r.last) size++;
-      blocks.push([page, size]);
-      page += 2 ** size;
-    }
-    if (blocks.length <= MAX_ATC_BLOCKS) {
-      for (const [page, size] of blocks) write(r.origins, page, size);
+    // the range (over-invalidating, never under). The blocks are counted first, then written: nothing is kept.
+    const r = pending.rangeAt(i);
+    if (atcBlocks(r.first, r.last, null, pending, i, vsid, ssid) <= MAX_ATC_BLOCKS) {
+      atcBlocks(r.first, r.last, out, pending, i, vsid, ssid);
       continue;
     }
     let size = 0;
     while (size < ATC_INV_SIZE_ALL && Math.floor(r.first / 2 ** size) !== Math.floor(r.last / 2 ** size)) size++;
-    write(r.origins, Math.floor(r.first / 2 ** size) * 2 ** size, size);
+    writeAtcInv(out, pending, i, vsid, ssid, Math.floor(r.first / 2 ** size) * 2 ** size, size);
   }
+}
+
+/** Walk the naturally aligned blocks covering [first, last]: write them to `out` (when given); return how many (up
+ * to MAX_ATC_BLOCKS + 1). */
+function atcBlocks(
+  first: number,
+  last: number,
+  out: EntryWriter | null,
+  pending: PendingSet,
+  which: number,
+  vsid: number,
+  ssid: number | undefined,
+): number {
+  let blocks = 0;
+  for (let page = first; page <= last && blocks <= MAX_ATC_BLOCKS;) {
+    let size = 0;
+    while (size < ATC_INV_SIZE_ALL && page % 2 ** (size + 1) === 0 && page + 2 ** (size + 1) - 1 <= last) size++;
+    if (out) writeAtcInv(out, pending, which, vsid, ssid, page, size);
+    blocks++;
+    page += 2 ** size;
+  }
+  return blocks;
+}
+
+function writeAtcInv(
+  out: EntryWriter,
+  pending: PendingSet,
+  which: number,
+  vsid: number,
+  ssid: number | undefined,
+  page: number,
+  size: number,
+): void {
+  const at = out.appendFor(pending, which);
+  const v = out.view;
+  v.setUint32(at, SmmuOpcode.ATC_INV | (ssid === undefined ? 0 : (1 << 11) | ((ssid & 0xfffff) << 12)), true);
+  v.setUint32(at + 4, vsid >>> 0, true);
+  writePageAddress(v, at + 8, page);
+  v.setUint32(at + 8, (v.getUint32(at + 8, true) | size) >>> 0, true);
 }
 
 /** Above this many aligned blocks per range, one covering span is sent instead. */

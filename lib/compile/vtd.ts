@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { PendingSet } from "../core/pending.ts";
+import { ALL_ORIGINS, type PendingSet } from "../core/pending.ts";
 import { HwptInvalidateDataType, IommuHwptVtdS1Invalidate, writePageAddress, writeU64 } from "../uapi/mod.ts";
 import type { EntryWriter } from "./entries.ts";
 
@@ -31,14 +31,15 @@ const LEAF = HwptInvalidateDataType.values.IOMMU_VTD_INV_FLAGS_LEAF;
  */
 export function compileVtd(pending: PendingSet, out: EntryWriter): void {
   if (pending.all) {
-    const at = out.append(pending.allOrigins);
+    const at = out.appendFor(pending, ALL_ORIGINS);
     writeU64(out.view, at + F.addr.offset, 0);
     out.view.setUint32(at + F.npages.offset, 0xffff_ffff, true);
     out.view.setUint32(at + F.npages.offset + 4, 0xffff_ffff, true);
     return;
   }
-  for (const r of pending.ranges) {
-    const at = out.append(r.origins);
+  for (let i = 0; i < pending.rangeCount; i++) {
+    const r = pending.rangeAt(i);
+    const at = out.appendFor(pending, i);
     writePageAddress(out.view, at + F.addr.offset, r.first);
     writeU64(out.view, at + F.npages.offset, r.last - r.first + 1);
     if (r.leaf) out.view.setUint32(at + F.flags.offset, LEAF, true);

@@ -6,19 +6,36 @@
  *
  * Over-invalidation is allowed; under-invalidation never: every page added stays covered until taken.
  *
+ * The set sits on the relay's hot path, so after warm-up it allocates nothing: range objects live in a pool that
+ * only grows, and the requests behind each range are a linked list in typed arrays (merging two ranges joins two
+ * lists in O(1)). {@linkcode PendingSet.ranges} and {@linkcode PendingSet.allOrigins} are snapshots for
+ * inspection; compilers read {@linkcode PendingSet.rangeAt} and {@linkcode PendingSet.copyOrigins}.
+ *
  * @module
  */
 
-/** One coalesced page range. */
+/** One coalesced page range, as a snapshot. */
 export interface PendingRange {
   /** First page. */
-  first: number;
+  readonly first: number;
   /** Last page (inclusive). */
-  last: number;
+  readonly last: number;
   /** Every merged request was leaf-only. */
-  leaf: boolean;
-  /** Sequence numbers of the guest requests merged into it, ascending. */
-  origins: number[];
+  readonly leaf: boolean;
+  /** Sequence numbers of the guest requests merged into it, ascending, each once. */
+  readonly origins: number[];
+}
+
+/** A live range of the set: valid until the set changes. */
+export interface PendingRangeView {
+  readonly first: number;
+  readonly last: number;
+  readonly leaf: boolean;
+}
+
+/** Receives the sequence numbers behind a range ({@linkcode PendingSet.copyOrigins}). */
+export interface OriginSink {
+  addOrigin(seq: number): void;
 }
 
 /** When to give up on ranges and flush the whole unit instead. */
@@ -34,13 +51,19 @@ export interface EscalationLimits {
   readonly merge?: boolean;
 }
 
-function mergeOrigins(a: number[], b: number[]): number[] {
-  if (b.length === 1 && a.length && a[a.length - 1] < b[0]) {
-    a.push(b[0]);
-    return a;
-  }
-  return [...new Set([...a, ...b])].sort((x, y) => x - y);
+/** {@linkcode PendingSet.copyOrigins}'s index for the whole-space flush. */
+export const ALL_ORIGINS = -1;
+
+class Range implements PendingRangeView {
+  first = 0;
+  last = 0;
+  leaf = false;
+  /** First and last node of this range's origin list. */
+  head = -1;
+  tail = -1;
 }
+
+const NONE = -1;
 
 /**
  * The pending set of one unit.
@@ -55,93 +78,214 @@ function mergeOrigins(a: number[], b: number[]): number[] {
  * ```
  */
 export class PendingSet {
-  /** A whole-space flush is pending (then `ranges` is empty). */
+  /** A whole-space flush is pending (then there are no ranges). */
   all = false;
-  /** Requests merged into the whole-space flush. */
-  allOrigins: number[] = [];
-  /** Sorted, disjoint, non-adjacent ranges. */
-  ranges: PendingRange[] = [];
-  /** Pages covered by `ranges`. */
+  /** Live ranges: sorted, disjoint, non-adjacent (in arrival order when merging is off). */
+  rangeCount = 0;
+  /** Pages covered by the ranges. */
   pages = 0;
   /** Requests added (before coalescing). */
   added = 0;
+  /** Ranges [0, rangeCount) are live; the rest are spares kept for reuse. */
+  readonly #pool: Range[] = [];
+  /** Origin nodes: a sequence number and the next node of the same list. */
+  #seq = new Float64Array(16);
+  #next = new Int32Array(16);
+  #nodes = 0;
+  #allHead = NONE;
+  #allTail = NONE;
 
   constructor(readonly limits: EscalationLimits) {}
 
   /** Whether nothing is pending. */
   get empty(): boolean {
-    return !this.all && this.ranges.length === 0;
+    return !this.all && this.rangeCount === 0;
+  }
+
+  /** Live range `i` (0 ≤ i < rangeCount). */
+  rangeAt(i: number): PendingRangeView {
+    return this.#pool[i];
+  }
+
+  /** Hand the requests behind range `which` (or {@linkcode ALL_ORIGINS}) to `sink`, allocating nothing. */
+  copyOrigins(which: number, sink: OriginSink): void {
+    let node = which === ALL_ORIGINS ? this.#allHead : this.#pool[which].head;
+    while (node !== NONE) {
+      sink.addOrigin(this.#seq[node]);
+      node = this.#next[node];
+    }
+  }
+
+  /** Snapshot of the ranges with their origins (allocates: for inspection and tests). */
+  get ranges(): PendingRange[] {
+    const out: PendingRange[] = [];
+    for (let i = 0; i < this.rangeCount; i++) {
+      const r = this.#pool[i];
+      out.push({ first: r.first, last: r.last, leaf: r.leaf, origins: this.#list(r.head) });
+    }
+    return out;
+  }
+
+  /** Snapshot of the requests merged into the whole-space flush, ascending. */
+  get allOrigins(): number[] {
+    return this.#list(this.#allHead);
+  }
+
+  #list(head: number): number[] {
+    const seqs = new Set<number>();
+    for (let node = head; node !== NONE; node = this.#next[node]) seqs.add(this.#seq[node]);
+    return [...seqs].sort((a, b) => a - b);
+  }
+
+  #node(seq: number): number {
+    if (this.#nodes === this.#seq.length) {
+      const seqs = new Float64Array(this.#seq.length * 2), next = new Int32Array(this.#next.length * 2);
+      seqs.set(this.#seq);
+      next.set(this.#next);
+      this.#seq = seqs;
+      this.#next = next;
+    }
+    const n = this.#nodes++;
+    this.#seq[n] = seq;
+    this.#next[n] = NONE;
+    return n;
+  }
+
+  /** Append the list head..tail to the whole-space list. */
+  #toAll(head: number, tail: number): void {
+    if (this.#allHead === NONE) this.#allHead = head;
+    else this.#next[this.#allTail] = head;
+    this.#allTail = tail;
+  }
+
+  /** Make room for a range at `i` (reusing a spare object) and return it. */
+  #insertAt(i: number): Range {
+    const pool = this.#pool;
+    if (this.rangeCount === pool.length) pool.push(new Range());
+    const spare = pool[this.rangeCount];
+    for (let k = this.rangeCount; k > i; k--) pool[k] = pool[k - 1];
+    pool[i] = spare;
+    this.rangeCount++;
+    return spare;
+  }
+
+  /** Drop live ranges [from, to), moving their objects behind the live ones as spares. */
+  #removeRanges(from: number, to: number): void {
+    if (to <= from) return;
+    // Rotate [from, rangeCount) left by (to - from): three reversals, in place.
+    this.#reverse(from, to - 1);
+    this.#reverse(to, this.rangeCount - 1);
+    this.#reverse(from, this.rangeCount - 1);
+    this.rangeCount -= to - from;
+  }
+
+  #reverse(i: number, j: number): void {
+    const pool = this.#pool;
+    for (; i < j; i++, j--) {
+      const t = pool[i];
+      pool[i] = pool[j];
+      pool[j] = t;
+    }
   }
 
   /** Add a whole-space invalidation. */
   addAll(origin: number): void {
     this.added++;
     this.escalate();
-    this.allOrigins = mergeOrigins(this.allOrigins, [origin]);
+    const node = this.#node(origin);
+    this.#toAll(node, node);
   }
 
   /** Add `pages` pages from `first`. */
   addRange(first: number, pages: number, leaf: boolean, origin: number): void {
     this.added++;
+    const node = this.#node(origin);
     if (this.all) {
-      this.allOrigins = mergeOrigins(this.allOrigins, [origin]);
+      this.#toAll(node, node);
       return;
     }
-    let last = first + pages - 1;
-    let origins = [origin];
+    const last = first + pages - 1;
+    const pool = this.#pool;
     if (this.limits.merge === false) {
-      this.ranges.push({ first, last, leaf, origins });
+      const r = this.#insertAt(this.rangeCount);
+      r.first = first;
+      r.last = last;
+      r.leaf = leaf;
+      r.head = r.tail = node;
       this.pages += pages;
       return;
     }
     // Find the ranges that overlap or touch [first, last]: they merge into one.
-    const rs = this.ranges;
     let lo = 0;
-    let hi = rs.length;
+    let hi = this.rangeCount;
     while (lo < hi) {
       const mid = (lo + hi) >> 1;
-      if (rs[mid].last + 1 < first) lo = mid + 1;
+      if (pool[mid].last + 1 < first) lo = mid + 1;
       else hi = mid;
     }
     let end = lo;
-    while (end < rs.length && rs[end].first <= last + 1) {
-      const r = rs[end];
-      first = Math.min(first, r.first);
-      last = Math.max(last, r.last);
-      leaf = leaf && r.leaf;
-      origins = mergeOrigins(r.origins, origins);
+    while (end < this.rangeCount && pool[end].first <= last + 1) end++;
+    if (end === lo) {
+      const r = this.#insertAt(lo);
+      r.first = first;
+      r.last = last;
+      r.leaf = leaf;
+      r.head = r.tail = node;
+      this.pages += pages;
+    } else {
+      // The first overlapping range absorbs the others and the new request.
+      const r = pool[lo];
       this.pages -= r.last - r.first + 1;
-      end++;
+      let f = Math.min(first, r.first), l = Math.max(last, r.last), lf = leaf && r.leaf;
+      for (let k = lo + 1; k < end; k++) {
+        const o = pool[k];
+        f = Math.min(f, o.first);
+        l = Math.max(l, o.last);
+        lf = lf && o.leaf;
+        this.pages -= o.last - o.first + 1;
+        this.#next[r.tail] = o.head;
+        r.tail = o.tail;
+      }
+      this.#next[r.tail] = node;
+      r.tail = node;
+      r.first = f;
+      r.last = l;
+      r.leaf = lf;
+      this.pages += l - f + 1;
+      this.#removeRanges(lo + 1, end);
     }
-    rs.splice(lo, end - lo, { first, last, leaf, origins });
-    this.pages += last - first + 1;
-    if (rs.length > this.limits.maxRanges || this.pages > this.limits.maxPages) this.escalate();
+    if (this.rangeCount > this.limits.maxRanges || this.pages > this.limits.maxPages) this.escalate();
   }
 
   /** Turn everything pending into one whole-space flush. */
   escalate(): void {
     if (this.all) return;
-    let origins = this.allOrigins;
-    for (const r of this.ranges) origins = mergeOrigins(origins, r.origins);
+    for (let i = 0; i < this.rangeCount; i++) {
+      const r = this.#pool[i];
+      this.#toAll(r.head, r.tail);
+    }
     this.all = true;
-    this.allOrigins = origins;
-    this.ranges = [];
+    this.rangeCount = 0;
     this.pages = 0;
   }
 
   /** Whether page `page` is covered by what is pending. */
   covers(page: number): boolean {
-    return this.all || this.ranges.some((r) => r.first <= page && page <= r.last);
+    if (this.all) return true;
+    for (let i = 0; i < this.rangeCount; i++) {
+      const r = this.#pool[i];
+      if (r.first <= page && page <= r.last) return true;
+    }
+    return false;
   }
 
-  /** Forget everything (after it was sent). */
+  /** Forget everything (after it was compiled: the entry writer holds copies of the origins). */
   clear(): void {
     this.all = false;
-    // The compiled entries keep the origin arrays (for failure attribution), never the ranges array itself: that one
-    // is emptied in place, and a fresh allOrigins is made only if the old one was used.
-    if (this.allOrigins.length) this.allOrigins = [];
-    this.ranges.length = 0;
+    this.rangeCount = 0;
     this.pages = 0;
     this.added = 0;
+    this.#nodes = 0;
+    this.#allHead = this.#allTail = NONE;
   }
 }

@@ -28,6 +28,7 @@ import { compileVtd } from "../compile/vtd.ts";
 import { compileShadow } from "../compile/shadow.ts";
 import { errnoName } from "../uapi/errno.ts";
 import { PendingSet } from "./pending.ts";
+import { DrainOutcome, type DrainReport, type RequestFailure } from "./outcome.ts";
 import { LimitError } from "./errors.ts";
 import {
   type InvalidateRequest,
@@ -78,47 +79,7 @@ export interface QueueOptions {
   readonly coalesce?: boolean;
 }
 
-/** A guest request the host failed to carry out. */
-export interface RequestFailure {
-  /** The guest request's sequence number. */
-  readonly seq: number;
-  /** errno (positive) and its name. */
-  readonly errno: number;
-  readonly errnoName: string;
-  /** The host target and the failing entry's index in the batch sent to it. */
-  readonly targetId: number;
-  readonly entryIndex: number;
-  /** The kernel's handled count could not be trusted (the whole batch was resent and failed again). */
-  readonly positionUnknown: boolean;
-  /**
-   * Resending could succeed: the error was not a validation error (EINVAL/EOPNOTSUPP say the entry itself is
-   * wrong). Invalidations are idempotent, so a resend never hurts.
-   */
-  readonly retrySafe: boolean;
-}
-
-/** The outcome of a wait. */
-export interface WaitOutcome {
-  readonly seq: number;
-  /** Every invalidation queued before this wait was carried out. */
-  readonly ok: boolean;
-  /** The earliest failed request before the wait, if any. */
-  readonly firstFailed?: number;
-}
-
-/** What one drain did. */
-export interface DrainReport {
-  /** Host ioctls made (retries included). */
-  readonly ioctls: number;
-  /** Host entries sent (first attempts). */
-  readonly entries: number;
-  /** Guest invalidations covered by this drain. */
-  readonly invalidations: number;
-  /** Requests that failed, earliest first. */
-  readonly failures: readonly RequestFailure[];
-  /** Every wait submitted since the previous drain, in order. */
-  readonly waits: readonly WaitOutcome[];
-}
+export type { DrainReport, RequestFailure, WaitOutcome } from "./outcome.ts";
 
 /** Counters, readable at any time. */
 export interface QueueTelemetry {
@@ -146,6 +107,24 @@ interface Unit {
   /** An ATC unit: ATC_INV for one device stream (sent after the target's TLB invalidations). */
   readonly atc?: { readonly vsid: number; readonly ssid: number | undefined };
   readonly pending: PendingSet;
+  readonly group: TargetGroup;
+}
+
+/** One host target's units (in creation order) and the writer its batches are compiled into. */
+interface TargetGroup {
+  readonly targetId: number;
+  readonly format: Format;
+  readonly units: Unit[];
+}
+
+/** A domain's routes, resolved once per binding change: which units a request of each scope reaches. */
+interface DomainRoutes {
+  /** PASID-scoped requests (pasid, pasid-range): the units bound at that PASID, ATC units included. */
+  readonly byPasid: Map<PasidOrRid, Unit[]>;
+  /** Every PASID and the RID (all, range). */
+  readonly every: Unit[];
+  /** The RID only (all, range with NO_PASID). */
+  readonly ridOnly: Unit[];
 }
 
 const EINTR = 4, EAGAIN = 11, ENOMEM = 12, EINVAL = 22, EOPNOTSUPP = 95;
@@ -185,16 +164,24 @@ export class RelayQueue {
   /** domain → PASID → the targets bound there (devices of one domain may hold different tables at one PASID). */
   readonly #bindings = new Map<number, Map<PasidOrRid, Binding[]>>();
   readonly #units = new Map<string | number, Unit>();
-  /** Per flush: the non-empty units of each target (arrays reused across flushes). */
-  readonly #byTarget = new Map<number, Unit[]>();
+  /** Each target's units, targets in the order their first unit was made: one batch per group and pass. */
+  readonly #groups: TargetGroup[] = [];
+  /** Per domain, resolved on first use after a binding change (so routing a request builds no keys). */
+  readonly #routes = new Map<number, DomainRoutes>();
   readonly #writers = new Map<Format, EntryWriter>();
   readonly #status: InvalidateStatus = { errno: 0, handled: 0 };
   #seq = 0;
   #oldest = 0;
   /** What threshold drains inside submit did, reported with the next explicit drain (waits resolve there). */
   #carried = { ioctls: 0, entries: 0, invalidations: 0, failures: [] as RequestFailure[] };
-  #waits: number[] = [];
+  /** This drain's failures before deduplication (reused; emptied only when it held any). */
+  readonly #failed: RequestFailure[] = [];
+  /** Pending waits: [0, #waitCount) of a sequence-number array that never shrinks. */
+  readonly #waitSeqs: number[] = [];
+  #waitCount = 0;
   #invalidations = 0;
+  /** What drain() fills before copying it into a plain report. */
+  readonly #outcome = new DrainOutcome();
   readonly #opts: Required<Omit<QueueOptions, "limits">> & { limits?: RequestLimits };
 
   constructor(readonly backend: Backend, options: QueueOptions = {}) {
@@ -231,6 +218,7 @@ export class RelayQueue {
       b.targetId === binding.targetId && b.asid === binding.asid && b.vdevId === binding.vdevId;
     if (!list.some(same)) list.push(binding);
     table.set(pasid, list);
+    this.#routes.clear();
     return report;
   }
 
@@ -253,14 +241,20 @@ export class RelayQueue {
 
   /** Drop the (drained, empty) units of targets no binding names any more, so rebinding forever stays flat. */
   #prune(): void {
+    this.#routes.clear();
     const live = new Set<number>();
     for (const table of this.#bindings.values()) {
       for (const list of table.values()) for (const b of list) live.add(b.targetId);
     }
     for (const [key, unit] of this.#units) {
-      if (!live.has(unit.targetId) && unit.pending.empty) this.#units.delete(key);
+      if (live.has(unit.targetId) || !unit.pending.empty) continue;
+      this.#units.delete(key);
+      const units = unit.group.units;
+      units.splice(units.indexOf(unit), 1);
     }
-    for (const targetId of this.#byTarget.keys()) if (!live.has(targetId)) this.#byTarget.delete(targetId);
+    for (let g = this.#groups.length - 1; g >= 0; g--) {
+      if (this.#groups[g].units.length === 0) this.#groups.splice(g, 1);
+    }
   }
 
   /**
@@ -282,6 +276,7 @@ export class RelayQueue {
   resetBindings(): DrainReport {
     const report = this.drain();
     this.#bindings.clear();
+    this.#routes.clear();
     return report;
   }
 
@@ -305,7 +300,7 @@ export class RelayQueue {
     this.telemetry.requestsIn++;
     switch (request.op) {
       case "sync":
-        if (this.#waits.length >= this.#opts.maxPendingWaits) {
+        if (this.#waitCount >= this.#opts.maxPendingWaits) {
           --this.#seq;
           this.telemetry.requestsIn--;
           throw new LimitError(
@@ -315,7 +310,7 @@ export class RelayQueue {
           );
         }
         this.telemetry.waitsIn++;
-        this.#waits.push(seq);
+        this.#waitSeqs[this.#waitCount++] = seq;
         break;
       case "invalidate":
         this.telemetry.invalidationsIn++;
@@ -327,7 +322,7 @@ export class RelayQueue {
           (this.#opts.maxAgeMs !== Infinity && performance.now() - this.#oldest >= this.#opts.maxAgeMs)
         ) {
           this.telemetry.thresholdDrains++;
-          this.#flush(false);
+          this.#flush(null);
         }
         break;
       default:
@@ -352,6 +347,7 @@ export class RelayQueue {
         pasid,
         smmu,
         vdevId: binding.vdevId,
+        group: this.#group(binding),
         pending: new PendingSet(
           this.#opts.coalesce
             ? {
@@ -362,8 +358,15 @@ export class RelayQueue {
         ),
       };
       this.#units.set(key, unit);
+      unit.group.units.push(unit);
     }
     return unit;
+  }
+
+  #group(binding: Binding): TargetGroup {
+    let group = this.#groups.find((g) => g.targetId === binding.targetId);
+    if (!group) this.#groups.push(group = { targetId: binding.targetId, format: binding.format, units: [] });
+    return group;
   }
 
   #atcUnit(b: Binding, pasid: PasidOrRid): Unit {
@@ -376,42 +379,58 @@ export class RelayQueue {
         format: b.format,
         pasid,
         atc: { vsid: b.vdevId ?? 0, ssid: pasid === "rid" ? undefined : pasid },
+        group: this.#group(b),
         pending: new PendingSet({ maxRanges: this.#opts.maxRanges, maxPages: this.#opts.maxPages }),
       };
       this.#units.set(key, unit);
+      unit.group.units.push(unit);
     }
     return unit;
   }
 
   #route(r: InvalidateRequest, seq: number): void {
-    const table = this.#bindings.get(r.domain);
-    if (!table) return;
-    const s = r.scope;
-    const leaf = r.leaf ?? false;
-    if (s.kind === "pasid" || s.kind === "pasid-range") {
-      const list = table.get(s.pasid);
-      if (!list) return;
-      for (const b of list) {
-        this.#add(this.#unit(b, s.pasid, b.format === "smmuv3" ? smmuAsid(b) : undefined), s, leaf, seq);
-        if (b.ats) this.#add(this.#atcUnit(b, s.pasid), s, leaf, seq);
-      }
-      return;
+    let routes = this.#routes.get(r.domain);
+    if (!routes) {
+      const table = this.#bindings.get(r.domain);
+      if (!table) return;
+      this.#routes.set(r.domain, routes = this.#resolve(table));
     }
-    // Every PASID and the RID (or only the RID with NO_PASID).
-    let seenVsmmu: Set<number> | undefined;
+    const s = r.scope;
+    const units = s.kind === "pasid" || s.kind === "pasid-range"
+      ? routes.byPasid.get(s.pasid)
+      : r.noPasid
+      ? routes.ridOnly
+      : routes.every;
+    if (!units) return;
+    const leaf = r.leaf ?? false;
+    for (let i = 0; i < units.length; i++) this.#add(units[i], s, leaf, seq);
+  }
+
+  /** The units each scope of a domain reaches, from its binding table. */
+  #resolve(table: Map<PasidOrRid, Binding[]>): DomainRoutes {
+    const byPasid = new Map<PasidOrRid, Unit[]>();
+    const every: Unit[] = [], ridOnly: Unit[] = [];
+    const seenVsmmu = new Set<number>();
     for (const [pasid, list] of table) {
-      if (r.noPasid && pasid !== "rid") continue;
+      const atPasid: Unit[] = [];
       for (const b of list) {
-        if (b.ats) this.#add(this.#atcUnit(b, pasid), s, leaf, seq);
-        if (b.format !== "smmuv3") this.#add(this.#unit(b, pasid), s, leaf, seq);
-        else if (r.noPasid) this.#add(this.#unit(b, pasid, smmuAsid(b)), s, leaf, seq);
-        else if (!(seenVsmmu ??= new Set()).has(b.targetId)) {
+        atPasid.push(this.#unit(b, pasid, b.format === "smmuv3" ? smmuAsid(b) : undefined));
+        if (b.ats) atPasid.push(this.#atcUnit(b, pasid));
+        // Every PASID and the RID (or only the RID with NO_PASID).
+        if (b.ats) every.push(this.#atcUnit(b, pasid));
+        if (b.format !== "smmuv3") every.push(this.#unit(b, pasid));
+        else if (!seenVsmmu.has(b.targetId)) {
           // One NH_VAA / NH_ALL per vIOMMU covers every ASID at once.
           seenVsmmu.add(b.targetId);
-          this.#add(this.#unit(b, pasid, EVERY_ASID), s, leaf, seq);
+          every.push(this.#unit(b, pasid, EVERY_ASID));
         }
+        if (pasid !== "rid") continue;
+        if (b.ats) ridOnly.push(this.#atcUnit(b, pasid));
+        ridOnly.push(this.#unit(b, pasid, b.format === "smmuv3" ? smmuAsid(b) : undefined));
       }
+      byPasid.set(pasid, atPasid);
     }
+    return { byPasid, every, ridOnly };
   }
 
   #add(unit: Unit, s: Scope, leaf: boolean, seq: number): void {
@@ -425,38 +444,46 @@ export class RelayQueue {
     return w;
   }
 
-  /** Send everything pending; report per wait. */
+  /** Send everything pending; report per wait (a fresh, plain report: see drainInto for the hot path). */
   drain(): DrainReport {
-    return this.#flush(true);
+    this.#flush(this.#outcome);
+    return this.#outcome.toReport();
   }
 
-  /** Send everything pending. With `resolveWaits` false (a threshold drain) the waits stay pending and the counts
-   * and failures are carried into the next explicit drain's report. */
-  #flush(resolveWaits: boolean): DrainReport {
+  /**
+   * Send everything pending and refill `out` with what happened: the allocation-free form of
+   * {@linkcode RelayQueue.drain}, for a VMM's doorbell path.
+   */
+  drainInto(out: DrainOutcome): DrainOutcome {
+    this.#flush(out);
+    return out;
+  }
+
+  /**
+   * Send everything pending. Without `out` (a threshold drain inside submit) the waits stay pending and the counts
+   * and failures are carried into the next explicit drain's outcome.
+   */
+  #flush(out: DrainOutcome | null): void {
     const start = performance.now();
-    const failures: RequestFailure[] = [];
+    const failed = this.#failed;
+    if (failed.length) failed.length = 0;
     let ioctls = 0;
     let entries = 0;
-    // Group non-empty units by target: one batch per target.
-    const byTarget = this.#byTarget;
-    for (const list of byTarget.values()) list.length = 0;
-    for (const unit of this.#units.values()) {
-      if (unit.pending.empty) continue;
-      const list = byTarget.get(unit.targetId);
-      if (list) list.push(unit);
-      else byTarget.set(unit.targetId, [unit]);
-    }
-    for (const [targetId, units] of byTarget) {
-      if (units.length === 0) continue;
-      const format = units[0].format;
+    const groups = this.#groups;
+    for (let g = 0; g < groups.length; g++) {
+      const { targetId, format, units } = groups[g];
+      let pending = false;
+      for (let i = 0; i < units.length && !pending; i++) pending = !units[i].pending.empty;
+      if (!pending) continue;
       const w = this.#writer(format);
       // TLB invalidations first; ATC invalidations in a second call, once the TLB ones completed (the ioctl is
       // synchronous), so a device cannot refill its ATC from a stale TLB entry.
       for (let pass = 0; pass < 2; pass++) {
         const atcPass = pass === 1;
         w.reset();
-        for (const u of units) {
-          if ((u.atc !== undefined) !== atcPass) continue;
+        for (let i = 0; i < units.length; i++) {
+          const u = units[i];
+          if ((u.atc !== undefined) !== atcPass || u.pending.empty) continue;
           if (u.atc) compileAtcInv(u.pending, u.atc.vsid, u.atc.ssid, w);
           else if (format === "vtd-s1") compileVtd(u.pending, w);
           else if (format === "selftest") compileSelftest(u.pending, u.pasid, w);
@@ -467,48 +494,40 @@ export class RelayQueue {
         }
         if (w.count === 0) continue;
         entries += w.count;
-        ioctls += this.#send(targetId, format, w, failures);
+        ioctls += this.#send(targetId, format, w, failed);
       }
     }
     const carried = this.#carried;
     const invalidations = this.#invalidations;
     this.#invalidations = 0;
-    if (!resolveWaits) {
+    if (out === null) {
       carried.ioctls += ioctls;
       carried.entries += entries;
       carried.invalidations += invalidations;
-      carried.failures.push(...failures);
+      for (const f of failed) carried.failures.push(f);
       this.#account(start, ioctls, entries, 0);
-      return { ioctls, entries, invalidations, failures, waits: [] };
+      return;
     }
-    const carriedIoctls = carried.ioctls,
-      carriedEntries = carried.entries,
-      carriedInvalidations = carried.invalidations;
-    if (carried.failures.length) failures.unshift(...carried.failures);
+    out.reset();
+    out.ioctls = ioctls + carried.ioctls;
+    out.entries = entries + carried.entries;
+    out.invalidations = invalidations + carried.invalidations;
     carried.ioctls = carried.entries = carried.invalidations = 0;
-    carried.failures.length = 0;
-    ioctls += carriedIoctls;
-    entries += carriedEntries;
-    const waits: WaitOutcome[] = [];
-    for (const seq of this.#waits) {
-      let first = Infinity;
-      for (const f of failures) if (f.seq < seq && f.seq < first) first = f.seq;
-      waits.push(first === Infinity ? { seq, ok: true } : { seq, ok: false, firstFailed: first });
+    if (carried.failures.length) {
+      failed.unshift(...carried.failures);
+      carried.failures.length = 0;
     }
-    // A request merged into entries of several targets may fail more than once: report it once, earliest entry.
-    const unique = failures.length === 0
-      ? failures
-      : [...new Map(failures.sort((a, b) => a.seq - b.seq).reverse().map((f) => [f.seq, f])).values()].reverse();
-    const report: DrainReport = {
-      ioctls,
-      entries,
-      invalidations: invalidations + carriedInvalidations,
-      failures: unique,
-      waits,
-    };
-    this.#waits.length = 0;
-    this.#account(start, ioctls - carriedIoctls, entries - carriedEntries, unique.length);
-    return report;
+    if (failed.length) uniqueBySeq(failed, out.failures);
+    const failures = out.failures;
+    for (let i = 0; i < this.#waitCount; i++) {
+      const seq = this.#waitSeqs[i];
+      let first = 0;
+      // failures is ascending by seq: the first one before the wait is the earliest.
+      if (failures.length && failures[0].seq < seq) first = failures[0].seq;
+      out.addWait(seq, first);
+    }
+    this.#waitCount = 0;
+    this.#account(start, ioctls, entries, failures.length);
   }
 
   #account(start: number, ioctls: number, entries: number, failures: number): void {
@@ -553,7 +572,8 @@ export class RelayQueue {
         // Still failing: every request of the unsent part fails, with the position unknown.
         const seen = new Set<number>();
         for (let i = from; i < from + count; i++) {
-          for (const seq of w.origins[i]) {
+          for (let k = w.originsFrom(i); k < w.originsTo(i); k++) {
+            const seq = w.originAt(k);
             if (seen.has(seq)) continue;
             seen.add(seq);
             failures.push(this.#failure(seq, status.errno, targetId, i, true));
@@ -564,7 +584,9 @@ export class RelayQueue {
       }
       // A known position: the entry at `handled` failed; the ones after it were not attempted — resend them.
       const failing = from + status.handled;
-      for (const seq of w.origins[failing]) failures.push(this.#failure(seq, status.errno, targetId, failing, false));
+      for (let k = w.originsFrom(failing); k < w.originsTo(failing); k++) {
+        failures.push(this.#failure(w.originAt(k), status.errno, targetId, failing, false));
+      }
       this.telemetry.resends += failing + 1 < w.count ? 1 : 0;
       from = failing + 1;
     }
@@ -578,8 +600,19 @@ export class RelayQueue {
 
   /** Whether anything is pending (invalidations or waits). */
   get pending(): boolean {
-    return this.#waits.length > 0 || [...this.#units.values()].some((u) => !u.pending.empty);
+    if (this.#waitCount > 0) return true;
+    for (const unit of this.#units.values()) if (!unit.pending.empty) return true;
+    return false;
   }
+}
+
+/**
+ * `failures` ascending by sequence number, each request once with its earliest failure (a request merged into
+ * entries of several targets may fail more than once), into `out`.
+ */
+function uniqueBySeq(failures: RequestFailure[], out: RequestFailure[]): void {
+  const sorted = failures.map((f, i) => ({ f, i })).sort((a, b) => a.f.seq - b.f.seq || a.i - b.i);
+  for (const { f } of sorted) if (out.length === 0 || out[out.length - 1].seq !== f.seq) out.push(f);
 }
 
 function entriesPerCall(n: number | undefined): number {

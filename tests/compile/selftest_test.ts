@@ -17,7 +17,7 @@ Deno.test("selftest: whole space → ALL; anything narrower → one entry for sl
   compileSelftest(some, 7, w);
   assert.equal(w.count, 1);
   assert.deepEqual(IommuHwptInvalidateSelftest.decode(w.bytes.subarray(0, 8)), { flags: 0, iotlb_id: 3 });
-  assert.deepEqual(w.origins[0], [5, 6]);
+  assert.deepEqual(w.originsOf(0), [5, 6]);
   assert.equal(selftestSlot("rid"), 0);
   w.reset();
   compileSelftest(new PendingSet({ maxRanges: 8, maxPages: 100 }), 1, w);
