@@ -4,6 +4,9 @@ import { RelayQueue } from "../../lib/core/queue.ts";
 import { DrainOutcome } from "../../lib/core/outcome.ts";
 import type { Backend } from "../../lib/backend/backend.ts";
 import { IommuHwptInvalidate } from "../../lib/uapi/mod.ts";
+import { guestMemoryOver } from "../../lib/core/memory.ts";
+import { VtdInvalidationQueue } from "../../lib/frontends/vtd/queue.ts";
+import { vtdPasidIotlb, vtdWait, writeVtdDescriptor } from "../../lib/frontends/vtd/encode.ts";
 
 const path = Deno.args[0];
 const N = Number(Deno.args[1] ?? 1_000_000);
@@ -34,6 +37,24 @@ if (path === "encode") {
     q.submit(inv);
     q.submit(sync);
     q.drainInto(out);
+  };
+} else if (path === "doorbell") {
+  // The VMM's side of a strict-mode guest: one doorbell = (PASID-IOTLB page invalidation, wait with status write),
+  // decoded from guest RAM, relayed and completed. The guest's descriptors are written once, all round the ring.
+  const ram = new Uint8Array(1 << 20);
+  const q = new RelayQueue(nullBackend);
+  q.bind(1, 5, { targetId: 7, format: "vtd-s1" });
+  const qi = new VtdInvalidationQueue(guestMemoryOver(ram), q);
+  qi.writeIqa(0x10000); // 4 KiB: 256 descriptors of 128 bits
+  for (let i = 0; i < 128; i++) {
+    writeVtdDescriptor(ram, 0x10000 + 32 * i, 16, vtdPasidIotlb(1, 5, { page: i * 8, am: 0 }));
+    writeVtdDescriptor(ram, 0x10000 + 32 * i + 16, 16, vtdWait(0x8000, i));
+  }
+  let tail = 0;
+  step = () => {
+    tail = (tail + 32) % 4096;
+    const r = qi.writeIqt(tail);
+    if (r.processed !== 2 || r.waitsCompleted !== 1) throw new Error(`doorbell: ${JSON.stringify(r)}`);
   };
 } else throw new Error(`unknown path ${path}`);
 for (let i = 0; i < 50_000; i++) step();

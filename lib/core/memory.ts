@@ -23,6 +23,8 @@
 export interface BoundedGuestMemory {
   read(gpa: number, length: number): Uint8Array;
   write(gpa: number, bytes: Uint8Array): void;
+  /** Copy `out.length` bytes at `gpa` into `out`: a read that allocates nothing. */
+  readInto(gpa: number, out: Uint8Array): void;
 }
 
 /**
@@ -35,6 +37,11 @@ export function guestMemoryOver(ram: Uint8Array, opts: { views?: boolean } = {})
     read: (gpa, n) => {
       if (!inside(gpa, n)) throw new RangeError(`guest read outside RAM: 0x${gpa.toString(16)}+${n}`);
       return opts.views ? ram.subarray(gpa, gpa + n) : ram.slice(gpa, gpa + n);
+    },
+    readInto: (gpa, out) => {
+      const n = out.length;
+      if (!inside(gpa, n)) throw new RangeError(`guest read outside RAM: 0x${gpa.toString(16)}+${n}`);
+      for (let i = 0; i < n; i++) out[i] = ram[gpa + i];
     },
     write: (gpa, bytes) => {
       if (!inside(gpa, bytes.length)) throw new RangeError(`guest write outside RAM: 0x${gpa.toString(16)}`);

@@ -12,6 +12,7 @@
  */
 import type { NativeShim } from "../../ffi/native.ts";
 import type { DrainReport, QueueTelemetry } from "../core/queue.ts";
+import type { DrainOutcome } from "../core/outcome.ts";
 import { type PasidOrRid, type Request, RequestError, type StageOneTable } from "../core/request.ts";
 import { type DeviceTelemetry, GuestIommu, type ViommuMode } from "../device/assigned.ts";
 import { type DevicePort, MockPort, VfioPort } from "../device/port.ts";
@@ -259,6 +260,8 @@ export interface RelayPlugin extends Disposable {
   submit(request: Request): number | undefined;
   /** Send what is pending; the report carries each wait's completion and guest-visible failures. */
   drain(): DrainReport;
+  /** The same, refilling `out` in place (the allocation-free form for a doorbell; optional for third parties). */
+  drainInto?(out: DrainOutcome): DrainOutcome;
   readonly telemetry: PluginTelemetry;
   /** Subscribe to events; returns the unsubscribe function. */
   on(listener: (event: PluginEvent) => void): () => void;
@@ -389,6 +392,13 @@ class DevicePlugin implements RelayPlugin {
     const report = this.queue.drain();
     this.#emit({ type: "drained", report });
     return report;
+  }
+
+  drainInto(out: DrainOutcome): DrainOutcome {
+    this.queue.drainInto(out);
+    // The event carries a plain report: made only when someone listens.
+    if (this.#listeners.size) this.#emit({ type: "drained", report: out.toReport() });
+    return out;
   }
 
   [Symbol.dispose](): void {

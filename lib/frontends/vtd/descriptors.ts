@@ -91,20 +91,8 @@ export class VtdDescriptorError extends Error {
   }
 }
 
-/** 64 bits as two 32-bit halves (little-endian qword at `at`). */
-function q(v: DataView, at: number): [number, number] {
-  return [v.getUint32(at, true), v.getUint32(at + 4, true)];
-}
-
-/** Bits [lo, hi] of a qword given as halves. */
-function bits([lo32, hi32]: [number, number], lo: number, hi: number): number {
-  let value = 0;
-  for (let b = hi; b >= lo; b--) value = value * 2 + ((b < 32 ? lo32 >>> b : hi32 >>> (b - 32)) & 1);
-  return value;
-}
-
-/** Check that only the bits in `allowed` (inclusive [lo, hi] ranges) are set. */
-function onlyBits(word: [number, number], allowed: [number, number][], what: string): void {
+/** The allowed bits of a qword (inclusive [lo, hi] ranges) as masks of its two halves, computed once per layout. */
+function mask(allowed: [number, number][]): [number, number] {
   let maskLo = 0, maskHi = 0;
   for (const [lo, hi] of allowed) {
     for (let b = lo; b <= hi; b++) {
@@ -112,7 +100,12 @@ function onlyBits(word: [number, number], allowed: [number, number][], what: str
       else maskHi |= 1 << (b - 32);
     }
   }
-  const badLo = (word[0] & ~maskLo) >>> 0, badHi = (word[1] & ~maskHi) >>> 0;
+  return [maskLo >>> 0, maskHi >>> 0];
+}
+
+/** Throw unless only the bits of `allowed` are set in the qword (lo32, hi32). */
+function onlyBits(lo32: number, hi32: number, allowed: readonly [number, number], what: string): void {
+  const badLo = (lo32 & ~allowed[0]) >>> 0, badHi = (hi32 & ~allowed[1]) >>> 0;
   if (badLo || badHi) {
     throw new VtdDescriptorError(
       "reserved-bits",
@@ -121,12 +114,117 @@ function onlyBits(word: [number, number], allowed: [number, number][], what: str
   }
 }
 
+/** Bits [lo, hi] of a 32-bit half (hi - lo < 31). */
+const field = (word: number, lo: number, hi: number) => (word >>> lo) & ((1 << (hi - lo + 1)) - 1);
+const bit = (word: number, b: number) => ((word >>> b) & 1) === 1;
+/** Little-endian dword at `at`. */
+const u32 = (b: Uint8Array, at: number) => (b[at] | (b[at + 1] << 8) | (b[at + 2] << 16) | (b[at + 3] << 24)) >>> 0;
+
 const TYPE: [number, number] = [0, 3];
 const PAGE_ADDR: [number, number] = [12, 63];
-const page = (w: [number, number]) => w[1] * 0x10_0000 + (w[0] >>> 12);
+const NONE = mask([]);
+const M = {
+  contextCache: mask([TYPE, [4, 5], [16, 31], [32, 47], [48, 49]]),
+  iotlb0: mask([TYPE, [4, 5], [6, 6], [7, 7], [16, 31]]),
+  iotlb1: mask([[0, 5], [6, 6], PAGE_ADDR]),
+  deviceTlb0: mask([TYPE, [12, 15], [16, 20], [32, 47], [52, 63]]),
+  deviceTlb1: mask([[0, 0], PAGE_ADDR]),
+  iec: mask([TYPE, [4, 4], [27, 31], [32, 47]]),
+  wait0: mask([TYPE, [4, 7], [32, 63]]),
+  wait1: mask([[2, 63]]),
+  pasidIotlb0: mask([TYPE, [4, 5], [16, 31], [32, 51]]),
+  pasidCache0: mask([TYPE, [4, 5], [16, 31], [32, 51]]),
+  pasidDeviceTlb0: mask([TYPE, [4, 8], [12, 15], [16, 31], [32, 51], [52, 63]]),
+  pasidDeviceTlb1: mask([[0, 0], [11, 11], PAGE_ADDR]),
+  pgr0: mask([TYPE, [4, 4], [12, 15], [16, 31], [32, 51]]),
+  pgr1: mask([[2, 2], [3, 11]]),
+} as const;
+
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+type Of<K extends VtdDescriptor["type"]> = Mutable<Extract<VtdDescriptor, { type: K }>>;
+
+/** A new, zeroed object of each descriptor type. */
+const FRESH = {
+  "context-cache": (): Of<"context-cache"> => ({ type: "context-cache", granularity: "global", did: 0, sid: 0, fm: 0 }),
+  iotlb: (): Of<"iotlb"> => ({
+    type: "iotlb",
+    granularity: "global",
+    did: 0,
+    drainReads: false,
+    drainWrites: false,
+    page: 0,
+    am: 0,
+    ih: false,
+  }),
+  "device-tlb": (): Of<"device-tlb"> => ({ type: "device-tlb", sid: 0, pfsid: 0, qdep: 0, page: 0, size: false }),
+  "interrupt-entry-cache": (): Of<"interrupt-entry-cache"> => ({
+    type: "interrupt-entry-cache",
+    selective: false,
+    im: 0,
+    iidx: 0,
+  }),
+  wait: (): Of<"wait"> => ({
+    type: "wait",
+    interrupt: false,
+    statusWrite: false,
+    fence: false,
+    pageRequestDrain: false,
+    statusData: 0,
+    statusAddress: 0,
+  }),
+  "pasid-iotlb": (): Of<"pasid-iotlb"> => ({
+    type: "pasid-iotlb",
+    granularity: "pasid",
+    did: 0,
+    pasid: 0,
+    page: 0,
+    am: 0,
+    ih: false,
+  }),
+  "pasid-cache": (): Of<"pasid-cache"> => ({ type: "pasid-cache", granularity: "domain", did: 0, pasid: 0 }),
+  "pasid-device-tlb": (): Of<"pasid-device-tlb"> => ({
+    type: "pasid-device-tlb",
+    sid: 0,
+    pfsid: 0,
+    qdep: 0,
+    pasid: 0,
+    global: false,
+    page: 0,
+    size: false,
+  }),
+  "page-group-response": (): Of<"page-group-response"> => ({
+    type: "page-group-response",
+    pasidPresent: false,
+    responseCode: 0,
+    rid: 0,
+    pasid: 0,
+    lastInGroup: false,
+    prgIndex: 0,
+  }),
+} as const;
 
 /**
- * Decode one descriptor of `size` bytes (16 or 32) at `at`.
+ * One reusable object per descriptor type: {@linkcode decodeVtdDescriptor} given a scratch fills and returns its
+ * object instead of a new one (valid until the next decode into the same scratch), so a queue's doorbell allocates
+ * nothing.
+ */
+export class VtdDescriptorScratch {
+  readonly "context-cache": Of<"context-cache"> = FRESH["context-cache"]();
+  readonly iotlb: Of<"iotlb"> = FRESH.iotlb();
+  readonly "device-tlb": Of<"device-tlb"> = FRESH["device-tlb"]();
+  readonly "interrupt-entry-cache": Of<"interrupt-entry-cache"> = FRESH["interrupt-entry-cache"]();
+  readonly wait: Of<"wait"> = FRESH.wait();
+  readonly "pasid-iotlb": Of<"pasid-iotlb"> = FRESH["pasid-iotlb"]();
+  readonly "pasid-cache": Of<"pasid-cache"> = FRESH["pasid-cache"]();
+  readonly "pasid-device-tlb": Of<"pasid-device-tlb"> = FRESH["pasid-device-tlb"]();
+  readonly "page-group-response": Of<"page-group-response"> = FRESH["page-group-response"]();
+}
+
+const CONTEXT_GRANULARITY = ["global", "domain", "device"] as const;
+const IOTLB_GRANULARITY = ["global", "domain", "page"] as const;
+
+/**
+ * Decode one descriptor of `size` bytes (16 or 32) at `at`; into `scratch`'s object of its type when given.
  *
  * @example
  * ```ts
@@ -139,128 +237,132 @@ const page = (w: [number, number]) => w[1] * 0x10_0000 + (w[0] >>> 12);
  * console.log(decodeVtdDescriptor(d, 0, 16)); // { type: "pasid-iotlb", granularity: "page", did: 1, pasid: 5, page: 520192, am: 9, ih: false }
  * ```
  */
-export function decodeVtdDescriptor(bytes: Uint8Array, at: number, size: 16 | 32): VtdDescriptor {
+export function decodeVtdDescriptor(
+  bytes: Uint8Array,
+  at: number,
+  size: 16 | 32,
+  scratch?: VtdDescriptorScratch,
+): VtdDescriptor {
   if (!(Number.isInteger(at) && at >= 0 && at + size <= bytes.length) || (size !== 16 && size !== 32)) {
     throw new VtdDescriptorError("truncated", `${size} bytes at ${at} of a ${bytes.length}-byte buffer`);
   }
-  const v = new DataView(bytes.buffer, bytes.byteOffset + at, size);
-  const w0 = q(v, 0), w1 = q(v, 8);
-  const type = bits(w0, 0, 3) | (bits(w0, 9, 11) << 4);
-  if (size === 32 && type !== 9) onlyBits(q(v, 16), [], "qw2"), onlyBits(q(v, 24), [], "qw3");
+  const lo0 = u32(bytes, at), hi0 = u32(bytes, at + 4), lo1 = u32(bytes, at + 8), hi1 = u32(bytes, at + 12);
+  const type = field(lo0, 0, 3) | (field(lo0, 9, 11) << 4);
+  if (size === 32 && type !== 9) {
+    onlyBits(u32(bytes, at + 16), u32(bytes, at + 20), NONE, "qw2");
+    onlyBits(u32(bytes, at + 24), u32(bytes, at + 28), NONE, "qw3");
+  }
+  const page = hi1 * 0x10_0000 + (lo1 >>> 12);
   switch (type) {
     case 1: {
-      onlyBits(w0, [TYPE, [4, 5], [16, 31], [32, 47], [48, 49]], "context-cache qw0");
-      onlyBits(w1, [], "context-cache qw1");
-      const g = bits(w0, 4, 5);
+      onlyBits(lo0, hi0, M.contextCache, "context-cache qw0");
+      onlyBits(lo1, hi1, NONE, "context-cache qw1");
+      const g = field(lo0, 4, 5);
       if (g === 0) throw new VtdDescriptorError("reserved-granularity", "context-cache granularity 0");
-      return {
-        type: "context-cache",
-        granularity: (["global", "domain", "device"] as const)[g - 1],
-        did: bits(w0, 16, 31),
-        sid: bits(w0, 32, 47),
-        fm: bits(w0, 48, 49),
-      };
+      const d = scratch ? scratch["context-cache"] : FRESH["context-cache"]();
+      d.granularity = CONTEXT_GRANULARITY[g - 1];
+      d.did = field(lo0, 16, 31);
+      d.sid = field(hi0, 0, 15);
+      d.fm = field(hi0, 16, 17);
+      return d;
     }
     case 2: {
-      onlyBits(w0, [TYPE, [4, 5], [6, 6], [7, 7], [16, 31]], "iotlb qw0");
-      onlyBits(w1, [[0, 5], [6, 6], PAGE_ADDR], "iotlb qw1");
-      const g = bits(w0, 4, 5);
+      onlyBits(lo0, hi0, M.iotlb0, "iotlb qw0");
+      onlyBits(lo1, hi1, M.iotlb1, "iotlb qw1");
+      const g = field(lo0, 4, 5);
       if (g === 0) throw new VtdDescriptorError("reserved-granularity", "IOTLB granularity 0");
-      return {
-        type: "iotlb",
-        granularity: (["global", "domain", "page"] as const)[g - 1],
-        did: bits(w0, 16, 31),
-        drainWrites: bits(w0, 6, 6) === 1,
-        drainReads: bits(w0, 7, 7) === 1,
-        page: page(w1),
-        am: bits(w1, 0, 5),
-        ih: bits(w1, 6, 6) === 1,
-      };
+      const d = scratch ? scratch.iotlb : FRESH.iotlb();
+      d.granularity = IOTLB_GRANULARITY[g - 1];
+      d.did = field(lo0, 16, 31);
+      d.drainWrites = bit(lo0, 6);
+      d.drainReads = bit(lo0, 7);
+      d.page = page;
+      d.am = field(lo1, 0, 5);
+      d.ih = bit(lo1, 6);
+      return d;
     }
-    case 3:
-      onlyBits(w0, [TYPE, [12, 15], [16, 20], [32, 47], [52, 63]], "device-tlb qw0");
-      onlyBits(w1, [[0, 0], PAGE_ADDR], "device-tlb qw1");
-      return {
-        type: "device-tlb",
-        sid: bits(w0, 32, 47),
-        pfsid: bits(w0, 12, 15) | (bits(w0, 52, 63) << 4),
-        qdep: bits(w0, 16, 20),
-        page: page(w1),
-        size: bits(w1, 0, 0) === 1,
-      };
-    case 4:
-      onlyBits(w0, [TYPE, [4, 4], [27, 31], [32, 47]], "interrupt-entry-cache qw0");
-      onlyBits(w1, [], "interrupt-entry-cache qw1");
-      return {
-        type: "interrupt-entry-cache",
-        selective: bits(w0, 4, 4) === 1,
-        im: bits(w0, 27, 31),
-        iidx: bits(w0, 32, 47),
-      };
-    case 5:
-      onlyBits(w0, [TYPE, [4, 7], [32, 63]], "wait qw0");
-      onlyBits(w1, [[2, 63]], "wait qw1");
-      return {
-        type: "wait",
-        interrupt: bits(w0, 4, 4) === 1,
-        statusWrite: bits(w0, 5, 5) === 1,
-        fence: bits(w0, 6, 6) === 1,
-        pageRequestDrain: bits(w0, 7, 7) === 1,
-        statusData: w0[1],
-        statusAddress: w1[1] * 2 ** 32 + w1[0],
-      };
+    case 3: {
+      onlyBits(lo0, hi0, M.deviceTlb0, "device-tlb qw0");
+      onlyBits(lo1, hi1, M.deviceTlb1, "device-tlb qw1");
+      const d = scratch ? scratch["device-tlb"] : FRESH["device-tlb"]();
+      d.sid = field(hi0, 0, 15);
+      d.pfsid = field(lo0, 12, 15) | (field(hi0, 20, 31) << 4);
+      d.qdep = field(lo0, 16, 20);
+      d.page = page;
+      d.size = bit(lo1, 0);
+      return d;
+    }
+    case 4: {
+      onlyBits(lo0, hi0, M.iec, "interrupt-entry-cache qw0");
+      onlyBits(lo1, hi1, NONE, "interrupt-entry-cache qw1");
+      const d = scratch ? scratch["interrupt-entry-cache"] : FRESH["interrupt-entry-cache"]();
+      d.selective = bit(lo0, 4);
+      d.im = field(lo0, 27, 31);
+      d.iidx = field(hi0, 0, 15);
+      return d;
+    }
+    case 5: {
+      onlyBits(lo0, hi0, M.wait0, "wait qw0");
+      onlyBits(lo1, hi1, M.wait1, "wait qw1");
+      const d = scratch ? scratch.wait : FRESH.wait();
+      d.interrupt = bit(lo0, 4);
+      d.statusWrite = bit(lo0, 5);
+      d.fence = bit(lo0, 6);
+      d.pageRequestDrain = bit(lo0, 7);
+      d.statusData = hi0;
+      d.statusAddress = hi1 * 2 ** 32 + lo1;
+      return d;
+    }
     case 6: {
-      onlyBits(w0, [TYPE, [4, 5], [16, 31], [32, 51]], "pasid-iotlb qw0");
-      onlyBits(w1, [[0, 5], [6, 6], PAGE_ADDR], "pasid-iotlb qw1");
-      const g = bits(w0, 4, 5);
+      onlyBits(lo0, hi0, M.pasidIotlb0, "pasid-iotlb qw0");
+      onlyBits(lo1, hi1, M.iotlb1, "pasid-iotlb qw1");
+      const g = field(lo0, 4, 5);
       if (g < 2) throw new VtdDescriptorError("reserved-granularity", `PASID-IOTLB granularity ${g}`);
-      return {
-        type: "pasid-iotlb",
-        granularity: g === 2 ? "pasid" : "page",
-        did: bits(w0, 16, 31),
-        pasid: bits(w0, 32, 51),
-        page: page(w1),
-        am: bits(w1, 0, 5),
-        ih: bits(w1, 6, 6) === 1,
-      };
+      const d = scratch ? scratch["pasid-iotlb"] : FRESH["pasid-iotlb"]();
+      d.granularity = g === 2 ? "pasid" : "page";
+      d.did = field(lo0, 16, 31);
+      d.pasid = field(hi0, 0, 19);
+      d.page = page;
+      d.am = field(lo1, 0, 5);
+      d.ih = bit(lo1, 6);
+      return d;
     }
     case 7: {
-      onlyBits(w0, [TYPE, [4, 5], [16, 31], [32, 51]], "pasid-cache qw0");
-      onlyBits(w1, [], "pasid-cache qw1");
-      const g = bits(w0, 4, 5);
+      onlyBits(lo0, hi0, M.pasidCache0, "pasid-cache qw0");
+      onlyBits(lo1, hi1, NONE, "pasid-cache qw1");
+      const g = field(lo0, 4, 5);
       if (g === 2) throw new VtdDescriptorError("reserved-granularity", "PASID-cache granularity 2");
-      return {
-        type: "pasid-cache",
-        granularity: g === 0 ? "domain" : g === 1 ? "pasid" : "global",
-        did: bits(w0, 16, 31),
-        pasid: bits(w0, 32, 51),
-      };
+      const d = scratch ? scratch["pasid-cache"] : FRESH["pasid-cache"]();
+      d.granularity = g === 0 ? "domain" : g === 1 ? "pasid" : "global";
+      d.did = field(lo0, 16, 31);
+      d.pasid = field(hi0, 0, 19);
+      return d;
     }
-    case 8:
-      onlyBits(w0, [TYPE, [4, 8], [12, 15], [16, 31], [32, 51], [52, 63]], "pasid-device-tlb qw0");
-      onlyBits(w1, [[0, 0], [11, 11], PAGE_ADDR], "pasid-device-tlb qw1");
-      return {
-        type: "pasid-device-tlb",
-        sid: bits(w0, 16, 31),
-        pfsid: bits(w0, 12, 15) | (bits(w0, 52, 63) << 4),
-        qdep: bits(w0, 4, 8),
-        pasid: bits(w0, 32, 51),
-        global: bits(w1, 0, 0) === 1,
-        page: page(w1),
-        size: bits(w1, 11, 11) === 1,
-      };
-    case 9:
-      onlyBits(w0, [TYPE, [4, 4], [12, 15], [16, 31], [32, 51]], "page-group-response qw0");
-      onlyBits(w1, [[2, 2], [3, 11]], "page-group-response qw1");
-      return {
-        type: "page-group-response",
-        pasidPresent: bits(w0, 4, 4) === 1,
-        responseCode: bits(w0, 12, 15),
-        rid: bits(w0, 16, 31),
-        pasid: bits(w0, 32, 51),
-        lastInGroup: bits(w1, 2, 2) === 1,
-        prgIndex: bits(w1, 3, 11),
-      };
+    case 8: {
+      onlyBits(lo0, hi0, M.pasidDeviceTlb0, "pasid-device-tlb qw0");
+      onlyBits(lo1, hi1, M.pasidDeviceTlb1, "pasid-device-tlb qw1");
+      const d = scratch ? scratch["pasid-device-tlb"] : FRESH["pasid-device-tlb"]();
+      d.sid = field(lo0, 16, 31);
+      d.pfsid = field(lo0, 12, 15) | (field(hi0, 20, 31) << 4);
+      d.qdep = field(lo0, 4, 8);
+      d.pasid = field(hi0, 0, 19);
+      d.global = bit(lo1, 0);
+      d.page = page;
+      d.size = bit(lo1, 11);
+      return d;
+    }
+    case 9: {
+      onlyBits(lo0, hi0, M.pgr0, "page-group-response qw0");
+      onlyBits(lo1, hi1, M.pgr1, "page-group-response qw1");
+      const d = scratch ? scratch["page-group-response"] : FRESH["page-group-response"]();
+      d.pasidPresent = bit(lo0, 4);
+      d.responseCode = field(lo0, 12, 15);
+      d.rid = field(lo0, 16, 31);
+      d.pasid = field(hi0, 0, 19);
+      d.lastInGroup = bit(lo1, 2);
+      d.prgIndex = field(lo1, 3, 11);
+      return d;
+    }
     default:
       throw new VtdDescriptorError("unknown-type", `type ${type}`);
   }

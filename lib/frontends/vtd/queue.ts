@@ -12,9 +12,9 @@
  *
  * @module
  */
-import type { DrainReport } from "../../core/queue.ts";
+import { DrainOutcome, type DrainReport } from "../../core/outcome.ts";
 import { PAGE_SPACE, type Request } from "../../core/request.ts";
-import { decodeVtdDescriptor, type VtdDescriptor, VtdDescriptorError } from "./descriptors.ts";
+import { decodeVtdDescriptor, type VtdDescriptor, VtdDescriptorError, VtdDescriptorScratch } from "./descriptors.ts";
 
 /** FSTS bits the queue sets (write 1 to clear). */
 export const FSTS = { IQE: 1 << 4, ICE: 1 << 5, ITE: 1 << 6 } as const;
@@ -23,12 +23,19 @@ export const FSTS = { IQE: 1 << 4, ICE: 1 << 5, ITE: 1 << 6 } as const;
 export interface GuestMemory {
   read(gpa: number, length: number): Uint8Array;
   write(gpa: number, bytes: Uint8Array): void;
+  /** Copy `out.length` bytes at `gpa` into `out` (optional: lets a doorbell read descriptors without allocating). */
+  readInto?(gpa: number, out: Uint8Array): void;
 }
 
-/** Where requests go: a relay queue, or a plugin in front of one. */
+/**
+ * Where requests go: a relay queue, or a plugin in front of one. Request objects handed to `submit` are reused by
+ * the front end once it returns: a sink that keeps one must copy it.
+ */
 export interface RelaySink {
   submit(request: Request): number;
   drain(): DrainReport;
+  /** The allocation-free drain (optional; a front end falls back to `drain`). */
+  drainInto?(out: DrainOutcome): DrainOutcome;
 }
 
 /** Guest-visible side effects the VMM carries out. */
@@ -43,7 +50,7 @@ export interface VtdQueueHooks {
   domains?(): readonly number[];
 }
 
-/** What one doorbell did. */
+/** What one doorbell did (a successful doorbell's result object is reused: read it before the next one). */
 export interface DoorbellResult {
   /** Descriptors consumed (IQH moved past them). */
   readonly processed: number;
@@ -129,129 +136,219 @@ export class VtdInvalidationQueue {
       return this.#iqe(headIndex, `IQT 0x${this.iqt.toString(16)} is misaligned or beyond the queue`, 0, 0);
     }
     const tailIndex = this.iqt / size;
-    // Per queued request: the descriptor it came from; waits also carry their descriptor.
-    const origin = new Map<number, number>();
-    const waits: { seq: number; index: number; d: VtdDescriptor & { type: "wait" } }[] = [];
-    let processed = 0, completed = 0;
-    const hostFailure = "host invalidation failed or wait status not writable";
+    this.#head = headIndex;
+    this.#completed = 0;
+    let processed = 0;
+    const bytes = size === 32 ? this.#bytes32 : this.#bytes16;
     // Queue order from IQH, across the wrap.
-    const after = (a: number, b: number) =>
-      (a - headIndex + this.entries) % this.entries > (b - headIndex + this.entries) % this.entries;
-    const settle = (): { failedAt?: number } => {
-      const report = this.sink.drain();
-      // The earliest failing descriptor in queue order.
-      let failedAt: number | undefined;
-      for (const f of report.failures) {
-        const index = origin.get(f.seq);
-        if (index !== undefined && (failedAt === undefined || after(failedAt, index))) failedAt = index;
-      }
-      for (const w of waits.splice(0)) {
-        if (failedAt !== undefined && after(w.index, failedAt)) continue;
-        try {
-          this.#completeWait(w.d);
-        } catch {
-          // The status address is not guest RAM: stop there, as with any bad descriptor.
-          if (failedAt === undefined || after(failedAt, w.index)) failedAt = w.index;
-          continue;
-        }
-        completed++;
-      }
-      origin.clear();
-      return { failedAt };
-    };
     for (let index = headIndex; index !== tailIndex; index = (index + 1) % this.entries) {
       let d: VtdDescriptor;
       try {
-        d = decodeVtdDescriptor(this.memory.read(this.base + index * size, size), 0, size);
+        const gpa = this.base + index * size;
+        if (this.memory.readInto) this.memory.readInto(gpa, bytes);
+        else bytes.set(this.memory.read(gpa, size));
+        d = decodeVtdDescriptor(bytes, 0, size, this.#scratch);
       } catch (e) {
-        const { failedAt } = settle();
-        if (failedAt !== undefined) return this.#iqe(failedAt, hostFailure, processed, completed);
+        const failedAt = this.#settle();
+        if (failedAt >= 0) return this.#iqe(failedAt, HOST_FAILURE, processed, this.#completed);
         const reason = e instanceof VtdDescriptorError ? e.message : `descriptor unreadable: ${(e as Error).message}`;
-        return this.#iqe(index, reason, processed, completed);
+        return this.#iqe(index, reason, processed, this.#completed);
       }
-      for (const request of this.#requests(d)) origin.set(this.sink.submit(request), index);
+      this.#submitRequests(d, index);
       if (d.type === "wait") {
-        waits.push({ seq: this.sink.submit({ op: "sync" }), index, d });
+        this.#queueWait(d, index);
         if (d.fence) {
-          const { failedAt } = settle();
-          if (failedAt !== undefined) return this.#iqe(failedAt, hostFailure, processed, completed);
+          const failedAt = this.#settle();
+          if (failedAt >= 0) return this.#iqe(failedAt, HOST_FAILURE, processed, this.#completed);
         }
       } else if (d.type === "pasid-cache" || d.type === "context-cache") {
         // A configuration change: what was queued before it goes out first, then the VMM re-reads the tables.
-        const { failedAt } = settle();
-        if (failedAt !== undefined) return this.#iqe(failedAt, hostFailure, processed, completed);
+        const failedAt = this.#settle();
+        if (failedAt >= 0) return this.#iqe(failedAt, HOST_FAILURE, processed, this.#completed);
         this.hooks.configChanged?.(d);
       } else if (d.type === "page-group-response") {
         this.hooks.pageGroupResponse?.(d);
       }
       processed++;
     }
-    const { failedAt } = settle();
-    if (failedAt !== undefined) {
-      return this.#iqe(
-        failedAt,
-        hostFailure,
-        (failedAt - headIndex + this.entries) % this.entries,
-        completed,
-      );
+    const failedAt = this.#settle();
+    if (failedAt >= 0) {
+      return this.#iqe(failedAt, HOST_FAILURE, (failedAt - headIndex + this.entries) % this.entries, this.#completed);
     }
     this.iqh = this.iqt;
-    return { processed, waitsCompleted: completed };
+    const result = this.#result;
+    result.processed = processed;
+    result.waitsCompleted = this.#completed;
+    return result;
   }
 
-  #completeWait(d: VtdDescriptor & { type: "wait" }): void {
-    if (d.statusWrite) {
-      const status = new Uint8Array(4);
-      new DataView(status.buffer).setUint32(0, d.statusData, true);
-      this.memory.write(d.statusAddress, status);
+  // Per doorbell, reused so that a doorbell allocates nothing once these have grown.
+  readonly #scratch = new VtdDescriptorScratch();
+  readonly #bytes16 = new Uint8Array(16);
+  readonly #bytes32 = new Uint8Array(32);
+  readonly #outcome = new DrainOutcome();
+  readonly #result = { processed: 0, waitsCompleted: 0 };
+  readonly #status = new Uint8Array(4);
+  readonly #statusView = new DataView(this.#status.buffer);
+  #head = 0;
+  #completed = 0;
+  /** Requests queued since the last drain: sequence number → descriptor index (sequence numbers ascend). */
+  readonly #originSeq: number[] = [];
+  readonly #originIndex: number[] = [];
+  #origins = 0;
+  /** Waits queued since the last drain: their descriptor index and what completing them does. */
+  readonly #waitIndex: number[] = [];
+  readonly #waitFlags: number[] = [];
+  readonly #waitData: number[] = [];
+  readonly #waitAddress: number[] = [];
+  #waits = 0;
+  // The request objects handed to the sink, refilled per descriptor.
+  readonly #pasidAll = { op: "invalidate" as const, domain: 0, scope: { kind: "pasid" as const, pasid: 0 } };
+  readonly #pasidRange = {
+    op: "invalidate" as const,
+    domain: 0,
+    scope: { kind: "pasid-range" as const, pasid: 0, firstPage: 0, pages: 1 },
+    leaf: false,
+  };
+  readonly #ridRange = {
+    op: "invalidate" as const,
+    domain: 0,
+    scope: { kind: "range" as const, firstPage: 0, pages: 1 },
+    noPasid: true,
+    leaf: false,
+  };
+  readonly #ridAll = { op: "invalidate" as const, domain: 0, scope: { kind: "all" as const }, noPasid: true };
+  readonly #sync = { op: "sync" as const };
+
+  /** Whether descriptor `a` comes after `b` in queue order from this doorbell's head. */
+  #after(a: number, b: number): boolean {
+    const n = this.entries, h = this.#head;
+    return (a - h + n) % n > (b - h + n) % n;
+  }
+
+  #submit(request: Request, index: number): void {
+    const seq = this.sink.submit(request);
+    this.#originSeq[this.#origins] = seq;
+    this.#originIndex[this.#origins++] = index;
+  }
+
+  #queueWait(d: VtdDescriptor & { type: "wait" }, index: number): void {
+    this.sink.submit(this.#sync);
+    const k = this.#waits++;
+    this.#waitIndex[k] = index;
+    this.#waitFlags[k] = (d.statusWrite ? 1 : 0) | (d.interrupt ? 2 : 0);
+    this.#waitData[k] = d.statusData;
+    this.#waitAddress[k] = d.statusAddress;
+  }
+
+  /** The descriptor a failed request came from, or -1 (sequence numbers ascend: a binary search). */
+  #originOf(seq: number): number {
+    let lo = 0, hi = this.#origins;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.#originSeq[mid] < seq) lo = mid + 1;
+      else hi = mid;
     }
-    if (d.interrupt) this.hooks.interrupt?.();
+    return lo < this.#origins && this.#originSeq[lo] === seq ? this.#originIndex[lo] : -1;
   }
 
-  /** The relay requests a descriptor stands for (empty for what the host does itself or the VMM handles). */
-  #requests(d: VtdDescriptor): Request[] {
+  /**
+   * Drain what is queued and complete the waits before the earliest failure; returns the earliest failing
+   * descriptor in queue order (a failed invalidation, or a wait whose status address is not guest RAM), or -1.
+   */
+  #settle(): number {
+    const sink = this.sink;
+    let failedAt = -1;
+    if (sink.drainInto) {
+      const failures = sink.drainInto(this.#outcome).failures;
+      for (let i = 0; i < failures.length; i++) failedAt = this.#earlier(failedAt, this.#originOf(failures[i].seq));
+    } else {
+      for (const f of sink.drain().failures) failedAt = this.#earlier(failedAt, this.#originOf(f.seq));
+    }
+    for (let k = 0; k < this.#waits; k++) {
+      const index = this.#waitIndex[k];
+      if (failedAt >= 0 && this.#after(index, failedAt)) continue;
+      try {
+        this.#completeWait(this.#waitFlags[k], this.#waitData[k], this.#waitAddress[k]);
+      } catch {
+        // The status address is not guest RAM: stop there, as with any bad descriptor.
+        failedAt = this.#earlier(failedAt, index);
+        continue;
+      }
+      this.#completed++;
+    }
+    this.#origins = 0;
+    this.#waits = 0;
+    return failedAt;
+  }
+
+  /** The earlier of two descriptor indices in queue order (-1 = none). */
+  #earlier(a: number, b: number): number {
+    if (b < 0) return a;
+    return a < 0 || this.#after(a, b) ? b : a;
+  }
+
+  #completeWait(flags: number, data: number, address: number): void {
+    if (flags & 1) {
+      this.#statusView.setUint32(0, data, true);
+      this.memory.write(address, this.#status);
+    }
+    if (flags & 2) this.hooks.interrupt?.();
+  }
+
+  /** Queue the relay requests a descriptor stands for (none for what the host does itself or the VMM handles). */
+  #submitRequests(d: VtdDescriptor, index: number): void {
     switch (d.type) {
       case "pasid-iotlb":
         if (d.granularity === "pasid") {
-          return [{ op: "invalidate", domain: d.did, scope: { kind: "pasid", pasid: d.pasid } }];
+          const r = this.#pasidAll;
+          r.domain = d.did;
+          r.scope.pasid = d.pasid;
+          this.#submit(r, index);
+          return;
+        } else {
+          const r = this.#pasidRange;
+          r.domain = d.did;
+          r.scope.pasid = d.pasid;
+          span(d.page, d.am, r.scope);
+          r.leaf = d.ih;
+          this.#submit(r, index);
+          return;
         }
-        return [{
-          op: "invalidate",
-          domain: d.did,
-          scope: { kind: "pasid-range", pasid: d.pasid, ...span(d.page, d.am) },
-          leaf: d.ih,
-        }];
       case "iotlb":
         // Second-stage (RID) translations; a global one reaches every domain the VMM knows.
         if (d.granularity === "page") {
-          return [{
-            op: "invalidate",
-            domain: d.did,
-            scope: { kind: "range", ...span(d.page, d.am) },
-            noPasid: true,
-            leaf: d.ih,
-          }];
+          const r = this.#ridRange;
+          r.domain = d.did;
+          span(d.page, d.am, r.scope);
+          r.leaf = d.ih;
+          this.#submit(r, index);
+          return;
         }
         if (d.granularity === "domain") {
-          return [{ op: "invalidate", domain: d.did, scope: { kind: "all" }, noPasid: true }];
+          this.#ridAll.domain = d.did;
+          this.#submit(this.#ridAll, index);
+          return;
         }
-        return (this.hooks.domains?.() ?? []).map((domain) => ({
-          op: "invalidate",
-          domain,
-          scope: { kind: "all" },
-          noPasid: true,
-        }));
+        for (const domain of this.hooks.domains?.() ?? []) {
+          this.#ridAll.domain = domain;
+          this.#submit(this.#ridAll, index);
+        }
+        return;
       default:
         // device-TLB (the kernel does ATS invalidation on VT-d), interrupt entry cache (the VMM's interrupt
         // remapping), waits and configuration changes are handled around the relay.
-        return [];
+        return;
     }
   }
 }
 
-/** 2^am pages at `page`, aligned down to the span (a misaligned address widens, never narrows). */
-function span(page: number, am: number): { firstPage: number; pages: number } {
+const HOST_FAILURE = "host invalidation failed or wait status not writable";
+
+/** 2^am pages at `page`, aligned down to the span (a misaligned address widens, never narrows), into `out`. */
+function span(page: number, am: number, out: { firstPage: number; pages: number }): void {
   const pages = 2 ** Math.min(am, 52);
   const firstPage = Math.floor(page / pages) * pages;
-  return { firstPage, pages: Math.min(pages, PAGE_SPACE - firstPage) };
+  out.firstPage = firstPage;
+  out.pages = Math.min(pages, PAGE_SPACE - firstPage);
 }

@@ -1,6 +1,10 @@
 // Descriptor layouts as the Linux VT-d driver writes them (drivers/iommu/intel/iommu.h QI_* macros, 7.3).
 import assert from "node:assert/strict";
-import { decodeVtdDescriptor, VtdDescriptorError } from "../../../lib/frontends/vtd/descriptors.ts";
+import {
+  decodeVtdDescriptor,
+  VtdDescriptorError,
+  VtdDescriptorScratch,
+} from "../../../lib/frontends/vtd/descriptors.ts";
 
 function desc(qw0: bigint, qw1: bigint, size: 16 | 32 = 16, qw2 = 0n, qw3 = 0n): Uint8Array {
   const b = new Uint8Array(size);
@@ -122,21 +126,29 @@ Deno.test("vtd descriptors: 256-bit descriptors need zero upper halves; reserved
   );
 });
 
-Deno.test("vtd descriptors: random bytes yield a descriptor or a VtdDescriptorError, nothing else", () => {
+Deno.test("vtd descriptors: random bytes yield a descriptor or a VtdDescriptorError, the same into a reused scratch", () => {
   let seed = 99;
   const rnd = () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0);
   let decoded = 0;
+  const scratch = new VtdDescriptorScratch();
   for (let i = 0; i < 200_000; i++) {
     const size = i % 2 ? 16 : 32;
     const b = new Uint8Array(size);
     if (rnd() % 3) b[0] = rnd() % 10; // mostly known types
     for (let k = rnd() % 6; k > 0; k--) b[rnd() % size] = rnd() & 0xff;
+    let fresh;
     try {
-      decodeVtdDescriptor(b, 0, size);
+      fresh = decodeVtdDescriptor(b, 0, size);
       decoded++;
     } catch (e) {
       if (!(e instanceof VtdDescriptorError)) throw new Error(`seed 99 input ${i}: ${e}`);
+      assert.throws(() => decodeVtdDescriptor(b, 0, size, scratch), { message: (e as Error).message });
+      continue;
     }
+    // Into the reused scratch: the same fields, and the scratch's own object of that type.
+    const reused = decodeVtdDescriptor(b, 0, size, scratch);
+    assert.deepEqual(reused, fresh, `input ${i}`);
+    assert.equal(reused, scratch[fresh.type]);
   }
   assert.ok(decoded > 1000);
 });

@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { RelayQueue } from "../../../lib/core/queue.ts";
 import { FSTS, VtdInvalidationQueue } from "../../../lib/frontends/vtd/queue.ts";
 import { ModelHost } from "../../../lib/model/host.ts";
+import { assertAllocatesNothing } from "../../alloc_probe.ts";
 
 const QBASE = 0x10000, STATUS = 0x40000;
 
@@ -162,4 +163,8 @@ Deno.test("vtd queue: a wait whose status address is not guest RAM is IQE at tha
   const r = t.qi.writeIqt(t.tail());
   assert.equal(r.error?.index, 1);
   assert.equal(t.status(0), 0, "the wait after it does not complete");
+});
+
+Deno.test("vtd queue: a strict-mode doorbell (invalidation + wait) from guest RAM to the relay allocates nothing after warm-up", async () => {
+  await assertAllocatesNothing("doorbell");
 });
