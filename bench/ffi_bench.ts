@@ -5,6 +5,7 @@
 // The ioctl is KVM_CHECK_EXTENSION on /dev/kvm where that exists (a real handler), else TCGETS on /dev/null
 // (the kernel's ENOTTY path: fdget + dispatch, no driver work). Run: deno task bench
 import { IOCTL, IOCTL_LOOP, IOCTL_WITH_POINTER, NativeShim, NO_POINTER } from "../ffi/native.ts";
+import { ensureBuilt } from "../ffi/build.ts";
 import { IommuHwptInvalidate } from "../lib/uapi/mod.ts";
 
 const BATCH = 10_000;
@@ -16,6 +17,21 @@ const request = useKvm ? 0xae03 : 0x5401;
 const arg = new Uint8Array(64);
 const expected = useKvm ? undefined : -25;
 console.log(`ioctl under test: ${useKvm ? "KVM_CHECK_EXTENSION on /dev/kvm" : "TCGETS on /dev/null (no /dev/kvm)"}`);
+
+// The standalone C program (bench/ioctl_loop.c), reported beside the in-process loop: the same ioctl from a process
+// with no Deno runtime in it.
+const standalone = await ensureBuilt({
+  source: new URL("./ioctl_loop.c", import.meta.url),
+  flags: ["-O2", "-Wall", "-Wextra", "-Werror"],
+  prefix: "bench",
+  file: "ioctl_loop",
+});
+const c = JSON.parse(
+  new TextDecoder().decode((await new Deno.Command(standalone, { args: [String(BATCH), "20"] }).output()).stdout),
+);
+console.log(
+  `standalone C program (${c.ioctl}): ${c.bestNs} ns per ioctl best, ${c.medianNs} median of ${c.rounds} rounds`,
+);
 
 Deno.bench({
   name: `C loop inside the shim (${BATCH} ioctls)`,

@@ -44,34 +44,44 @@ async function sha256Hex(text: string): Promise<string> {
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-/**
- * Path the shim for this source and machine lives at (built or not).
- *
- * @example
- * ```ts
- * import { shimPath } from "./build.ts";
- * console.log((await shimPath()).endsWith(".so"));
- * ```
- */
-export async function shimPath(): Promise<string> {
-  const source = await Deno.readTextFile(new URL("./shim.c", import.meta.url));
-  const key = await sha256Hex([source, Deno.build.target, CFLAGS.join(" ")].join("\0"));
-  return `${cacheDir()}/shim-${key.slice(0, 16)}/${SHIM_FILE}`;
+/** A C source compiled with `cc` into the cache, keyed by its text, the target and the flags. */
+export interface CachedBuild {
+  /** The C file. */
+  readonly source: URL;
+  readonly flags: readonly string[];
+  /** Cache folder prefix (`<prefix>-<hash>/`) and the output's file name in it. */
+  readonly prefix: string;
+  readonly file: string;
 }
 
 /**
- * Returns the path of the built shim, compiling it with `cc` first if this source has not been built yet.
- * Concurrent callers are safe: the library is written to a temporary name and renamed into place.
+ * Where `build`'s output lives (built or not).
  *
  * @example
  * ```ts
- * import { ensureShim } from "./build.ts";
- * const path = await ensureShim();
- * console.log(path.endsWith("libiommu_relay_shim.so"));
+ * import { cachedPath } from "./build.ts";
+ * const shim = { source: new URL("./shim.c", import.meta.url), flags: ["-O2"], prefix: "demo", file: "x.so" };
+ * console.log((await cachedPath(shim)).endsWith("/x.so")); // true
  * ```
  */
-export async function ensureShim(): Promise<string> {
-  const path = await shimPath();
+export async function cachedPath(build: CachedBuild): Promise<string> {
+  const source = await Deno.readTextFile(build.source);
+  const key = await sha256Hex([source, Deno.build.target, build.flags.join(" ")].join("\0"));
+  return `${cacheDir()}/${build.prefix}-${key.slice(0, 16)}/${build.file}`;
+}
+
+/**
+ * The path of `build`'s output, compiling it with `cc` first if this source has not been built yet. Concurrent
+ * callers are safe: the output is written to a temporary name and renamed into place.
+ *
+ * @example
+ * ```ts ignore
+ * import { ensureBuilt } from "./build.ts";
+ * const exe = await ensureBuilt({ source: new URL("../bench/minivmm.c", import.meta.url), flags: ["-O2", "-pthread"], prefix: "bench", file: "minivmm" });
+ * ```
+ */
+export async function ensureBuilt(build: CachedBuild): Promise<string> {
+  const path = await cachedPath(build);
   try {
     await Deno.stat(path);
     return path;
@@ -81,11 +91,11 @@ export async function ensureShim(): Promise<string> {
   const dir = path.slice(0, path.lastIndexOf("/"));
   await Deno.mkdir(dir, { recursive: true });
   const tmp = `${path}.${Deno.pid}.tmp`;
-  const source = new URL("./shim.c", import.meta.url).pathname;
+  const source = build.source.pathname;
   const cc = Deno.env.get("CC") ?? "cc";
   let out: Deno.CommandOutput;
   try {
-    out = await new Deno.Command(cc, { args: [...CFLAGS, "-o", tmp, source], stderr: "piped" }).output();
+    out = await new Deno.Command(cc, { args: [...build.flags, "-o", tmp, source], stderr: "piped" }).output();
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) {
       throw new ShimBuildError(
@@ -100,6 +110,40 @@ export async function ensureShim(): Promise<string> {
   }
   await Deno.rename(tmp, path);
   return path;
+}
+
+const SHIM: CachedBuild = {
+  source: new URL("./shim.c", import.meta.url),
+  flags: CFLAGS,
+  prefix: "shim",
+  file: SHIM_FILE,
+};
+
+/**
+ * Path the shim for this source and machine lives at (built or not).
+ *
+ * @example
+ * ```ts
+ * import { shimPath } from "./build.ts";
+ * console.log((await shimPath()).endsWith(".so"));
+ * ```
+ */
+export function shimPath(): Promise<string> {
+  return cachedPath(SHIM);
+}
+
+/**
+ * Returns the path of the built shim, compiling it with `cc` first if this source has not been built yet.
+ *
+ * @example
+ * ```ts
+ * import { ensureShim } from "./build.ts";
+ * const path = await ensureShim();
+ * console.log(path.endsWith("libiommu_relay_shim.so"));
+ * ```
+ */
+export function ensureShim(): Promise<string> {
+  return ensureBuilt(SHIM);
 }
 
 if (import.meta.main) {

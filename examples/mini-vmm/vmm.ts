@@ -259,6 +259,11 @@ export async function runMiniVmm(opts: MiniVmmOptions): Promise<MiniVmmReport> {
   return build();
 }
 
+/** How long the VMM thread blocks in one synchronous wait for the vCPU's next exit, ms. */
+const SYNC_WAIT_MS = 1;
+/** How long the VMM thread may serve exits without letting the event loop run, ms. */
+const SYNC_BUDGET_MS = 10;
+
 /** Run `vcpu` on a Worker, serving its exits on this thread until it stops. */
 async function runOnWorker(
   shim: NativeShim,
@@ -284,11 +289,21 @@ async function runOnWorker(
       if (tid > 0) shim.kick(tid, KICK_SIGNAL);
     }, timeoutMs);
     try {
+      let yielded = performance.now();
       for (;;) {
         const s = Atomics.load(mb, MB.STATE);
         if (s === STATE.RUNNING || s === STATE.RESUME) {
+          // The next exit usually comes within microseconds: wait for it on this thread (a futex wait, as a C VMM
+          // does) for up to SYNC_WAIT_MS. Past that, or once SYNC_BUDGET_MS passed without yielding, wait
+          // asynchronously so the event loop runs (the deadline timer, the worker's error event, I/O).
+          if (
+            performance.now() - yielded < SYNC_BUDGET_MS && Atomics.wait(mb, MB.STATE, s, SYNC_WAIT_MS) !== "timed-out"
+          ) {
+            continue;
+          }
           const w = Atomics.waitAsync(mb, MB.STATE, s);
           if (w.async) await Promise.race([w.value, failed]);
+          yielded = performance.now();
           continue;
         }
         if (s === STATE.STOPPED) break;

@@ -1,5 +1,6 @@
 // The mini-VMM on the in-process host, its guest code against guest.S, and what a hostile guest gets.
-// (The KVM vCPU and the kernel host are tested in tests/kernel/mini_vmm_test.ts.)
+// The KVM vCPU runs here where this machine's /dev/kvm opens; the kernel host is tested in
+// tests/kernel/mini_vmm_test.ts, where the test VM's KVM runs the same guest against iommufd.
 import assert from "node:assert/strict";
 import { NativeShim } from "../../ffi/native.ts";
 import { RelayHost } from "../../lib/plugin/plugin.ts";
@@ -121,3 +122,32 @@ Deno.test("mini-vmm: the script must fit the guest's RAM", () => {
 });
 
 globalThis.addEventListener("unload", () => shim[Symbol.dispose]());
+
+const kvmFd = shim.open("/dev/kvm");
+if (kvmFd >= 0) shim.close(kvmFd);
+const noKvm = kvmFd < 0 ? ` (ignored: /dev/kvm does not open here, errno ${-kvmFd})` : "";
+
+Deno.test({
+  name:
+    `mini-vmm: on this machine's KVM the guest makes exactly the accesses and host calls of the in-process vCPU${noKvm}`,
+  ignore: kvmFd < 0,
+  fn: async () => {
+    const run = async (kvm: "require" | "off") => {
+      using host = RelayHost.inProcess();
+      return await runMiniVmm({ shim, host, doorbells: 200, seed: 5, kvm });
+    };
+    const onKvm = await run("require"), inProcess = await run("off");
+    assert.equal(onKvm.vcpu, "kvm");
+    assert.equal(onKvm.end, "halted");
+    assert.equal(onKvm.exits, inProcess.exits + 1, "one exit per register access, plus the final HLT");
+    assert.equal(onKvm.underInvalidated, 0);
+    assert.ok(onKvm.checked > 200);
+    const counts = (r: typeof onKvm) => ({
+      ...r.unit,
+      pageRequests: { ...r.unit.pageRequests, roundTripUs: 0 },
+    });
+    assert.deepEqual(counts(onKvm), counts(inProcess));
+    assert.deepEqual(onKvm.host, inProcess.host);
+    assert.deepEqual(onKvm.burst, { descriptors: 129, ioctls: 1 });
+  },
+});
