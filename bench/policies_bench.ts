@@ -2,7 +2,14 @@
 // descriptors for QEMU's per-descriptor policy, OpenVMM's batch-to-sync, and iommu-relay — printed as a table — and
 // the time per descriptor of each policy on the in-process host, measured by deno bench.
 import { comparePolicies, type PolicySetup, runPolicy } from "../lib/testing/policies.ts";
-import { lazyWorkload, smmuWorkload, strictWorkload, svaWorkload, type Workload } from "../lib/testing/workloads.ts";
+import {
+  cachingWorkload,
+  lazyWorkload,
+  smmuWorkload,
+  strictWorkload,
+  svaWorkload,
+  type Workload,
+} from "../lib/testing/workloads.ts";
 import { renderBarChart } from "../tools/chart.ts";
 
 const rid: PolicySetup = { bindings: [{ domain: 1, pasid: "rid", format: "vtd-s1" }] };
@@ -10,6 +17,7 @@ const cases: [Workload, PolicySetup][] = [
   [strictWorkload({ doorbells: 4000, seed: 1 }), rid],
   [strictWorkload({ doorbells: 4000, vcpus: 4, gapNs: 5000, seed: 2 }), rid],
   [lazyWorkload({ flushes: 300, seed: 3 }), rid],
+  [cachingWorkload({ pairs: 2000, seed: 7 }), rid],
   [strictWorkload({ doorbells: 2000, seed: 4 }), { ...rid, devicesPerTarget: 2 }],
   [smmuWorkload({ syncs: 200, seed: 5, pasid: 3 }), {
     bindings: [{ domain: 1, pasid: 3, format: "smmuv3", asid: 9 }],
@@ -18,18 +26,32 @@ const cases: [Workload, PolicySetup][] = [
   [svaWorkload({ munmaps: 400, seed: 6, pasid: 5 }), { bindings: [{ domain: 1, pasid: 5, format: "vtd-s1" }] }],
 ];
 
-console.log("| workload | policy | host ioctls / 1000 desc | host entries / 1000 desc | under-invalidated |");
-console.log("|---|---|---:|---:|---:|");
-const results: { workload: string; policy: string; ioctlsPer1000: number; entriesPer1000: number }[] = [];
+console.log(
+  "| workload | policy | host ioctls / 1000 desc | host entries / 1000 desc | under-invalidated | over-invalidated pages | escalations |",
+);
+console.log("|---|---|---:|---:|---:|---:|---:|");
+const results: {
+  workload: string;
+  policy: string;
+  ioctlsPer1000: number;
+  entriesPer1000: number;
+  overInvalidatedPages: number;
+  escalations: number;
+}[] = [];
 for (const [w, s] of cases) {
   const label = s.devicesPerTarget ? `${w.name}, 2 devices sharing a domain` : w.name;
   for (const r of comparePolicies(w, s)) {
-    console.log(`| ${label} | ${r.policy} | ${r.ioctlsPer1000} | ${r.entriesPer1000} | ${r.underInvalidated} |`);
+    console.log(
+      `| ${label} | ${r.policy} | ${r.ioctlsPer1000} | ${r.entriesPer1000} | ${r.underInvalidated} | ` +
+        `${r.overInvalidatedPages} | ${r.escalations} |`,
+    );
     results.push({
       workload: label,
       policy: r.policy,
       ioctlsPer1000: r.ioctlsPer1000,
       entriesPer1000: r.entriesPer1000,
+      overInvalidatedPages: r.overInvalidatedPages,
+      escalations: r.escalations,
     });
   }
 }

@@ -117,6 +117,19 @@ export class ModelHost implements Backend {
   /** CFGI_CD commands received: (target, vSID, SSID), in order. */
   readonly configInvalidations: { targetId: number; vsid: number; ssid: number }[] = [];
 
+  /**
+   * What was invalidated on target `id` since the last reset, over all its caches (every ASID, ATCs): whether a
+   * whole-space flush reached it, and how many pages its range invalidations covered.
+   */
+  coverage(id: number): { wholeSpace: boolean; pages: number } {
+    let wholeSpace = false, pages = 0;
+    for (const set of this.#targets.get(id)?.invalidated.values() ?? []) {
+      wholeSpace ||= set.all;
+      pages += set.pages;
+    }
+    return { wholeSpace, pages };
+  }
+
   /** Forget what was invalidated (the IOTLB slots stay). */
   resetCoverage(): void {
     for (const t of this.#targets.values()) t.invalidated.clear();

@@ -13,7 +13,7 @@ import type { Binding } from "../core/queue.ts";
 import { RelayQueue } from "../core/queue.ts";
 import type { InvalidateRequest, PasidOrRid } from "../core/request.ts";
 import { ModelHost } from "../model/host.ts";
-import { type CoverageProbe, replay } from "./replay.ts";
+import { checkDrain, type CoverageProbe, replay } from "./replay.ts";
 import type { Workload } from "./workloads.ts";
 
 /** A relay policy. */
@@ -39,6 +39,9 @@ export interface PolicyResult {
   readonly entriesPer1000: number;
   /** Every requested page was seen invalidated (checked at every flush on the in-process host). */
   readonly underInvalidated: number;
+  /** Pages invalidated beyond what was asked (range invalidations), and whole-space flushes nobody asked for. */
+  readonly overInvalidatedPages: number;
+  readonly escalations: number;
   /** Wall time per guest descriptor in this process (reported, never asserted). */
   readonly nsPerDescriptor: number;
 }
@@ -60,25 +63,32 @@ export function runPolicy(workload: Workload, policy: Policy, setup: PolicySetup
   }
   const probe: CoverageProbe = (r: InvalidateRequest) => {
     const s = r.scope;
-    const out: { targetId: number; asid?: number; pages: number[] }[] = [];
+    const out: ReturnType<CoverageProbe> = [];
     for (const [key, b] of targets) {
       const [d, p] = key.split("/");
       const pasid: PasidOrRid = p === "rid" ? "rid" : Number(p);
       if (Number(d) !== r.domain) continue;
       if ((s.kind === "pasid" || s.kind === "pasid-range") && s.pasid !== pasid) continue;
       if ((s.kind === "all" || s.kind === "range") && r.noPasid && pasid !== "rid") continue;
-      const pages = s.kind === "range" || s.kind === "pasid-range" ? [s.firstPage, s.firstPage + s.pages - 1] : [0];
-      out.push({ targetId: b.targetId, asid: b.asid, pages });
+      const ranged = s.kind === "range" || s.kind === "pasid-range";
+      out.push({
+        targetId: b.targetId,
+        asid: b.asid,
+        firstPage: ranged ? s.firstPage : 0,
+        pages: ranged ? s.pages : Infinity,
+      });
     }
     return out;
   };
   const fanOut = policy === "per-descriptor" ? setup.devicesPerTarget ?? 1 : 1;
   const start = performance.now();
-  let ioctls = 0, entries = 0, under = 0;
+  let ioctls = 0, entries = 0, under = 0, overPages = 0, escalations = 0;
   if (policy === "iommu-relay") {
     const r = replay(workload, queue, { ioctlNs: setup.ioctlNs ?? 3000, host, probe });
     ioctls = r.ioctls;
     entries = r.entries;
+    overPages = r.overInvalidatedPages;
+    escalations = r.escalations;
   } else {
     for (const bell of workload.doorbells) {
       let pending: InvalidateRequest[] = [];
@@ -86,10 +96,10 @@ export function runPolicy(workload: Workload, policy: Policy, setup: PolicySetup
         const report = queue.drain();
         ioctls += report.ioctls * fanOut;
         entries += report.entries * fanOut;
-        for (const r of pending) {
-          for (const t of probe(r)) for (const page of t.pages) if (!host.covered(t.targetId, page, t.asid)) under++;
-        }
-        host.resetCoverage();
+        const c = checkDrain(host, probe, pending);
+        under += c.under;
+        overPages += c.overPages;
+        escalations += c.escalations;
         pending = [];
       };
       for (const r of bell.requests) {
@@ -112,6 +122,8 @@ export function runPolicy(workload: Workload, policy: Policy, setup: PolicySetup
     ioctlsPer1000: per1000(ioctls),
     entriesPer1000: per1000(entries),
     underInvalidated: under,
+    overInvalidatedPages: overPages,
+    escalations,
     nsPerDescriptor: Math.round(ns),
   };
 }

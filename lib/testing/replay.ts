@@ -10,7 +10,8 @@
  * @module
  */
 import type { RelayQueue } from "../core/queue.ts";
-import type { InvalidateRequest } from "../core/request.ts";
+import { type InvalidateRequest, PAGE_SPACE } from "../core/request.ts";
+import { PendingSet } from "../core/pending.ts";
 import type { ModelHost } from "../model/host.ts";
 import type { Workload } from "./workloads.ts";
 
@@ -28,10 +29,57 @@ export interface ReplayResult {
   readonly entriesPer1000: number;
   /** Drains whose coverage was checked against the in-process host. */
   readonly checkedDrains: number;
+  /** Pages the host invalidated beyond what the guest asked for (range invalidations), summed over drains. */
+  readonly overInvalidatedPages: number;
+  /** Whole-space flushes of a target none of whose guest requests in that drain asked for the whole space. */
+  readonly escalations: number;
 }
 
-/** Where a request's invalidation must show up: (target, asid) and the pages to probe. */
-export type CoverageProbe = (request: InvalidateRequest) => { targetId: number; asid?: number; pages: number[] }[];
+/** Where a request's invalidation must show up: (target, asid) and the range (`pages` Infinity: the whole space). */
+export type CoverageProbe = (
+  request: InvalidateRequest,
+) => { targetId: number; asid?: number; firstPage: number; pages: number }[];
+
+/** What one drain did to the in-process host, against what the guest asked for. */
+export interface DrainCoverage {
+  /** Requested pages the host did not invalidate (first and last page of each range are probed). */
+  readonly under: number;
+  readonly overPages: number;
+  readonly escalations: number;
+}
+
+/**
+ * Compare what `host` invalidated since its last reset with what `requests` asked for, then reset it. A target's
+ * over-invalidation is its invalidated pages minus the union of the pages requested of it (the host covers that union
+ * whenever nothing was under-invalidated); a whole-space flush nobody asked for is an escalation.
+ */
+export function checkDrain(
+  host: ModelHost,
+  probe: CoverageProbe,
+  requests: readonly InvalidateRequest[],
+): DrainCoverage {
+  let under = 0, overPages = 0, escalations = 0;
+  const asked = new Map<number, PendingSet>();
+  for (const r of requests) {
+    for (const { targetId, asid, firstPage, pages } of probe(r)) {
+      let set = asked.get(targetId);
+      if (!set) asked.set(targetId, set = new PendingSet(UNLIMITED));
+      if (pages === Infinity) set.addAll(0);
+      else set.addRange(firstPage, pages, false, 0);
+      const probes = pages === Infinity ? [0, PAGE_SPACE - 1] : [firstPage, firstPage + pages - 1];
+      for (const page of probes) if (!host.covered(targetId, page, asid)) under++;
+    }
+  }
+  for (const [targetId, set] of asked) {
+    const done = host.coverage(targetId);
+    if (done.wholeSpace && !set.all) escalations++;
+    else if (!done.wholeSpace) overPages += Math.max(0, done.pages - set.pages);
+  }
+  host.resetCoverage();
+  return { under, overPages, escalations };
+}
+
+const UNLIMITED = { maxRanges: Number.MAX_SAFE_INTEGER, maxPages: Number.MAX_SAFE_INTEGER };
 
 /** Replay `workload` through `queue`. */
 export function replay(
@@ -40,7 +88,7 @@ export function replay(
   opts: { ioctlNs: number; host?: ModelHost; probe?: CoverageProbe },
 ): ReplayResult {
   let busyUntil = 0;
-  let drains = 0, ioctls = 0, entries = 0, failures = 0, checked = 0;
+  let drains = 0, ioctls = 0, entries = 0, failures = 0, checked = 0, overPages = 0, escalations = 0;
   let pending: InvalidateRequest[] = [];
   const drain = (now: number) => {
     const report = queue.drain();
@@ -50,18 +98,12 @@ export function replay(
     failures += report.failures.length;
     busyUntil = now + report.ioctls * opts.ioctlNs;
     if (opts.host && opts.probe) {
-      for (const r of pending) {
-        for (const { targetId, asid, pages } of opts.probe(r)) {
-          for (const page of pages) {
-            if (!opts.host.covered(targetId, page, asid)) {
-              throw new Error(
-                `${workload.name}: under-invalidation: page ${page} of target ${targetId} (${JSON.stringify(r.scope)})`,
-              );
-            }
-          }
-        }
+      const c = checkDrain(opts.host, opts.probe, pending);
+      if (c.under > 0) {
+        throw new Error(`${workload.name}: under-invalidation: ${c.under} probed pages missed at drain ${drains}`);
       }
-      opts.host.resetCoverage();
+      overPages += c.overPages;
+      escalations += c.escalations;
       checked++;
     }
     pending = [];
@@ -87,5 +129,7 @@ export function replay(
     ioctlsPer1000: per1000(ioctls),
     entriesPer1000: per1000(entries),
     checkedDrains: checked,
+    overInvalidatedPages: overPages,
+    escalations,
   };
 }

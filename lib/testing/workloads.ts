@@ -74,6 +74,39 @@ export function strictWorkload(
   return { name: `strict, ${vcpus} vCPU${vcpus > 1 ? "s" : ""}`, doorbells, descriptors: count(doorbells) };
 }
 
+/**
+ * Caching mode (an emulated VT-d with CM=1, as QEMU's): the guest also invalidates before using a new mapping, so
+ * each DMA is two strict doorbells — a map-side invalidation and wait, then after the I/O the unmap-side one (IH=1:
+ * leaf only) and wait — on the same recurring IOVA as strict mode.
+ *
+ * @example
+ * ```ts
+ * import { cachingWorkload } from "./workloads.ts";
+ * console.log(cachingWorkload({ pairs: 10, seed: 1 }).descriptors); // 40
+ * ```
+ */
+export function cachingWorkload(opts: { pairs: number; seed: number; domain?: number }): Workload {
+  const rnd = prng(opts.seed);
+  const domain = opts.domain ?? 1;
+  const doorbells: Doorbell[] = [];
+  let iova = 0x10_0000 + rnd(1 << 16) * 32;
+  for (let i = 0; i < opts.pairs; i++) {
+    if (rnd(100) >= 96) iova = 0x10_0000 + rnd(1 << 16) * 32;
+    const pages = rnd(2) === 0 ? 1 : 32;
+    for (const [side, leaf] of [[0, false], [1, true]] as const) {
+      doorbells.push({
+        at: i * 40_000 + side * 20_000 + rnd(1000),
+        vcpu: 0,
+        requests: [
+          { op: "invalidate", domain, scope: { kind: "range", firstPage: iova, pages }, noPasid: true, leaf },
+          { op: "sync" },
+        ],
+      });
+    }
+  }
+  return { name: "caching mode (map + unmap side)", doorbells, descriptors: count(doorbells) };
+}
+
 /** Lazy mode (flush queue): one domain-wide flush and wait per ~70 unmaps. */
 export function lazyWorkload(opts: { flushes: number; seed: number; domain?: number }): Workload {
   const rnd = prng(opts.seed);

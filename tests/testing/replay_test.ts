@@ -2,7 +2,7 @@
 // ioctl and entry counts the queue produces, and zero under-invalidation, checked at every drain.
 import assert from "node:assert/strict";
 import { RelayQueue } from "../../lib/core/queue.ts";
-import { type InvalidateRequest, PAGE_SPACE } from "../../lib/core/request.ts";
+import type { InvalidateRequest } from "../../lib/core/request.ts";
 import { ModelHost } from "../../lib/model/host.ts";
 import { replay } from "../../lib/testing/replay.ts";
 import { lazyWorkload, smmuWorkload, strictWorkload } from "../../lib/testing/workloads.ts";
@@ -11,9 +11,8 @@ function ridProbe(targets: number[]) {
   return (r: InvalidateRequest) =>
     targets.map((targetId) => ({
       targetId,
-      pages: r.scope.kind === "range"
-        ? [r.scope.firstPage, r.scope.firstPage + r.scope.pages - 1]
-        : [0, PAGE_SPACE - 1],
+      firstPage: r.scope.kind === "range" ? r.scope.firstPage : 0,
+      pages: r.scope.kind === "range" ? r.scope.pages : Infinity,
     }));
 }
 
@@ -63,7 +62,9 @@ Deno.test("replay: SMMUv3 — 64 TLBI_NH_VA per CMD_SYNC become one ioctl; with 
     const q = new RelayQueue(host, { smmuRil: ril });
     q.bind(1, 3, { targetId: vsmmu, format: "smmuv3", asid: 42 });
     const probe = (r: InvalidateRequest) =>
-      r.scope.kind === "pasid-range" ? [{ targetId: vsmmu, asid: 42, pages: [r.scope.firstPage] }] : [];
+      r.scope.kind === "pasid-range"
+        ? [{ targetId: vsmmu, asid: 42, firstPage: r.scope.firstPage, pages: r.scope.pages }]
+        : [];
     const r = replay(smmuWorkload({ syncs: 100, seed: 4, pasid: 3 }), q, { ioctlNs: 2000, host, probe });
     assert.equal(r.ioctls, 100);
     assert.equal(
