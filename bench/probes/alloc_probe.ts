@@ -6,6 +6,7 @@ import type { Backend } from "../../lib/backend/backend.ts";
 import { IommuHwptInvalidate } from "../../lib/uapi/mod.ts";
 import { guestMemoryOver } from "../../lib/core/memory.ts";
 import { VtdInvalidationQueue } from "../../lib/frontends/vtd/queue.ts";
+import { SmmuCommandQueue } from "../../lib/frontends/smmuv3/cmdq.ts";
 import { vtdPasidIotlb, vtdWait, writeVtdDescriptor } from "../../lib/frontends/vtd/encode.ts";
 
 const path = Deno.args[0];
@@ -55,6 +56,27 @@ if (path === "encode") {
     tail = (tail + 32) % 4096;
     const r = qi.writeIqt(tail);
     if (r.processed !== 2 || r.waitsCompleted !== 1) throw new Error(`doorbell: ${JSON.stringify(r)}`);
+  };
+} else if (path === "smmu-cmdq") {
+  // An SMMUv3 guest's strict unmap: (TLBI_NH_VA of one page of ASID 9, CMD_SYNC) per PROD write.
+  const ram = new Uint8Array(1 << 20);
+  const q = new RelayQueue(nullBackend);
+  q.bind(1, 3, { targetId: 7, format: "smmuv3", asid: 9 });
+  const users = [{ domain: 1, pasid: 3 }], domains = [1];
+  const cmdq = new SmmuCommandQueue(guestMemoryOver(ram), q, { asidUsers: () => users, domains: () => domains });
+  cmdq.writeBase(0x10000 | 8); // 256 commands of 16 bytes
+  const v = new DataView(ram.buffer);
+  for (let i = 0; i < 128; i++) {
+    v.setUint32(0x10000 + 32 * i, 0x12, true); // TLBI_NH_VA
+    v.setUint32(0x10000 + 32 * i + 4, 9 << 16, true);
+    v.setUint32(0x10000 + 32 * i + 8, (i * 8) << 12, true);
+    v.setUint32(0x10000 + 32 * i + 16, 0x46, true); // CMD_SYNC
+  }
+  let prod = 0;
+  step = () => {
+    prod = (prod + 2) % 512; // index and wrap bit
+    const r = cmdq.writeProd(prod);
+    if (r.processed !== 2 || r.syncsCompleted !== 1) throw new Error(`cmdq: ${JSON.stringify(r)}`);
   };
 } else throw new Error(`unknown path ${path}`);
 for (let i = 0; i < 50_000; i++) step();

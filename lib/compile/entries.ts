@@ -69,13 +69,23 @@ export class EntryWriter implements OriginSink {
     return at;
   }
 
+  /** Record that the last appended entry also serves the requests of a pending set's origin list. */
+  addOriginList(seqs: Float64Array, next: Int32Array, head: number): void {
+    for (let node = head; node !== -1; node = next[node]) {
+      if (this.#originCount === this.#origins.length) this.#growOrigins();
+      this.#origins[this.#originCount++] = seqs[node];
+    }
+  }
+
+  #growOrigins(): void {
+    const grown = new Float64Array(this.#origins.length * 2);
+    grown.set(this.#origins);
+    this.#origins = grown;
+  }
+
   /** Record that the last appended entry also serves request `seq`. */
   addOrigin(seq: number): void {
-    if (this.#originCount === this.#origins.length) {
-      const grown = new Float64Array(this.#origins.length * 2);
-      grown.set(this.#origins);
-      this.#origins = grown;
-    }
+    if (this.#originCount === this.#origins.length) this.#growOrigins();
     this.#origins[this.#originCount++] = seq;
   }
 

@@ -60,10 +60,10 @@ function writeCommand(
   // word 0: opcode [7:0], NUM [16:12], SCALE [25:20], VMID [47:32] (kernel-owned), ASID [63:48]
   v.setUint32(at, opcode | (range ? ((num - 1) << 12) | (scale << 20) : 0), true);
   v.setUint32(at + 4, (asid & 0xffff) << 16, true);
-  // word 1: LEAF [0], TTL [9:8], TG [11:10], VA [63:12]
-  writePageAddress(v, at + 8, page);
-  const low = v.getUint32(at + 8, true);
-  v.setUint32(at + 8, (low | (leaf ? 1 : 0) | (range ? TG_4K << 10 : 0)) >>> 0, true);
+  // word 1: LEAF [0], TTL [9:8], TG [11:10], VA [63:12] (the flags sit below the page address: added, not ORed, so
+  // no 32-bit intermediate is boxed)
+  v.setUint32(at + 8, (page % 0x10_0000) * 4096 + (leaf ? 1 : 0) + (range ? TG_4K << 10 : 0), true);
+  v.setUint32(at + 12, Math.floor(page / 0x10_0000), true);
 }
 
 function compileRange(

@@ -33,9 +33,14 @@ export interface PendingRangeView {
   readonly leaf: boolean;
 }
 
-/** Receives the sequence numbers behind a range ({@linkcode PendingSet.copyOrigins}). */
+/**
+ * Receives the sequence numbers behind a range ({@linkcode PendingSet.copyOrigins}): a linked list in typed arrays,
+ * walked by the sink itself — one call per range, so no sequence number crosses a call boundary (where V8 would box
+ * a double).
+ */
 export interface OriginSink {
-  addOrigin(seq: number): void;
+  /** Append the list starting at node `head`: `seqs[node]`, then `next[node]` until -1. */
+  addOriginList(seqs: Float64Array, next: Int32Array, head: number): void;
 }
 
 /** When to give up on ranges and flush the whole unit instead. */
@@ -109,11 +114,7 @@ export class PendingSet {
 
   /** Hand the requests behind range `which` (or {@linkcode ALL_ORIGINS}) to `sink`, allocating nothing. */
   copyOrigins(which: number, sink: OriginSink): void {
-    let node = which === ALL_ORIGINS ? this.#allHead : this.#pool[which].head;
-    while (node !== NONE) {
-      sink.addOrigin(this.#seq[node]);
-      node = this.#next[node];
-    }
+    sink.addOriginList(this.#seq, this.#next, which === ALL_ORIGINS ? this.#allHead : this.#pool[which].head);
   }
 
   /** Snapshot of the ranges with their origins (allocates: for inspection and tests). */

@@ -13,8 +13,9 @@
  */
 import type { PasidOrRid, Request } from "../../core/request.ts";
 import { PAGE_SPACE } from "../../core/request.ts";
-import type { GuestMemory, RelaySink } from "../vtd/queue.ts";
-import { decodeSmmuCommand, type SmmuCommand, SmmuCommandError } from "./commands.ts";
+import type { GuestMemory } from "../vtd/queue.ts";
+import { type RelaySink, RelayWindow, type WaitCompleter } from "../window.ts";
+import { decodeSmmuCommand, type SmmuCommand, SmmuCommandError, SmmuCommandScratch } from "./commands.ts";
 
 /** CMDQ_CONS.ERR values. */
 export const CERROR = { NONE: 0, ILL: 1, ABT: 2, ATC_INV_SYNC: 3 } as const;
@@ -35,7 +36,7 @@ export interface SmmuQueueHooks {
   faultResponse?(command: SmmuCommand & { op: "pri-resp" | "resume" }): void;
 }
 
-/** What one PROD write did. */
+/** What one PROD write did (a successful write's result object is reused: read it before the next one). */
 export interface ProdResult {
   readonly processed: number;
   readonly syncsCompleted: number;
@@ -72,7 +73,14 @@ export class SmmuCommandQueue {
   gerror = 0;
   gerrorn = 0;
 
-  constructor(readonly memory: GuestMemory, readonly sink: RelaySink, readonly hooks: SmmuQueueHooks) {}
+  readonly #window: RelayWindow;
+
+  constructor(readonly memory: GuestMemory, readonly sink: RelaySink, readonly hooks: SmmuQueueHooks) {
+    const completer: WaitCompleter = {
+      completeWait: (flags, data, address) => this.#completeSync(flags, data, address),
+    };
+    this.#window = new RelayWindow(sink, completer);
+  }
 
   /** CMDQ_BASE: address [51:5], LOG2SIZE [4:0]. Resets PROD and CONS. */
   writeBase(value: number): void {
@@ -119,111 +127,157 @@ export class SmmuCommandQueue {
     const entries = 1 << this.log2size;
     const mask = this.#mask();
     const wrapBit = entries;
-    let cursor = this.cons & ((wrapBit << 1) - 1); // index + wrap
+    const start = this.cons & ((wrapBit << 1) - 1); // index + wrap
+    let cursor = start;
     const end = this.prod;
-    const origin = new Map<number, number>(); // request seq → cursor
-    const syncs: { seq: number; cursor: number; c: SmmuCommand & { op: "sync" } }[] = [];
-    let processed = 0, completed = 0;
-    const order = (c: number) => (c - (this.cons & ((wrapBit << 1) - 1)) + 2 * entries) % (2 * entries);
-    const settle = (): number | undefined => {
-      const report = this.sink.drain();
-      let failedAt: number | undefined;
-      for (const f of report.failures) {
-        const at = origin.get(f.seq);
-        if (at !== undefined && (failedAt === undefined || order(at) < order(failedAt))) failedAt = at;
-      }
-      for (const s of syncs.splice(0)) {
-        if (failedAt !== undefined && order(s.cursor) > order(failedAt)) continue;
-        try {
-          this.#completeSync(s.c);
-        } catch {
-          if (failedAt === undefined || order(s.cursor) < order(failedAt)) failedAt = s.cursor;
-          continue;
-        }
-        completed++;
-      }
-      origin.clear();
-      return failedAt;
-    };
-    const fail = (at: number, reason: string) => this.#error(at & mask, at & wrapBit, reason, processed, completed);
+    const window = this.#window;
+    window.begin();
+    let processed = 0;
+    // Queue order from CONS, across the wrap: position = (cursor - start) mod 2 * entries.
     while (cursor !== end) {
+      const position = (cursor - start + 2 * entries) % (2 * entries);
       let c: SmmuCommand;
       try {
-        c = decodeSmmuCommand(this.memory.read(this.base + (cursor & mask) * 16, 16), 0);
+        const gpa = this.base + (cursor & mask) * 16;
+        if (this.memory.readInto) this.memory.readInto(gpa, this.#bytes);
+        else this.#bytes.set(this.memory.read(gpa, 16));
+        c = decodeSmmuCommand(this.#bytes, 0, this.#scratch);
       } catch (e) {
-        const failedAt = settle();
-        if (failedAt !== undefined) return fail(failedAt, "host invalidation failed or sync MSI not writable");
-        return fail(cursor, e instanceof SmmuCommandError ? e.message : `command unreadable: ${(e as Error).message}`);
+        const failedAt = window.settle();
+        if (failedAt >= 0) return this.#stop(start, failedAt, HOST_FAILURE, processed);
+        const reason = e instanceof SmmuCommandError ? e.message : `command unreadable: ${(e as Error).message}`;
+        return this.#stop(start, position, reason, processed);
       }
-      for (const r of this.#requests(c)) origin.set(this.sink.submit(r), cursor);
-      if (c.op === "sync") syncs.push({ seq: this.sink.submit({ op: "sync" }), cursor, c });
-      else if (c.op === "cfgi-ste" || c.op === "cfgi-all" || c.op === "cfgi-cd" || c.op === "cfgi-cd-all") {
-        const failedAt = settle();
-        if (failedAt !== undefined) return fail(failedAt, "host invalidation failed or sync MSI not writable");
+      this.#submitRequests(c, position);
+      if (c.op === "sync") {
+        window.wait(position, c.cs === "irq" ? 1 : c.cs === "sev" ? 2 : 0, c.msiData, c.msiAddress);
+      } else if (c.op === "cfgi-ste" || c.op === "cfgi-all" || c.op === "cfgi-cd" || c.op === "cfgi-cd-all") {
+        const failedAt = window.settle();
+        if (failedAt >= 0) return this.#stop(start, failedAt, HOST_FAILURE, processed);
         this.hooks.configChanged?.(c);
       } else if (c.op === "pri-resp" || c.op === "resume") this.hooks.faultResponse?.(c);
       cursor = (cursor + 1) % (2 * entries);
       processed++;
     }
-    const failedAt = settle();
-    if (failedAt !== undefined) return fail(failedAt, "host invalidation failed or sync MSI not writable");
+    const failedAt = window.settle();
+    if (failedAt >= 0) return this.#stop(start, failedAt, HOST_FAILURE, processed);
     this.cons = end;
-    return { processed, syncsCompleted: completed };
+    const result = this.#result;
+    result.processed = processed;
+    result.syncsCompleted = window.completed;
+    return result;
   }
+
+  /** Stop with CERROR_ILL at queue position `position` of this PROD write. */
+  #stop(start: number, position: number, reason: string, processed: number): ProdResult {
+    const entries = 1 << this.log2size;
+    const at = (start + position) % (2 * entries);
+    return this.#error(at & this.#mask(), at & entries, reason, processed, this.#window.completed);
+  }
+
+  // Per PROD write, reused so that one allocates nothing once these have grown.
+  readonly #scratch = new SmmuCommandScratch();
+  readonly #bytes = new Uint8Array(16);
+  readonly #result = { processed: 0, syncsCompleted: 0 };
+  readonly #msi = new Uint8Array(4);
+  readonly #msiView = new DataView(this.#msi.buffer);
+  readonly #asidAll = { op: "invalidate" as const, domain: 0, scope: { kind: "all" as const }, noPasid: true };
+  readonly #pasidAll = { op: "invalidate" as const, domain: 0, scope: { kind: "pasid" as const, pasid: 0 } };
+  readonly #ridRange = {
+    op: "invalidate" as const,
+    domain: 0,
+    scope: { kind: "range" as const, firstPage: 0, pages: 1 },
+    noPasid: true,
+    leaf: false,
+    hints: { ttl: 0 },
+  };
+  readonly #pasidRange = {
+    op: "invalidate" as const,
+    domain: 0,
+    scope: { kind: "pasid-range" as const, pasid: 0, firstPage: 0, pages: 1 },
+    leaf: false,
+    hints: { ttl: 0 },
+  };
+  readonly #vaaRange = {
+    op: "invalidate" as const,
+    domain: 0,
+    scope: { kind: "range" as const, firstPage: 0, pages: 1 },
+    leaf: false,
+    hints: { ttl: 0 },
+  };
+  readonly #all = { op: "invalidate" as const, domain: 0, scope: { kind: "all" as const } };
 
   #mask(): number {
     return (1 << this.log2size) - 1;
   }
 
-  #completeSync(c: SmmuCommand & { op: "sync" }): void {
-    if (c.cs === "irq" && c.msiAddress !== 0) {
-      const data = new Uint8Array(4);
-      new DataView(data.buffer).setUint32(0, c.msiData, true);
-      this.memory.write(c.msiAddress, data);
-    } else if (c.cs === "sev") this.hooks.sev?.();
+  /** A CMD_SYNC's completion: flags 1 = MSI write (CS=IRQ), 2 = SEV. */
+  #completeSync(flags: number, data: number, address: number): void {
+    if (flags === 1 && address !== 0) {
+      this.#msiView.setUint32(0, data, true);
+      this.memory.write(address, this.#msi);
+    } else if (flags === 2) this.hooks.sev?.();
   }
 
-  #requests(c: SmmuCommand): Request[] {
-    const range = (page: number, pages: number) => ({ firstPage: page, pages: Math.min(pages, PAGE_SPACE - page) });
+  /** Queue the relay requests a command stands for, one per (domain, PASID) its ASID reaches. */
+  #submitRequests(c: SmmuCommand, position: number): void {
+    const window = this.#window;
     switch (c.op) {
-      case "tlbi-nh-all":
-        return this.hooks.domains().map((domain) => ({ op: "invalidate", domain, scope: { kind: "all" } }));
-      case "tlbi-nh-asid":
-        return this.hooks.asidUsers(c.asid).map(({ domain, pasid }) =>
-          pasid === "rid"
-            ? { op: "invalidate", domain, scope: { kind: "all" }, noPasid: true }
-            : { op: "invalidate", domain, scope: { kind: "pasid", pasid } }
-        );
-      case "tlbi-nh-va":
-        return this.hooks.asidUsers(c.asid).map(({ domain, pasid }) =>
-          pasid === "rid"
-            ? {
-              op: "invalidate",
-              domain,
-              scope: { kind: "range", ...range(c.page, c.pages) },
-              noPasid: true,
-              leaf: c.leaf,
-              hints: { ttl: c.ttl },
-            }
-            : {
-              op: "invalidate",
-              domain,
-              scope: { kind: "pasid-range", pasid, ...range(c.page, c.pages) },
-              leaf: c.leaf,
-              hints: { ttl: c.ttl },
-            }
-        );
-      case "tlbi-nh-vaa":
-        return this.hooks.domains().map((domain) => ({
-          op: "invalidate",
-          domain,
-          scope: { kind: "range", ...range(c.page, c.pages) },
-          leaf: c.leaf,
-          hints: { ttl: c.ttl },
-        }));
+      case "tlbi-nh-all": {
+        const r = this.#all, domains = this.hooks.domains();
+        for (let i = 0; i < domains.length; i++) {
+          r.domain = domains[i];
+          window.submit(r, position);
+        }
+        return;
+      }
+      case "tlbi-nh-asid": {
+        const users = this.hooks.asidUsers(c.asid);
+        for (let i = 0; i < users.length; i++) {
+          const { domain, pasid } = users[i];
+          if (pasid === "rid") {
+            this.#asidAll.domain = domain;
+            window.submit(this.#asidAll, position);
+          } else {
+            this.#pasidAll.domain = domain;
+            this.#pasidAll.scope.pasid = pasid;
+            window.submit(this.#pasidAll, position);
+          }
+        }
+        return;
+      }
+      case "tlbi-nh-va": {
+        const users = this.hooks.asidUsers(c.asid);
+        for (let i = 0; i < users.length; i++) {
+          const { domain, pasid } = users[i];
+          const r = pasid === "rid" ? this.#ridRange : this.#pasidRange;
+          if (pasid !== "rid") this.#pasidRange.scope.pasid = pasid;
+          r.domain = domain;
+          r.scope.firstPage = c.page;
+          r.scope.pages = Math.min(c.pages, PAGE_SPACE - c.page);
+          r.leaf = c.leaf;
+          r.hints.ttl = c.ttl;
+          window.submit(r, position);
+        }
+        return;
+      }
+      case "tlbi-nh-vaa": {
+        const r = this.#vaaRange, domains = this.hooks.domains();
+        for (let i = 0; i < domains.length; i++) {
+          r.domain = domains[i];
+          r.scope.firstPage = c.page;
+          r.scope.pages = Math.min(c.pages, PAGE_SPACE - c.page);
+          r.leaf = c.leaf;
+          r.hints.ttl = c.ttl;
+          window.submit(r, position);
+        }
+        return;
+      }
       default:
         // ATC_INV: the relay sends ATC_INV with every TLBI for ATS devices itself; PREFETCH: nothing to do.
-        return [];
+        return;
     }
   }
 }
+
+const HOST_FAILURE = "host invalidation failed or sync MSI not writable";

@@ -60,6 +60,34 @@ export class SmmuCommandError extends Error {
 /** TG → 4 KiB pages per granule (0: not a range command). */
 const GRANULE_PAGES = [0, 1, 4, 16];
 
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+type Of<K extends SmmuCommand["op"]> = Mutable<Extract<SmmuCommand, { op: K }>>;
+/** Commands without fields: one frozen object each. */
+const PREFETCH: SmmuCommand = Object.freeze({ op: "prefetch" });
+const CFGI_ALL: SmmuCommand = Object.freeze({ op: "cfgi-all" });
+const TLBI_NH_ALL: SmmuCommand = Object.freeze({ op: "tlbi-nh-all" });
+
+/**
+ * Reusable objects for the commands a queue sees most (TLBIs and CMD_SYNC): {@linkcode decodeSmmuCommand} given a
+ * scratch fills and returns them (valid until the next decode into it), so a PROD write allocates nothing.
+ */
+export class SmmuCommandScratch {
+  readonly tlbi: Of<"tlbi-nh-va" | "tlbi-nh-vaa"> = {
+    op: "tlbi-nh-va",
+    asid: 0,
+    leaf: false,
+    ttl: 0,
+    page: 0,
+    pages: 1,
+  };
+  readonly asid: Of<"tlbi-nh-asid"> = { op: "tlbi-nh-asid", asid: 0 };
+  readonly sync: Of<"sync"> = { op: "sync", cs: "none", msiData: 0, msiAddress: 0 };
+}
+
+/** Little-endian dword at `at`. */
+const u32 = (b: Uint8Array, at: number) => (b[at] | (b[at + 1] << 8) | (b[at + 2] << 16) | (b[at + 3] << 24)) >>> 0;
+const SYNC_CS = ["none", "irq", "sev"] as const;
+
 /**
  * Decode the command at `at`.
  *
@@ -73,13 +101,12 @@ const GRANULE_PAGES = [0, 1, 4, 16];
  * console.log(decodeSmmuCommand(c, 0)); // { op: "tlbi-nh-va", asid: 5, leaf: true, ttl: 0, page: 520192, pages: 1 }
  * ```
  */
-export function decodeSmmuCommand(bytes: Uint8Array, at: number): SmmuCommand {
+export function decodeSmmuCommand(bytes: Uint8Array, at: number, scratch?: SmmuCommandScratch): SmmuCommand {
   if (!(Number.isInteger(at) && at >= 0 && at + 16 <= bytes.length)) {
     throw new SmmuCommandError("truncated", `16 bytes at ${at} of a ${bytes.length}-byte buffer`);
   }
-  const v = new DataView(bytes.buffer, bytes.byteOffset + at, 16);
-  const w0lo = v.getUint32(0, true), w0hi = v.getUint32(4, true);
-  const w1lo = v.getUint32(8, true), w1hi = v.getUint32(12, true);
+  const w0lo = u32(bytes, at), w0hi = u32(bytes, at + 4);
+  const w1lo = u32(bytes, at + 8), w1hi = u32(bytes, at + 12);
   const opcode = w0lo & 0xff;
   const ssv = (w0lo & (1 << 11)) !== 0;
   const ssid = (w0lo >>> 12) & 0xfffff;
@@ -87,20 +114,23 @@ export function decodeSmmuCommand(bytes: Uint8Array, at: number): SmmuCommand {
   switch (opcode) {
     case 0x01:
     case 0x02:
-      return { op: "prefetch" };
+      return PREFETCH;
     case 0x03:
       return { op: "cfgi-ste", sid: w0hi, leaf: (w1lo & 1) === 1 };
     case 0x04:
-      return { op: "cfgi-all" };
+      return CFGI_ALL;
     case 0x05:
       return { op: "cfgi-cd", sid: w0hi, ssid, leaf: (w1lo & 1) === 1 };
     case 0x06:
       return { op: "cfgi-cd-all", sid: w0hi };
     case 0x10:
     case 0x30: // TLBI_NSNH_ALL: everything non-secure, which for a guest is its stage 1
-      return { op: "tlbi-nh-all" };
-    case 0x11:
-      return { op: "tlbi-nh-asid", asid: w0hi >>> 16 };
+      return TLBI_NH_ALL;
+    case 0x11: {
+      const c = scratch ? scratch.asid : { op: "tlbi-nh-asid" as const, asid: 0 };
+      c.asid = w0hi >>> 16;
+      return c;
+    }
     case 0x12:
     case 0x13: {
       const tg = (w1lo >>> 10) & 3;
@@ -111,14 +141,16 @@ export function decodeSmmuCommand(bytes: Uint8Array, at: number): SmmuCommand {
       if (!Number.isSafeInteger(pages) || pages > 2 ** 52) {
         throw new SmmuCommandError("reserved-value", `range of ${pages} pages`);
       }
-      return {
-        op: opcode === 0x12 ? "tlbi-nh-va" : "tlbi-nh-vaa",
-        asid: opcode === 0x12 ? w0hi >>> 16 : 0,
-        leaf: (w1lo & 1) === 1,
-        ttl: (w1lo >>> 8) & 3,
-        page,
-        pages: Math.min(pages, 2 ** 52 - page),
-      };
+      const c: Of<"tlbi-nh-va" | "tlbi-nh-vaa"> = scratch
+        ? scratch.tlbi
+        : { op: "tlbi-nh-va", asid: 0, leaf: false, ttl: 0, page: 0, pages: 1 };
+      c.op = opcode === 0x12 ? "tlbi-nh-va" : "tlbi-nh-vaa";
+      c.asid = opcode === 0x12 ? w0hi >>> 16 : 0;
+      c.leaf = (w1lo & 1) === 1;
+      c.ttl = (w1lo >>> 8) & 3;
+      c.page = page;
+      c.pages = Math.min(pages, 2 ** 52 - page);
+      return c;
     }
     case 0x40:
       return {
@@ -136,12 +168,11 @@ export function decodeSmmuCommand(bytes: Uint8Array, at: number): SmmuCommand {
     case 0x46: {
       const cs = (w0lo >>> 12) & 3;
       if (cs === 3) throw new SmmuCommandError("reserved-value", "CMD_SYNC CS 3");
-      return {
-        op: "sync",
-        cs: (["none", "irq", "sev"] as const)[cs],
-        msiData: w0hi,
-        msiAddress: (w1hi & 0xfffff) * 2 ** 32 + ((w1lo & ~3) >>> 0),
-      };
+      const c = scratch ? scratch.sync : { op: "sync" as const, cs: SYNC_CS[0], msiData: 0, msiAddress: 0 };
+      c.cs = SYNC_CS[cs];
+      c.msiData = w0hi;
+      c.msiAddress = (w1hi & 0xfffff) * 2 ** 32 + ((w1lo & ~3) >>> 0);
+      return c;
     }
     default:
       throw new SmmuCommandError("unknown-opcode", `0x${opcode.toString(16)}`);

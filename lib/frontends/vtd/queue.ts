@@ -12,8 +12,8 @@
  *
  * @module
  */
-import { DrainOutcome, type DrainReport } from "../../core/outcome.ts";
 import { PAGE_SPACE, type Request } from "../../core/request.ts";
+import { type RelaySink, RelayWindow, type WaitCompleter } from "../window.ts";
 import { decodeVtdDescriptor, type VtdDescriptor, VtdDescriptorError, VtdDescriptorScratch } from "./descriptors.ts";
 
 /** FSTS bits the queue sets (write 1 to clear). */
@@ -27,16 +27,7 @@ export interface GuestMemory {
   readInto?(gpa: number, out: Uint8Array): void;
 }
 
-/**
- * Where requests go: a relay queue, or a plugin in front of one. Request objects handed to `submit` are reused by
- * the front end once it returns: a sink that keeps one must copy it.
- */
-export interface RelaySink {
-  submit(request: Request): number;
-  drain(): DrainReport;
-  /** The allocation-free drain (optional; a front end falls back to `drain`). */
-  drainInto?(out: DrainOutcome): DrainOutcome;
-}
+export type { RelaySink } from "../window.ts";
 
 /** Guest-visible side effects the VMM carries out. */
 export interface VtdQueueHooks {
@@ -92,7 +83,14 @@ export class VtdInvalidationQueue {
   /** Fault status bits owned by the queue (IQE, ICE, ITE). */
   fsts = 0;
 
-  constructor(readonly memory: GuestMemory, readonly sink: RelaySink, readonly hooks: VtdQueueHooks = {}) {}
+  readonly #window: RelayWindow;
+
+  constructor(readonly memory: GuestMemory, readonly sink: RelaySink, readonly hooks: VtdQueueHooks = {}) {
+    const completer: WaitCompleter = {
+      completeWait: (flags, data, address) => this.#completeWait(flags, data, address),
+    };
+    this.#window = new RelayWindow(sink, completer);
+  }
 
   /** IQA: base [63:12], DW [11] (256-bit descriptors), QS [2:0] (2^QS 4 KiB pages). Resets IQH. */
   writeIqa(value: number): void {
@@ -136,12 +134,14 @@ export class VtdInvalidationQueue {
       return this.#iqe(headIndex, `IQT 0x${this.iqt.toString(16)} is misaligned or beyond the queue`, 0, 0);
     }
     const tailIndex = this.iqt / size;
-    this.#head = headIndex;
-    this.#completed = 0;
+    const n = this.entries;
+    const window = this.#window;
+    window.begin();
     let processed = 0;
     const bytes = size === 32 ? this.#bytes32 : this.#bytes16;
-    // Queue order from IQH, across the wrap.
-    for (let index = headIndex; index !== tailIndex; index = (index + 1) % this.entries) {
+    // Queue order from IQH, across the wrap: position = (index - head) mod entries.
+    for (let index = headIndex; index !== tailIndex; index = (index + 1) % n) {
+      const position = (index - headIndex + n) % n;
       let d: VtdDescriptor;
       try {
         const gpa = this.base + index * size;
@@ -149,59 +149,49 @@ export class VtdInvalidationQueue {
         else bytes.set(this.memory.read(gpa, size));
         d = decodeVtdDescriptor(bytes, 0, size, this.#scratch);
       } catch (e) {
-        const failedAt = this.#settle();
-        if (failedAt >= 0) return this.#iqe(failedAt, HOST_FAILURE, processed, this.#completed);
+        const failedAt = window.settle();
+        if (failedAt >= 0) return this.#stop(headIndex, failedAt, HOST_FAILURE, processed);
         const reason = e instanceof VtdDescriptorError ? e.message : `descriptor unreadable: ${(e as Error).message}`;
-        return this.#iqe(index, reason, processed, this.#completed);
+        return this.#stop(headIndex, position, reason, processed);
       }
-      this.#submitRequests(d, index);
+      this.#submitRequests(d, position);
       if (d.type === "wait") {
-        this.#queueWait(d, index);
+        window.wait(position, (d.statusWrite ? 1 : 0) | (d.interrupt ? 2 : 0), d.statusData, d.statusAddress);
         if (d.fence) {
-          const failedAt = this.#settle();
-          if (failedAt >= 0) return this.#iqe(failedAt, HOST_FAILURE, processed, this.#completed);
+          const failedAt = window.settle();
+          if (failedAt >= 0) return this.#stop(headIndex, failedAt, HOST_FAILURE, processed);
         }
       } else if (d.type === "pasid-cache" || d.type === "context-cache") {
         // A configuration change: what was queued before it goes out first, then the VMM re-reads the tables.
-        const failedAt = this.#settle();
-        if (failedAt >= 0) return this.#iqe(failedAt, HOST_FAILURE, processed, this.#completed);
+        const failedAt = window.settle();
+        if (failedAt >= 0) return this.#stop(headIndex, failedAt, HOST_FAILURE, processed);
         this.hooks.configChanged?.(d);
       } else if (d.type === "page-group-response") {
         this.hooks.pageGroupResponse?.(d);
       }
       processed++;
     }
-    const failedAt = this.#settle();
-    if (failedAt >= 0) {
-      return this.#iqe(failedAt, HOST_FAILURE, (failedAt - headIndex + this.entries) % this.entries, this.#completed);
-    }
+    const failedAt = window.settle();
+    if (failedAt >= 0) return this.#stop(headIndex, failedAt, HOST_FAILURE, failedAt);
     this.iqh = this.iqt;
     const result = this.#result;
     result.processed = processed;
-    result.waitsCompleted = this.#completed;
+    result.waitsCompleted = window.completed;
     return result;
+  }
+
+  /** Stop with IQE at queue position `position` of this doorbell. */
+  #stop(headIndex: number, position: number, reason: string, processed: number): DoorbellResult {
+    return this.#iqe((headIndex + position) % this.entries, reason, processed, this.#window.completed);
   }
 
   // Per doorbell, reused so that a doorbell allocates nothing once these have grown.
   readonly #scratch = new VtdDescriptorScratch();
   readonly #bytes16 = new Uint8Array(16);
   readonly #bytes32 = new Uint8Array(32);
-  readonly #outcome = new DrainOutcome();
   readonly #result = { processed: 0, waitsCompleted: 0 };
   readonly #status = new Uint8Array(4);
   readonly #statusView = new DataView(this.#status.buffer);
-  #head = 0;
-  #completed = 0;
-  /** Requests queued since the last drain: sequence number → descriptor index (sequence numbers ascend). */
-  readonly #originSeq: number[] = [];
-  readonly #originIndex: number[] = [];
-  #origins = 0;
-  /** Waits queued since the last drain: their descriptor index and what completing them does. */
-  readonly #waitIndex: number[] = [];
-  readonly #waitFlags: number[] = [];
-  readonly #waitData: number[] = [];
-  readonly #waitAddress: number[] = [];
-  #waits = 0;
   // The request objects handed to the sink, refilled per descriptor.
   readonly #pasidAll = { op: "invalidate" as const, domain: 0, scope: { kind: "pasid" as const, pasid: 0 } };
   readonly #pasidRange = {
@@ -218,76 +208,8 @@ export class VtdInvalidationQueue {
     leaf: false,
   };
   readonly #ridAll = { op: "invalidate" as const, domain: 0, scope: { kind: "all" as const }, noPasid: true };
-  readonly #sync = { op: "sync" as const };
 
-  /** Whether descriptor `a` comes after `b` in queue order from this doorbell's head. */
-  #after(a: number, b: number): boolean {
-    const n = this.entries, h = this.#head;
-    return (a - h + n) % n > (b - h + n) % n;
-  }
-
-  #submit(request: Request, index: number): void {
-    const seq = this.sink.submit(request);
-    this.#originSeq[this.#origins] = seq;
-    this.#originIndex[this.#origins++] = index;
-  }
-
-  #queueWait(d: VtdDescriptor & { type: "wait" }, index: number): void {
-    this.sink.submit(this.#sync);
-    const k = this.#waits++;
-    this.#waitIndex[k] = index;
-    this.#waitFlags[k] = (d.statusWrite ? 1 : 0) | (d.interrupt ? 2 : 0);
-    this.#waitData[k] = d.statusData;
-    this.#waitAddress[k] = d.statusAddress;
-  }
-
-  /** The descriptor a failed request came from, or -1 (sequence numbers ascend: a binary search). */
-  #originOf(seq: number): number {
-    let lo = 0, hi = this.#origins;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (this.#originSeq[mid] < seq) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo < this.#origins && this.#originSeq[lo] === seq ? this.#originIndex[lo] : -1;
-  }
-
-  /**
-   * Drain what is queued and complete the waits before the earliest failure; returns the earliest failing
-   * descriptor in queue order (a failed invalidation, or a wait whose status address is not guest RAM), or -1.
-   */
-  #settle(): number {
-    const sink = this.sink;
-    let failedAt = -1;
-    if (sink.drainInto) {
-      const failures = sink.drainInto(this.#outcome).failures;
-      for (let i = 0; i < failures.length; i++) failedAt = this.#earlier(failedAt, this.#originOf(failures[i].seq));
-    } else {
-      for (const f of sink.drain().failures) failedAt = this.#earlier(failedAt, this.#originOf(f.seq));
-    }
-    for (let k = 0; k < this.#waits; k++) {
-      const index = this.#waitIndex[k];
-      if (failedAt >= 0 && this.#after(index, failedAt)) continue;
-      try {
-        this.#completeWait(this.#waitFlags[k], this.#waitData[k], this.#waitAddress[k]);
-      } catch {
-        // The status address is not guest RAM: stop there, as with any bad descriptor.
-        failedAt = this.#earlier(failedAt, index);
-        continue;
-      }
-      this.#completed++;
-    }
-    this.#origins = 0;
-    this.#waits = 0;
-    return failedAt;
-  }
-
-  /** The earlier of two descriptor indices in queue order (-1 = none). */
-  #earlier(a: number, b: number): number {
-    if (b < 0) return a;
-    return a < 0 || this.#after(a, b) ? b : a;
-  }
-
+  /** A wait's completion: flags bit 0 = status write, bit 1 = interrupt. */
   #completeWait(flags: number, data: number, address: number): void {
     if (flags & 1) {
       this.#statusView.setUint32(0, data, true);
@@ -297,14 +219,14 @@ export class VtdInvalidationQueue {
   }
 
   /** Queue the relay requests a descriptor stands for (none for what the host does itself or the VMM handles). */
-  #submitRequests(d: VtdDescriptor, index: number): void {
+  #submitRequests(d: VtdDescriptor, position: number): void {
     switch (d.type) {
       case "pasid-iotlb":
         if (d.granularity === "pasid") {
           const r = this.#pasidAll;
           r.domain = d.did;
           r.scope.pasid = d.pasid;
-          this.#submit(r, index);
+          this.#window.submit(r, position);
           return;
         } else {
           const r = this.#pasidRange;
@@ -312,7 +234,7 @@ export class VtdInvalidationQueue {
           r.scope.pasid = d.pasid;
           span(d.page, d.am, r.scope);
           r.leaf = d.ih;
-          this.#submit(r, index);
+          this.#window.submit(r, position);
           return;
         }
       case "iotlb":
@@ -322,17 +244,17 @@ export class VtdInvalidationQueue {
           r.domain = d.did;
           span(d.page, d.am, r.scope);
           r.leaf = d.ih;
-          this.#submit(r, index);
+          this.#window.submit(r, position);
           return;
         }
         if (d.granularity === "domain") {
           this.#ridAll.domain = d.did;
-          this.#submit(this.#ridAll, index);
+          this.#window.submit(this.#ridAll, position);
           return;
         }
         for (const domain of this.hooks.domains?.() ?? []) {
           this.#ridAll.domain = domain;
-          this.#submit(this.#ridAll, index);
+          this.#window.submit(this.#ridAll, position);
         }
         return;
       default:

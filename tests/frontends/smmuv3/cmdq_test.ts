@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { RelayQueue } from "../../../lib/core/queue.ts";
 import { CERROR, GERROR_CMDQ_ERR, SmmuCommandQueue } from "../../../lib/frontends/smmuv3/cmdq.ts";
 import { ModelHost } from "../../../lib/model/host.ts";
+import { assertAllocatesNothing } from "../../alloc_probe.ts";
 
 const QBASE = 0x10000, MSI = 0x40000;
 
@@ -90,4 +91,8 @@ Deno.test("smmuv3 cmdq: CFGI_CD drains first and tells the VMM; a host failure i
   const r = t.cmdq.writeProd(t.prod());
   assert.equal(r.error?.index, 3);
   assert.equal(t.msi(1), 0);
+});
+
+Deno.test("cmdq: a strict unmap's PROD write (TLBI_NH_VA + CMD_SYNC) from guest RAM to the relay allocates nothing after warm-up", async () => {
+  await assertAllocatesNothing("smmu-cmdq");
 });

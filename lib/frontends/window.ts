@@ -1,0 +1,133 @@
+/**
+ * One doorbell's relay window, shared by the queue front ends (VT-d invalidation queue, SMMUv3 command queue): the
+ * requests queued since the last drain with the queue position each came from, and the waits (VT-d wait descriptors,
+ * CMD_SYNCs) with what completing them writes. {@linkcode RelayWindow.settle} drains the sink once, finds the earliest
+ * position whose host invalidation failed, and completes, in order, the waits before it.
+ *
+ * Positions are queue order within one doorbell (0 at the head); every store is reused, so after warm-up a
+ * doorbell allocates nothing.
+ *
+ * @module
+ */
+import { DrainOutcome, type DrainReport } from "../core/outcome.ts";
+import type { Request } from "../core/request.ts";
+
+/**
+ * Where requests go: a relay queue, or a plugin in front of one. Request objects handed to `submit` are reused by
+ * the front end once it returns: a sink that keeps one must copy it.
+ */
+export interface RelaySink {
+  submit(request: Request): number;
+  drain(): DrainReport;
+  /** The allocation-free drain (optional; a front end falls back to `drain`). */
+  drainInto?(out: DrainOutcome): DrainOutcome;
+}
+
+/** Carries out a wait's guest-visible completion; throws when its status address is not guest RAM. */
+export interface WaitCompleter {
+  completeWait(flags: number, data: number, address: number): void;
+}
+
+/**
+ * The window.
+ *
+ * @example
+ * ```ts
+ * import { RelayWindow } from "./window.ts";
+ * import { RelayQueue } from "../core/queue.ts";
+ * import { ModelHost } from "../model/host.ts";
+ * const host = new ModelHost();
+ * const relay = new RelayQueue(host);
+ * relay.bind(1, 5, { targetId: host.createTarget("vtd-s1"), format: "vtd-s1" });
+ * const written: number[] = [];
+ * const window = new RelayWindow(relay, { completeWait: (_flags, data) => void written.push(data) });
+ * window.submit({ op: "invalidate", domain: 1, scope: { kind: "pasid", pasid: 5 } }, 0);
+ * window.wait(1, 1, 0xcafe, 0x8000);
+ * console.log(window.settle(), window.completed, written); // -1 1 [ 51966 ]
+ * ```
+ */
+export class RelayWindow {
+  /** Waits completed since {@linkcode RelayWindow.begin}. */
+  completed = 0;
+  readonly #outcome = new DrainOutcome();
+  readonly #seqs: number[] = [];
+  readonly #positions: number[] = [];
+  #requests = 0;
+  readonly #waitPositions: number[] = [];
+  readonly #waitFlags: number[] = [];
+  readonly #waitData: number[] = [];
+  readonly #waitAddresses: number[] = [];
+  #waits = 0;
+  readonly #sync = { op: "sync" as const };
+
+  constructor(readonly sink: RelaySink, readonly completer: WaitCompleter) {}
+
+  /** A new doorbell. */
+  begin(): void {
+    this.completed = 0;
+  }
+
+  /** Queue `request`, which came from queue position `position`. */
+  submit(request: Request, position: number): void {
+    const seq = this.sink.submit(request);
+    this.#seqs[this.#requests] = seq;
+    this.#positions[this.#requests++] = position;
+  }
+
+  /** Queue a wait at `position`; settle completes it with (flags, data, address) unless something before it failed. */
+  wait(position: number, flags: number, data: number, address: number): void {
+    this.sink.submit(this.#sync);
+    const k = this.#waits++;
+    this.#waitPositions[k] = position;
+    this.#waitFlags[k] = flags;
+    this.#waitData[k] = data;
+    this.#waitAddresses[k] = address;
+  }
+
+  /**
+   * Drain, then complete the waits before the earliest failure; returns the earliest failing position (a failed
+   * invalidation, or a wait whose completion could not be written), or -1.
+   */
+  settle(): number {
+    const sink = this.sink;
+    let failedAt = -1;
+    if (sink.drainInto) {
+      const failures = sink.drainInto(this.#outcome).failures;
+      for (let i = 0; i < failures.length; i++) failedAt = earlier(failedAt, this.#positionOf(failures[i].seq));
+    } else {
+      for (const f of sink.drain().failures) failedAt = earlier(failedAt, this.#positionOf(f.seq));
+    }
+    for (let k = 0; k < this.#waits; k++) {
+      const position = this.#waitPositions[k];
+      if (failedAt >= 0 && position > failedAt) continue;
+      try {
+        this.completer.completeWait(this.#waitFlags[k], this.#waitData[k], this.#waitAddresses[k]);
+      } catch {
+        // Not guest RAM: the queue stops there, as at any bad descriptor.
+        failedAt = earlier(failedAt, position);
+        continue;
+      }
+      this.completed++;
+    }
+    this.#requests = 0;
+    this.#waits = 0;
+    return failedAt;
+  }
+
+  /** The position a request came from, or -1 (sequence numbers ascend: a binary search). */
+  #positionOf(seq: number): number {
+    let lo = 0, hi = this.#requests;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.#seqs[mid] < seq) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo < this.#requests && this.#seqs[lo] === seq ? this.#positions[lo] : -1;
+  }
+}
+
+/** The earlier of two positions (-1 = none). */
+function earlier(a: number, b: number): number {
+  if (b < 0) return a;
+  return a < 0 || b < a ? b : a;
+}
