@@ -3,7 +3,11 @@
 import { RelayQueue } from "../../lib/core/queue.ts";
 import { DrainOutcome } from "../../lib/core/outcome.ts";
 import type { Backend } from "../../lib/backend/backend.ts";
-import { IommuHwptInvalidate } from "../../lib/uapi/mod.ts";
+import { HwptAllocFlags, IommuHwptInvalidate, MockConstants, selftestHwptData } from "../../lib/uapi/mod.ts";
+import { NativeShim } from "../../ffi/native.ts";
+import { Iommufd } from "../../lib/kernel/iommufd.ts";
+import { MockDevice } from "../../lib/kernel/selftest.ts";
+import { KernelBackend } from "../../lib/backend/kernel.ts";
 import { guestMemoryOver } from "../../lib/core/memory.ts";
 import { VtdInvalidationQueue } from "../../lib/frontends/vtd/queue.ts";
 import { SmmuCommandQueue } from "../../lib/frontends/smmuv3/cmdq.ts";
@@ -11,6 +15,7 @@ import { vtdPasidIotlb, vtdWait, writeVtdDescriptor } from "../../lib/frontends/
 
 const path = Deno.args[0];
 const N = Number(Deno.args[1] ?? 1_000_000);
+const WARM_UP = Number(Deno.args[2] ?? 50_000);
 const nullBackend: Backend = {
   invalidate(_t, _f, _e, count, status) {
     status.errno = 0;
@@ -78,6 +83,37 @@ if (path === "encode") {
     const r = cmdq.writeProd(prod);
     if (r.processed !== 2 || r.syncsCompleted !== 1) throw new Error(`cmdq: ${JSON.stringify(r)}`);
   };
+} else if (path === "kernel") {
+  // On a kernel with the iommufd selftest (the test VM): the relay's whole host side — compile, the uAPI struct,
+  // the FFI call, the real IOMMU_HWPT_INVALIDATE — for one invalidation + wait to a mock nested HWPT.
+  const shim = await NativeShim.load();
+  const iommufd = Iommufd.open(shim);
+  const ioas = iommufd.allocIoas();
+  const dev = MockDevice.create(iommufd, ioas.id);
+  const parent = iommufd.allocHwpt({
+    devId: dev.devId,
+    ptId: ioas.id,
+    flags: HwptAllocFlags.values.IOMMU_HWPT_ALLOC_NEST_PARENT,
+  });
+  const nested = iommufd.allocHwpt({
+    devId: dev.devId,
+    ptId: parent.id,
+    data: selftestHwptData(MockConstants.values.IOMMU_TEST_IOTLB_DEFAULT),
+  });
+  const q = new RelayQueue(new KernelBackend(iommufd));
+  q.bind(1, 5, { targetId: nested.id, format: "selftest" });
+  const inv = {
+    op: "invalidate" as const,
+    domain: 1,
+    scope: { kind: "pasid-range" as const, pasid: 5, firstPage: 0, pages: 1 },
+  };
+  const sync = { op: "sync" as const };
+  const out = new DrainOutcome();
+  step = () => {
+    q.submit(inv);
+    q.submit(sync);
+    if (q.drainInto(out).failures.length) throw new Error(`IOMMU_HWPT_INVALIDATE failed: ${out.failures[0].errnoName}`);
+  };
 } else throw new Error(`unknown path ${path}`);
-for (let i = 0; i < 50_000; i++) step();
+for (let i = 0; i < WARM_UP; i++) step();
 for (let i = 0; i < N; i++) step();
