@@ -44,7 +44,7 @@ for (
 ) {
   const base = await freedMiB(path, 0), run = await freedMiB(path, N);
   const bytes = Math.max(0, ((run.mib - base.mib) * 2 ** 20) / N);
-  console.log(`| ${label} | ${run.scavenges - base.scavenges} | ${bytes.toFixed(0)} |`);
+  console.log(`| ${label} | ${Math.max(0, run.scavenges - base.scavenges)} | ${bytes.toFixed(0)} |`);
 }
 
 const nullBackend: Backend = {
@@ -64,6 +64,7 @@ const sync = { op: "sync" as const };
 const out = new DrainOutcome();
 Deno.bench({
   name: "relay one invalidation + wait, drainInto (null backend)",
+  group: "relay",
   baseline: true,
   fn() {
     q.submit(inv);
@@ -73,6 +74,7 @@ Deno.bench({
 });
 Deno.bench({
   name: "relay one invalidation + wait, drain() with a fresh report (null backend)",
+  group: "relay",
   fn() {
     q.submit(inv);
     q.submit(sync);
