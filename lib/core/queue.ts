@@ -615,7 +615,11 @@ export class RelayQueue {
   /** Whether anything is pending (invalidations or waits). */
   get pending(): boolean {
     if (this.#waitCount > 0) return true;
-    for (const unit of this.#units.values()) if (!unit.pending.empty) return true;
+    const groups = this.#groups;
+    for (let g = 0; g < groups.length; g++) {
+      const units = groups[g].units;
+      for (let i = 0; i < units.length; i++) if (!units[i].pending.empty) return true;
+    }
     return false;
   }
 }
