@@ -15,10 +15,7 @@ import { ensureBuilt } from "../ffi/build.ts";
 import { NativeShim } from "../ffi/native.ts";
 import { RelayHost } from "../lib/plugin/plugin.ts";
 import { RelayQueue } from "../lib/core/queue.ts";
-import type { Backend } from "../lib/backend/backend.ts";
-import { guestMemoryOver } from "../lib/core/memory.ts";
-import { VtdInvalidationQueue } from "../lib/frontends/vtd/queue.ts";
-import { vtdPasidIotlb, vtdWait, writeVtdDescriptor } from "../lib/frontends/vtd/encode.ts";
+import { nullBackend, vtdDoorbellStep } from "./probes/paths.ts";
 import { guestCode } from "../examples/mini-vmm/layout.ts";
 import { buildWorkload } from "../examples/mini-vmm/script.ts";
 import { runMiniVmm } from "../examples/mini-vmm/vmm.ts";
@@ -112,26 +109,9 @@ if (kvmFd < 0) {
 
 // One strict-mode doorbell handled in TypeScript, no vCPU: decode two descriptors from guest RAM, relay the
 // invalidation, complete the wait (the work the Deno VMM thread adds per doorbell over the C register model).
-const nullBackend: Backend = {
-  invalidate(_t, _f, _e, count, status) {
-    status.errno = 0;
-    status.handled = count;
-  },
-};
-const ram = new Uint8Array(1 << 20);
 const relay = new RelayQueue(nullBackend);
 relay.bind(1, 5, { targetId: 7, format: "vtd-s1" });
-const qi = new VtdInvalidationQueue(guestMemoryOver(ram), relay);
-qi.writeIqa(0x10000);
-for (let i = 0; i < 128; i++) {
-  writeVtdDescriptor(ram, 0x10000 + 32 * i, 16, vtdPasidIotlb(1, 5, { page: i * 8, am: 0 }));
-  writeVtdDescriptor(ram, 0x10000 + 32 * i + 16, 16, vtdWait(0x8000, i));
-}
-let tail = 0;
 Deno.bench({
   name: "VT-d doorbell in TS: decode (IOTLB, wait) + relay + null backend + status write",
-  fn() {
-    tail = (tail + 32) % 4096;
-    if (qi.writeIqt(tail).processed !== 2) throw new Error("doorbell");
-  },
+  fn: vtdDoorbellStep(relay),
 });

@@ -4,8 +4,7 @@
 // table (tests/core/outcome_test.ts and tests/frontends/vtd/queue_test.ts assert the zeros); the time per iteration
 // is measured by deno bench below.
 import { RelayQueue } from "../lib/core/queue.ts";
-import { DrainOutcome } from "../lib/core/outcome.ts";
-import type { Backend } from "../lib/backend/backend.ts";
+import { nullBackend, relayStep } from "./probes/paths.ts";
 
 const probe = new URL("./probes/alloc_probe.ts", import.meta.url).pathname;
 
@@ -47,30 +46,20 @@ for (
   console.log(`| ${label} | ${Math.max(0, run.scavenges - base.scavenges)} | ${bytes.toFixed(0)} |`);
 }
 
-const nullBackend: Backend = {
-  invalidate(_t, _f, _e, count, status) {
-    status.errno = 0;
-    status.handled = count;
-  },
-};
 const q = new RelayQueue(nullBackend);
 q.bind(1, 5, { targetId: 7, format: "vtd-s1" });
+const relay = relayStep(q);
 const inv = {
   op: "invalidate" as const,
   domain: 1,
   scope: { kind: "pasid-range" as const, pasid: 5, firstPage: 0, pages: 1 },
 };
 const sync = { op: "sync" as const };
-const out = new DrainOutcome();
 Deno.bench({
   name: "relay one invalidation + wait, drainInto (null backend)",
   group: "relay",
   baseline: true,
-  fn() {
-    q.submit(inv);
-    q.submit(sync);
-    q.drainInto(out);
-  },
+  fn: relay,
 });
 Deno.bench({
   name: "relay one invalidation + wait, drain() with a fresh report (null backend)",

@@ -11,6 +11,7 @@ import { type FaultQueue, type Hwpt, type Ioas, type Iommufd, IommufdObject } fr
 import {
   HwptAllocFlags,
   IOMMU_TEST_CMD,
+  MockConstants,
   selftestHwptData,
   TestCmdAccessRw,
   TestCmdCheckDevCache,
@@ -193,6 +194,33 @@ export class MockAccess implements Disposable {
     this.#closed = true;
     this.iommufd.shim.close(this.fd);
   }
+}
+
+/**
+ * The selftest's nesting chain: an IOAS, a mock device on it, a nesting parent and a nested HWPT whose IOTLB slots
+ * start at `iotlb` — the target the kernel suite and the kernel probes invalidate. Built on a stack: a failing step
+ * disposes what was built; disposal runs in reverse.
+ *
+ * @example
+ * ```ts ignore
+ * import { mockNestedChain } from "./selftest.ts";
+ * using chain = mockNestedChain(iommufd);
+ * console.log(chain.nested.id > 0);
+ * ```
+ */
+export function mockNestedChain(
+  iommufd: Iommufd,
+  iotlb: number = MockConstants.values.IOMMU_TEST_IOTLB_DEFAULT,
+): { ioas: Ioas; dev: MockDevice; parent: Hwpt; nested: Hwpt; [Symbol.dispose](): void } {
+  using stack = new DisposableStack();
+  const ioas = stack.use(iommufd.allocIoas());
+  const dev = stack.use(MockDevice.create(iommufd, ioas.id));
+  const parent = stack.use(
+    iommufd.allocHwpt({ devId: dev.devId, ptId: ioas.id, flags: HwptAllocFlags.values.IOMMU_HWPT_ALLOC_NEST_PARENT }),
+  );
+  const nested = stack.use(iommufd.allocHwpt({ devId: dev.devId, ptId: parent.id, data: selftestHwptData(iotlb) }));
+  const owned = stack.move();
+  return { ioas, dev, parent, nested, [Symbol.dispose]: () => owned.dispose() };
 }
 
 /**

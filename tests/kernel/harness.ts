@@ -1,15 +1,8 @@
 // Shared setup of the kernel suite. It runs inside the test VM (tools/kernel/run.ts) against a real kernel's
 // /dev/iommu; on a host without one every kernel test is reported as ignored, with this reason.
 import { NativeShim } from "../../ffi/native.ts";
-import { mockIopfChain } from "../../lib/kernel/selftest.ts";
-import {
-  detectFeatures,
-  type FeatureName,
-  Iommufd,
-  type KernelFeatureReport,
-  MockDevice,
-} from "../../lib/kernel/mod.ts";
-import { HwptAllocFlags, MockConstants, selftestHwptData } from "../../lib/uapi/mod.ts";
+import { mockIopfChain, mockNestedChain } from "../../lib/kernel/selftest.ts";
+import { detectFeatures, type FeatureName, Iommufd, type KernelFeatureReport } from "../../lib/kernel/mod.ts";
 
 export const shim: NativeShim = await NativeShim.load();
 export const release: string = Deno.osRelease();
@@ -64,21 +57,8 @@ export function kernelTest(name: string, needs: FeatureName[], fn: () => void | 
   Deno.test({ name, ignore: reason !== undefined, fn });
 }
 
-/** The mock chain: IOAS → mock device → nesting parent → nested HWPT (selftest data). */
-export function nestedChain(iommufd: Iommufd, iotlb: number = MockConstants.values.IOMMU_TEST_IOTLB_DEFAULT) {
-  // Built on a stack: a failing step disposes what was built; the caller's disposal runs in reverse order.
-  using stack = new DisposableStack();
-  const ioas = stack.use(iommufd.allocIoas());
-  const dev = stack.use(MockDevice.create(iommufd, ioas.id));
-  const parent = stack.use(iommufd.allocHwpt({
-    devId: dev.devId,
-    ptId: ioas.id,
-    flags: HwptAllocFlags.values.IOMMU_HWPT_ALLOC_NEST_PARENT,
-  }));
-  const nested = stack.use(iommufd.allocHwpt({ devId: dev.devId, ptId: parent.id, data: selftestHwptData(iotlb) }));
-  const owned = stack.move();
-  return { ioas, dev, parent, nested, [Symbol.dispose]: () => owned.dispose() };
-}
+/** The selftest's nesting chain (lib/kernel/selftest.ts). */
+export const nestedChain = mockNestedChain;
 
 /** The I/O page fault chain (lib/kernel/selftest.ts). */
 export const iopfChain = mockIopfChain;

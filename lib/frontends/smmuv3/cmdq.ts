@@ -11,7 +11,7 @@
  *
  * @module
  */
-import type { PasidOrRid, Request } from "../../core/request.ts";
+import type { PasidOrRid } from "../../core/request.ts";
 import { PAGE_SPACE } from "../../core/request.ts";
 import type { GuestMemory } from "../vtd/queue.ts";
 import { type RelaySink, RelayWindow, type WaitCompleter } from "../window.ts";

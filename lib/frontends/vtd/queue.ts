@@ -12,7 +12,7 @@
  *
  * @module
  */
-import { PAGE_SPACE, type Request } from "../../core/request.ts";
+import { PAGE_SPACE } from "../../core/request.ts";
 import { type RelaySink, RelayWindow, type WaitCompleter } from "../window.ts";
 import { decodeVtdDescriptor, type VtdDescriptor, VtdDescriptorError, VtdDescriptorScratch } from "./descriptors.ts";
 
