@@ -22,7 +22,7 @@ export const CERROR = { NONE: 0, ILL: 1, ABT: 2, ATC_INV_SYNC: 3 } as const;
 /** GERROR.CMDQ_ERR. */
 export const GERROR_CMDQ_ERR = 1;
 
-/** Guest-visible side effects and guest-table knowledge the VMM provides. */
+/** Guest-visible side effects and guest-table knowledge the VMM provides (commands handed to a hook may be reused). */
 export interface SmmuQueueHooks {
   /** Which (domain, PASID) use this ASID in the guest's CDs (PASID "rid" = SSID 0 / no PASID). */
   asidUsers(asid: number): readonly { domain: number; pasid: PasidOrRid }[];

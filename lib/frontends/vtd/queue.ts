@@ -29,7 +29,7 @@ export interface GuestMemory {
 
 export type { RelaySink } from "../window.ts";
 
-/** Guest-visible side effects the VMM carries out. */
+/** Guest-visible side effects the VMM carries out. Descriptors handed to a hook are reused once it returns: copy to keep. */
 export interface VtdQueueHooks {
   /** A wait with IF set completed: raise the invalidation-completion interrupt. */
   interrupt?(): void;
