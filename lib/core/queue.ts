@@ -77,6 +77,11 @@ export interface QueueOptions {
   readonly maxAgeMs?: number;
   /** Coalesce (default). Off: one host entry per guest request and no escalation, for policy comparisons. */
   readonly coalesce?: boolean;
+  /**
+   * Time one drain in this many for the latency histogram (a power of two; default 16, 1 = every drain). A clock read
+   * costs about as much as the rest of a one-invalidation drain, so timing every drain would double the hot path.
+   */
+  readonly latencySampling?: number;
 }
 
 export type { DrainReport, RequestFailure, WaitOutcome } from "./outcome.ts";
@@ -93,7 +98,10 @@ export interface QueueTelemetry {
   resends: number;
   /** Drains a size or age threshold triggered. */
   thresholdDrains: number;
-  /** Drain latency histogram: bucket i counts drains that took < 2^i µs (last bucket: the rest). */
+  /**
+   * Drain latency histogram over the timed drains (one in `latencySampling`): bucket i counts drains that took
+   * < 2^i µs (last bucket: the rest).
+   */
   readonly latencyUs: number[];
 }
 
@@ -195,6 +203,7 @@ export class RelayQueue {
       maxPendingInvalidations: options.maxPendingInvalidations ?? 4096,
       maxAgeMs: options.maxAgeMs ?? Infinity,
       coalesce: options.coalesce ?? true,
+      latencySampling: sampling(options.latencySampling),
       limits: options.limits,
     };
   }
@@ -464,7 +473,8 @@ export class RelayQueue {
    * and failures are carried into the next explicit drain's outcome.
    */
   #flush(out: DrainOutcome | null): void {
-    const start = performance.now();
+    const timed = (++this.#drainCount & (this.#opts.latencySampling - 1)) === 0;
+    const start = timed ? performance.now() : 0;
     const failed = this.#failed;
     if (failed.length) failed.length = 0;
     this.#sendAll(failed);
@@ -477,7 +487,7 @@ export class RelayQueue {
       carried.entries += entries;
       carried.invalidations += invalidations;
       for (const f of failed) carried.failures.push(f);
-      this.#account(latencyBucket(start), ioctls, entries, 0);
+      this.#account(timed ? latencyBucket(start) : -1, ioctls, entries, 0);
       return;
     }
     out.reset();
@@ -499,7 +509,7 @@ export class RelayQueue {
       out.addWait(seq, first);
     }
     this.#waitCount = 0;
-    this.#account(latencyBucket(start), ioctls, entries, failures.length);
+    this.#account(timed ? latencyBucket(start) : -1, ioctls, entries, failures.length);
   }
 
   /**
@@ -544,14 +554,16 @@ export class RelayQueue {
   #sentIoctls = 0;
   #sentEntries = 0;
 
-  /** Count a drain; `bucket` is its latency histogram bucket (an integer: a double would be boxed here). */
+  #drainCount = 0;
+
+  /** Count a drain; `bucket` is its latency histogram bucket, or -1 for an untimed drain (an integer: a double would be boxed here). */
   #account(bucket: number, ioctls: number, entries: number, failures: number): void {
     const t = this.telemetry;
     t.drains++;
     t.ioctls += ioctls;
     t.entriesOut += entries;
     t.failures += failures;
-    t.latencyUs[Math.min(t.latencyUs.length - 1, bucket)]++;
+    if (bucket >= 0) t.latencyUs[Math.min(t.latencyUs.length - 1, bucket)]++;
   }
 
   /** Send the writer's entries to one target; returns ioctls made; appends failures. */
@@ -636,6 +648,14 @@ function latencyBucket(start: number): number {
 function uniqueBySeq(failures: RequestFailure[], out: RequestFailure[]): void {
   const sorted = failures.map((f, i) => ({ f, i })).sort((a, b) => a.f.seq - b.f.seq || a.i - b.i);
   for (const { f } of sorted) if (out.length === 0 || out[out.length - 1].seq !== f.seq) out.push(f);
+}
+
+function sampling(n: number | undefined): number {
+  if (n === undefined) return 16;
+  if (!Number.isInteger(n) || n < 1 || n > 2 ** 20 || (n & (n - 1)) !== 0) {
+    throw new RangeError(`latencySampling must be a power of two from 1 to 2^20, not ${n}`);
+  }
+  return n;
 }
 
 function entriesPerCall(n: number | undefined): number {

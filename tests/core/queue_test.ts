@@ -364,3 +364,22 @@ Deno.test("queue limits: waits past maxPendingWaits and an entries-per-call cap 
   assert.equal(d.ioctls, 3);
   assert.equal(d.entries, 10);
 });
+
+Deno.test("queue: the latency histogram times one drain in latencySampling (every drain with 1); bad values refused", () => {
+  const host = new ModelHost();
+  const t = host.createTarget("vtd-s1");
+  const timed = (sampling?: number) => {
+    const q = new RelayQueue(host, sampling === undefined ? {} : { latencySampling: sampling });
+    q.bind(1, "rid", { targetId: t, format: "vtd-s1" });
+    for (let i = 0; i < 64; i++) {
+      q.submit({ op: "invalidate", domain: 1, scope: { kind: "range", firstPage: i, pages: 1 }, noPasid: true });
+      q.drain();
+    }
+    return [q.telemetry.drains, q.telemetry.latencyUs.reduce((a, b) => a + b, 0)];
+  };
+  assert.deepEqual(timed(1), [65, 65]); // 64 drains + the bind's barrier drain
+  assert.deepEqual(timed(), [65, 4]);
+  for (const bad of [0, 3, 1.5, 2 ** 21]) {
+    assert.throws(() => new RelayQueue(host, { latencySampling: bad }), RangeError);
+  }
+});
