@@ -1,7 +1,8 @@
 /**
  * `deno task bench`: runs every suite under bench/ in one `deno bench` (each file's own tables print as they run),
  * then prints one table of ratios — each case's mean time over its group's baseline (the C loop, the reused buffer,
- * the allocation-free relay, QEMU's per-descriptor policy…) — and writes it to bench/ratios.json.
+ * the allocation-free relay, QEMU's per-descriptor policy…; ungrouped cases with their time only) — and writes it to
+ * bench/ratios.json.
  *
  * @module
  */
@@ -31,21 +32,20 @@ interface BenchResult {
   readonly results: readonly { ok?: { avg: number } }[];
 }
 const report = JSON.parse(text.slice(at)) as { runtime: string; cpu: string; benches: BenchResult[] };
-const rows: { suite: string; group: string; name: string; avgNs: number; ratio: number }[] = [];
+const rows: { suite: string; group: string; name: string; avgNs: number; ratio: number | null }[] = [];
 const groups = new Map<string, BenchResult[]>();
 for (const b of report.benches) {
-  if (!b.group) continue;
-  const key = `${b.origin}\0${b.group}`;
+  const key = `${b.origin}\0${b.group ?? b.name}`;
   groups.set(key, [...(groups.get(key) ?? []), b]);
 }
 for (const benches of groups.values()) {
   const base = benches.find((b) => b.baseline)?.results[0]?.ok?.avg;
-  if (!base) continue;
   for (const b of benches) {
     const avg = b.results[0]?.ok?.avg;
     if (avg === undefined) continue;
     const suite = b.origin.slice(b.origin.lastIndexOf("/") + 1);
-    rows.push({ suite, group: b.group!, name: b.name, avgNs: Math.round(avg), ratio: Number((avg / base).toFixed(2)) });
+    const ratio = base && b.group ? Number((avg / base).toFixed(2)) : null;
+    rows.push({ suite, group: b.group ?? "—", name: b.name, avgNs: Math.round(avg), ratio });
   }
 }
 console.log(`\nRatios to each group's baseline (${report.runtime}, ${report.cpu}; mean time per iteration):\n`);
@@ -53,6 +53,6 @@ console.log("| suite | group | case | mean | ratio |");
 console.log("|---|---|---|---:|---:|");
 const time = (ns: number) =>
   ns >= 1e6 ? `${(ns / 1e6).toFixed(2)} ms` : ns >= 1e3 ? `${(ns / 1e3).toFixed(1)} µs` : `${ns} ns`;
-for (const r of rows) console.log(`| ${r.suite} | ${r.group} | ${r.name} | ${time(r.avgNs)} | ${r.ratio} |`);
+for (const r of rows) console.log(`| ${r.suite} | ${r.group} | ${r.name} | ${time(r.avgNs)} | ${r.ratio ?? "—"} |`);
 await Deno.writeTextFile(new URL("bench/ratios.json", root), JSON.stringify(rows, null, 2) + "\n");
 if (!out.success) Deno.exit(out.code);
