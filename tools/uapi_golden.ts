@@ -133,30 +133,8 @@ export async function runGolden(registry: UapiRegistry, headers: HeaderSet): Pro
   const dir = await Deno.makeTempDir({ prefix: "iommu-relay-golden-" });
   try {
     await Deno.writeTextFile(`${dir}/golden.c`, generateC(registry));
-    const multiarch = new TextDecoder().decode(
-      (await new Deno.Command("cc", { args: ["-print-multiarch"], stdout: "piped" }).output()).stdout,
-    ).trim();
     const cc = await new Deno.Command("cc", {
-      args: [
-        "-std=gnu11",
-        "-Wall",
-        "-Werror",
-        "-nostdinc",
-        "-isystem",
-        headers.include,
-        "-isystem",
-        `${headers.include}/${multiarch}`,
-        "-isystem",
-        "/usr/include",
-        "-isystem",
-        `/usr/include/${multiarch}`,
-        ...gccIncludes(),
-        "-I",
-        headers.selftest,
-        "-o",
-        `${dir}/golden`,
-        `${dir}/golden.c`,
-      ],
+      args: ["-std=gnu11", "-Wall", "-Werror", ...await headerFlags(headers), "-o", `${dir}/golden`, `${dir}/golden.c`],
       stderr: "piped",
     }).output();
     if (!cc.success) throw new Error(`golden.c did not compile:\n${new TextDecoder().decode(cc.stderr)}`);
@@ -166,6 +144,30 @@ export async function runGolden(registry: UapiRegistry, headers: HeaderSet): Pro
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+}
+
+/**
+ * Compiler flags that put the 7.3 headers (and iommufd_test.h) before the system's: what the golden program and the
+ * kernel suite's standalone C program are built with.
+ */
+export async function headerFlags(headers: HeaderSet): Promise<string[]> {
+  const multiarch = new TextDecoder().decode(
+    (await new Deno.Command("cc", { args: ["-print-multiarch"], stdout: "piped" }).output()).stdout,
+  ).trim();
+  return [
+    "-nostdinc",
+    "-isystem",
+    headers.include,
+    "-isystem",
+    `${headers.include}/${multiarch}`,
+    "-isystem",
+    "/usr/include",
+    "-isystem",
+    `/usr/include/${multiarch}`,
+    ...gccIncludes(),
+    "-I",
+    headers.selftest,
+  ];
 }
 
 let gccInclude: string[] | undefined;

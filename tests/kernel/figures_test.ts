@@ -17,7 +17,7 @@ import { MockDevice } from "../../lib/kernel/mod.ts";
 import { ShadowDomain } from "../../lib/shadow/domain.ts";
 import { KernelShadowIoas } from "../../lib/shadow/kernel_ioas.ts";
 import { GuestPageTables } from "../../lib/testing/page_tables.ts";
-import { kernelTest, nestedChain, openIommufd, shim } from "./harness.ts";
+import { atLeast, kernelTest, nestedChain, openIommufd, release, shim } from "./harness.ts";
 import { assertAllocatesNothing } from "../alloc_probe.ts";
 import { relayStep, vtdDoorbellStep } from "../../bench/probes/paths.ts";
 import { KernelBackend } from "../../lib/backend/kernel.ts";
@@ -46,7 +46,7 @@ function warm(fn: () => void, ms = WARM_MS): void {
 const TYPE = M.IOMMU_HWPT_INVALIDATE_DATA_SELFTEST;
 const ENTRY = 8;
 
-kernelTest("figures: invalidation cost per entry, library vs in-process C loop", ["hwpt-invalidate"], () => {
+kernelTest("figures: invalidation cost per entry, library vs in-process C loop", ["hwpt-invalidate"], async () => {
   using iommufd = openIommufd();
   using chain = nestedChain(iommufd, 1);
   const nested = chain.nested;
@@ -74,6 +74,19 @@ kernelTest("figures: invalidation cost per entry, library vs in-process C loop",
         `ratio ${(lib / c).toFixed(2)} (best of 3 x ${calls} calls after ${WARM_MS} ms of warm-up, TCG)`,
     );
   }
+  // The standalone C program (bench/hwpt_invalidate_loop.c: its own chain, no Deno runtime), for reference; it is
+  // built against the 7.3 headers, so 6.x boots skip it.
+  const standalone = Deno.env.get("IOMMU_RELAY_C_INVALIDATE");
+  if (standalone && atLeast(7, 0)) {
+    const out = await new Deno.Command(standalone, { args: ["4000", "3"], stdout: "piped" }).output();
+    const r = JSON.parse(new TextDecoder().decode(out.stdout));
+    assert.ok(out.success, `standalone C program: ${r.error}`);
+    lines.push(
+      `figures: standalone C program: 1-entry ${r.oneEntryNs.toFixed(0)} ns/ioctl, 64-entry ${
+        r.perEntryNs64.toFixed(0)
+      } ns/entry (best of 3 x ${r.calls})`,
+    );
+  } else lines.push(`figures: standalone C program not run (${standalone ? `Linux ${release}` : "not built"})`);
   for (const l of lines) console.log(l);
 });
 
