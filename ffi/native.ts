@@ -12,7 +12,7 @@
 import { ensureShim } from "./build.ts";
 
 /** The ABI version of shim.c this table matches. */
-export const SHIM_ABI_VERSION = 4;
+export const SHIM_ABI_VERSION = 5;
 
 const SYMBOLS = {
   relay_shim_version: { parameters: [], result: "i32" },
@@ -38,6 +38,7 @@ const SYMBOLS = {
   relay_kick_setup: { parameters: ["i32"], result: "i32" },
   relay_gettid: { parameters: [], result: "i32" },
   relay_kick: { parameters: ["i32", "i32"], result: "i32" },
+  relay_deadline_timer: { parameters: ["i32", "u32", "u32"], result: "i32" },
   relay_readlink: { parameters: ["buffer", "u32", "buffer", "u32"], result: "i32" },
   relay_read_file: { parameters: ["buffer", "u32", "buffer", "u32"], result: "i32" },
   relay_list_dir: { parameters: ["buffer", "u32", "buffer", "u32"], result: "i32" },
@@ -274,6 +275,15 @@ export class NativeShim implements Disposable {
   /** Send `signo` to thread `tid` of this process: a blocking `KVM_RUN` there returns `-EINTR`. */
   kick(tid: number, signo: number): number {
     return this.#live().relay_kick(tid, signo);
+  }
+
+  /**
+   * Send `signo` to the calling thread after `ms` milliseconds, then every `everyMs` (default 0: once); `ms` 0
+   * disarms, and arming replaces the previous deadline. The deadline of a thread blocked in a call with no other
+   * thread to kick it (the repeats catch one that was between two calls). Returns 0 or `-errno`.
+   */
+  deadlineTimer(signo: number, ms: number, everyMs = 0): number {
+    return this.#live().relay_deadline_timer(signo, ms, everyMs);
   }
 
   /** The target of symlink `path` (sysfs links: a device's driver, IOMMU group, IOMMU), or `-errno`. */

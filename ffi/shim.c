@@ -20,12 +20,13 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #define RELAY_EXPORT __attribute__((visibility("default")))
 
 /* ABI version of this file; native.ts refuses a library whose version differs. */
-RELAY_EXPORT int32_t relay_shim_version(void) { return 4; }
+RELAY_EXPORT int32_t relay_shim_version(void) { return 5; }
 
 /* open(path, O_RDWR | O_CLOEXEC). path is NUL-terminated; path_len bounds the search for the NUL so a
  * buffer without one is refused (-EINVAL) instead of read past its end. */
@@ -213,6 +214,44 @@ RELAY_EXPORT int32_t relay_gettid(void)
 RELAY_EXPORT int32_t relay_kick(int32_t tid, int32_t signo)
 {
 	return syscall(SYS_tgkill, getpid(), tid, signo) < 0 ? -errno : 0;
+}
+
+/* A deadline for the calling thread: after `ms` milliseconds it is sent `signo`, then again every `every_ms` (0: once)
+ * — with relay_kick_setup's handler a blocking call such as KVM_RUN then returns -EINTR; the repeats catch a thread
+ * that was between two calls when one arrived. For a thread that no other thread is there to kick. `ms` 0 disarms.
+ * One deadline per process: arming replaces the previous one. */
+static timer_t relay_deadline;
+static int relay_deadline_set;
+
+RELAY_EXPORT int32_t relay_deadline_timer(int32_t signo, uint32_t ms, uint32_t every_ms)
+{
+	if (relay_deadline_set) {
+		timer_delete(relay_deadline);
+		relay_deadline_set = 0;
+	}
+	if (ms == 0)
+		return 0;
+	struct sigevent sev;
+	memset(&sev, 0, sizeof(sev));
+	sev.sigev_notify = SIGEV_THREAD_ID;
+	sev.sigev_signo = signo;
+	sev._sigev_un._tid = (pid_t)syscall(SYS_gettid);
+	if (timer_create(CLOCK_MONOTONIC, &sev, &relay_deadline) < 0)
+		return -errno;
+	relay_deadline_set = 1;
+	struct itimerspec at;
+	memset(&at, 0, sizeof(at));
+	at.it_value.tv_sec = ms / 1000;
+	at.it_value.tv_nsec = (long)(ms % 1000) * 1000000L;
+	at.it_interval.tv_sec = every_ms / 1000;
+	at.it_interval.tv_nsec = (long)(every_ms % 1000) * 1000000L;
+	if (timer_settime(relay_deadline, 0, &at, NULL) < 0) {
+		int e = errno;
+		timer_delete(relay_deadline);
+		relay_deadline_set = 0;
+		return -e;
+	}
+	return 0;
 }
 
 /* Small read-only helpers for sysfs and /dev listings: Deno's own file APIs want -A for /sys and /dev, while the

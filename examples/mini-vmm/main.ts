@@ -6,7 +6,8 @@
  * cdevs with `--device`). Without /dev/kvm it says so in one line and runs the same guest loop in-process.
  *
  * Options: `--doorbells N` (2000), `--seed N`, `--json`, `--kvm auto|off|require`, `--iommu PATH`,
- * `--device mock|/dev/vfio/devices/vfioN` (twice for two cdevs), `--plugin SPECIFIER`, `--timeout SECONDS`.
+ * `--device mock|/dev/vfio/devices/vfioN` (twice for two cdevs), `--plugin SPECIFIER`, `--timeout SECONDS`,
+ * `--vcpu-thread worker|inline` (inline: exits served on the VMM thread, the one-thread shape).
  * Exit status 1 when a doorbell failed, a page was under-invalidated or the guest did not halt normally.
  *
  * @module
@@ -28,23 +29,29 @@ const { values } = parseArgs({
     device: { type: "string", multiple: true },
     plugin: { type: "string" },
     timeout: { type: "string", default: "120" },
+    "vcpu-thread": { type: "string", default: "worker" },
     help: { type: "boolean", default: false },
   },
 });
 if (values.help) {
   console.log(
     "usage: deno task demo [--doorbells N] [--seed N] [--json] [--kvm auto|off|require] [--iommu /dev/iommu]\n" +
-      "                      [--device mock|/dev/vfio/devices/vfioN ...] [--plugin SPECIFIER] [--timeout SECONDS]",
+      "                      [--device mock|/dev/vfio/devices/vfioN ...] [--plugin SPECIFIER] [--timeout SECONDS]\n" +
+      "                      [--vcpu-thread worker|inline]",
   );
   Deno.exit(0);
 }
 const doorbells = Number(values.doorbells), seed = Number(values.seed), timeout = Number(values.timeout);
 const kvm = values.kvm as "auto" | "off" | "require";
+const vcpuThread = values["vcpu-thread"] as "worker" | "inline";
 if (
   !Number.isSafeInteger(doorbells) || doorbells < 1 || doorbells > 10_000 || !Number.isSafeInteger(seed) ||
-  !(timeout > 0) || !["auto", "off", "require"].includes(kvm)
+  !(timeout > 0) || !["auto", "off", "require"].includes(kvm) || !["worker", "inline"].includes(vcpuThread)
 ) {
-  console.error("error: --doorbells takes 1..10000, --seed an integer, --timeout seconds, --kvm auto|off|require");
+  console.error(
+    "error: --doorbells takes 1..10000, --seed an integer, --timeout seconds, --kvm auto|off|require, " +
+      "--vcpu-thread worker|inline",
+  );
   Deno.exit(2);
 }
 const say = (line: string) => values.json || console.log(line);
@@ -85,12 +92,19 @@ const report = await runMiniVmm({
   devices,
   tableFor,
   plugin,
+  vcpuThread,
   timeoutMs: timeout * 1000,
   progress: (index, get) => {
     if (!announced) {
       announced = true;
       const r = get();
-      say(r.vcpu === "kvm" ? "vCPU: KVM (one Worker)" : `no KVM here (${r.kvmNote}): running the guest in-process`);
+      say(
+        r.vcpu !== "kvm"
+          ? `no KVM here (${r.kvmNote}): running the guest in-process`
+          : vcpuThread === "inline"
+          ? "vCPU: KVM (inline: exits served on the VMM thread)"
+          : "vCPU: KVM (one Worker)",
+      );
     }
     if ((index + 1) % step === 0) say(line(get(), index + 1));
   },

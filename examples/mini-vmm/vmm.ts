@@ -28,6 +28,7 @@ import { PgfaultConstants } from "../../lib/uapi/mod.ts";
 import { type FaultSource, type TableFor, type UnitDevice, type UnitStats, VtdUnit } from "./vtd_unit.ts";
 import { type Bus, type GuestEnd, runInterpreted } from "./interpreted.ts";
 import { KICK_SIGNAL, KIND, MB, STATE } from "./mailbox.ts";
+import { runVcpuLoop } from "./vcpu_loop.ts";
 
 /** How to run. */
 export interface MiniVmmOptions {
@@ -38,6 +39,13 @@ export interface MiniVmmOptions {
   readonly seed: number;
   /** "auto": KVM when /dev/kvm opens, else in-process; "off": in-process; "require": KVM or a KvmError. */
   readonly kvm?: "auto" | "off" | "require";
+  /**
+   * Where KVM exits are served: "worker" (default) — the vCPU runs in a Worker and hands each exit to this thread,
+   * whose event loop stays live; "inline" — the vCPU runs on this thread and exits are served in place, as a
+   * one-thread C VMM does (the fastest shape; this thread's event loop waits until the guest ends, and the deadline is
+   * a timer signal to this thread).
+   */
+  readonly vcpuThread?: "worker" | "inline";
   readonly kvmPath?: string;
   /** The two assigned devices (default: model devices in-process, PASID-capable selftest mocks on a kernel). */
   readonly devices?: readonly [DeviceSource, DeviceSource];
@@ -57,6 +65,8 @@ export interface MiniVmmOptions {
 export interface MiniVmmReport {
   /** Who ran the guest code. */
   readonly vcpu: "kvm" | "in-process";
+  /** Where KVM exits were served (with `vcpu` "kvm"). */
+  readonly vcpuThread?: "worker" | "inline";
   /** Why KVM was not used, when it was not. */
   readonly kvmNote?: string;
   readonly end: GuestEnd;
@@ -222,7 +232,9 @@ export async function runMiniVmm(opts: MiniVmmOptions): Promise<MiniVmmReport> {
     const v = vm.createVcpu();
     v.resetRealMode(LAYOUT.code);
     vcpu = "kvm";
-    ({ end, exits } = await runOnWorker(shim, v, bus, timeoutMs));
+    ({ end, exits } = opts.vcpuThread === "inline"
+      ? runInline(shim, v, bus, timeoutMs)
+      : await runOnWorker(shim, v, bus, timeoutMs));
   } else {
     const deadline = performance.now() + timeoutMs;
     ({ end, exits } = runInterpreted(ram, bus, () => performance.now() > deadline));
@@ -235,6 +247,7 @@ export async function runMiniVmm(opts: MiniVmmOptions): Promise<MiniVmmReport> {
       sorted.length ? Number(sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))].toFixed(1)) : 0;
     return {
       vcpu,
+      ...(vcpu === "kvm" ? { vcpuThread: opts.vcpuThread ?? "worker" } : {}),
       kvmNote,
       end: end ?? "cancelled",
       iqeAt,
@@ -257,6 +270,34 @@ export async function runMiniVmm(opts: MiniVmmOptions): Promise<MiniVmmReport> {
     };
   }
   return build();
+}
+
+/** Run `vcpu` on this thread, serving its exits in place until it stops or `timeoutMs` passes. */
+function runInline(shim: NativeShim, vcpu: KvmVcpu, bus: Bus, timeoutMs: number): { end: GuestEnd; exits: number } {
+  shim.kickSetup(KICK_SIGNAL);
+  const deadline = performance.now() + timeoutMs;
+  // No other thread can kick this one out of KVM_RUN: a timer signals it at the deadline, then every 10 ms in case
+  // the first signal landed while an exit was being served.
+  const armed = shim.deadlineTimer(KICK_SIGNAL, Math.max(1, Math.ceil(timeoutMs)), 10);
+  if (armed < 0) throw new KvmError("arm the deadline timer", undefined, armed);
+  try {
+    const r = runVcpuLoop(shim, vcpu.fd, vcpu.run, {
+      mmio: (address, len, write, lo) => bus.mmio(address >>> 0, len, write, lo >>> 0),
+      io: (port, size, out, value) => bus.io(port, size, out, value >>> 0),
+      stopped: () => performance.now() > deadline,
+    });
+    return { end: vcpuEnd(r.kind, r.code), exits: r.exits };
+  } finally {
+    shim.deadlineTimer(KICK_SIGNAL, 0);
+  }
+}
+
+/** A vCPU loop's end as the report says it. */
+function vcpuEnd(kind: number, code: number): GuestEnd {
+  if (kind === KIND.HLT) return "halted";
+  if (kind === KIND.CANCELLED) return "cancelled";
+  if (kind === KIND.ERROR) return { stopped: `KVM_RUN failed: errno ${code}` };
+  return { stopped: `unhandled exit reason ${code}` };
 }
 
 /** How long the VMM thread blocks in one synchronous wait for the vCPU's next exit, ms. */
@@ -320,11 +361,7 @@ async function runOnWorker(
     } finally {
       clearTimeout(timer);
     }
-    const kind = mb[MB.KIND], exits = mb[MB.EXITS];
-    if (kind === KIND.HLT) return { end: "halted", exits };
-    if (kind === KIND.CANCELLED) return { end: "cancelled", exits };
-    if (kind === KIND.ERROR) return { end: { stopped: `KVM_RUN failed: errno ${mb[MB.CODE]}` }, exits };
-    return { end: { stopped: `unhandled exit reason ${mb[MB.CODE]}` }, exits };
+    return { end: vcpuEnd(mb[MB.KIND], mb[MB.CODE]), exits: mb[MB.EXITS] };
   } finally {
     worker.terminate();
   }

@@ -4,8 +4,8 @@
 import assert from "node:assert/strict";
 import { NativeShim } from "../../ffi/native.ts";
 import { RelayHost } from "../../lib/plugin/plugin.ts";
-import { GUEST_CODE_HEX } from "../../examples/mini-vmm/layout.ts";
-import { buildWorkload } from "../../examples/mini-vmm/script.ts";
+import { GUEST_CODE_HEX, LAYOUT } from "../../examples/mini-vmm/layout.ts";
+import { buildWorkload, OP } from "../../examples/mini-vmm/script.ts";
 import { runMiniVmm } from "../../examples/mini-vmm/vmm.ts";
 
 const shim = await NativeShim.load();
@@ -149,5 +149,54 @@ Deno.test({
     assert.deepEqual(counts(onKvm), counts(inProcess));
     assert.deepEqual(onKvm.host, inProcess.host);
     assert.deepEqual(onKvm.burst, { descriptors: 129, ioctls: 1 });
+  },
+});
+
+Deno.test({
+  name:
+    `mini-vmm: with the vCPU inline (exits served on this thread) the guest does exactly what it does on a Worker${noKvm}`,
+  ignore: kvmFd < 0,
+  fn: async () => {
+    const run = async (vcpuThread: "worker" | "inline") => {
+      using host = RelayHost.inProcess();
+      return await runMiniVmm({ shim, host, doorbells: 200, seed: 5, kvm: "require", vcpuThread });
+    };
+    const inline = await run("inline"), worker = await run("worker");
+    assert.deepEqual([inline.vcpu, inline.vcpuThread, worker.vcpuThread], ["kvm", "inline", "worker"]);
+    assert.equal(inline.end, "halted");
+    assert.equal(inline.exits, worker.exits);
+    assert.equal(inline.underInvalidated, 0);
+    const counts = (r: typeof inline) => ({ ...r.unit, pageRequests: { ...r.unit.pageRequests, roundTripUs: 0 } });
+    assert.deepEqual(counts(inline), counts(worker));
+    assert.deepEqual(inline.host, worker.host);
+  },
+});
+
+Deno.test({
+  name: `mini-vmm: an inline vCPU spinning without exits is stopped at its deadline by the timer signal${noKvm}`,
+  ignore: kvmFd < 0,
+  fn: async () => {
+    // The script overwrites the guest's own loop head (`next:`, code offset 0x2b) with `jmp $`: no more exits.
+    const w = buildWorkload({ doorbells: 5, seed: 1 });
+    const patched = new Uint8Array(w.bytes.length + 16);
+    const v = new DataView(patched.buffer);
+    [OP.STORE, LAYOUT.code + 0x2b, 4].forEach((x, i) => v.setUint32(i * 4, x, true));
+    patched.set([0xeb, 0xfe, 0x90, 0x90], 12);
+    patched.set(w.bytes, 16);
+    using host = RelayHost.inProcess();
+    const report = await runMiniVmm({
+      shim,
+      host,
+      doorbells: 5,
+      seed: 1,
+      kvm: "require",
+      vcpuThread: "inline",
+      timeoutMs: 300,
+      workload: { ...w, bytes: patched },
+    });
+    assert.equal(report.end, "cancelled");
+    assert.equal(report.unit.doorbells, 0, "the guest never reached a doorbell");
+    // The deadline timer is disarmed afterwards: a blocking call of this thread runs to its own timeout.
+    assert.equal(shim.poll(-1, 1, 50), 0);
   },
 });

@@ -230,3 +230,15 @@ Deno.test("shim: readlink, readSmallFile and listDir read what Deno's own APIs w
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("shim: a deadline timer interrupts the calling thread's blocking call with EINTR; disarmed, it does not", () => {
+  const SIGUSR1 = 10, EINTR = 4;
+  assert.equal(shim.kickSetup(SIGUSR1), 0);
+  // poll() of no fd (-1 is ignored) just sleeps for its timeout and returns 0, unless a signal cuts it short (-EINTR).
+  assert.equal(shim.deadlineTimer(SIGUSR1, 50), 0);
+  assert.equal(shim.poll(-1, POLL.IN, 2000), -EINTR);
+  // Armed then disarmed: the poll runs to its own timeout (0 = nothing ready).
+  assert.equal(shim.deadlineTimer(SIGUSR1, 20), 0);
+  assert.equal(shim.deadlineTimer(SIGUSR1, 0), 0);
+  assert.equal(shim.poll(-1, POLL.IN, 100), 0);
+});
