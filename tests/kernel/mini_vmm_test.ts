@@ -138,3 +138,19 @@ kvmTest("mini-vmm: a guest past its deadline is stopped at its next exit and the
   });
   assert.equal(again.end, "halted");
 });
+
+kvmTest(
+  "mini-vmm: with the vCPU inline the KVM guest does on the kernel exactly what it does on a Worker",
+  async () => {
+    const run = async (vcpuThread: "worker" | "inline"): Promise<MiniVmmReport> => {
+      using host = RelayHost.kernel(shim);
+      return await runMiniVmm({ shim, host, doorbells: 60, seed: 9, kvm: "require", tableFor, vcpuThread });
+    };
+    const inline = await run("inline"), worker = await run("worker");
+    assert.deepEqual([inline.vcpuThread, inline.end, inline.host.failures], ["inline", "halted", 0]);
+    assert.equal(inline.exits, worker.exits);
+    assert.deepEqual(inline.host, worker.host);
+    assert.equal(inline.faultRoundTrip.source, "kernel");
+    assert.deepEqual(inline.faultRoundTrip.hostResponses.map((r) => r.code), [0]);
+  },
+);
