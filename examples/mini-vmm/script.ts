@@ -151,3 +151,16 @@ export function buildWorkload(opts: { doorbells: number; seed: number }): Worklo
   }
   return { bytes, doorbells, descriptors, burstDoorbell, expected, tablePages, doorbellOffsets };
 }
+
+/**
+ * `workload` behind one more record that overwrites the guest's own loop head (`next:`, code offset 0x2b) with
+ * `jmp $`: a guest that spins without ever exiting again — what a VMM's deadline must get out of KVM_RUN.
+ */
+export function spinningWorkload(workload: Workload): Workload {
+  const bytes = new Uint8Array(workload.bytes.length + 16);
+  const v = new DataView(bytes.buffer);
+  [OP.STORE, LAYOUT.code + 0x2b, 4].forEach((x, i) => v.setUint32(i * 4, x, true));
+  bytes.set([0xeb, 0xfe, 0x90, 0x90], 12);
+  bytes.set(workload.bytes, 16);
+  return { ...workload, bytes };
+}

@@ -4,8 +4,8 @@
 import assert from "node:assert/strict";
 import { NativeShim } from "../../ffi/native.ts";
 import { RelayHost } from "../../lib/plugin/plugin.ts";
-import { GUEST_CODE_HEX, LAYOUT } from "../../examples/mini-vmm/layout.ts";
-import { buildWorkload, OP } from "../../examples/mini-vmm/script.ts";
+import { GUEST_CODE_HEX } from "../../examples/mini-vmm/layout.ts";
+import { buildWorkload, spinningWorkload } from "../../examples/mini-vmm/script.ts";
 import { runMiniVmm } from "../../examples/mini-vmm/vmm.ts";
 
 const shim = await NativeShim.load();
@@ -176,13 +176,7 @@ Deno.test({
   name: `mini-vmm: an inline vCPU spinning without exits is stopped at its deadline by the timer signal${noKvm}`,
   ignore: kvmFd < 0,
   fn: async () => {
-    // The script overwrites the guest's own loop head (`next:`, code offset 0x2b) with `jmp $`: no more exits.
-    const w = buildWorkload({ doorbells: 5, seed: 1 });
-    const patched = new Uint8Array(w.bytes.length + 16);
-    const v = new DataView(patched.buffer);
-    [OP.STORE, LAYOUT.code + 0x2b, 4].forEach((x, i) => v.setUint32(i * 4, x, true));
-    patched.set([0xeb, 0xfe, 0x90, 0x90], 12);
-    patched.set(w.bytes, 16);
+    const workload = spinningWorkload(buildWorkload({ doorbells: 5, seed: 1 }));
     using host = RelayHost.inProcess();
     const report = await runMiniVmm({
       shim,
@@ -192,7 +186,7 @@ Deno.test({
       kvm: "require",
       vcpuThread: "inline",
       timeoutMs: 300,
-      workload: { ...w, bytes: patched },
+      workload,
     });
     assert.equal(report.end, "cancelled");
     assert.equal(report.unit.doorbells, 0, "the guest never reached a doorbell");

@@ -6,8 +6,7 @@ import { mockIotlbHolds } from "../../lib/kernel/mod.ts";
 import { RelayHost } from "../../lib/plugin/plugin.ts";
 import { type MiniVmmReport, runMiniVmm } from "../../examples/mini-vmm/vmm.ts";
 import type { TableFor } from "../../examples/mini-vmm/vtd_unit.ts";
-import { buildWorkload, OP } from "../../examples/mini-vmm/script.ts";
-import { LAYOUT } from "../../examples/mini-vmm/layout.ts";
+import { buildWorkload, spinningWorkload } from "../../examples/mini-vmm/script.ts";
 import { atLeast, kernelTest, noKernel, release, shim } from "./harness.ts";
 
 const tableFor: TableFor = (entry) => ({ format: "selftest", iotlb: entry.firstStagePage });
@@ -92,13 +91,7 @@ async function fdsSettle(want: number): Promise<number> {
 }
 
 kvmTest("mini-vmm: a guest spinning without exits is kicked out of KVM_RUN at its deadline", async () => {
-  // The script overwrites the guest's own loop head (`next:`, code offset 0x2b) with `jmp $`: no more exits.
-  const w = buildWorkload({ doorbells: 5, seed: 1 });
-  const patched = new Uint8Array(w.bytes.length + 16);
-  const v = new DataView(patched.buffer);
-  [OP.STORE, LAYOUT.code + 0x2b, 4].forEach((x, i) => v.setUint32(i * 4, x, true));
-  patched.set([0xeb, 0xfe, 0x90, 0x90], 12);
-  patched.set(w.bytes, 16);
+  const workload = spinningWorkload(buildWorkload({ doorbells: 5, seed: 1 }));
   const before = openFds();
   {
     using host = RelayHost.kernel(shim);
@@ -110,7 +103,7 @@ kvmTest("mini-vmm: a guest spinning without exits is kicked out of KVM_RUN at it
       kvm: "require",
       tableFor,
       timeoutMs: 500,
-      workload: { ...w, bytes: patched },
+      workload,
     });
     assert.equal(report.vcpu, "kvm");
     assert.equal(report.end, "cancelled");
