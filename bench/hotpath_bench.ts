@@ -39,6 +39,7 @@ for (
     ["relay", "relay: submit(invalidate) + submit(sync) + drainInto, null backend"],
     ["doorbell", "VT-d doorbell: (PASID-IOTLB, wait) decoded from guest RAM, relayed, status written"],
     ["smmu-cmdq", "SMMUv3 CMDQ_PROD: (TLBI_NH_VA, CMD_SYNC) decoded from guest RAM, relayed"],
+    ["shared", "SharedRelay.doorbellInto, combining (the multi-vCPU relay, uncontended)"],
   ] as const
 ) {
   const base = await freedMiB(path, 0), run = await freedMiB(path, N);

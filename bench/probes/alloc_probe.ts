@@ -1,8 +1,9 @@
 // Run by bench/hotpath_bench.ts and the hot-path tests (tests/alloc_probe.ts) under --trace-gc: one hot path of
 // bench/probes/paths.ts, warmed up (50,000 iterations by default), then N more. The callers compare the scavenges of
 // a run with N and one without.
-// Usage: alloc_probe.ts <encode|relay|doorbell|smmu-cmdq|kernel> <N> [warm-up]
+// Usage: alloc_probe.ts <encode|relay|doorbell|smmu-cmdq|shared|kernel> <N> [warm-up]
 import { RelayQueue } from "../../lib/core/queue.ts";
+import { SharedDoorbell, SharedRelay, sharedRelayBytes } from "../../lib/core/shared.ts";
 import { IommuHwptInvalidate } from "../../lib/uapi/mod.ts";
 import { NativeShim } from "../../ffi/native.ts";
 import { Iommufd } from "../../lib/kernel/iommufd.ts";
@@ -26,6 +27,19 @@ if (path === "encode") {
   const q = new RelayQueue(nullBackend);
   q.bind(1, 3, { targetId: 7, format: "smmuv3", asid: 9 });
   step = smmuProdStep(q);
+} else if (path === "shared") {
+  // The multi-vCPU relay's combining path (one thread: the relay is always idle, so every doorbell combines).
+  const layout = { slots: 64, bindings: 16 };
+  const relay = new SharedRelay(new SharedArrayBuffer(sharedRelayBytes(layout)), layout, new RelayQueue(nullBackend));
+  relay.bind(1, 5, { targetId: 7, format: "vtd-s1" });
+  const requests = [
+    { op: "invalidate" as const, domain: 1, scope: { kind: "pasid-range" as const, pasid: 5, firstPage: 0, pages: 1 } },
+    { op: "sync" as const },
+  ];
+  const out = new SharedDoorbell();
+  step = () => {
+    if (relay.doorbellInto(requests, out).errno(1) !== 0) throw new Error("shared relay: the wait failed");
+  };
 } else if (path === "kernel") {
   // On a kernel with the iommufd selftest (the test VM): the relay's whole host side — compile, the uAPI struct,
   // the FFI call, the real IOMMU_HWPT_INVALIDATE — for one invalidation + wait to a mock nested HWPT.

@@ -15,8 +15,9 @@
  * @module
  */
 import type { Format } from "../backend/backend.ts";
-import type { Binding, DrainReport, RelayQueue } from "./queue.ts";
-import type { InvalidateRequest, PasidOrRid, Request } from "./request.ts";
+import type { Binding, RelayQueue } from "./queue.ts";
+import { DrainOutcome } from "./outcome.ts";
+import type { PasidOrRid, Request } from "./request.ts";
 
 const FORMATS: readonly Format[] = ["vtd-s1", "smmuv3", "selftest", "selftest-viommu"];
 const SCOPES = ["all", "pasid", "range", "pasid-range"] as const;
@@ -61,6 +62,35 @@ export interface DoorbellOutcome {
 }
 
 /**
+ * A doorbell's outcome refilled in place by {@linkcode SharedRelay.doorbellInto}: the allocation-free form of
+ * {@linkcode DoorbellOutcome}, valid until the next doorbell into it.
+ */
+export class SharedDoorbell {
+  /** Requests of the doorbell. */
+  count = 0;
+  /** Whether this Worker combined (relayed inline). */
+  combined = false;
+  #errnos = new Int32Array(16);
+
+  /** Request `i`'s outcome: 0 = done, else the errno its invalidation failed with (a failed wait: EIO). */
+  errno(i: number): number {
+    return this.#errnos[i];
+  }
+
+  /** Start a doorbell of `count` requests, all done until told otherwise. */
+  reset(count: number): void {
+    if (count > this.#errnos.length) this.#errnos = new Int32Array(Math.max(count, this.#errnos.length * 2));
+    this.#errnos.fill(0, 0, count);
+    this.count = count;
+  }
+
+  /** Record request `i`'s errno (the relay's job). */
+  setErrno(i: number, errno: number): void {
+    this.#errnos[i] = errno;
+  }
+}
+
+/**
  * One Worker's handle on the shared relay.
  *
  * @example
@@ -85,6 +115,41 @@ export class SharedRelay {
   readonly #bindBase: number;
   #version = -1;
   #ticket = 0;
+  // Reused by every doorbell, so that after warm-up one allocates nothing.
+  readonly #drained = new DrainOutcome();
+  readonly #own = new SharedDoorbell();
+  readonly #taken: Int32Array;
+  readonly #claimed: Int32Array;
+  /** Per request of a combined batch, in submit order: its sequence number and where it came from. */
+  #seqs = new Float64Array(64);
+  /** >= 0: the index of one of this Worker's own requests; < 0: -(slot + 1). */
+  #where = new Int32Array(64);
+  /** The request objects ring slots are read into (the queue keeps none once submit returns). */
+  readonly #slotRequests = {
+    all: { op: "invalidate" as const, domain: 0, scope: { kind: "all" as const }, noPasid: false, leaf: false },
+    pasid: {
+      op: "invalidate" as const,
+      domain: 0,
+      scope: { kind: "pasid" as const, pasid: 0 },
+      noPasid: false,
+      leaf: false,
+    },
+    range: {
+      op: "invalidate" as const,
+      domain: 0,
+      scope: { kind: "range" as const, firstPage: 0, pages: 1 },
+      noPasid: false,
+      leaf: false,
+    },
+    "pasid-range": {
+      op: "invalidate" as const,
+      domain: 0,
+      scope: { kind: "pasid-range" as const, pasid: 0, firstPage: 0, pages: 1 },
+      noPasid: false,
+      leaf: false,
+    },
+  };
+  readonly #sync = { op: "sync" as const };
 
   constructor(sab: SharedArrayBuffer, readonly layout: SharedRelayLayout, readonly queue: RelayQueue) {
     if (sab.byteLength < sharedRelayBytes(layout)) throw new RangeError("shared buffer too small for the layout");
@@ -92,6 +157,8 @@ export class SharedRelay {
     this.#f64 = new Float64Array(sab, float64Offset(layout), layout.slots * 2);
     this.#slotBase = HEADER;
     this.#bindBase = HEADER + layout.slots * SLOT_INTS;
+    this.#taken = new Int32Array(layout.slots);
+    this.#claimed = new Int32Array(layout.slots);
   }
 
   /** Times a Worker combined, and requests relayed for other Workers, over all Workers. */
@@ -188,43 +255,68 @@ export class SharedRelay {
    * Returns when every one of them is complete.
    */
   doorbell(requests: readonly Request[]): DoorbellOutcome {
-    if (this.#tryLock()) return { errnos: this.#combine(requests), combined: true };
+    const out = this.doorbellInto(requests, this.#own);
+    return { errnos: Array.from({ length: out.count }, (_, i) => out.errno(i)), combined: out.combined };
+  }
+
+  /** The same, refilling `out` in place: the allocation-free form for a vCPU's doorbell. */
+  doorbellInto(requests: readonly Request[], out: SharedDoorbell): SharedDoorbell {
+    for (let k = 0; k < requests.length; k++) {
+      const op = requests[k].op;
+      if (op !== "invalidate" && op !== "sync") {
+        throw new TypeError(`${op}: binds and unbinds go through SharedRelay.bind/unbind`);
+      }
+    }
+    out.reset(requests.length);
+    out.combined = true;
+    if (this.#tryLock()) {
+      this.#combine(requests, out);
+      return out;
+    }
     // An ioctl is in flight in another Worker: hand the requests over and wait.
-    const slots = this.#publish(requests);
-    if (!slots) {
+    const claimed = this.#publish(requests);
+    if (claimed === 0) {
       // The ring is full: wait for the lock and relay ourselves.
       this.#lock();
-      return { errnos: this.#combine(requests), combined: true };
+      this.#combine(requests, out);
+      return out;
     }
-    const last = this.#slotBase + slots[slots.length - 1] * SLOT_INTS + S_STATE;
+    out.combined = false;
+    const last = this.#slotBase + this.#claimed[claimed - 1] * SLOT_INTS + S_STATE;
     for (;;) {
       if (Atomics.load(this.#i32, last) === DONE) break;
       Atomics.wait(this.#i32, last, Atomics.load(this.#i32, last), 2);
       if (Atomics.load(this.#i32, last) !== DONE && this.#tryLock()) {
         // The lock holder finished without our slots (or went away): combine ourselves; that takes our slots too.
-        this.#combine([]);
+        this.#combine(NONE, null);
       }
     }
-    const errnos = slots.map((s) => Atomics.load(this.#i32, this.#slotBase + s * SLOT_INTS + S_ERRNO));
-    for (const s of slots) Atomics.store(this.#i32, this.#slotBase + s * SLOT_INTS + S_STATE, FREE);
-    return { errnos, combined: false };
+    for (let k = 0; k < claimed; k++) {
+      const at = this.#slotBase + this.#claimed[k] * SLOT_INTS;
+      out.setErrno(k, Atomics.load(this.#i32, at + S_ERRNO));
+      Atomics.store(this.#i32, at + S_STATE, FREE);
+    }
+    return out;
   }
 
-  #publish(requests: readonly Request[]): number[] | undefined {
-    const claimed: number[] = [];
-    for (let s = 0; s < this.layout.slots && claimed.length < requests.length; s++) {
+  /** Claim one ring slot per request (into #claimed) and write them; returns how many, or 0 when the ring is full. */
+  #publish(requests: readonly Request[]): number {
+    const claimed = this.#claimed;
+    let n = 0;
+    for (let s = 0; s < this.layout.slots && n < requests.length; s++) {
       if (Atomics.compareExchange(this.#i32, this.#slotBase + s * SLOT_INTS + S_STATE, FREE, WRITING) === FREE) {
-        claimed.push(s);
+        claimed[n++] = s;
       }
     }
-    if (claimed.length < requests.length) {
-      for (const s of claimed) Atomics.store(this.#i32, this.#slotBase + s * SLOT_INTS + S_STATE, FREE);
-      return undefined;
+    if (n < requests.length) {
+      for (let k = 0; k < n; k++) Atomics.store(this.#i32, this.#slotBase + claimed[k] * SLOT_INTS + S_STATE, FREE);
+      return 0;
     }
     const ticket = ++this.#ticket;
-    requests.forEach((r, k) => {
+    const i = this.#i32;
+    for (let k = 0; k < n; k++) {
+      const r = requests[k];
       const at = this.#slotBase + claimed[k] * SLOT_INTS;
-      const i = this.#i32;
       Atomics.store(i, at + S_TICKET, ticket * 1024 + k); // keeps one doorbell's requests in order
       if (r.op === "sync") {
         Atomics.store(i, at + S_KIND, 1);
@@ -237,86 +329,114 @@ export class SharedRelay {
         Atomics.store(i, at + S_FLAGS, (r.noPasid ? 1 : 0) | (r.leaf ? 2 : 0));
         this.#f64[claimed[k] * 2] = s.kind === "range" || s.kind === "pasid-range" ? s.firstPage : 0;
         this.#f64[claimed[k] * 2 + 1] = s.kind === "range" || s.kind === "pasid-range" ? s.pages : 0;
-      } else {
-        throw new TypeError(`${r.op}: binds and unbinds go through SharedRelay.bind/unbind`);
       }
-    });
+    }
     // Ready in doorbell order, all at once, so a combiner never takes half a doorbell.
-    for (const s of claimed) Atomics.store(this.#i32, this.#slotBase + s * SLOT_INTS + S_STATE, READY);
-    return claimed;
+    for (let k = 0; k < n; k++) Atomics.store(i, this.#slotBase + claimed[k] * SLOT_INTS + S_STATE, READY);
+    return n;
   }
 
+  /** Slot `s`'s request, in the reused object of its kind. */
   #readSlot(s: number): Request {
     const at = this.#slotBase + s * SLOT_INTS;
     const i = this.#i32;
-    if (Atomics.load(i, at + S_KIND) === 1) return { op: "sync" };
-    const kind = SCOPES[Atomics.load(i, at + S_SCOPE)];
-    const pasid = Atomics.load(i, at + S_PASID);
-    const firstPage = this.#f64[s * 2], pages = this.#f64[s * 2 + 1];
-    const scope = kind === "all"
-      ? { kind }
-      : kind === "pasid"
-      ? { kind, pasid }
-      : kind === "range"
-      ? { kind, firstPage, pages }
-      : { kind, pasid, firstPage, pages };
+    if (Atomics.load(i, at + S_KIND) === 1) return this.#sync;
+    const r = this.#slotRequests[SCOPES[Atomics.load(i, at + S_SCOPE)]];
     const flags = Atomics.load(i, at + S_FLAGS);
-    return {
-      op: "invalidate",
-      domain: Atomics.load(i, at + S_DOMAIN),
-      scope,
-      noPasid: (flags & 1) !== 0,
-      leaf: (flags & 2) !== 0,
-    } as InvalidateRequest;
+    r.domain = Atomics.load(i, at + S_DOMAIN);
+    r.noPasid = (flags & 1) !== 0;
+    r.leaf = (flags & 2) !== 0;
+    const scope = r.scope;
+    if (scope.kind === "pasid" || scope.kind === "pasid-range") scope.pasid = Atomics.load(i, at + S_PASID);
+    if (scope.kind === "range" || scope.kind === "pasid-range") {
+      scope.firstPage = this.#f64[s * 2];
+      scope.pages = this.#f64[s * 2 + 1];
+    }
+    return r;
   }
 
-  /** Holding the lock: relay `own` plus every ready slot, batch after batch, then unlock. Returns own errnos. */
-  #combine(own: readonly Request[]): number[] {
-    let ownErrnos: number[] = [];
+  /** Note that the request with sequence number `seq` came from `where` (see #where). */
+  #track(n: number, seq: number, where: number): void {
+    if (n === this.#seqs.length) {
+      const seqs = new Float64Array(n * 2), wheres = new Int32Array(n * 2);
+      seqs.set(this.#seqs);
+      wheres.set(this.#where);
+      this.#seqs = seqs;
+      this.#where = wheres;
+    }
+    this.#seqs[n] = seq;
+    this.#where[n] = where;
+  }
+
+  /**
+   * Holding the lock: relay `own` plus every ready slot, batch after batch, then unlock. Own errnos go to `out`
+   * (null: no own requests).
+   */
+  #combine(own: readonly Request[], out: SharedDoorbell | null): void {
     try {
       Atomics.add(this.#i32, H_COMBINES, 1);
-      this.#syncBindings();
+      // The version check stays here, not in the (large, cold) reload: calling it only to compare allocated on every
+      // combine (measured with the allocation probe).
+      if (Atomics.load(this.#i32, H_VERSION) !== this.#version) this.#syncBindings();
       let first = true;
+      const taken = this.#taken;
       for (;;) {
-        const taken: number[] = [];
+        let count = 0;
         for (let s = 0; s < this.layout.slots; s++) {
           const at = this.#slotBase + s * SLOT_INTS + S_STATE;
-          if (Atomics.compareExchange(this.#i32, at, READY, TAKEN) === READY) taken.push(s);
+          if (Atomics.compareExchange(this.#i32, at, READY, TAKEN) === READY) taken[count++] = s;
         }
-        taken.sort((a, b) =>
-          Atomics.load(this.#i32, this.#slotBase + a * SLOT_INTS + S_TICKET) -
-          Atomics.load(this.#i32, this.#slotBase + b * SLOT_INTS + S_TICKET)
-        );
-        const mine = first ? own : [];
+        this.#sortByTicket(count);
+        const mine = first ? own : NONE;
         first = false;
-        if (taken.length === 0 && mine.length === 0) break;
-        const seqs = new Map<number, { slot?: number; own?: number }>();
-        mine.forEach((r, k) => seqs.set(this.queue.submit(r), { own: k }));
-        for (const s of taken) seqs.set(this.queue.submit(this.#readSlot(s)), { slot: s });
-        const report = this.queue.drain();
-        Atomics.add(this.#i32, H_REMOTE, taken.length);
-        const errnos = outcome(report, [...seqs.keys()]);
-        ownErrnos = mine.map(() => 0);
-        [...seqs.values()].forEach((where, k) => {
-          if (where.own !== undefined) ownErrnos[where.own] = errnos[k];
+        if (count === 0 && mine.length === 0) break;
+        let n = 0;
+        for (let k = 0; k < mine.length; k++) this.#track(n++, this.queue.submit(mine[k]), k);
+        for (let k = 0; k < count; k++) this.#track(n++, this.queue.submit(this.#readSlot(taken[k])), -(taken[k] + 1));
+        const drained = this.queue.drainInto(this.#drained);
+        Atomics.add(this.#i32, H_REMOTE, count);
+        // Sequence numbers ascend in submit order, as do the failures and the waits: one walk matches them.
+        const failures = drained.failures;
+        let f = 0, w = 0;
+        for (let k = 0; k < n; k++) {
+          const seq = this.#seqs[k];
+          while (f < failures.length && failures[f].seq < seq) f++;
+          while (w < drained.waitCount && drained.waitSeq(w) < seq) w++;
+          const errno = f < failures.length && failures[f].seq === seq
+            ? failures[f].errno
+            : w < drained.waitCount && drained.waitSeq(w) === seq && !drained.waitOk(w)
+            ? EIO
+            : 0;
+          const where = this.#where[k];
+          if (where >= 0) out?.setErrno(where, errno);
           else {
-            const at = this.#slotBase + where.slot! * SLOT_INTS;
-            Atomics.store(this.#i32, at + S_ERRNO, errnos[k]);
+            const at = this.#slotBase + (-where - 1) * SLOT_INTS;
+            Atomics.store(this.#i32, at + S_ERRNO, errno);
             Atomics.store(this.#i32, at + S_STATE, DONE);
             Atomics.notify(this.#i32, at + S_STATE);
           }
-        });
+        }
       }
     } finally {
       this.#unlock();
     }
-    return ownErrnos;
+  }
+
+  /** Sort #taken[0, count) by slot ticket (insertion sort: a few slots, and no comparator closure). */
+  #sortByTicket(count: number): void {
+    const taken = this.#taken, i32 = this.#i32, base = this.#slotBase;
+    for (let a = 1; a < count; a++) {
+      const slot = taken[a], ticket = Atomics.load(i32, base + slot * SLOT_INTS + S_TICKET);
+      let b = a - 1;
+      while (b >= 0 && Atomics.load(i32, base + taken[b] * SLOT_INTS + S_TICKET) > ticket) {
+        taken[b + 1] = taken[b];
+        b--;
+      }
+      taken[b + 1] = slot;
+    }
   }
 }
 
-/** Per submitted sequence number: 0, or the errno of its failure (a wait after a failure: EIO). */
-function outcome(report: DrainReport, seqs: number[]): number[] {
-  const failed = new Map(report.failures.map((f) => [f.seq, f.errno]));
-  const waits = new Map(report.waits.map((w) => [w.seq, w.ok]));
-  return seqs.map((seq) => failed.get(seq) ?? (waits.get(seq) === false ? 5 : 0));
-}
+const NONE: readonly Request[] = [];
+/** A wait after a failure. */
+const EIO = 5;

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { RelayQueue } from "../../lib/core/queue.ts";
 import { SharedRelay, sharedRelayBytes } from "../../lib/core/shared.ts";
 import { ModelHost } from "../../lib/model/host.ts";
+import { assertAllocatesNothing } from "../alloc_probe.ts";
 
 const layout = { slots: 64, bindings: 16 };
 
@@ -75,4 +76,8 @@ Deno.test("shared relay: four vCPU Workers — requests handed over while an ioc
       `${handedOver} doorbells handed over, ${stats.remoteRequests} requests relayed for another Worker`,
   );
   assert.ok(c[0] <= 4 * doorbells, "never more than one ioctl per doorbell");
+});
+
+Deno.test("shared relay: a combining doorbell (doorbellInto) allocates nothing after warm-up", async () => {
+  await assertAllocatesNothing("shared");
 });

@@ -2,7 +2,7 @@
 // records coverage in shared memory and takes a while per ioctl (an ioctl in flight).
 import type { Backend, Format, InvalidateStatus } from "../../lib/backend/backend.ts";
 import { RelayQueue } from "../../lib/core/queue.ts";
-import { SharedRelay, type SharedRelayLayout } from "../../lib/core/shared.ts";
+import { SharedDoorbell, SharedRelay, type SharedRelayLayout } from "../../lib/core/shared.ts";
 
 interface Start {
   sab: SharedArrayBuffer;
@@ -47,14 +47,20 @@ scope.onmessage = (e: MessageEvent<Start>) => {
     new RelayQueue(new SharedCoverage(new Uint8Array(m.coverage), new Int32Array(m.counters))),
   );
   let combined = 0, failures = 0;
+  // The allocation-free form, as a vCPU loop would use it: one request array and one outcome, refilled.
+  const inv = {
+    op: "invalidate" as const,
+    domain: 1,
+    scope: { kind: "range" as const, firstPage: 0, pages: 2 },
+    noPasid: true,
+  };
+  const requests = [inv, { op: "sync" as const }];
+  const out = new SharedDoorbell();
   for (let i = 0; i < m.doorbells; i++) {
-    const page = m.region + (i % 64) * 4;
-    const out = relay.doorbell([
-      { op: "invalidate", domain: 1, scope: { kind: "range", firstPage: page, pages: 2 }, noPasid: true },
-      { op: "sync" },
-    ]);
+    inv.scope.firstPage = m.region + (i % 64) * 4;
+    relay.doorbellInto(requests, out);
     if (out.combined) combined++;
-    failures += out.errnos.filter((x) => x !== 0).length;
+    for (let k = 0; k < out.count; k++) failures += out.errno(k) !== 0 ? 1 : 0;
   }
   scope.postMessage({ vcpu: m.vcpu, combined, failures });
 };
