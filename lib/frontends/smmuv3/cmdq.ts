@@ -219,6 +219,21 @@ export class SmmuCommandQueue {
     } else if (flags === 2) this.hooks.sev?.();
   }
 
+  /** Queue `r` — one of the reused range requests — for `domain`, with the pages and hints of TLBI `c`. */
+  #submitRange(
+    r: ReusedRange,
+    domain: number,
+    c: SmmuCommand & { op: "tlbi-nh-va" | "tlbi-nh-vaa" },
+    position: number,
+  ): void {
+    r.domain = domain;
+    r.scope.firstPage = c.page;
+    r.scope.pages = Math.min(c.pages, PAGE_SPACE - c.page);
+    r.leaf = c.leaf;
+    r.hints.ttl = c.ttl;
+    this.#window.submit(r, position);
+  }
+
   /** Queue the relay requests a command stands for, one per (domain, PASID) its ASID reaches. */
   #submitRequests(c: SmmuCommand, position: number): void {
     const window = this.#window;
@@ -250,27 +265,14 @@ export class SmmuCommandQueue {
         const users = this.hooks.asidUsers(c.asid);
         for (let i = 0; i < users.length; i++) {
           const { domain, pasid } = users[i];
-          const r = pasid === "rid" ? this.#ridRange : this.#pasidRange;
           if (pasid !== "rid") this.#pasidRange.scope.pasid = pasid;
-          r.domain = domain;
-          r.scope.firstPage = c.page;
-          r.scope.pages = Math.min(c.pages, PAGE_SPACE - c.page);
-          r.leaf = c.leaf;
-          r.hints.ttl = c.ttl;
-          window.submit(r, position);
+          this.#submitRange(pasid === "rid" ? this.#ridRange : this.#pasidRange, domain, c, position);
         }
         return;
       }
       case "tlbi-nh-vaa": {
-        const r = this.#vaaRange, domains = this.hooks.domains();
-        for (let i = 0; i < domains.length; i++) {
-          r.domain = domains[i];
-          r.scope.firstPage = c.page;
-          r.scope.pages = Math.min(c.pages, PAGE_SPACE - c.page);
-          r.leaf = c.leaf;
-          r.hints.ttl = c.ttl;
-          window.submit(r, position);
-        }
+        const domains = this.hooks.domains();
+        for (let i = 0; i < domains.length; i++) this.#submitRange(this.#vaaRange, domains[i], c, position);
         return;
       }
       default:
@@ -281,3 +283,14 @@ export class SmmuCommandQueue {
 }
 
 const HOST_FAILURE = "host invalidation failed or sync MSI not writable";
+
+/** The shape of the queue's reused range requests (mutable, unlike `Request`, which each of them is). */
+interface ReusedRange {
+  readonly op: "invalidate";
+  domain: number;
+  readonly scope:
+    | { readonly kind: "range"; firstPage: number; pages: number }
+    | { readonly kind: "pasid-range"; pasid: number; firstPage: number; pages: number };
+  leaf: boolean;
+  readonly hints: { ttl: number };
+}
