@@ -18,7 +18,7 @@
  */
 import type { NativeShim } from "../../ffi/native.ts";
 import { type DeviceSource, type PluginDefinition, type RelayHost, relayPlugin } from "../../lib/plugin/plugin.ts";
-import { guestMemoryOver } from "../../lib/core/memory.ts";
+import { guestMemoryOver } from "../../lib/memory/guest_memory.ts";
 import { Kvm, KvmError, type KvmVcpu } from "./kvm.ts";
 import { guestCode, LAYOUT } from "./layout.ts";
 import { buildWorkload, FAULT, FUNCTIONS, type Workload } from "./script.ts";

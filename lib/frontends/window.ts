@@ -9,8 +9,8 @@
  *
  * @module
  */
-import { DrainOutcome, type DrainReport } from "../core/outcome.ts";
-import type { Request } from "../core/request.ts";
+import { DrainOutcome, type DrainReport } from "../relay/outcome.ts";
+import type { Request } from "../request/request.ts";
 
 /**
  * Where requests go: a relay queue, or a plugin in front of one. Request objects handed to `submit` are reused by
@@ -34,8 +34,8 @@ export interface WaitCompleter {
  * @example
  * ```ts
  * import { RelayWindow } from "./window.ts";
- * import { RelayQueue } from "../core/queue.ts";
- * import { ModelHost } from "../model/host.ts";
+ * import { RelayQueue } from "../relay/queue.ts";
+ * import { ModelHost } from "../host/model.ts";
  * const host = new ModelHost();
  * const relay = new RelayQueue(host);
  * relay.bind(1, 5, { targetId: host.createTarget("vtd-s1"), format: "vtd-s1" });

@@ -9,5 +9,5 @@ export * from "./guest.ts";
 export * from "./workloads.ts";
 export * from "./replay.ts";
 export * from "./policies.ts";
-export * from "./page_tables.ts";
+export * from "../shadow/page_tables.ts";
 export * from "./shadow_policies.ts";

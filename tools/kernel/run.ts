@@ -1,6 +1,6 @@
 /**
  * `deno task test:kernel`: builds (or takes from the cache) Linux kernels with the iommufd selftest mock,
- * boots each under QEMU (TCG) with the host's root shared read-only over 9p, runs `tests/kernel/` with Deno
+ * boots each under QEMU (TCG) with the host's root shared read-only over 9p, runs `kernel-suite/` with Deno
  * inside the guest in one process, and reports the counts. The last line is
  * `kernel-suite: N passed, N failed`, which .ci/run adds to its total.
  *
@@ -48,7 +48,7 @@ const { values } = parseArgs({
     filter: { type: "string" },
   },
 });
-const root = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
+const root = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
 const here = `${root}/tools/kernel`;
 const timeoutMs = Number(values.timeout) * 1000;
 const decoder = new TextDecoder();
@@ -182,7 +182,7 @@ for d in /sys/bus/pci/devices/*; do
 done
 echo "guest: $(uname -r), /dev/iommu: $(ls /dev/iommu 2>&1), vfio: $(ls /dev/vfio/devices 2>&1 | tr '\\n' ' ')"
 cd '${root}'
-'${Deno.execPath()}' test --no-check --no-lock -A${filterArg} tests/kernel/
+'${Deno.execPath()}' test --no-check --no-lock -A${filterArg} kernel-suite/
 `;
 }
 
@@ -201,8 +201,8 @@ const cLoop = await (async () => {
     return "";
   }
 })();
-console.log(`kernel-run: type-checking tests/kernel on the host`);
-await run(Deno.execPath(), ["check", "tests/kernel/"], { cwd: root });
+console.log(`kernel-run: type-checking kernel-suite on the host`);
+await run(Deno.execPath(), ["check", "kernel-suite/"], { cwd: root });
 const image = await initramfs();
 await Deno.mkdir(`${root}/target/kernel`, { recursive: true });
 

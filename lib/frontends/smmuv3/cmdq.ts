@@ -11,8 +11,8 @@
  *
  * @module
  */
-import type { PasidOrRid } from "../../core/request.ts";
-import { PAGE_SPACE } from "../../core/request.ts";
+import type { PasidOrRid } from "../../request/request.ts";
+import { PAGE_SPACE } from "../../request/request.ts";
 import type { GuestMemory } from "../vtd/queue.ts";
 import { type RelaySink, RelayWindow, type WaitCompleter } from "../window.ts";
 import { decodeSmmuCommand, type SmmuCommand, SmmuCommandError, SmmuCommandScratch } from "./commands.ts";
@@ -49,8 +49,8 @@ export interface ProdResult {
  * @example
  * ```ts
  * import { SmmuCommandQueue } from "./cmdq.ts";
- * import { RelayQueue } from "../../core/queue.ts";
- * import { ModelHost } from "../../model/host.ts";
+ * import { RelayQueue } from "../../relay/queue.ts";
+ * import { ModelHost } from "../../host/model.ts";
  * const ram = new Uint8Array(1 << 16);
  * const memory = { read: (a: number, n: number) => ram.slice(a, a + n), write: (a: number, b: Uint8Array) => ram.set(b, a) };
  * const host = new ModelHost();

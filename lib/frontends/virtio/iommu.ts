@@ -8,8 +8,8 @@
  *
  * @module
  */
-import type { Request } from "../../core/request.ts";
-import { PAGE_SPACE, pageRangeOfBytes, RequestError } from "../../core/request.ts";
+import type { Request } from "../../request/request.ts";
+import { PAGE_SPACE, pageRangeOfBytes, RequestError } from "../../request/request.ts";
 
 /** Request types (`VIRTIO_IOMMU_T_*`); INVALIDATE is the draft's, numbered by iommu-relay. */
 export const VirtioIommuType = {

@@ -17,7 +17,7 @@
  *
  * @module
  */
-import type { VtdStageOne } from "../../core/request.ts";
+import type { VtdStageOne } from "../../request/request.ts";
 import type { GuestMemory } from "./queue.ts";
 
 /** PASIDs per PASID table (PASID_PDE_SHIFT = 6). */

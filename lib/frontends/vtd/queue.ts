@@ -12,7 +12,7 @@
  *
  * @module
  */
-import { PAGE_SPACE } from "../../core/request.ts";
+import { PAGE_SPACE } from "../../request/request.ts";
 import { type RelaySink, RelayWindow, type WaitCompleter } from "../window.ts";
 import { decodeVtdDescriptor, type VtdDescriptor, VtdDescriptorError, VtdDescriptorScratch } from "./descriptors.ts";
 
@@ -57,8 +57,8 @@ export interface DoorbellResult {
  * @example
  * ```ts
  * import { VtdInvalidationQueue } from "./queue.ts";
- * import { RelayQueue } from "../../core/queue.ts";
- * import { ModelHost } from "../../model/host.ts";
+ * import { RelayQueue } from "../../relay/queue.ts";
+ * import { ModelHost } from "../../host/model.ts";
  * const ram = new Uint8Array(1 << 16);
  * const memory = { read: (a: number, n: number) => ram.slice(a, a + n), write: (a: number, b: Uint8Array) => ram.set(b, a) };
  * const host = new ModelHost();

@@ -1,8 +1,8 @@
 // The SMMUv3 command queue model against the relay queue and the in-process host.
 import assert from "node:assert/strict";
-import { RelayQueue } from "../../../lib/core/queue.ts";
+import { RelayQueue } from "../../../lib/relay/queue.ts";
 import { CERROR, GERROR_CMDQ_ERR, SmmuCommandQueue } from "../../../lib/frontends/smmuv3/cmdq.ts";
-import { ModelHost } from "../../../lib/model/host.ts";
+import { ModelHost } from "../../../lib/host/model.ts";
 import { assertAllocatesNothing } from "../../alloc_probe.ts";
 
 const QBASE = 0x10000, MSI = 0x40000;

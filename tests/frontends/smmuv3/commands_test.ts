@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { decodeSmmuCommand, SmmuCommandError } from "../../../lib/frontends/smmuv3/commands.ts";
 import { EntryWriter } from "../../../lib/compile/entries.ts";
 import { compileSmmuv3 } from "../../../lib/compile/smmuv3.ts";
-import { PendingSet } from "../../../lib/core/pending.ts";
+import { PendingSet } from "../../../lib/request/pending.ts";
 
 function cmd(w0: bigint, w1: bigint): Uint8Array {
   const b = new Uint8Array(16);

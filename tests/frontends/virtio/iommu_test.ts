@@ -4,8 +4,8 @@ import {
   handleVirtioIommuRequest,
   VirtioIommuStatus as S,
 } from "../../../lib/frontends/virtio/iommu.ts";
-import { RelayQueue } from "../../../lib/core/queue.ts";
-import { ModelHost } from "../../../lib/model/host.ts";
+import { RelayQueue } from "../../../lib/relay/queue.ts";
+import { ModelHost } from "../../../lib/host/model.ts";
 
 function req(size: number, fill: (v: DataView, b: Uint8Array) => void): Uint8Array {
   const b = new Uint8Array(size);

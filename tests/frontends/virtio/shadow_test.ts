@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { handleVirtioIommuRequest, VirtioIommuStatus as S } from "../../../lib/frontends/virtio/iommu.ts";
 import { shadowMapHooks } from "../../../lib/frontends/virtio/shadow.ts";
 import { ShadowDomain } from "../../../lib/shadow/domain.ts";
-import { ModelIoas } from "../../../lib/model/ioas.ts";
+import { ModelIoas } from "../../../lib/shadow/model_ioas.ts";
 
 const RAM = 1 << 22;
 const relay = { submit: () => 0 };

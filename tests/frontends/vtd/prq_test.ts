@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { guestMemoryOver } from "../../../lib/core/memory.ts";
+import { guestMemoryOver } from "../../../lib/memory/guest_memory.ts";
 import { decodeVtdDescriptor } from "../../../lib/frontends/vtd/descriptors.ts";
 import { hostFaultFromRecord, PRS, VtdPageRequestQueue } from "../../../lib/frontends/vtd/prq.ts";
 
