@@ -36,8 +36,12 @@ export const VirtioIommuStatus = {
 /** MAP flags. */
 export const VirtioMapFlags = { READ: 1, WRITE: 2, MMIO: 4 } as const;
 
-/** Bytes of each request (head + body + tail). */
+/**
+ * Bytes of each request (head + body + tail), from Linux's `include/uapi/linux/virtio_iommu.h` (virtio 1.2 §5.13.6):
+ * ATTACH and DETACH 24, MAP 40, UNMAP 32; INVALIDATE and PAGE_RESP are iommu-relay's drafted layouts.
+ */
 const SIZES: Record<number, number> = { 1: 24, 2: 24, 3: 40, 4: 32, 6: 48, 7: 32 };
+/** PROBE: head 0..3, endpoint 4, reserved 8..71, then the device-writable properties and the tail. */
 const PROBE_HEAD = 4 + 4 + 64;
 
 /** A decoded request. Byte addresses are bigints (a guest may name any 64-bit address). */
@@ -121,6 +125,7 @@ export function decodeVirtioIommuRequest(buffer: Uint8Array): VirtioIommuRequest
   const u64 = (at: number) => v.getBigUint64(at, true);
   switch (type) {
     case VirtioIommuType.ATTACH: {
+      // struct virtio_iommu_req_attach: head 0..3, domain 4, endpoint 8, flags 12, reserved 16..19, tail 20..23
       const flags = v.getUint32(12, true);
       if (flags & ~1 || v.getUint32(16, true)) return S.INVAL;
       return {
@@ -131,9 +136,11 @@ export function decodeVirtioIommuRequest(buffer: Uint8Array): VirtioIommuRequest
       };
     }
     case VirtioIommuType.DETACH:
+      // struct virtio_iommu_req_detach: head 0..3, domain 4, endpoint 8, reserved 12..19, tail 20..23
       if (v.getBigUint64(12, true)) return S.INVAL;
       return { type: "detach", domain: v.getUint32(4, true), endpoint: v.getUint32(8, true) };
     case VirtioIommuType.MAP: {
+      // struct virtio_iommu_req_map: head 0..3, domain 4, virt_start 8, virt_end 16, phys_start 24, flags 32, tail 36
       const virtStart = u64(8), virtEnd = u64(16), flags = v.getUint32(32, true);
       if (virtEnd < virtStart || flags & ~7) return S.INVAL;
       return { type: "map", domain: v.getUint32(4, true), virtStart, virtEnd, physStart: u64(24), flags };
@@ -151,8 +158,9 @@ export function decodeVirtioIommuRequest(buffer: Uint8Array): VirtioIommuRequest
       };
     }
     case VirtioIommuType.UNMAP: {
-      const virtStart = u64(12), virtEnd = u64(20);
-      if (v.getUint32(8, true) || virtEnd < virtStart) return S.INVAL;
+      // struct virtio_iommu_req_unmap: head 0..3, domain 4, virt_start 8, virt_end 16, reserved 24..27, tail 28..31
+      const virtStart = u64(8), virtEnd = u64(16);
+      if (v.getUint32(24, true) || virtEnd < virtStart) return S.INVAL;
       return { type: "unmap", domain: v.getUint32(4, true), virtStart, virtEnd };
     }
     default: {
