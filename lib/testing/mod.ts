@@ -11,3 +11,5 @@ export * from "./replay.ts";
 export * from "./policies.ts";
 export * from "./page_tables.ts";
 export * from "./shadow_policies.ts";
+export * from "./cmdq_replay.ts";
+export * from "./recordings.ts";
