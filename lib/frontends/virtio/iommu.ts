@@ -9,6 +9,7 @@
  * @module
  */
 import type { Request } from "../../core/request.ts";
+import type { DrainReport } from "../../core/outcome.ts";
 import { PAGE_SPACE, pageRangeOfBytes, RequestError } from "../../core/request.ts";
 
 /** Request types (`VIRTIO_IOMMU_T_*`); INVALIDATE is the draft's, numbered by iommu-relay. */
@@ -88,9 +89,14 @@ export interface VirtioIommuHooks {
   probe?(r: VirtioIommuRequest & { type: "probe" }, properties: Uint8Array): number;
 }
 
-/** Where invalidations go (a relay queue or a plugin). */
+/**
+ * Where invalidations go (a relay queue or a plugin). With `drain`, an INVALIDATE's status is written only after the
+ * host answered it (drained), and a host failure is that request's IOERR; a sink without `drain` is one that answers
+ * in `submit` (it throws on failure).
+ */
 export interface VirtioRelaySink {
   submit(request: Request): number;
+  drain?(): DrainReport;
 }
 
 // Draft invalidate scope and flag bits (draft A).
@@ -240,7 +246,13 @@ function act(d: VirtioIommuRequest, buffer: Uint8Array, hooks: VirtioIommuHooks,
           ? { op: "invalidate", domain: d.domain, scope: { kind: "pasid", pasid: d.pasid } }
           : { op: "invalidate", domain: d.domain, scope: { kind: "all" } };
       }
-      relay.submit(scope);
+      const seq = relay.submit(scope);
+      // The status is the host's answer: drain now, so a host EIO is this request's status, not a later drain's.
+      if (relay.drain) {
+        const failures = relay.drain().failures;
+        for (let i = 0; i < failures.length; i++) if (failures[i].seq === seq) return S.IOERR;
+        if (failures.length > 0) return S.IOERR; // an earlier request's failure surfaced here: do not claim success
+      }
       return S.OK;
     }
   }

@@ -68,8 +68,30 @@ Deno.test("virtio-iommu: the drafted INVALIDATE becomes a relay invalidation", (
     b[40] = 12;
   });
   assert.equal(handleVirtioIommuRequest(inv, {}, q), S.OK);
-  q.drain();
-  assert.ok(host.covered(t, 0x7f000) && host.covered(t, 0x7f1ff) && !host.covered(t, 0x7f200));
+  assert.ok(
+    host.covered(t, 0x7f000) && host.covered(t, 0x7f1ff) && !host.covered(t, 0x7f200),
+    "done before the status",
+  );
+});
+
+Deno.test("virtio-iommu: an INVALIDATE's status is the host's answer: a host EIO is that request's IOERR", () => {
+  const host = new ModelHost();
+  const t = host.createTarget("vtd-s1");
+  const q = new RelayQueue(host);
+  q.bind(3, 9, { targetId: t, format: "vtd-s1" });
+  const inv = () =>
+    req(48, (v, b) => {
+      b[0] = 6;
+      v.setUint32(4, 1 | 2, true); // domain + PASID
+      v.setUint32(12, 3, true);
+      v.setUint32(16, 9, true);
+    });
+  host.inject.push({ targetId: t, atEntry: 0, errno: 5, times: 10 });
+  const failed = inv();
+  assert.equal(handleVirtioIommuRequest(failed, {}, q), S.IOERR);
+  assert.equal(failed[44], S.IOERR, "written into this request's tail");
+  host.inject.length = 0;
+  assert.equal(handleVirtioIommuRequest(inv(), {}, q), S.OK, "the next request is not blamed for it");
 });
 
 Deno.test("virtio-iommu: hostile buffers get a status, never an exception", () => {
