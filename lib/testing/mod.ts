@@ -13,3 +13,4 @@ export * from "./page_tables.ts";
 export * from "./shadow_policies.ts";
 export * from "./cmdq_replay.ts";
 export * from "./recordings.ts";
+export * from "./virtio_replay.ts";
