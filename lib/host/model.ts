@@ -62,6 +62,8 @@ export class ModelHost implements Backend {
   #nextId = 1;
   /** Failures to inject, consumed in order. */
   readonly inject: InjectedFailure[] = [];
+  /** Calls made since the host was created. */
+  callCount = 0;
   /** The recent calls (at least the last 4,096), for inspection: target, count, errno, handled. */
   readonly calls: { targetId: number; count: number; errno: number; handled: number }[] = [];
   /** Follow 6.12's answer for invalidating a paging HWPT (ENOENT) instead of 7.3's (EINVAL). */
@@ -159,6 +161,7 @@ export class ModelHost implements Backend {
 
   invalidate(targetId: number, format: Format, entries: Uint8Array, count: number, status: InvalidateStatus): void {
     this.#invalidate(targetId, format, entries, count, status);
+    this.callCount++;
     const calls = this.calls;
     // A test aid, not host state: bounded, so a long-lived in-process host (a broker, a soak) stays flat.
     if (calls.length >= 2 * CALL_LOG) calls.splice(0, calls.length - CALL_LOG);

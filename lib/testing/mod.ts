@@ -11,3 +11,6 @@ export * from "./replay.ts";
 export * from "./policies.ts";
 export * from "../shadow/page_tables.ts";
 export * from "./shadow_policies.ts";
+export * from "./cmdq_replay.ts";
+export * from "./recordings.ts";
+export * from "./virtio_replay.ts";
