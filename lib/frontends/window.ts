@@ -17,7 +17,11 @@ import type { Request } from "../core/request.ts";
  * the front end once it returns: a sink that keeps one must copy it.
  */
 export interface RelaySink {
-  submit(request: Request): number;
+  /**
+   * Queue a request; returns its sequence number (ascending). A plugin returns undefined for binds and unbinds, which
+   * a front end never sends here.
+   */
+  submit(request: Request): number | undefined;
   drain(): DrainReport;
   /** The allocation-free drain (optional; a front end falls back to `drain`). */
   drainInto?(out: DrainOutcome): DrainOutcome;
@@ -69,7 +73,8 @@ export class RelayWindow {
 
   /** Queue `request`, which came from queue position `position`. Whatever the sink throws is thrown here. */
   submit(request: Request, position: number): void {
-    this.track(this.sink.submit(request), position);
+    const seq = this.sink.submit(request);
+    if (seq !== undefined) this.track(seq, position);
   }
 
   /**
