@@ -18,7 +18,7 @@ import {
   VtdInvalidationQueue,
   vtdIotlb,
   VtdPageRequestQueue,
-  VtdPageRequestQueueError,
+  type VtdPageRequestQueueError,
   VtdPasidBinder,
   vtdPasidCache,
   vtdPasidIotlb,
