@@ -11,3 +11,4 @@ export * from "./replay.ts";
 export * from "./policies.ts";
 export * from "./page_tables.ts";
 export * from "./shadow_policies.ts";
+export * from "./vtd_trace.ts";
