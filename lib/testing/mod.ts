@@ -14,3 +14,4 @@ export * from "./shadow_policies.ts";
 export * from "./cmdq_replay.ts";
 export * from "./recordings.ts";
 export * from "./virtio_replay.ts";
+export * from "./vtd_trace.ts";

@@ -81,6 +81,7 @@ Deno.test("prq: the guest's answer reaches the host once; unknown, double and po
     refused: 3,
     timedOut: 0,
     overflows: 0,
+    undeliverable: 0,
   });
 });
 
