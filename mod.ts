@@ -22,7 +22,7 @@
  * @module
  */
 export * from "./lib/uapi/mod.ts";
-export { NativeShim, NO_POINTER, POLL, ShimClosedError, ShimVersionError } from "./ffi/native.ts";
+export { NativeShim, NO_POINTER, POLL, ShimClosedError, ShimRefusedError, ShimVersionError } from "./ffi/native.ts";
 export { ensureShim, ShimBuildError } from "./ffi/build.ts";
 export * from "./lib/kernel/errors.ts";
 export * from "./lib/request/request.ts";

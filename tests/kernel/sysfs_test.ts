@@ -1,33 +1,45 @@
-// lib/kernel/sysfs.ts on a fake /dev + sysfs tree (kernel-suite/cli_test.ts reads the real one in the test VM).
+// lib/kernel/sysfs.ts on a fake /dev + sysfs tree (kernel-suite/cli_test.ts reads the real one in the test VM). The shim reads only fixed places, so the fake tree is mounted there,
+// in a private mount namespace (tests/sandbox/fake_host.sh).
 import assert from "node:assert/strict";
-import { NativeShim } from "../../ffi/native.ts";
-import { describeHost } from "../../lib/kernel/sysfs.ts";
+import { ensureShim } from "../../ffi/build.ts";
 
-Deno.test("sysfs: cdevs, their PCI function, driver, group and IOMMU, groups and IOMMUs from a sysfs-shaped tree", async () => {
-  using shim = await NativeShim.load();
-  const root = await Deno.makeTempDir();
-  try {
-    const mk = (p: string) => Deno.mkdir(root + p, { recursive: true });
-    await mk("/dev/vfio/devices");
-    await Deno.writeTextFile(`${root}/dev/iommu`, "");
-    for (const n of ["vfio0", "vfio1", "not-a-cdev"]) await Deno.writeTextFile(`${root}/dev/vfio/devices/${n}`, "");
-    for (const n of ["7", "12", "vfio"]) await Deno.writeTextFile(`${root}/dev/vfio/${n}`, "");
-    await mk("/sys/class/iommu/dmar0");
-    await mk("/sys/class/vfio-dev/vfio0");
-    await mk("/sys/class/vfio-dev/vfio1");
-    const pci = "/sys/bus/pci/devices/0000:00:03.0";
-    await mk(pci);
-    await Deno.symlink("../../../0000:00:03.0", `${root}/sys/class/vfio-dev/vfio0/device`);
-    await Deno.symlink("../../../bus/pci/drivers/vfio-pci", `${root}${pci}/driver`);
-    await Deno.symlink("../../../kernel/iommu_groups/7", `${root}${pci}/iommu_group`);
-    await Deno.symlink("../../virtual/iommu/dmar0", `${root}${pci}/iommu`);
-    await Deno.writeTextFile(`${root}${pci}/vendor`, "0x1234\n");
-    await Deno.writeTextFile(`${root}${pci}/device`, "0x11e8\n");
-    const host = describeHost(shim, root);
+const unshare = await new Deno.Command("unshare", { args: ["-m", "true"], stderr: "null" }).output()
+  .then((r) => r.success ? undefined : "unshare -m failed (needs root)")
+  .catch(() => "no unshare(1)");
+
+Deno.test({
+  name: "sysfs: cdevs, their PCI function, driver, group and IOMMU, groups and IOMMUs from a sysfs-shaped tree",
+  ignore: unshare !== undefined,
+  async fn() {
+    const shim = await ensureShim();
+    const out = await new Deno.Command("unshare", {
+      args: [
+        "-m",
+        "sh",
+        new URL("../sandbox/fake_host.sh", import.meta.url).pathname,
+        Deno.execPath(),
+        "run",
+        "--quiet",
+        `--allow-ffi=${shim}`,
+        "--allow-env=IOMMU_RELAY_SHIM",
+        new URL("../sandbox/describe_host.ts", import.meta.url).pathname,
+      ],
+      env: { IOMMU_RELAY_SHIM: shim },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const d = new TextDecoder();
+    assert.ok(out.success, d.decode(out.stderr));
+    const host = JSON.parse(d.decode(out.stdout));
     assert.equal(host.iommufd, true);
-    assert.deepEqual(host.groups, [7, 12]);
+    assert.deepEqual(host.groups, [7, 12]); // not "vfio" (the container node)
     assert.deepEqual(host.iommus, ["dmar0"]);
-    assert.equal(host.cdevs.length, 2);
+    // vfio0..2 are cdev names (whatever their nodes are: the shim's open checks those); not-a-cdev is not.
+    assert.deepEqual(host.cdevs.map((c: { cdev: string }) => c.cdev), [
+      "/dev/vfio/devices/vfio0",
+      "/dev/vfio/devices/vfio1",
+      "/dev/vfio/devices/vfio2",
+    ]);
     assert.deepEqual(host.cdevs[0], {
       cdev: "/dev/vfio/devices/vfio0",
       pci: "0000:00:03.0",
@@ -38,12 +50,6 @@ Deno.test("sysfs: cdevs, their PCI function, driver, group and IOMMU, groups and
       device: "0x11e8",
       unreadable: [],
     });
-    // vfio1 has no device link: reported, not thrown.
-    assert.equal(host.cdevs[1].pci, undefined);
-    assert.deepEqual(host.cdevs[1].unreadable, ["/sys/class/vfio-dev/vfio1/device: errno 2"]);
-    // An empty root: nothing, no error.
-    assert.deepEqual(describeHost(shim, `${root}/nothing`), { iommufd: false, cdevs: [], groups: [], iommus: [] });
-  } finally {
-    await Deno.remove(root, { recursive: true });
-  }
+  },
 });
+if (unshare) console.log(`sysfs test skipped: ${unshare}`);
