@@ -36,7 +36,7 @@ export class KernelBackend implements Backend {
     }
     const r = this.iommufd.invalidateRaw(targetId, spec.dataType, entries, spec.entryLength, count);
     this.calls++;
-    status.errno = -r;
+    status.errno = r < 0 ? -r : 0; // never -0: a heap number on the hot path, and not deepEqual to 0
     status.handled = this.iommufd.invalidateHandled;
   }
 }

@@ -92,6 +92,7 @@ export class KernelDeviceHost implements DeviceHost {
   probeInvalidation(id: number, format: Format): number {
     const spec = FORMAT_SPECS[format];
     if (spec.dataType === undefined) return Errno.values.EOPNOTSUPP;
-    return -this.iommufd.invalidateRaw(id, spec.dataType, new Uint8Array(0), spec.entryLength, 0);
+    const r = this.iommufd.invalidateRaw(id, spec.dataType, new Uint8Array(0), spec.entryLength, 0);
+    return r < 0 ? -r : 0;
   }
 }
