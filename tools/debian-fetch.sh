@@ -54,7 +54,7 @@ for spec in "$@"; do
     exit 3
   fi
   dest="$cache/deb/${pkg}_${version}"
-  if ! cache_ok "$dest" "package tree"; then
+  if ! cache_ok "$dest" "package tree" "fetching it again"; then
     work=$(mktemp -d "$cache/deb/.tmp.XXXXXX")
     trap 'rm -rf "$work"' EXIT
     echo "debian-fetch: downloading $pkg $version" >&2

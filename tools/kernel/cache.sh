@@ -9,14 +9,15 @@ cache_manifest() {
   (cd "$1" && find . -type f ! -path ./.complete -printf '%s %p\n' | LC_ALL=C sort)
 }
 
-# cache_ok DIR WHAT: true if DIR is a complete entry matching its list; a bad one is deleted (one line on stderr).
+# cache_ok DIR WHAT [AGAIN]: true if DIR is a complete entry matching its list; a bad one is deleted, with one line
+# on stderr ending in AGAIN (default "building it again").
 cache_ok() {
-  local dir="$1" what="$2"
+  local dir="$1" what="$2" again="${3:-building it again}"
   [ -e "$dir" ] || return 1
   if [ -s "$dir/.complete" ] && cache_manifest "$dir" | cmp -s - "$dir/.complete"; then
     return 0
   fi
-  echo "cache: the cached $what $dir is incomplete or changed; deleting it and building it again" >&2
+  echo "cache: the cached $what $dir is incomplete or changed; deleting it and $again" >&2
   rm -rf "$dir"
   return 1
 }

@@ -51,13 +51,16 @@ export function missingTools(tools: readonly Tool[], has: (need: string) => bool
   return tools.filter((t) => !has(t.need));
 }
 
-/** The one line that names missing tools and the packages that provide them. */
-export function missingLine(missing: readonly Tool[]): string {
-  const pkgs = [...new Set(missing.map((t) => t.pkg))];
+/**
+ * The one line that names missing tools and the packages that provide them; `installed` says an install was tried
+ * (as root), so the advice is to look at PATH rather than to run as root.
+ */
+export function missingLine(missing: readonly Tool[], installed = false): string {
+  const pkgs = [...new Set(missing.map((t) => t.pkg))].join(" ");
   const what = missing.map((t) => `${t.need} (${t.why})`).join(", ");
-  return `missing: ${what}; install them (Debian: apt-get install ${
-    pkgs.join(" ")
-  }) or run as root to have them installed`;
+  return installed
+    ? `still missing after apt-get install ${pkgs}: ${what}; is PATH complete?`
+    : `missing: ${what}; install them (Debian: apt-get install ${pkgs}) or run this as root to have them installed`;
 }
 
 /** Whether `need` (a command or an absolute path) is there, looking commands up in `path` (a PATH value). */

@@ -128,6 +128,7 @@ Deno.test("missingTools and missingLine name the tools and their packages in one
   const line = missingLine(missing);
   assert.ok(!line.includes("\n"));
   assert.match(line, /cpio .*qemu-system-x86_64 .*apt-get install cpio qemu-system-x86/);
+  assert.match(missingLine(missing, true), /^still missing after apt-get install cpio qemu-system-x86: .*PATH/);
   assert.deepEqual(missingTools(tools, () => true), []);
 });
 

@@ -124,18 +124,15 @@ async function preflight(): Promise<void> {
   const path = () => Deno.env.get("PATH") ?? "";
   let missing = missingTools(tools, (need) => hasTool(need, path()));
   if (missing.length === 0) return;
-  if (Deno.uid() === 0 && !values["no-install"]) {
-    console.log(`kernel-run: installing ${[...new Set(missing.map((t) => t.pkg))].join(" ")}`);
+  const install = Deno.uid() === 0 && !values["no-install"];
+  if (install) {
     const specs = missing.map((t) => `${t.need}:${t.pkg}`);
-    try {
-      await run("bash", [`${root}/tools/require.sh`, ...specs]);
-    } catch (e) {
-      console.log(`kernel-run: installing failed: ${oneLine(e)}`);
-    }
+    // require.sh says on stderr what went wrong; the check below decides.
+    await run("bash", [`${root}/tools/require.sh`, ...specs]).catch(() => {});
     missing = missingTools(tools, (need) => hasTool(need, path()));
     if (missing.length === 0) return;
   }
-  throw new Fatal(missingLine(missing));
+  throw new Fatal(missingLine(missing, install));
 }
 
 /** A compiled program from the cache, checked to be an ELF file; a bad one is deleted and built again. */
@@ -214,6 +211,8 @@ interface GuestResult {
   log: string;
   seconds: number;
   timedOut: boolean;
+  /** QEMU's own exit status. */
+  qemu: number;
 }
 
 async function boot(kernel: string, image: string, script: string, vtd: boolean): Promise<GuestResult> {
@@ -268,8 +267,9 @@ async function boot(kernel: string, image: string, script: string, vtd: boolean)
     }
     if (pending) console.log(`  | ${pending}`);
   };
+  let qemu = -1;
   try {
-    await Promise.all([pump(child.stdout), pump(child.stderr), child.status]);
+    [, , { code: qemu }] = await Promise.all([pump(child.stdout), pump(child.stderr), child.status]);
   } finally {
     clearTimeout(timer);
   }
@@ -286,6 +286,7 @@ async function boot(kernel: string, image: string, script: string, vtd: boolean)
     log: clean,
     seconds: (performance.now() - start) / 1000,
     timedOut,
+    qemu,
   };
 }
 
@@ -379,7 +380,7 @@ async function main(): Promise<void> {
       if (!r.summary) {
         console.log(
           `kernel-run: ${what}: no test summary from the guest (${
-            r.timedOut ? `timed out after ${timeoutMs / 1000} s` : `exit ${r.exit ?? "none"}`
+            r.timedOut ? `timed out after ${timeoutMs / 1000} s` : `guest exit ${r.exit ?? "none"}, QEMU exit ${r.qemu}`
           }); console tail:`,
         );
         console.log(r.log.split("\n").slice(-40).join("\n"));
