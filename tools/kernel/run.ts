@@ -25,7 +25,6 @@ import { cacheDir, ensureBuilt, ensureShim } from "../../ffi/build.ts";
 import { headerFlags, locateHeaders } from "../uapi_golden.ts";
 import {
   bzImageProblem,
-  type Check,
   elfProblem,
   gzip,
   gzipInitramfsProblem,
@@ -171,10 +170,13 @@ async function initramfs(): Promise<string> {
       throw new Error(`cannot run cpio: ${oneLine(e)}`);
     }
     const writer = cpio.stdin.getWriter();
-    await writer.write(new TextEncoder().encode("init\n"));
-    await writer.close();
+    // A cpio that exits at once breaks this pipe; its exit status below says why.
+    await writer.write(new TextEncoder().encode("init\n")).then(() => writer.close()).catch(() => {});
     const out = await cpio.output();
-    if (!out.success) throw new Error(`cpio failed (exit ${out.code}): ${decoder.decode(out.stderr).trim()}`);
+    if (!out.success) {
+      const detail = decoder.decode(out.stderr).trim().split("\n").slice(-3).join(" | ");
+      throw new Error(`cpio failed (exit ${out.code})${detail ? `: ${detail}` : ""}`);
+    }
     const problem = initramfsProblem(out.stdout);
     if (problem) throw new Error(`cpio wrote a bad archive (${problem})`);
     await writeChecked(image, await gzip(out.stdout), "initramfs", gzipInitramfsProblem);
@@ -190,14 +192,13 @@ async function initramfs(): Promise<string> {
  * checked here again before use. With `cachedOnly`, nothing is built: `undefined` if it is not cached.
  */
 async function kernelImage(spec: string, cachedOnly: boolean): Promise<string | undefined> {
-  const check: Check = bzImageProblem;
   for (let attempt = 0; attempt < 2; attempt++) {
     const args = [`${here}/build.sh`, ...(cachedOnly ? ["--cached-only"] : []), spec];
     const out = await new Deno.Command("bash", { args, stdin: "null", stdout: "piped", stderr: "inherit" }).output();
     if (cachedOnly && out.code === 4) return undefined;
     if (!out.success) throw new Error(`tools/kernel/build.sh ${spec} failed (exit ${out.code})`);
     const bzImage = decoder.decode(out.stdout).trim().split("\n").at(-1) ?? "";
-    if (await usable(bzImage, "kernel image", check)) return bzImage;
+    if (await usable(bzImage, "kernel image", bzImageProblem)) return bzImage;
   }
   throw new Error(`tools/kernel/build.sh ${spec} gave a bad kernel image twice`);
 }
