@@ -11,17 +11,17 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { NativeShim } from "./ffi/native.ts";
+import { NativeShim, ShimRefusedError } from "./ffi/native.ts";
 import { decodeCapabilities } from "./lib/device/capabilities.ts";
 import { detectFeatures } from "./lib/kernel/features.ts";
 import { describeHost, type HostDescription, Iommufd, KernelError } from "./lib/kernel/mod.ts";
 import { VfioDevice } from "./lib/kernel/vfio.ts";
-import { UnsupportedError } from "./lib/core/errors.ts";
-import { RequestError, validateRequest } from "./lib/core/request.ts";
-import type { BindRequest, InvalidateRequest, PasidOrRid, Request, StageOneTable } from "./lib/core/request.ts";
+import { UnsupportedError } from "./lib/kernel/errors.ts";
+import { RequestError, validateRequest } from "./lib/request/request.ts";
+import type { BindRequest, InvalidateRequest, PasidOrRid, Request, StageOneTable } from "./lib/request/request.ts";
 import { BrokerClient, BrokerError, type RemoteDevice } from "./lib/broker/client.ts";
-import { RelayQueue } from "./lib/core/queue.ts";
-import { ModelHost } from "./lib/model/host.ts";
+import { RelayQueue } from "./lib/relay/queue.ts";
+import { ModelHost } from "./lib/host/model.ts";
 import { type DeviceSource, RelayHost, type RelayPlugin, relayPlugin } from "./lib/plugin/plugin.ts";
 import { serveBroker } from "./lib/broker/server.ts";
 import { errnoName, HwptAllocFlags, HwptDataType, IommuHwptVtdS1, UapiError } from "./lib/uapi/mod.ts";
@@ -109,16 +109,34 @@ function out(human: string, data: unknown): void {
   console.log(values.json ? JSON.stringify(data, jsonReplacer) : human);
 }
 
-/** Refuse a device path unless read and write are granted for exactly it — before the shim is touched. */
+/**
+ * Refuse a device path unless read and write are granted for exactly it — before the shim is touched. Deno counts a
+ * grant on a folder (or a bare --allow-read) as a grant on everything under it; that is not a grant on a device
+ * node here: a path counts only if a sibling name next to it is not granted too. A symlink is refused as well
+ * (its target is not what was granted); the shim refuses one again, whatever this check says.
+ */
 async function granted(path: string): Promise<boolean> {
-  const r = await Deno.permissions.query({ name: "read", path });
-  const w = await Deno.permissions.query({ name: "write", path });
-  return r.state === "granted" && w.state === "granted";
+  if (!path.startsWith("/") || path.endsWith("/") || path.includes("\0")) return false;
+  const sibling = `${path}.iommu-relay-grant-probe`;
+  for (const name of ["read", "write"] as const) {
+    if ((await Deno.permissions.query({ name, path })).state !== "granted") return false;
+    if ((await Deno.permissions.query({ name, path: sibling })).state === "granted") return false;
+  }
+  try {
+    if (Deno.lstatSync(path).isSymlink) return false;
+  } catch {
+    // Missing (the shim reports ENOENT), or a node Deno will not stat without -A: the shim's lstat decides.
+  }
+  return true;
 }
 
 async function requireGrant(path: string): Promise<void> {
   if (!(await granted(path))) {
-    throw new CliError(`not granted: ${path} (run with --allow-read=${path} --allow-write=${path})`, 2);
+    throw new CliError(
+      `not granted: ${path} (run with --allow-read=${path} --allow-write=${path}: that exact path, not a folder ` +
+        `holding it nor a symlink to it)`,
+      2,
+    );
   }
 }
 
@@ -194,7 +212,14 @@ async function main(): Promise<void> {
       if (allowed.length) {
         using s = await shim();
         for (const p of allowed) {
-          const fd = s.open(p);
+          let fd: number;
+          try {
+            fd = s.open(p);
+          } catch (e) {
+            if (!(e instanceof ShimRefusedError)) throw e;
+            report[p] = `refused (${e.errnoName}: not a device node a relay opens)`;
+            continue;
+          }
           report[p] = fd >= 0 ? "present" : `unavailable (${new KernelError(fd, "open", "open").errnoName})`;
           if (fd >= 0 && p === values.iommu) {
             using iommufd = Iommufd.open(s, p);
@@ -429,7 +454,7 @@ try {
   await main();
 } catch (e) {
   const known = e instanceof CliError || e instanceof KernelError || e instanceof UnsupportedError ||
-    e instanceof UapiError || e instanceof BrokerError || e instanceof RequestError;
+    e instanceof UapiError || e instanceof BrokerError || e instanceof RequestError || e instanceof ShimRefusedError;
   const errno = e instanceof BrokerError ? ` (${errnoName(-e.errno)}, errno ${e.errno})` : "";
   console.error(`error: ${known ? e.message : e}${errno}`);
   Deno.exit(e instanceof CliError ? e.code : 1);

@@ -4,7 +4,7 @@
 import { decodeVtdDescriptor, VtdDescriptorScratch } from "../lib/frontends/vtd/descriptors.ts";
 import { vtdPasidIotlb, vtdWait, writeVtdDescriptor } from "../lib/frontends/vtd/encode.ts";
 import { decodeSmmuCommand, SmmuCommandScratch } from "../lib/frontends/smmuv3/commands.ts";
-import { PendingSet } from "../lib/core/pending.ts";
+import { PendingSet } from "../lib/request/pending.ts";
 import { EntryWriter } from "../lib/compile/entries.ts";
 import { compileVtd } from "../lib/compile/vtd.ts";
 import { compileSmmuv3 } from "../lib/compile/smmuv3.ts";

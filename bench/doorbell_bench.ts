@@ -15,7 +15,7 @@
 import { ensureBuilt } from "../ffi/build.ts";
 import { NativeShim } from "../ffi/native.ts";
 import { RelayHost } from "../lib/plugin/plugin.ts";
-import { RelayQueue } from "../lib/core/queue.ts";
+import { RelayQueue } from "../lib/relay/queue.ts";
 import { nullBackend, vtdDoorbellStep } from "./probes/paths.ts";
 import { guestCode } from "../examples/mini-vmm/layout.ts";
 import { buildWorkload } from "../examples/mini-vmm/script.ts";

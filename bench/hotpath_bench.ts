@@ -1,9 +1,9 @@
 // The hot path's allocations (issue 8: "zero allocations after warm-up"): each probe runs 1,000,000 iterations of
 // one path under V8's --trace-gc with a 1 MiB young generation, so every ~1 MiB allocated is a scavenge; the bytes
 // the scavenges freed, minus a run without the million, over a million, are the bytes per iteration. Printed as a
-// table (tests/core/outcome_test.ts and tests/frontends/vtd/queue_test.ts assert the zeros); the time per iteration
+// table (tests/relay/outcome_test.ts and tests/frontends/vtd/queue_test.ts assert the zeros); the time per iteration
 // is measured by deno bench below.
-import { RelayQueue } from "../lib/core/queue.ts";
+import { RelayQueue } from "../lib/relay/queue.ts";
 import { nullBackend, relayStep } from "./probes/paths.ts";
 
 const probe = new URL("./probes/alloc_probe.ts", import.meta.url).pathname;

@@ -1,7 +1,7 @@
 // Shadow mode on the recorded caching-mode shape (issue 6): syscalls per (map-side, unmap-side) invalidation pair
 // for iommu-relay's area map and the naive policy, printed as a table, and the time per pair of each on the
 // in-process IOAS (deno bench). The kernel figure — the pair against a C loop making the same IOAS calls — is in
-// tests/kernel/figures_test.ts.
+// kernel-suite/figures_test.ts.
 import { cachingModeStream, runShadowPolicy } from "../lib/testing/shadow_policies.ts";
 
 const stream = cachingModeStream({ pairs: 2000, seed: 1 });

@@ -1,8 +1,11 @@
 /**
  * The C shim's symbol table and thin typed wrappers: the only `Deno.dlopen` in iommu-relay.
  *
- * Every wrapper returns what the C function returns: a result >= 0 or `-errno`. Turning those into typed
- * errors is the caller's job (lib/kernel), so this file imports nothing else of the project.
+ * Every wrapper returns what the C function returns: a result >= 0 or `-errno` from the kernel. Turning those into
+ * typed errors is the caller's job (lib/kernel), so this file imports nothing else of the project. What the shim
+ * itself refuses (ffi/shim.c: a path that is not a relay's device node, an fd it does not hold, a request not on
+ * that fd's list, …) is thrown here as a {@linkcode ShimRefusedError} naming the operation: those are not kernel
+ * answers, and no caller should mistake one for the kernel's EPERM.
  *
  * Parameters are `"buffer"` (a Uint8Array passed without taking its address in JavaScript, which works under a
  * path-scoped `--allow-ffi=<shim>`) and 32-bit integers: no BigInt on the hot path.
@@ -12,42 +15,45 @@
 import { ensureShim } from "./build.ts";
 
 /** The ABI version of shim.c this table matches. */
-export const SHIM_ABI_VERSION = 5;
+export const SHIM_ABI_VERSION = 6;
 
 const SYMBOLS = {
   relay_shim_version: { parameters: [], result: "i32" },
   relay_open: { parameters: ["buffer", "u32"], result: "i32" },
+  relay_adopt_fd: { parameters: ["i32"], result: "i32" },
   relay_close: { parameters: ["i32"], result: "i32" },
-  relay_ioctl: { parameters: ["i32", "u32", "buffer"], result: "i32" },
-  relay_ioctl_with_pointer: { parameters: ["i32", "u32", "buffer", "u32", "u32", "buffer"], result: "i32" },
-  relay_ioctl_loop: { parameters: ["i32", "u32", "buffer", "u32", "u32", "buffer", "u32"], result: "i32" },
+  relay_ioctl: { parameters: ["i32", "u32", "buffer", "u32"], result: "i32" },
+  relay_ioctl_with_pointer: { parameters: ["i32", "u32", "buffer", "u32", "u32", "buffer", "u32"], result: "i32" },
+  relay_ioctl_loop: { parameters: ["i32", "u32", "buffer", "u32", "u32", "buffer", "u32", "u32"], result: "i32" },
   relay_ioctl_pair_loop: {
-    parameters: ["i32", "u32", "buffer", "u32", "u32", "buffer", "u32", "buffer", "u32"],
+    parameters: ["i32", "u32", "buffer", "u32", "u32", "buffer", "u32", "u32", "buffer", "u32", "u32"],
     result: "i32",
   },
+  relay_policy_allows: { parameters: ["i32", "u32"], result: "i32" },
   relay_read: { parameters: ["i32", "buffer", "u32"], result: "i32" },
   relay_write: { parameters: ["i32", "buffer", "u32"], result: "i32" },
   relay_poll: { parameters: ["i32", "i32", "i32"], result: "i32" },
   relay_poll_async: { name: "relay_poll", parameters: ["i32", "i32", "i32"], result: "i32", nonblocking: true },
-  relay_test_address_of: { parameters: ["buffer", "buffer"], result: "i32" },
   relay_align_offset: { parameters: ["buffer", "u32"], result: "i32" },
-  relay_test_echo_request: { parameters: ["u32", "buffer"], result: "i32" },
+  relay_test_echo_request: { parameters: ["u32"], result: "i32" },
   relay_nop: { parameters: ["i32", "u32", "buffer"], result: "i32" },
   relay_map_fixed: { parameters: ["buffer", "u32", "i32", "u32"], result: "i32" },
   relay_unmap_fixed: { parameters: ["buffer", "u32"], result: "i32" },
-  relay_kick_setup: { parameters: ["i32"], result: "i32" },
-  relay_gettid: { parameters: [], result: "i32" },
-  relay_kick: { parameters: ["i32", "i32"], result: "i32" },
-  relay_deadline_timer: { parameters: ["i32", "u32", "u32"], result: "i32" },
-  relay_readlink: { parameters: ["buffer", "u32", "buffer", "u32"], result: "i32" },
-  relay_read_file: { parameters: ["buffer", "u32", "buffer", "u32"], result: "i32" },
-  relay_list_dir: { parameters: ["buffer", "u32", "buffer", "u32"], result: "i32" },
+  relay_kick_setup: { parameters: [], result: "i32" },
+  relay_kick_register: { parameters: [], result: "i32" },
+  relay_kick: { parameters: ["i32"], result: "i32" },
+  relay_deadline_timer: { parameters: ["u32", "u32"], result: "i32" },
+  relay_host_list: { parameters: ["u32", "buffer", "u32"], result: "i32" },
+  relay_host_has_iommufd: { parameters: [], result: "i32" },
+  relay_cdev_attr: { parameters: ["u32", "u32", "buffer", "u32"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /**
- * The generic ioctl entry points are keyed by these symbols, which only iommu-relay's own layers import from this
- * file: the package's public exports (`mod.ts`, `./uapi`, `./plugin`, `./testing`) hand out no way to issue an
- * arbitrary ioctl — every ioctl the library makes goes through a typed kernel object.
+ * The ioctl entry points are keyed by these symbols, which only iommu-relay's own layers import from this file: the
+ * package's public exports (`mod.ts`, `./ffi` = ffi/mod.ts, `./uapi`, `./plugin`, `./testing`) do not export them,
+ * and every ioctl the library makes goes through a typed kernel object. They are not the boundary — reflection
+ * finds them on the prototype, and a script can import this file — the shim is: it allows only the requests of
+ * its list on fds it holds (ffi/shim.c).
  */
 export const IOCTL: unique symbol = Symbol("iommu-relay ioctl");
 /** See {@linkcode IOCTL}: ioctl with a pointer stored into the argument first. */
@@ -62,6 +68,59 @@ export const POLL = { IN: 0x1, OUT: 0x4, ERR: 0x8, HUP: 0x10 } as const;
 
 /** No pointer patching: pass as `offset` to {@linkcode NativeShim.ioctlLoop}. */
 export const NO_POINTER = 0xffff_ffff;
+
+/** The shim reports its own refusals as `-(REFUSAL_BASE + errno)`, beyond every kernel errno. */
+export const REFUSAL_BASE = 4096;
+
+/** The fd kinds of the shim's table (`enum relay_kind` in shim.c), each with its own ioctl list. */
+export const FD_KIND = {
+  IOMMUFD: 1,
+  VFIO_CDEV: 2,
+  KVM: 3,
+  KVM_VM: 4,
+  KVM_VCPU: 5,
+  FAULT_QUEUE: 6,
+  VEVENTQ: 7,
+  TEST_ACCESS: 8,
+} as const;
+
+/** Host listings {@linkcode NativeShim.hostList} offers (`enum relay_listing`). */
+export const HOST_LIST = { VFIO_CDEVS: 0, VFIO_GROUPS: 1, IOMMUS: 2 } as const;
+
+/** VFIO cdev attributes {@linkcode NativeShim.cdevAttr} reads (`enum relay_cdev_attr`). */
+export const CDEV_ATTR = { PCI: 0, DRIVER: 1, IOMMU_GROUP: 2, IOMMU: 3, VENDOR: 4, DEVICE: 5 } as const;
+
+const REFUSALS: Record<number, { name: "EPERM" | "EACCES" | "EBADF"; why: string }> = {
+  1: { name: "EPERM", why: "not allowed for this fd's kind or with this argument" },
+  13: { name: "EACCES", why: "not a device node or attribute a relay opens" },
+  9: { name: "EBADF", why: "not an fd the shim opened, was returned or was handed" },
+};
+
+/**
+ * The shim refused an operation (ffi/shim.c): `errno` is EPERM (request, argument, read/write, mmap or kick target
+ * not allowed for that fd), EACCES (path or node not a relay's device) or EBADF (an fd the shim does not hold).
+ */
+export class ShimRefusedError extends Error {
+  override name = "ShimRefusedError";
+  /** The errno of the refusal (1, 13 or 9). */
+  readonly errno: number;
+  readonly errnoName: string;
+  constructor(readonly operation: string, result: number) {
+    const errno = -result - REFUSAL_BASE;
+    const r = REFUSALS[errno] ?? { name: `errno ${errno}`, why: "refused" };
+    super(`${operation}: refused by the shim (${r.name}, errno ${errno}): ${r.why}`);
+    this.errno = errno;
+    this.errnoName = r.name;
+  }
+}
+
+/** Throw a {@linkcode ShimRefusedError} for a refusal, else pass the result through. */
+function refused(result: number, operation: () => string): number {
+  if (result <= -REFUSAL_BASE) throw new ShimRefusedError(operation(), result);
+  return result;
+}
+
+const hex = (n: number) => `0x${(n >>> 0).toString(16)}`;
 
 /** Raised when a shim is used after it was closed (the call would otherwise crash the process). */
 export class ShimClosedError extends Error {
@@ -78,7 +137,6 @@ export class ShimVersionError extends Error {
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-const cString = (s: string) => encoder.encode(`${s}\0`);
 
 /**
  * The loaded shim. Load it once per process with {@linkcode NativeShim.load} and close it last (`using`), after
@@ -88,9 +146,11 @@ const cString = (s: string) => encoder.encode(`${s}\0`);
  * ```ts
  * import { NativeShim } from "./native.ts";
  * using shim = await NativeShim.load();
- * const fd = shim.open("/dev/null");
- * console.log(shim.open("/nonexistent")); // -2 (ENOENT)
- * shim.close(fd);
+ * try {
+ *   shim.open("/etc/shadow"); // not a device node a relay opens
+ * } catch (e) {
+ *   console.log((e as Error).name); // ShimRefusedError
+ * }
  * ```
  */
 export class NativeShim implements Disposable {
@@ -138,33 +198,57 @@ export class NativeShim implements Disposable {
     return this.#sym;
   }
 
-  /** `open(path, O_RDWR | O_CLOEXEC)` → fd or `-errno`; a path with a NUL in it is `-EINVAL`. Cold path. */
+  /**
+   * Open a relay's device node read-write: `/dev/iommu`, `/dev/kvm` or `/dev/vfio/devices/vfioN` → fd or `-errno`
+   * (`-ENOENT` when absent). Any other path, a symlink, or a node that is not that device throws
+   * {@linkcode ShimRefusedError} (EACCES); a path with a NUL in it is `-EINVAL`. Cold path.
+   */
   open(path: string): number {
     if (path.includes("\0")) return -22;
     const bytes = encoder.encode(`${path}\0`);
-    return this.#live().relay_open(bytes, bytes.byteLength);
-  }
-
-  /** `close(fd)` → 0 or `-errno`. */
-  close(fd: number): number {
-    return this.#live().relay_close(fd);
-  }
-
-  /** `ioctl(fd, request, arg)` → result or `-errno`. `request` is an unsigned 32-bit number. */
-  [IOCTL](fd: number, request: number, arg: Uint8Array | null): number {
-    return this.#live().relay_ioctl(fd, request, arg);
+    return refused(this.#live().relay_open(bytes, bytes.byteLength), () => `open ${JSON.stringify(path)}`);
   }
 
   /**
-   * Store the address of `second` as a u64 at `arg[offset]`, then `ioctl(fd, request, arg)`: for structs that
-   * carry a user pointer (`data_uptr`, `user_va`, `uptr`). `-EINVAL` if the u64 does not fit in `arg`.
+   * Take an fd this process inherited already open (an iommufd, KVM or a VFIO cdev, checked with `fstat`): it joins
+   * the shim's table as if the shim had opened it. Returns its kind ({@linkcode FD_KIND}); anything else throws
+   * {@linkcode ShimRefusedError}.
+   */
+  adoptFd(fd: number): number {
+    return refused(this.#live().relay_adopt_fd(fd), () => `adopt fd ${fd}`);
+  }
+
+  /** `close(fd)` → 0 or `-errno`, for an fd the shim holds. */
+  close(fd: number): number {
+    return refused(this.#live().relay_close(fd), () => `close fd ${fd}`);
+  }
+
+  /** `ioctl(fd, request, arg)` → result or `-errno`, if the shim's list allows `request` on `fd`. */
+  [IOCTL](fd: number, request: number, arg: Uint8Array | null): number {
+    const r = this.#live().relay_ioctl(fd, request, arg, arg?.byteLength ?? 0);
+    return r <= -REFUSAL_BASE ? refused(r, () => `ioctl ${hex(request)} on fd ${fd}`) : r;
+  }
+
+  /**
+   * The shim stores the address of `second` at `arg[offset]` (of its own copy of `arg`) and makes the ioctl: for
+   * structs that carry a user pointer (`data_uptr`, `user_va`, `uptr`). `offset` must be that request's pointer
+   * field, and the length the struct gives for it must fit in `second`.
    */
   [IOCTL_WITH_POINTER](fd: number, request: number, arg: Uint8Array, offset: number, second: Uint8Array): number {
-    return this.#live().relay_ioctl_with_pointer(fd, request, arg, arg.byteLength, offset, second);
+    const r = this.#live().relay_ioctl_with_pointer(
+      fd,
+      request,
+      arg,
+      arg.byteLength,
+      offset,
+      second,
+      second.byteLength,
+    );
+    return r <= -REFUSAL_BASE ? refused(r, () => `ioctl ${hex(request)} on fd ${fd} with a pointer at ${offset}`) : r;
   }
 
   /**
-   * The in-process C baseline: the same ioctl `n` times inside the shim (pointer patched first unless `offset`
+   * The in-process C baseline: the same ioctl `n` times inside the shim (pointer stored first unless `offset`
    * is {@linkcode NO_POINTER}). All `n` calls are made; returns 0 if all succeeded, else the last `-errno`.
    */
   [IOCTL_LOOP](
@@ -175,7 +259,17 @@ export class NativeShim implements Disposable {
     second: Uint8Array | null,
     n: number,
   ): number {
-    return this.#live().relay_ioctl_loop(fd, request, arg, arg?.byteLength ?? 0, offset, second, n);
+    const r = this.#live().relay_ioctl_loop(
+      fd,
+      request,
+      arg,
+      arg?.byteLength ?? 0,
+      offset,
+      second,
+      second?.byteLength ?? 0,
+      n,
+    );
+    return refused(r, () => `ioctl loop ${hex(request)} on fd ${fd}`);
   }
 
   /**
@@ -192,48 +286,60 @@ export class NativeShim implements Disposable {
     argB: Uint8Array,
     n: number,
   ): number {
-    return this.#live().relay_ioctl_pair_loop(fd, requestA, argA, argA.byteLength, offset, second, requestB, argB, n);
+    const r = this.#live().relay_ioctl_pair_loop(
+      fd,
+      requestA,
+      argA,
+      argA.byteLength,
+      offset,
+      second,
+      second.byteLength,
+      requestB,
+      argB,
+      argB.byteLength,
+      n,
+    );
+    return refused(r, () => `ioctl pair loop ${hex(requestA)}, ${hex(requestB)} on fd ${fd}`);
   }
 
-  /** `read(fd, buf, buf.length)` → bytes or `-errno`. */
+  /** Whether the shim's list allows `request` on an fd of kind `kind` ({@linkcode FD_KIND}); no syscall. */
+  policyAllows(kind: number, request: number): boolean {
+    return this.#live().relay_policy_allows(kind, request) === 1;
+  }
+
+  /** `read(fd, buf, buf.length)` → bytes or `-errno`: fault-queue and vEVENTQ fds only. */
   read(fd: number, buf: Uint8Array): number {
-    return this.#live().relay_read(fd, buf, buf.byteLength);
+    return refused(this.#live().relay_read(fd, buf, buf.byteLength), () => `read fd ${fd}`);
   }
 
-  /** `write(fd, buf, buf.length)` → bytes or `-errno`. */
+  /** `write(fd, buf, buf.length)` → bytes or `-errno`: fault-queue fds only (page responses). */
   write(fd: number, buf: Uint8Array): number {
-    return this.#live().relay_write(fd, buf, buf.byteLength);
+    return refused(this.#live().relay_write(fd, buf, buf.byteLength), () => `write fd ${fd}`);
   }
 
-  /** `poll` one fd → revents (0 on timeout) or `-errno`; blocks the calling thread up to `timeoutMs`. */
+  /** `poll` one fd the shim holds → revents (0 on timeout) or `-errno`; blocks the calling thread up to `timeoutMs`. */
   poll(fd: number, events: number, timeoutMs: number): number {
-    return this.#live().relay_poll(fd, events, timeoutMs);
+    return refused(this.#live().relay_poll(fd, events, timeoutMs), () => `poll fd ${fd}`);
   }
 
   /** `poll` one fd on a worker thread, without blocking the event loop. */
-  pollAsync(fd: number, events: number, timeoutMs: number): Promise<number> {
-    return this.#live().relay_poll_async(fd, events, timeoutMs);
+  async pollAsync(fd: number, events: number, timeoutMs: number): Promise<number> {
+    return refused(await this.#live().relay_poll_async(fd, events, timeoutMs), () => `poll fd ${fd}`);
   }
 
-  /** Test hook: writes the address of `p` into `out[0..8)` as the shim sees it. */
-  testAddressOf(p: Uint8Array, out: Uint8Array): void {
-    if (out.byteLength < 8) throw new RangeError("out needs 8 bytes");
-    this.#live().relay_test_address_of(p, out);
-  }
-
-  /** Bytes from the start of `buf` to the next `align`-byte boundary (`align` a power of two), or `-EINVAL`. */
+  /** Bytes from the start of `buf` to the next `align`-byte boundary (a power of two up to 2 MiB), or `-EINVAL`. */
   alignOffset(buf: Uint8Array, align: number): number {
     return this.#live().relay_align_offset(buf, align);
   }
 
   /**
-   * A zeroed `length`-byte window of fresh memory whose address is a multiple of `align`: for memory the kernel
-   * pins (IOAS maps). Cold path.
+   * A zeroed `length`-byte window of fresh memory whose address is a multiple of `align` (up to 2 MiB): for memory
+   * the kernel pins (IOAS maps). Cold path.
    */
   alignedBuffer(length: number, align = 4096): Uint8Array {
     const raw = new Uint8Array(length + align);
     const skip = this.alignOffset(raw, align);
-    if (skip < 0) throw new RangeError(`alignment ${align} is not a power of two up to 2^30`);
+    if (skip < 0) throw new RangeError(`alignment ${align} is not a power of two up to 2 MiB`);
     return raw.subarray(skip, skip + length);
   }
 
@@ -244,80 +350,86 @@ export class NativeShim implements Disposable {
   sharedAlignedBuffer(length: number, align = 4096): Uint8Array {
     const raw = new Uint8Array(new SharedArrayBuffer(length + align));
     const skip = this.alignOffset(raw, align);
-    if (skip < 0) throw new RangeError(`alignment ${align} is not a power of two up to 2^30`);
+    if (skip < 0) throw new RangeError(`alignment ${align} is not a power of two up to 2 MiB`);
     return raw.subarray(skip, skip + length);
   }
 
   /**
-   * Map `window.length` bytes of `fd` (from page `offsetPages`) over `window`, which must be page aligned and a
-   * page multiple (from {@linkcode NativeShim.alignedBuffer}); afterwards the window's bytes are the mapping's.
-   * Undo with {@linkcode NativeShim.unmapFixed} before dropping the buffer. Returns 0 or `-errno`.
+   * Map vCPU fd `fd`'s kvm_run over `window`, which must be page aligned and exactly the size KVM reported
+   * (`KVM_GET_VCPU_MMAP_SIZE`; from {@linkcode NativeShim.sharedAlignedBuffer}); afterwards the window's bytes
+   * are kvm_run's. Only offset 0. Undo with {@linkcode NativeShim.unmapFixed} before dropping the buffer.
    */
   mapFixed(window: Uint8Array, fd: number, offsetPages = 0): number {
-    return this.#live().relay_map_fixed(window, window.byteLength, fd, offsetPages);
+    return refused(
+      this.#live().relay_map_fixed(window, window.byteLength, fd, offsetPages),
+      () => `map fd ${fd} (${window.byteLength} bytes at page ${offsetPages})`,
+    );
   }
 
-  /** Put zeroed private memory back over a window {@linkcode NativeShim.mapFixed} used. Returns 0 or `-errno`. */
+  /** Put zeroed private memory back over a window {@linkcode NativeShim.mapFixed} mapped. Returns 0 or `-errno`. */
   unmapFixed(window: Uint8Array): number {
-    return this.#live().relay_unmap_fixed(window, window.byteLength);
-  }
-
-  /** Install a no-op handler for `signo` without `SA_RESTART` (process-wide), for {@linkcode NativeShim.kick}. */
-  kickSetup(signo: number): number {
-    return this.#live().relay_kick_setup(signo);
-  }
-
-  /** The calling thread's kernel thread id. */
-  gettid(): number {
-    return this.#live().relay_gettid();
-  }
-
-  /** Send `signo` to thread `tid` of this process: a blocking `KVM_RUN` there returns `-EINTR`. */
-  kick(tid: number, signo: number): number {
-    return this.#live().relay_kick(tid, signo);
+    return refused(this.#live().relay_unmap_fixed(window, window.byteLength), () => "unmap a window");
   }
 
   /**
-   * Send `signo` to the calling thread after `ms` milliseconds, then every `everyMs` (default 0: once); `ms` 0
-   * disarms, and arming replaces the previous deadline. The deadline of a thread blocked in a call with no other
+   * Install the shim's no-op handler for its kick signal (SIGUSR1) without `SA_RESTART`, process-wide. The kick and
+   * the deadline install it themselves; the signal is the shim's choice, not the caller's.
+   */
+  kickSetup(): number {
+    return this.#live().relay_kick_setup();
+  }
+
+  /** Register the calling thread (a vCPU thread) as a kick target; returns its thread id for {@linkcode kick}. */
+  registerKickTarget(): number {
+    return refused(this.#live().relay_kick_register(), () => "register a kick target");
+  }
+
+  /** Send the kick signal to registered thread `tid`: a blocking `KVM_RUN` there returns `-EINTR`. */
+  kick(tid: number): number {
+    return refused(this.#live().relay_kick(tid), () => `kick thread ${tid}`);
+  }
+
+  /**
+   * Send the kick signal to the calling thread after `ms` milliseconds, then every `everyMs` (default 0: once); `ms`
+   * 0 disarms, and arming replaces the previous deadline. The deadline of a thread blocked in a call with no other
    * thread to kick it (the repeats catch one that was between two calls). Returns 0 or `-errno`.
    */
-  deadlineTimer(signo: number, ms: number, everyMs = 0): number {
-    return this.#live().relay_deadline_timer(signo, ms, everyMs);
+  deadlineTimer(ms: number, everyMs = 0): number {
+    return this.#live().relay_deadline_timer(ms, everyMs);
   }
 
-  /** The target of symlink `path` (sysfs links: a device's driver, IOMMU group, IOMMU), or `-errno`. */
-  readlink(path: string): string | number {
-    if (path.includes("\0")) return -22;
-    const out = new Uint8Array(4096);
-    const p = cString(path);
-    const n = this.#live().relay_readlink(p, p.byteLength, out, out.byteLength);
-    return n < 0 ? n : decoder.decode(out.subarray(0, n));
-  }
-
-  /** The contents of a small file (at most `max` bytes, else `-EFBIG`), as text, or `-errno`. */
-  readSmallFile(path: string, max = 4096): string | number {
-    const out = new Uint8Array(max);
-    if (path.includes("\0")) return -22;
-    const p = cString(path);
-    const n = this.#live().relay_read_file(p, p.byteLength, out, out.byteLength);
-    return n < 0 ? n : decoder.decode(out.subarray(0, n));
-  }
-
-  /** The names in directory `path` (unsorted, without `.` and `..`), or `-errno` (`-ENOBUFS` past 64 KiB). */
-  listDir(path: string): string[] | number {
+  /**
+   * One host listing ({@linkcode HOST_LIST}): VFIO cdev names (`vfioN`), VFIO group numbers, IOMMU instances;
+   * unsorted, or `-errno` (`-ENOENT` when the folder is missing).
+   */
+  hostList(which: number): string[] | number {
     const out = new Uint8Array(65536);
-    if (path.includes("\0")) return -22;
-    const p = cString(path);
-    const n = this.#live().relay_list_dir(p, p.byteLength, out, out.byteLength);
+    const n = this.#live().relay_host_list(which, out, out.byteLength);
     if (n < 0) return n;
     return n === 0 ? [] : decoder.decode(out.subarray(0, n - 1)).split("\0");
   }
 
-  /** Test hook: writes `request` into `out[0..4)` as the shim received it. */
-  testEchoRequest(request: number, out: Uint8Array): void {
-    if (out.byteLength < 4) throw new RangeError("out needs 4 bytes");
-    this.#live().relay_test_echo_request(request, out);
+  /** Whether `/dev/iommu` is a character device. */
+  hasIommufd(): boolean {
+    return this.#live().relay_host_has_iommufd() === 1;
+  }
+
+  /**
+   * Attribute `attr` ({@linkcode CDEV_ATTR}) of VFIO cdev `vfio<cdev>`, as sysfs has it (for a link, the last
+   * component of its target), or `-errno`.
+   */
+  cdevAttr(cdev: number, attr: number): string | number {
+    const out = new Uint8Array(256);
+    const n = refused(
+      this.#live().relay_cdev_attr(cdev, attr, out, out.byteLength),
+      () => `read attribute ${attr} of vfio${cdev}`,
+    );
+    return n < 0 ? n : decoder.decode(out.subarray(0, n));
+  }
+
+  /** Test hook: `request` as the shim received it. */
+  testEchoRequest(request: number): number {
+    return this.#live().relay_test_echo_request(request) >>> 0;
   }
 
   /** Pure crossing cost: returns `fd` without a syscall. */

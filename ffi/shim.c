@@ -1,130 +1,605 @@
 /*
  * iommu-relay's C shim: the only native code the library calls, through Deno.dlopen (ffi/native.ts).
  *
+ * The shim is the sandbox boundary for a script holding only `--allow-ffi=<this library>`: such a script can
+ * dlopen this file itself and call every exported function with any arguments, so each rule below is enforced
+ * here, in C, and nothing in JavaScript can widen it (RELIABILITY.md, "What a script holding the shim can do"):
+ *   - open: only /dev/iommu, /dev/kvm and /dev/vfio/devices/vfio<N>, each checked to be the character device
+ *     sysfs names for it (no symlink anywhere in the path, st_rdev from lstat and again from fstat of the open fd);
+ *   - ioctl: only on fds in the shim's table (opened here, returned by an ioctl made here, or handed in and checked
+ *     with fstat), and only with the request numbers allowed for that fd's kind (iommufd and VFIO share type ';', so
+ *     the list is per kind). The argument is copied into the shim and validated there: its size field must fit the
+ *     caller's buffer, a user pointer in it may only be the shim's own store of the second buffer, and the length
+ *     that pointer covers must fit that buffer; fd numbers inside it must be in the table;
+ *   - read: fault-queue and vEVENTQ fds; write: fault-queue fds (page responses); poll and close: table fds;
+ *   - mmap: the kvm_run page of a vCPU fd, at offset 0, with the size the kernel reported; undone only there;
+ *   - signals: one signal (SIGUSR1), to threads that registered themselves, or a deadline to the calling thread;
+ *   - sysfs: fixed attributes of VFIO cdevs and three listings filtered by name pattern, never a caller's path.
+ * A refusal returns -(RELAY_REFUSAL_BASE + EPERM/EACCES/EBADF), out of the range of kernel errnos, so native.ts
+ * can tell "the shim refused" from "the kernel said EPERM" (the selftest's ACCESS_RW answers EPERM, for one).
+ *
  * Conventions, so that TypeScript never has to read errno (a nonblocking FFI call runs on another thread,
  * where the caller's errno is stale):
  *   - every function returns its result (>= 0) or -errno;
  *   - no variadic functions (FFI cannot call them portably);
- *   - ioctl requests are uint32_t: every Linux request number fits in 32 bits, and passing it unsigned keeps
- *     numbers above 2^31 (powerpc/mips/sparc _IO, any _IOR) intact without a BigInt on the hot path;
- *   - buffers are passed as pointers the caller owns; the shim keeps no reference after it returns.
+ *   - ioctl requests are uint32_t: every Linux request number fits in 32 bits;
+ *   - buffers are passed as pointers the caller owns, with their length; the shim keeps no reference after it
+ *     returns (except a mapped kvm_run window, recorded so that only it can be unmapped).
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
-#include <stdint.h>
-#include <string.h>
-#include <dirent.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
 #define RELAY_EXPORT __attribute__((visibility("default")))
 
-/* ABI version of this file; native.ts refuses a library whose version differs. */
-RELAY_EXPORT int32_t relay_shim_version(void) { return 5; }
+/* Refusals are reported as -(RELAY_REFUSAL_BASE + errno): kernel errnos stay below 4096. */
+#define RELAY_REFUSAL_BASE 4096
+#define REFUSE(e) (-(RELAY_REFUSAL_BASE + (e)))
 
-/* open(path, O_RDWR | O_CLOEXEC). path is NUL-terminated; path_len bounds the search for the NUL so a
- * buffer without one is refused (-EINVAL) instead of read past its end. */
+/* ABI version of this file; native.ts refuses a library whose version differs. */
+RELAY_EXPORT int32_t relay_shim_version(void) { return 6; }
+
+/* ------------------------------------------------------------------------------------------------ fd table */
+
+enum relay_kind {
+	KIND_NONE = 0,
+	KIND_IOMMUFD,
+	KIND_VFIO_CDEV,
+	KIND_KVM,
+	KIND_KVM_VM,
+	KIND_KVM_VCPU,
+	KIND_FAULT_QUEUE,
+	KIND_VEVENTQ,
+	KIND_TEST_ACCESS, /* the selftest's in-kernel access fd: closed, never used directly */
+};
+
+/* fds above this are refused (and closed) rather than tracked: a relay holds a handful. */
+#define RELAY_FD_LIMIT 65536
+static uint8_t fd_kinds[RELAY_FD_LIMIT];
+
+static int kind_of(int32_t fd)
+{
+	if (fd < 0 || fd >= RELAY_FD_LIMIT)
+		return KIND_NONE;
+	return __atomic_load_n(&fd_kinds[fd], __ATOMIC_ACQUIRE);
+}
+
+/* Record fd as `kind`; an fd number the table cannot hold is closed and refused. */
+static int32_t track(int fd, int kind)
+{
+	if (fd >= RELAY_FD_LIMIT) {
+		close(fd);
+		return -EMFILE;
+	}
+	__atomic_store_n(&fd_kinds[fd], (uint8_t)kind, __ATOMIC_RELEASE);
+	return fd;
+}
+
+/* ---------------------------------------------------------------------------------------- device nodes */
+
+/* Read a sysfs "MAJ:MIN\n" attribute into a dev_t; -errno or -EINVAL when it does not parse. */
+static int read_dev_attr(const char *path, dev_t *out)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	char buf[32];
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return n < 0 ? -errno : -EINVAL;
+	buf[n] = 0;
+	unsigned maj, min;
+	if (sscanf(buf, "%u:%u", &maj, &min) != 2)
+		return -EINVAL;
+	*out = makedev(maj, min);
+	return 0;
+}
+
+/* A decimal instance number as the kernel prints it: no sign, no leading zero, at most 9 digits. */
+static int parse_instance(const char *s, uint32_t *out)
+{
+	size_t len = strlen(s);
+	if (len == 0 || len > 9 || (len > 1 && s[0] == '0'))
+		return -1;
+	uint32_t n = 0;
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -1;
+		n = n * 10 + (uint32_t)(s[i] - '0');
+	}
+	*out = n;
+	return 0;
+}
+
+/* The kind a device path names and the sysfs attribute holding its device number; KIND_NONE for any other path.
+ * The legacy VFIO nodes (/dev/vfio/vfio, /dev/vfio/<group>) are not opened: the library issues none of their
+ * ioctls. */
+static int node_kind(const char *path, char *dev_attr, size_t dev_attr_len)
+{
+	uint32_t n;
+	if (!strcmp(path, "/dev/iommu")) {
+		snprintf(dev_attr, dev_attr_len, "/sys/class/misc/iommu/dev");
+		return KIND_IOMMUFD;
+	}
+	if (!strcmp(path, "/dev/kvm")) {
+		snprintf(dev_attr, dev_attr_len, "/sys/class/misc/kvm/dev");
+		return KIND_KVM;
+	}
+	static const char cdev_prefix[] = "/dev/vfio/devices/vfio";
+	if (!strncmp(path, cdev_prefix, sizeof(cdev_prefix) - 1) && !parse_instance(path + sizeof(cdev_prefix) - 1, &n)) {
+		snprintf(dev_attr, dev_attr_len, "/sys/class/vfio-dev/vfio%u/dev", n);
+		return KIND_VFIO_CDEV;
+	}
+	return KIND_NONE;
+}
+
+/* Open a device node a relay needs, O_RDWR | O_CLOEXEC. path is NUL-terminated within path_len. Refused (EACCES):
+ * any other path, a symlink anywhere in the path, or a node that is not the character device sysfs names for it.
+ * A missing node is -ENOENT, as the kernel says it. */
 RELAY_EXPORT int32_t relay_open(const char *path, uint32_t path_len)
 {
-	if (!path || path_len == 0 || !memchr(path, 0, path_len))
+	if (!path || path_len == 0 || path_len > PATH_MAX || !memchr(path, 0, path_len))
 		return -EINVAL;
-	int fd = open(path, O_RDWR | O_CLOEXEC);
-	return fd < 0 ? -errno : fd;
+	char dev_attr[96];
+	int kind = node_kind(path, dev_attr, sizeof(dev_attr));
+	if (kind == KIND_NONE)
+		return REFUSE(EACCES);
+	struct stat st;
+	if (lstat(path, &st) < 0)
+		return -errno;
+	if (!S_ISCHR(st.st_mode))
+		return REFUSE(EACCES); /* a symlink, a regular file, a directory */
+	char real[PATH_MAX];
+	if (!realpath(path, real))
+		return -errno;
+	if (strcmp(real, path))
+		return REFUSE(EACCES); /* a directory on the way is a symlink */
+	dev_t expected;
+	if (read_dev_attr(dev_attr, &expected) < 0 || st.st_rdev != expected)
+		return REFUSE(EACCES);
+	int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+	if (fd < 0)
+		return -errno;
+	/* What was opened, not what was looked at: the node may have been replaced in between. */
+	if (fstat(fd, &st) < 0 || !S_ISCHR(st.st_mode) || st.st_rdev != expected) {
+		close(fd);
+		return REFUSE(EACCES);
+	}
+	return track(fd, kind);
+}
+
+/* Take an fd the parent process opened (as QEMU takes -object iommufd,fd=N): tracked when fstat shows the iommufd,
+ * KVM or a VFIO cdev character device; anything else is refused (EACCES) and left open. Returns the kind's number
+ * (1 iommufd, 2 VFIO cdev, 3 KVM) or a refusal. An fd already in the table is refused (EBADF would hide a mix-up). */
+RELAY_EXPORT int32_t relay_adopt_fd(int32_t fd)
+{
+	if (fd < 0 || fd >= RELAY_FD_LIMIT)
+		return REFUSE(EBADF);
+	if (kind_of(fd) != KIND_NONE)
+		return REFUSE(EACCES);
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	int flags = fcntl(fd, F_GETFL);
+	if (!S_ISCHR(st.st_mode) || flags < 0 || (flags & O_ACCMODE) != O_RDWR)
+		return REFUSE(EACCES);
+	dev_t dev;
+	int kind = KIND_NONE;
+	if (read_dev_attr("/sys/class/misc/iommu/dev", &dev) == 0 && dev == st.st_rdev)
+		kind = KIND_IOMMUFD;
+	else if (read_dev_attr("/sys/class/misc/kvm/dev", &dev) == 0 && dev == st.st_rdev)
+		kind = KIND_KVM;
+	else {
+		/* A VFIO cdev's number is dynamic: /sys/dev/char/M:m is a link to .../vfio-dev/vfio<N>. */
+		char link[64], target[PATH_MAX];
+		snprintf(link, sizeof(link), "/sys/dev/char/%u:%u", major(st.st_rdev), minor(st.st_rdev));
+		ssize_t n = readlink(link, target, sizeof(target) - 1);
+		uint32_t instance;
+		if (n > 0) {
+			target[n] = 0;
+			const char *base = strrchr(target, '/');
+			if (base && base - target >= 9 && !memcmp(base - 9, "/vfio-dev", 9) && !strncmp(base + 1, "vfio", 4) &&
+			    !parse_instance(base + 5, &instance))
+				kind = KIND_VFIO_CDEV;
+		}
+	}
+	if (kind == KIND_NONE)
+		return REFUSE(EACCES);
+	fcntl(fd, F_SETFD, FD_CLOEXEC);
+	track(fd, kind);
+	return kind;
 }
 
 RELAY_EXPORT int32_t relay_close(int32_t fd)
 {
+	if (kind_of(fd) == KIND_NONE)
+		return REFUSE(EBADF);
+	__atomic_store_n(&fd_kinds[fd], KIND_NONE, __ATOMIC_RELEASE);
 	return close(fd) < 0 ? -errno : 0;
 }
 
-RELAY_EXPORT int32_t relay_ioctl(int32_t fd, uint32_t request, void *arg)
+/* ------------------------------------------------------------------------------------------------- ioctls */
+
+#define IOMMUFD_TYPE ';'
+#define IOMMUFD_IO(nr) (((uint32_t)IOMMUFD_TYPE << 8) | (nr))
+#define KVMIO 0xAE
+#define KVM_IO(nr) (((uint32_t)KVMIO << 8) | (nr))
+#define KVM_IOW(nr, size) ((1u << 30) | ((uint32_t)(size) << 16) | KVM_IO(nr))
+#define KVM_IOR(nr, size) ((2u << 30) | ((uint32_t)(size) << 16) | KVM_IO(nr))
+
+enum arg_shape {
+	ARG_NONE,  /* no argument: the shim passes 0 whatever the caller gave */
+	ARG_SIZED, /* u32 size (iommufd `size`, VFIO `argsz`) at offset 0: the kernel touches that many bytes */
+	ARG_FIXED, /* _IOR/_IOW: the kernel touches _IOC_SIZE(request) bytes */
+};
+
+enum len_rule {
+	LEN_NONE,
+	LEN_U64,         /* the u64 at len_a */
+	LEN_U32,         /* the u32 at len_a */
+	LEN_U32_PRODUCT, /* u32 at len_a times u32 at len_b */
+	LEN_U32_TIMES16, /* u32 at len_a times 16 (struct iommu_iova_range) */
+	LEN_FIXED16,     /* 16 bytes (a VF token UUID) */
+};
+
+#define NO_OFFSET 0xffff
+
+struct ioctl_rule {
+	uint8_t kind;
+	uint32_t request;
+	uint8_t shape;
+	uint16_t ptr_off; /* a user pointer field, or NO_OFFSET */
+	uint8_t len;
+	uint16_t len_a, len_b;
+	uint16_t fd_in_off;  /* an fd number the kernel will use, which must be an iommufd of the table, or NO_OFFSET */
+	uint16_t fd_out_off; /* an fd the kernel returns in the struct, or NO_OFFSET */
+	uint8_t fd_out_kind; /* its kind; with fd_out_off NO_OFFSET, the kind of an fd returned as the result */
+	const char *name;
+};
+
+/* Every ioctl lib/ and examples/ make (grep lib/kernel, lib/backend, examples/mini-vmm and tests/kernel for the
+ * constants), per fd kind; nothing else. IOMMU_TEST_CMD is refined per op in test_cmd_rule. */
+static const struct ioctl_rule RULES[] = {
+	/* iommufd (/dev/iommu): struct sizes and offsets from include/uapi/linux/iommufd.h */
+	{ KIND_IOMMUFD, IOMMUFD_IO(0x80), ARG_SIZED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "IOMMU_DESTROY" },
+	{ KIND_IOMMUFD, IOMMUFD_IO(0x81), ARG_SIZED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "IOMMU_IOAS_ALLOC" },
+	{ KIND_IOMMUFD, IOMMUFD_IO(0x84), ARG_SIZED, 16, LEN_U32_TIMES16, 8, 0, NO_OFFSET, NO_OFFSET, 0,
+	  "IOMMU_IOAS_IOVA_RANGES" },
+	{ KIND_IOMMUFD, IOMMUFD_IO(0x85), ARG_SIZED, 16, LEN_U64, 24, 0, NO_OFFSET, NO_OFFSET, 0, "IOMMU_IOAS_MAP" },
+	{ KIND_IOMMUFD, IOMMUFD_IO(0x86), ARG_SIZED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "IOMMU_IOAS_UNMAP" },
+	{ KIND_IOMMUFD, IOMMUFD_IO(0x87), ARG_SIZED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "IOMMU_OPTION" },
+	{ KIND_IOMMUFD, IOMMUFD_IO(0x89), ARG_SIZED, 32, LEN_U32, 28, 0, NO_OFFSET, NO_OFFSET, 0, "IOMMU_HWPT_ALLOC" },
+	{ KIND_IOMMUFD, IOMMUFD_IO(0x8a), ARG_SIZED, 16, LEN_U32, 12, 0, NO_OFFSET, NO_OFFSET, 0, "IOMMU_GET_HW_INFO" },
+	{ KIND_IOMMUFD, IOMMUFD_IO(0x8d), ARG_SIZED, 8, LEN_U32_PRODUCT, 20, 24, NO_OFFSET, NO_OFFSET, 0,
+	  "IOMMU_HWPT_INVALIDATE" },
+	{ KIND_IOMMUFD, IOMMUFD_IO(0x8e), ARG_SIZED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, 12, KIND_FAULT_QUEUE,
+	  "IOMMU_FAULT_QUEUE_ALLOC" },
+	{ KIND_IOMMUFD, IOMMUFD_IO(0x90), ARG_SIZED, 32, LEN_U32, 24, 0, NO_OFFSET, NO_OFFSET, 0, "IOMMU_VIOMMU_ALLOC" },
+	{ KIND_IOMMUFD, IOMMUFD_IO(0x91), ARG_SIZED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0,
+	  "IOMMU_VDEVICE_ALLOC" },
+	{ KIND_IOMMUFD, IOMMUFD_IO(0x93), ARG_SIZED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, 24, KIND_VEVENTQ,
+	  "IOMMU_VEVENTQ_ALLOC" },
+	{ KIND_IOMMUFD, IOMMUFD_IO(0xa0), ARG_SIZED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0,
+	  "IOMMU_TEST_CMD" },
+	/* VFIO device cdev (/dev/vfio/devices/vfioN): include/uapi/linux/vfio.h, VFIO_BASE 100 */
+	{ KIND_VFIO_CDEV, IOMMUFD_IO(118), ARG_SIZED, 16, LEN_FIXED16, 0, 0, 8, NO_OFFSET, 0, "VFIO_DEVICE_BIND_IOMMUFD" },
+	{ KIND_VFIO_CDEV, IOMMUFD_IO(119), ARG_SIZED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0,
+	  "VFIO_DEVICE_ATTACH_IOMMUFD_PT" },
+	{ KIND_VFIO_CDEV, IOMMUFD_IO(120), ARG_SIZED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0,
+	  "VFIO_DEVICE_DETACH_IOMMUFD_PT" },
+	/* /dev/kvm */
+	{ KIND_KVM, KVM_IO(0x00), ARG_NONE, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "KVM_GET_API_VERSION" },
+	{ KIND_KVM, KVM_IO(0x01), ARG_NONE, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, KIND_KVM_VM, "KVM_CREATE_VM" },
+	{ KIND_KVM, KVM_IO(0x03), ARG_NONE, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "KVM_CHECK_EXTENSION" },
+	{ KIND_KVM, KVM_IO(0x04), ARG_NONE, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "KVM_GET_VCPU_MMAP_SIZE" },
+	/* a VM fd */
+	{ KIND_KVM_VM, KVM_IO(0x03), ARG_NONE, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "KVM_CHECK_EXTENSION" },
+	{ KIND_KVM_VM, KVM_IO(0x41), ARG_NONE, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, KIND_KVM_VCPU,
+	  "KVM_CREATE_VCPU" },
+	{ KIND_KVM_VM, KVM_IOW(0x46, 32), ARG_FIXED, 24, LEN_U64, 16, 0, NO_OFFSET, NO_OFFSET, 0,
+	  "KVM_SET_USER_MEMORY_REGION" },
+	/* a vCPU fd */
+	{ KIND_KVM_VCPU, KVM_IO(0x80), ARG_NONE, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "KVM_RUN" },
+	{ KIND_KVM_VCPU, KVM_IOR(0x81, 144), ARG_FIXED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "KVM_GET_REGS" },
+	{ KIND_KVM_VCPU, KVM_IOW(0x82, 144), ARG_FIXED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "KVM_SET_REGS" },
+	{ KIND_KVM_VCPU, KVM_IOR(0x83, 312), ARG_FIXED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0,
+	  "KVM_GET_SREGS" },
+	{ KIND_KVM_VCPU, KVM_IOW(0x84, 312), ARG_FIXED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0,
+	  "KVM_SET_SREGS" },
+};
+
+/* IOMMU_TEST_CMD ops the library makes (lib/kernel/selftest.ts, lib/kernel/features.ts): struct iommu_test_cmd
+ * is {size, op, id, __reserved, union at 16}; MD_CHECK_MAP and ACCESS_RW carry {iova, length, uptr} in the union,
+ * CREATE_ACCESS returns an fd at its start. Any other op (ACCESS_PAGES pins user memory, DIRTY writes a bitmap) is
+ * refused. */
+static int test_cmd_rule(uint32_t op, struct ioctl_rule *r)
 {
-	int r = ioctl(fd, (unsigned long)request, arg);
-	return r < 0 ? -errno : r;
+	switch (op) {
+	case 3: /* IOMMU_TEST_OP_MD_CHECK_MAP */
+	case 8: /* IOMMU_TEST_OP_ACCESS_RW */
+		r->ptr_off = 32;
+		r->len = LEN_U64;
+		r->len_a = 24;
+		return 0;
+	case 5: /* IOMMU_TEST_OP_CREATE_ACCESS */
+		r->fd_out_off = 16;
+		r->fd_out_kind = KIND_TEST_ACCESS;
+		return 0;
+	case 2:  /* MOCK_DOMAIN */
+	case 10: /* MOCK_DOMAIN_REPLACE */
+	case 12: /* MOCK_DOMAIN_FLAGS */
+	case 14: /* MD_CHECK_IOTLB */
+	case 15: /* TRIGGER_IOPF */
+	case 16: /* DEV_CHECK_CACHE */
+	case 17: /* TRIGGER_VEVENT */
+	case 18: /* PASID_ATTACH */
+	case 19: /* PASID_REPLACE */
+	case 20: /* PASID_DETACH */
+	case 21: /* PASID_CHECK_HWPT */
+		return 0;
+	default:
+		return -1;
+	}
 }
 
-/* Store the address of `second` as a native u64 at arg[offset]; -EINVAL when that does not fit in arg_len bytes. */
-static int32_t store_pointer(uint8_t *arg, uint32_t arg_len, uint32_t offset, void *second)
+static const struct ioctl_rule *find_rule(int kind, uint32_t request)
 {
-	if (!arg || (uint64_t)offset + sizeof(uint64_t) > arg_len)
-		return -EINVAL;
+	for (size_t i = 0; i < sizeof(RULES) / sizeof(RULES[0]); i++)
+		if (RULES[i].kind == kind && RULES[i].request == request)
+			return &RULES[i];
+	return NULL;
+}
+
+/* Test hook: whether fd kind `kind` (enum relay_kind) may issue `request` (the allow-list, no syscall). 1 or 0. */
+RELAY_EXPORT int32_t relay_policy_allows(int32_t kind, uint32_t request)
+{
+	return find_rule(kind, request) != NULL;
+}
+
+/* The largest argument struct of the list (kvm_sregs, 312 bytes) fits; a bigger `size` is refused. */
+#define ARG_MAX 512
+
+/* An ioctl call, validated: the argument copied into `local`, the rule refined for the argument's content. */
+struct checked {
+	struct ioctl_rule rule;
+	uint8_t local[ARG_MAX];
+	uint32_t bytes; /* of local the kernel may touch; copied back to the caller afterwards */
+};
+
+static uint32_t get_u32(const uint8_t *p, uint32_t off)
+{
+	uint32_t v;
+	memcpy(&v, p + off, sizeof(v));
+	return v;
+}
+
+static uint64_t get_u64(const uint8_t *p, uint32_t off)
+{
+	uint64_t v;
+	memcpy(&v, p + off, sizeof(v));
+	return v;
+}
+
+/* Validate (fd, request, arg) against the table and the rules, copying the argument into c->local so that what the
+ * kernel sees cannot change after it was checked (another thread may be writing the caller's buffer). `second`
+ * (second_len bytes) is what a pointer field may point at; pointer_offset is where the caller wants it, or
+ * UINT32_MAX for none. */
+static int32_t check_call(struct checked *c, int32_t fd, uint32_t request, const uint8_t *arg, uint32_t arg_len,
+			  uint32_t pointer_offset, const void *second, uint32_t second_len)
+{
+	int kind = kind_of(fd);
+	if (kind == KIND_NONE)
+		return REFUSE(EBADF);
+	const struct ioctl_rule *rule = find_rule(kind, request);
+	if (!rule)
+		return REFUSE(EPERM);
+	c->rule = *rule;
+	c->bytes = 0;
+	if (rule->shape == ARG_NONE)
+		return pointer_offset == UINT32_MAX ? 0 : REFUSE(EPERM);
+	if (!arg)
+		return REFUSE(EPERM);
+	if (rule->shape == ARG_FIXED) {
+		c->bytes = (request >> 16) & 0x3fff;
+	} else {
+		if (arg_len < 4)
+			return REFUSE(EPERM);
+		memcpy(&c->bytes, arg, 4);
+	}
+	if (c->bytes > arg_len || c->bytes > ARG_MAX || c->bytes < 8)
+		return REFUSE(EPERM);
+	memcpy(c->local, arg, c->bytes);
+	if (request == IOMMUFD_IO(0xa0) && test_cmd_rule(get_u32(c->local, 4), &c->rule) < 0)
+		return REFUSE(EPERM);
+	const struct ioctl_rule *r = &c->rule;
+	if (r->fd_in_off != NO_OFFSET) {
+		if ((uint32_t)r->fd_in_off + 4 > c->bytes || kind_of((int32_t)get_u32(c->local, r->fd_in_off)) != KIND_IOMMUFD)
+			return REFUSE(EPERM);
+	}
+	if (r->fd_out_off != NO_OFFSET && (uint32_t)r->fd_out_off + 4 > c->bytes)
+		return REFUSE(EPERM);
+	/* A pointer field the caller wrote itself would let the kernel read or write anywhere: it must be 0, or the
+	 * shim's own store of `second`, covering no more than second_len bytes. */
+	int has_ptr = r->ptr_off != NO_OFFSET && (uint32_t)r->ptr_off + 8 <= c->bytes;
+	if (pointer_offset == UINT32_MAX) {
+		if (has_ptr && get_u64(c->local, r->ptr_off) != 0)
+			return REFUSE(EPERM);
+		return 0;
+	}
+	if (!has_ptr || pointer_offset != r->ptr_off || !second)
+		return REFUSE(EPERM);
+	uint64_t need = 0;
+	switch (r->len) {
+	case LEN_U64:
+		need = (uint32_t)r->len_a + 8 <= c->bytes ? get_u64(c->local, r->len_a) : 0;
+		break;
+	case LEN_U32:
+		need = (uint32_t)r->len_a + 4 <= c->bytes ? get_u32(c->local, r->len_a) : 0;
+		break;
+	case LEN_U32_PRODUCT:
+		need = (uint32_t)r->len_b + 4 <= c->bytes
+			       ? (uint64_t)get_u32(c->local, r->len_a) * get_u32(c->local, r->len_b)
+			       : 0;
+		break;
+	case LEN_U32_TIMES16:
+		need = (uint64_t)get_u32(c->local, r->len_a) * 16;
+		break;
+	case LEN_FIXED16:
+		need = 16;
+		break;
+	}
+	if (need > second_len)
+		return REFUSE(EPERM);
 	uint64_t address = (uint64_t)(uintptr_t)second;
-	memcpy(arg + offset, &address, sizeof(address));
+	memcpy(c->local + r->ptr_off, &address, sizeof(address));
 	return 0;
 }
 
-/* Store the address of `second` as a little-endian/native u64 at arg[offset], then ioctl(fd, request, arg).
- * This is how structs carrying a user pointer (data_uptr, user_va, uptr) are sent without taking an address in
- * JavaScript (Deno.UnsafePointer.of is refused under a path-scoped --allow-ffi). arg_len bounds the store. */
-RELAY_EXPORT int32_t relay_ioctl_with_pointer(int32_t fd, uint32_t request, uint8_t *arg, uint32_t arg_len,
-					      uint32_t offset, void *second)
+static uint32_t vcpu_mmap_size; /* KVM_GET_VCPU_MMAP_SIZE, asked by the shim when a VM is created */
+
+/* The ioctl itself, on the validated copy; results are copied back (without the pointer the shim stored, so no
+ * address reaches JavaScript) and returned fds entered in the table. */
+static int32_t do_call(struct checked *c, int32_t fd, uint8_t *arg)
 {
-	int32_t stored = store_pointer(arg, arg_len, offset, second);
-	if (stored < 0)
-		return stored;
-	int r = ioctl(fd, (unsigned long)request, arg);
-	return r < 0 ? -errno : r;
+	const struct ioctl_rule *r = &c->rule;
+	int result = ioctl(fd, (unsigned long)r->request, r->shape == ARG_NONE ? NULL : (void *)c->local);
+	int32_t out = result < 0 ? -errno : result;
+	if (c->bytes) {
+		if (r->ptr_off != NO_OFFSET && (uint32_t)r->ptr_off + 8 <= c->bytes)
+			memcpy(c->local + r->ptr_off, arg + r->ptr_off, 8);
+		memcpy(arg, c->local, c->bytes);
+	}
+	if (result < 0 || !r->fd_out_kind)
+		return out;
+	if (r->fd_out_off != NO_OFFSET) {
+		int32_t returned = (int32_t)get_u32(c->local, r->fd_out_off);
+		if (returned >= 0 && track(returned, r->fd_out_kind) < 0)
+			return -EMFILE;
+		return out;
+	}
+	if (r->fd_out_kind == KIND_KVM_VM && !__atomic_load_n(&vcpu_mmap_size, __ATOMIC_ACQUIRE)) {
+		int size = ioctl(fd, (unsigned long)KVM_IO(0x04), NULL);
+		if (size > 0)
+			__atomic_store_n(&vcpu_mmap_size, (uint32_t)size, __ATOMIC_RELEASE);
+	}
+	return track(result, r->fd_out_kind);
 }
 
-/* The in-process C baseline for benchmarks: the same ioctl n times, from inside the Deno process (so both
- * sides pay the same multi-threaded process costs). All n calls are made even when they fail (an error path
- * can be the ioctl under test); returns 0 if every call succeeded, else the last -errno. When
- * offset != UINT32_MAX the pointer is stored first, as relay_ioctl_with_pointer does. */
-RELAY_EXPORT int32_t relay_ioctl_loop(int32_t fd, uint32_t request, uint8_t *arg, uint32_t arg_len,
-				      uint32_t offset, void *second, uint32_t n)
+/* ioctl(fd, request, arg) under the rules above; arg_len is the caller's buffer length. */
+RELAY_EXPORT int32_t relay_ioctl(int32_t fd, uint32_t request, uint8_t *arg, uint32_t arg_len)
 {
-	if (offset != UINT32_MAX) {
-		int32_t stored = store_pointer(arg, arg_len, offset, second);
-		if (stored < 0)
-			return stored;
-	}
+	struct checked c;
+	int32_t ok = check_call(&c, fd, request, arg, arg_len, UINT32_MAX, NULL, 0);
+	return ok < 0 ? ok : do_call(&c, fd, arg);
+}
+
+/* The shim stores the address of `second` at arg[offset] (in its copy of arg), then ioctl: how structs carrying a
+ * user pointer (data_uptr, user_va, uptr) are sent. offset must be the request's pointer field and the length the
+ * struct gives for it must fit second_len. The caller's arg never sees the address. */
+RELAY_EXPORT int32_t relay_ioctl_with_pointer(int32_t fd, uint32_t request, uint8_t *arg, uint32_t arg_len,
+					      uint32_t offset, void *second, uint32_t second_len)
+{
+	struct checked c;
+	if (offset == UINT32_MAX)
+		return -EINVAL;
+	int32_t ok = check_call(&c, fd, request, arg, arg_len, offset, second, second_len);
+	return ok < 0 ? ok : do_call(&c, fd, arg);
+}
+
+/* The in-process C baseline for benchmarks: the same (validated) ioctl n times, from inside the Deno process. All
+ * n calls are made even when they fail; returns 0 if every call succeeded, else the last -errno. offset is
+ * UINT32_MAX for no pointer. Requests that return an fd are refused (n of them would leak). */
+RELAY_EXPORT int32_t relay_ioctl_loop(int32_t fd, uint32_t request, uint8_t *arg, uint32_t arg_len,
+				      uint32_t offset, void *second, uint32_t second_len, uint32_t n)
+{
+	struct checked c;
+	int32_t ok = check_call(&c, fd, request, arg, arg_len, offset, second, second_len);
+	if (ok < 0)
+		return ok;
+	if (c.rule.fd_out_kind)
+		return REFUSE(EPERM);
 	int32_t result = 0;
+	void *a = c.rule.shape == ARG_NONE ? NULL : (void *)c.local;
 	for (uint32_t i = 0; i < n; i++) {
-		if (ioctl(fd, (unsigned long)request, arg) < 0)
+		if (ioctl(fd, (unsigned long)request, a) < 0)
 			result = -errno;
 	}
 	return result;
 }
 
-/* The C baseline for a pair of calls (shadow mode's IOAS map then unmap): ioctl(a) then ioctl(b), n times; a's
- * pointer is patched first as in relay_ioctl_loop. Returns 0 if every call succeeded, else the last -errno. */
+/* The C baseline for a pair of calls (shadow mode's IOAS map then unmap): ioctl(a) then ioctl(b), n times, each
+ * validated as relay_ioctl_with_pointer / relay_ioctl would. 0 if every call succeeded, else the last -errno. */
 RELAY_EXPORT int32_t relay_ioctl_pair_loop(int32_t fd, uint32_t request_a, uint8_t *arg_a, uint32_t arg_a_len,
-					   uint32_t offset, void *second, uint32_t request_b, void *arg_b, uint32_t n)
+					   uint32_t offset, void *second, uint32_t second_len, uint32_t request_b,
+					   uint8_t *arg_b, uint32_t arg_b_len, uint32_t n)
 {
-	int32_t result = store_pointer(arg_a, arg_a_len, offset, second);
+	struct checked a, b;
+	int32_t result = check_call(&a, fd, request_a, arg_a, arg_a_len, offset, second, second_len);
 	if (result < 0)
 		return result;
+	result = check_call(&b, fd, request_b, arg_b, arg_b_len, UINT32_MAX, NULL, 0);
+	if (result < 0)
+		return result;
+	if (a.rule.fd_out_kind || b.rule.fd_out_kind)
+		return REFUSE(EPERM);
 	for (uint32_t i = 0; i < n; i++) {
-		if (ioctl(fd, (unsigned long)request_a, arg_a) < 0)
+		if (ioctl(fd, (unsigned long)request_a, a.rule.shape == ARG_NONE ? NULL : (void *)a.local) < 0)
 			result = -errno;
-		if (ioctl(fd, (unsigned long)request_b, arg_b) < 0)
+		if (ioctl(fd, (unsigned long)request_b, b.rule.shape == ARG_NONE ? NULL : (void *)b.local) < 0)
 			result = -errno;
 	}
 	return result;
 }
 
-/* read/write of fixed-size records (fault queue, vEVENTQ). Return bytes or -errno. */
+/* --------------------------------------------------------------------------------------- read, write, poll */
+
+/* read of fixed-size records: fault-queue and vEVENTQ fds only. Bytes or -errno. */
 RELAY_EXPORT int32_t relay_read(int32_t fd, void *buf, uint32_t len)
 {
+	int kind = kind_of(fd);
+	if (kind == KIND_NONE)
+		return REFUSE(EBADF);
+	if (kind != KIND_FAULT_QUEUE && kind != KIND_VEVENTQ)
+		return REFUSE(EPERM);
 	ssize_t r = read(fd, buf, len);
 	return r < 0 ? -errno : (int32_t)r;
 }
 
+/* write of page responses: fault-queue fds only. Bytes or -errno. */
 RELAY_EXPORT int32_t relay_write(int32_t fd, const void *buf, uint32_t len)
 {
+	int kind = kind_of(fd);
+	if (kind == KIND_NONE)
+		return REFUSE(EBADF);
+	if (kind != KIND_FAULT_QUEUE)
+		return REFUSE(EPERM);
 	ssize_t r = write(fd, buf, len);
 	return r < 0 ? -errno : (int32_t)r;
 }
 
-/* poll one fd: returns revents (0 on timeout) or -errno. EINTR is returned, not retried: the caller decides. */
+/* poll one table fd: returns revents (0 on timeout) or -errno. EINTR is returned, not retried: the caller decides.
+ * fd -1 polls nothing (the kernel ignores it): an interruptible sleep, touching no fd. */
 RELAY_EXPORT int32_t relay_poll(int32_t fd, int32_t events, int32_t timeout_ms)
 {
+	if (fd != -1 && kind_of(fd) == KIND_NONE)
+		return REFUSE(EBADF);
 	struct pollfd p = { .fd = fd, .events = (short)events };
 	int r = poll(&p, 1, timeout_ms);
 	if (r < 0)
@@ -132,30 +607,24 @@ RELAY_EXPORT int32_t relay_poll(int32_t fd, int32_t events, int32_t timeout_ms)
 	return r == 0 ? 0 : p.revents;
 }
 
-/* Test hook: write the address of `p` into out[0..8). Lets a test check what relay_ioctl_with_pointer stored
- * without Deno.UnsafePointer (which a scoped --allow-ffi refuses). */
-RELAY_EXPORT int32_t relay_test_address_of(void *p, uint8_t *out)
-{
-	uint64_t address = (uint64_t)(uintptr_t)p;
-	memcpy(out, &address, sizeof(address));
-	return 0;
-}
+/* ---------------------------------------------------------------------------------------- memory helpers */
 
-/* Bytes to skip from p to reach the next multiple of align (a power of two): lets TypeScript carve a
- * page-aligned window out of an ArrayBuffer without taking its address. Returns -EINVAL for a bad align. */
+/* Bytes to skip from p to reach the next multiple of align (a power of two up to 2 MiB): lets TypeScript carve an
+ * aligned window out of an ArrayBuffer without taking its address. Capped so it reveals no more of an address than
+ * a 2 MiB page offset. -EINVAL for a bad align. */
 RELAY_EXPORT int32_t relay_align_offset(void *p, uint32_t align)
 {
-	if (align == 0 || (align & (align - 1)) || align > (1u << 30))
+	if (align == 0 || (align & (align - 1)) || align > (1u << 21))
 		return -EINVAL;
 	uintptr_t a = (uintptr_t)p;
 	return (int32_t)((align - (a & (align - 1))) & (align - 1));
 }
 
-/* Test hook: store `request` as the shim received it, to show requests above 2^31 cross FFI intact. */
-RELAY_EXPORT int32_t relay_test_echo_request(uint32_t request, uint8_t *out)
+/* Test hook: `request` as the shim received it (the i32 result is its bit pattern), to show requests above 2^31
+ * cross FFI intact. */
+RELAY_EXPORT int32_t relay_test_echo_request(uint32_t request)
 {
-	memcpy(out, &request, sizeof(request));
-	return 0;
+	return (int32_t)request;
 }
 
 /* Pure FFI crossing cost, no syscall. */
@@ -166,64 +635,164 @@ RELAY_EXPORT int32_t relay_nop(int32_t fd, uint32_t request, void *arg)
 	return fd;
 }
 
-/* Map `len` bytes of `fd` at page offset `offset_pages` over a page-aligned window of a caller's buffer
- * (MAP_SHARED | MAP_FIXED). This is how a VMM sees the kvm_run page as a Uint8Array without taking a pointer in
- * JavaScript: the window is carved out of an ArrayBuffer with relay_align_offset. Undo with relay_unmap_fixed
- * before the buffer is freed. */
+/* The kvm_run windows mapped, so that relay_unmap_fixed can only undo one of them. */
+#define MAX_WINDOWS 256
+static struct {
+	uintptr_t address;
+	uint32_t len;
+} windows[MAX_WINDOWS];
+static pthread_mutex_t windows_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Map a vCPU fd's kvm_run (offset 0, the size KVM_GET_VCPU_MMAP_SIZE reported) over a page-aligned window of a
+ * caller's buffer (MAP_SHARED | MAP_FIXED): how a VMM sees kvm_run as a Uint8Array without a pointer in JavaScript.
+ * Undo with relay_unmap_fixed before the buffer is freed. */
 RELAY_EXPORT int32_t relay_map_fixed(void *window, uint32_t len, int32_t fd, uint32_t offset_pages)
 {
-	if (!window || ((uintptr_t)window & 4095) || len == 0 || (len & 4095))
+	int kind = kind_of(fd);
+	if (kind == KIND_NONE)
+		return REFUSE(EBADF);
+	uint32_t size = __atomic_load_n(&vcpu_mmap_size, __ATOMIC_ACQUIRE);
+	if (kind != KIND_KVM_VCPU || offset_pages != 0 || size == 0 || len != size)
+		return REFUSE(EPERM);
+	if (!window || ((uintptr_t)window & 4095))
 		return -EINVAL;
-	void *p = mmap(window, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, (off_t)offset_pages * 4096);
-	return p == MAP_FAILED ? -errno : 0;
+	pthread_mutex_lock(&windows_lock);
+	int slot = -1;
+	for (int i = 0; i < MAX_WINDOWS; i++) {
+		if (windows[i].address == (uintptr_t)window) {
+			slot = -2; /* already a window: map over it again only after unmapping */
+			break;
+		}
+		if (slot == -1 && windows[i].address == 0)
+			slot = i;
+	}
+	int32_t result;
+	if (slot < 0)
+		result = slot == -2 ? REFUSE(EPERM) : -ENOMEM;
+	else {
+		void *p = mmap(window, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0);
+		if (p == MAP_FAILED)
+			result = -errno;
+		else {
+			windows[slot].address = (uintptr_t)window;
+			windows[slot].len = len;
+			result = 0;
+		}
+	}
+	pthread_mutex_unlock(&windows_lock);
+	return result;
 }
 
-/* Put private zeroed memory back over a window relay_map_fixed used, so the buffer's allocator gets back
- * ordinary memory (and the fd's mapping reference is dropped). */
+/* Put private zeroed memory back over a window relay_map_fixed mapped (exactly that window), so the buffer's
+ * allocator gets back ordinary memory and the vCPU's mapping reference is dropped. */
 RELAY_EXPORT int32_t relay_unmap_fixed(void *window, uint32_t len)
 {
-	if (!window || ((uintptr_t)window & 4095) || len == 0 || (len & 4095))
-		return -EINVAL;
-	void *p = mmap(window, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
-	return p == MAP_FAILED ? -errno : 0;
+	int32_t result = REFUSE(EPERM);
+	pthread_mutex_lock(&windows_lock);
+	for (int i = 0; i < MAX_WINDOWS; i++) {
+		if (window && windows[i].address == (uintptr_t)window && windows[i].len == len) {
+			void *p = mmap(window, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+			result = p == MAP_FAILED ? -errno : 0;
+			if (result == 0)
+				windows[i].address = 0;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&windows_lock);
+	return result;
 }
+
+/* ---------------------------------------------------------------------------------------------- signals */
+
+/* The one signal the shim sends. SIGUSR1: not SIGTERM/SIGINT (a caller could otherwise disarm its own shutdown),
+ * and not a signal the runtime uses. */
+#define RELAY_KICK_SIGNAL SIGUSR1
 
 static void relay_kick_handler(int signo)
 {
 	(void)signo;
 }
 
-/* Install a no-op handler for `signo` without SA_RESTART, so the signal makes a blocking KVM_RUN return
- * -EINTR in the thread it is sent to (relay_kick). */
-RELAY_EXPORT int32_t relay_kick_setup(int32_t signo)
+/* Install the shim's no-op handler for its kick signal without SA_RESTART, so the signal makes a blocking KVM_RUN
+ * return -EINTR in the thread it is sent to. Idempotent; the kick and the deadline call it themselves. */
+RELAY_EXPORT int32_t relay_kick_setup(void)
 {
 	struct sigaction sa;
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = relay_kick_handler;
 	sigemptyset(&sa.sa_mask);
-	return sigaction(signo, &sa, NULL) < 0 ? -errno : 0;
+	return sigaction(RELAY_KICK_SIGNAL, &sa, NULL) < 0 ? -errno : 0;
 }
 
-/* The calling thread's id, for relay_kick from another thread. */
-RELAY_EXPORT int32_t relay_gettid(void)
+#define MAX_KICK_TARGETS 256
+static pid_t kick_targets[MAX_KICK_TARGETS];
+static pthread_mutex_t kick_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_key_t kick_key;
+static pthread_once_t kick_key_once = PTHREAD_ONCE_INIT;
+
+/* A registered thread leaves the table when it exits: its id may be reused by a thread that never asked. */
+static void kick_unregister(void *tid_as_pointer)
 {
-	return (int32_t)syscall(SYS_gettid);
+	pid_t tid = (pid_t)(uintptr_t)tid_as_pointer;
+	pthread_mutex_lock(&kick_lock);
+	for (int i = 0; i < MAX_KICK_TARGETS; i++)
+		if (kick_targets[i] == tid)
+			kick_targets[i] = 0;
+	pthread_mutex_unlock(&kick_lock);
 }
 
-/* Send `signo` to thread `tid` of this process. */
-RELAY_EXPORT int32_t relay_kick(int32_t tid, int32_t signo)
+static void kick_key_create(void)
 {
-	return syscall(SYS_tgkill, getpid(), tid, signo) < 0 ? -errno : 0;
+	pthread_key_create(&kick_key, kick_unregister);
 }
 
-/* A deadline for the calling thread: after `ms` milliseconds it is sent `signo`, then again every `every_ms` (0: once)
- * — with relay_kick_setup's handler a blocking call such as KVM_RUN then returns -EINTR; the repeats catch a thread
- * that was between two calls when one arrived. For a thread that no other thread is there to kick. `ms` 0 disarms.
- * One deadline per process: arming replaces the previous one. */
+/* Register the calling thread as a kick target (a vCPU thread); returns its thread id for relay_kick. */
+RELAY_EXPORT int32_t relay_kick_register(void)
+{
+	int32_t installed = relay_kick_setup();
+	if (installed < 0)
+		return installed;
+	pthread_once(&kick_key_once, kick_key_create);
+	pid_t tid = (pid_t)syscall(SYS_gettid);
+	if (pthread_getspecific(kick_key))
+		return tid;
+	int32_t result = -ENOSPC;
+	pthread_mutex_lock(&kick_lock);
+	for (int i = 0; i < MAX_KICK_TARGETS; i++) {
+		if (kick_targets[i] == 0) {
+			kick_targets[i] = tid;
+			result = tid;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&kick_lock);
+	if (result > 0)
+		pthread_setspecific(kick_key, (void *)(uintptr_t)tid);
+	return result;
+}
+
+/* Send the kick signal to registered thread `tid` of this process: a blocking KVM_RUN there returns -EINTR. */
+RELAY_EXPORT int32_t relay_kick(int32_t tid)
+{
+	int registered = 0;
+	pthread_mutex_lock(&kick_lock);
+	for (int i = 0; i < MAX_KICK_TARGETS && tid > 0; i++)
+		if (kick_targets[i] == tid)
+			registered = 1;
+	pthread_mutex_unlock(&kick_lock);
+	if (!registered)
+		return REFUSE(EPERM);
+	return syscall(SYS_tgkill, getpid(), tid, RELAY_KICK_SIGNAL) < 0 ? -errno : 0;
+}
+
+/* A deadline for the calling thread: after `ms` milliseconds it is sent the kick signal, then again every `every_ms`
+ * (0: once) — a blocking call such as KVM_RUN then returns -EINTR; the repeats catch a thread that was between two
+ * calls when one arrived. For a thread that no other thread is there to kick. `ms` 0 disarms. One deadline per
+ * process: arming replaces the previous one. */
 static timer_t relay_deadline;
 static int relay_deadline_set;
 
-RELAY_EXPORT int32_t relay_deadline_timer(int32_t signo, uint32_t ms, uint32_t every_ms)
+RELAY_EXPORT int32_t relay_deadline_timer(uint32_t ms, uint32_t every_ms)
 {
 	if (relay_deadline_set) {
 		timer_delete(relay_deadline);
@@ -231,10 +800,13 @@ RELAY_EXPORT int32_t relay_deadline_timer(int32_t signo, uint32_t ms, uint32_t e
 	}
 	if (ms == 0)
 		return 0;
+	int32_t installed = relay_kick_setup();
+	if (installed < 0)
+		return installed;
 	struct sigevent sev;
 	memset(&sev, 0, sizeof(sev));
 	sev.sigev_notify = SIGEV_THREAD_ID;
-	sev.sigev_signo = signo;
+	sev.sigev_signo = RELAY_KICK_SIGNAL;
 	sev._sigev_un._tid = (pid_t)syscall(SYS_gettid);
 	if (timer_create(CLOCK_MONOTONIC, &sev, &relay_deadline) < 0)
 		return -errno;
@@ -254,62 +826,60 @@ RELAY_EXPORT int32_t relay_deadline_timer(int32_t signo, uint32_t ms, uint32_t e
 	return 0;
 }
 
-/* Small read-only helpers for sysfs and /dev listings: Deno's own file APIs want -A for /sys and /dev, while the
- * CLI should need only what it reads. Paths are NUL-terminated within path_len, as for relay_open. */
+/* ----------------------------------------------------------------------------------------- host discovery */
 
-/* readlink(path) into out; returns the length, or -ENAMETOOLONG when out is too small. */
-RELAY_EXPORT int32_t relay_readlink(const char *path, uint32_t path_len, char *out, uint32_t out_len)
+/* Host discovery (lib/kernel/sysfs.ts, the CLI's `info`): fixed places, names filtered by pattern, never a path
+ * from the caller. Deno's own file APIs would want -A for /sys and /dev. */
+
+enum relay_listing {
+	LIST_VFIO_CDEVS = 0,  /* /dev/vfio/devices: vfio<N> */
+	LIST_VFIO_GROUPS = 1, /* /dev/vfio: <N> */
+	LIST_IOMMUS = 2,      /* /sys/class/iommu: the IOMMU instances (dmar0, smmu3.0x...) */
+};
+
+/* A name sysfs gives an IOMMU instance: letters, digits, '.', '_', ':', '-'. */
+static int plain_name(const char *s)
 {
-	if (!path || path_len == 0 || !memchr(path, 0, path_len) || !out || out_len == 0)
-		return -EINVAL;
-	ssize_t n = readlink(path, out, out_len);
-	if (n < 0)
-		return -errno;
-	return (uint32_t)n == out_len ? -ENAMETOOLONG : (int32_t)n;
+	if (!*s || *s == '.')
+		return 0;
+	for (; *s; s++)
+		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '.' ||
+		      *s == '_' || *s == ':' || *s == '-'))
+			return 0;
+	return 1;
 }
 
-/* The first out_len bytes of a (small) file; returns the bytes read, or -EFBIG if the file has more. */
-RELAY_EXPORT int32_t relay_read_file(const char *path, uint32_t path_len, char *out, uint32_t out_len)
+/* The names of one listing, each followed by a NUL; bytes used, -errno (-ENOENT when the folder is missing),
+ * -ENOBUFS when out is too small, -EINVAL for an unknown listing. */
+RELAY_EXPORT int32_t relay_host_list(uint32_t which, char *out, uint32_t out_len)
 {
-	if (!path || path_len == 0 || !memchr(path, 0, path_len) || !out || out_len == 0)
+	const char *dir;
+	switch (which) {
+	case LIST_VFIO_CDEVS:
+		dir = "/dev/vfio/devices";
+		break;
+	case LIST_VFIO_GROUPS:
+		dir = "/dev/vfio";
+		break;
+	case LIST_IOMMUS:
+		dir = "/sys/class/iommu";
+		break;
+	default:
 		return -EINVAL;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	uint32_t got = 0;
-	for (;;) {
-		ssize_t n = read(fd, out + got, out_len - got);
-		if (n < 0) {
-			int e = errno;
-			close(fd);
-			return -e;
-		}
-		if (n == 0)
-			break;
-		got += (uint32_t)n;
-		if (got == out_len) {
-			char extra;
-			n = read(fd, &extra, 1);
-			close(fd);
-			return n > 0 ? -EFBIG : (int32_t)got;
-		}
 	}
-	close(fd);
-	return (int32_t)got;
-}
-
-/* The names in a directory (without . and ..), each followed by a NUL; returns the bytes used, or -ENOBUFS. */
-RELAY_EXPORT int32_t relay_list_dir(const char *path, uint32_t path_len, char *out, uint32_t out_len)
-{
-	if (!path || path_len == 0 || !memchr(path, 0, path_len) || !out)
+	if (!out)
 		return -EINVAL;
-	DIR *d = opendir(path);
+	DIR *d = opendir(dir);
 	if (!d)
 		return -errno;
 	uint32_t used = 0;
 	struct dirent *e;
 	while ((e = readdir(d)) != NULL) {
-		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+		uint32_t n;
+		int match = which == LIST_VFIO_CDEVS	? !strncmp(e->d_name, "vfio", 4) && !parse_instance(e->d_name + 4, &n)
+			    : which == LIST_VFIO_GROUPS ? !parse_instance(e->d_name, &n)
+							: plain_name(e->d_name);
+		if (!match)
 			continue;
 		size_t len = strlen(e->d_name) + 1;
 		if (used + len > out_len) {
@@ -321,4 +891,85 @@ RELAY_EXPORT int32_t relay_list_dir(const char *path, uint32_t path_len, char *o
 	}
 	closedir(d);
 	return (int32_t)used;
+}
+
+/* Whether /dev/iommu is a character device: 1, 0 when absent or something else, or -errno. */
+RELAY_EXPORT int32_t relay_host_has_iommufd(void)
+{
+	struct stat st;
+	if (lstat("/dev/iommu", &st) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	return S_ISCHR(st.st_mode) ? 1 : 0;
+}
+
+enum relay_cdev_attr {
+	CDEV_PCI = 0,         /* the PCI function (basename of the device link) */
+	CDEV_DRIVER = 1,      /* basename of device/driver */
+	CDEV_IOMMU_GROUP = 2, /* basename of device/iommu_group */
+	CDEV_IOMMU = 3,       /* basename of device/iommu */
+	CDEV_VENDOR = 4,      /* device/vendor */
+	CDEV_DEVICE = 5,      /* device/device */
+};
+
+/* One attribute of VFIO cdev vfio<cdev> as text in out (links: the last component of the target only): bytes
+ * written, -errno as sysfs answers (-ENOENT: no such attribute), -ENAMETOOLONG/-EFBIG when out is too small, or
+ * a refusal (EACCES) when the device folder resolves outside /sys/devices. */
+RELAY_EXPORT int32_t relay_cdev_attr(uint32_t cdev, uint32_t attr, char *out, uint32_t out_len)
+{
+	static const char *const NAMES[] = { NULL, "driver", "iommu_group", "iommu", "vendor", "device" };
+	if (attr > CDEV_DEVICE || !out || out_len == 0 || cdev > 999999999)
+		return -EINVAL;
+	char path[PATH_MAX], target[PATH_MAX];
+	int n = snprintf(path, sizeof(path), "/sys/class/vfio-dev/vfio%u/device", cdev);
+	if (attr == CDEV_PCI) {
+		ssize_t len = readlink(path, target, sizeof(target) - 1);
+		if (len < 0)
+			return -errno;
+		target[len] = 0;
+		const char *base = strrchr(target, '/');
+		base = base ? base + 1 : target;
+		size_t bl = strlen(base);
+		if (bl > out_len)
+			return -ENAMETOOLONG;
+		memcpy(out, base, bl);
+		return (int32_t)bl;
+	}
+	/* The device folder is a kernel link into /sys/devices; anything else is not sysfs's. */
+	char real[PATH_MAX];
+	if (!realpath(path, real))
+		return -errno;
+	if (strncmp(real, "/sys/devices/", 13))
+		return REFUSE(EACCES);
+	n = snprintf(path, sizeof(path), "%s/%s", real, NAMES[attr]);
+	if (n < 0 || (size_t)n >= sizeof(path))
+		return -ENAMETOOLONG;
+	if (attr <= CDEV_IOMMU) {
+		ssize_t len = readlink(path, target, sizeof(target) - 1);
+		if (len < 0)
+			return -errno;
+		target[len] = 0;
+		const char *base = strrchr(target, '/');
+		base = base ? base + 1 : target;
+		size_t bl = strlen(base);
+		if (bl > out_len)
+			return -ENAMETOOLONG;
+		memcpy(out, base, bl);
+		return (int32_t)bl;
+	}
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	if (fd < 0)
+		return -errno;
+	struct stat st;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return REFUSE(EACCES);
+	}
+	ssize_t got = read(fd, out, out_len);
+	int e = errno;
+	char extra;
+	ssize_t more = got == (ssize_t)out_len ? read(fd, &extra, 1) : 0;
+	close(fd);
+	if (got < 0)
+		return -e;
+	return more > 0 ? -EFBIG : (int32_t)got;
 }

@@ -12,7 +12,7 @@ import {
   encodeSvmBind2017,
   encodeTlbInvalidate2017,
 } from "../lib/compile/wire2017.ts";
-import { RequestError } from "../lib/core/request.ts";
+import { RequestError } from "../lib/request/request.ts";
 import { UAPI, UapiError } from "../lib/uapi/mod.ts";
 
 const vtdCorpus = (size: 16 | 32) =>

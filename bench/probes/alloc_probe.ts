@@ -2,13 +2,13 @@
 // bench/probes/paths.ts, warmed up (50,000 iterations by default), then N more. The callers compare the scavenges of
 // a run with N and one without.
 // Usage: alloc_probe.ts <encode|relay|doorbell|smmu-cmdq|shared|kernel> <N> [warm-up]
-import { RelayQueue } from "../../lib/core/queue.ts";
-import { SharedDoorbell, SharedRelay, sharedRelayBytes } from "../../lib/core/shared.ts";
+import { RelayQueue } from "../../lib/relay/queue.ts";
+import { SharedDoorbell, SharedRelay, sharedRelayBytes } from "../../lib/relay/shared.ts";
 import { IommuHwptInvalidate } from "../../lib/uapi/mod.ts";
 import { NativeShim } from "../../ffi/native.ts";
 import { Iommufd } from "../../lib/kernel/iommufd.ts";
 import { mockNestedChain } from "../../lib/kernel/selftest.ts";
-import { KernelBackend } from "../../lib/backend/kernel.ts";
+import { KernelBackend } from "../../lib/host/kernel.ts";
 import { nullBackend, relayStep, smmuProdStep, vtdDoorbellStep } from "./paths.ts";
 
 const path = Deno.args[0];

@@ -5,10 +5,10 @@
  *
  * @module
  */
-import type { Backend } from "../../lib/backend/backend.ts";
-import { DrainOutcome } from "../../lib/core/outcome.ts";
-import type { RelayQueue } from "../../lib/core/queue.ts";
-import { guestMemoryOver } from "../../lib/core/memory.ts";
+import type { Backend } from "../../lib/host/backend.ts";
+import { DrainOutcome } from "../../lib/relay/outcome.ts";
+import type { RelayQueue } from "../../lib/relay/queue.ts";
+import { guestMemoryOver } from "../../lib/memory/guest_memory.ts";
 import { VtdInvalidationQueue } from "../../lib/frontends/vtd/queue.ts";
 import { vtdPasidIotlb, vtdWait, writeVtdDescriptor } from "../../lib/frontends/vtd/encode.ts";
 import { SmmuCommandQueue } from "../../lib/frontends/smmuv3/cmdq.ts";

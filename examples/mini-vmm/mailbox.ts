@@ -32,5 +32,5 @@ export const STATE = { RUNNING: 0, EXIT: 1, RESUME: 2, STOPPED: 3 } as const;
 /** KIND values. */
 export const KIND = { MMIO: 1, IO: 2, HLT: 3, OTHER: 4, ERROR: 5, CANCELLED: 6 } as const;
 
-/** SIGUSR1: the kick. */
+/** SIGUSR1: the signal the shim kicks vCPU threads with (its choice: ffi/shim.c takes none from the caller). */
 export const KICK_SIGNAL = 10;

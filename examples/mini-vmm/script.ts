@@ -19,7 +19,7 @@ import {
   vtdWait,
   writeVtdDescriptor,
 } from "../../lib/frontends/vtd/mod.ts";
-import type { PasidOrRid } from "../../lib/core/request.ts";
+import type { PasidOrRid } from "../../lib/request/request.ts";
 import { prng } from "../../lib/testing/workloads.ts";
 import { LAYOUT, VTD_REG } from "./layout.ts";
 

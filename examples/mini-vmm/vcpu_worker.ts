@@ -14,7 +14,7 @@ import { runVcpuLoop } from "./vcpu_loop.ts";
 self.onmessage = (e: MessageEvent<{ shimPath: string; vcpuFd: number; run: Uint8Array; mailbox: Int32Array }>) => {
   const { shimPath, vcpuFd, run, mailbox: mb } = e.data;
   using shim = NativeShim.loadSync(shimPath);
-  Atomics.store(mb, MB.TID, shim.gettid());
+  Atomics.store(mb, MB.TID, shim.registerKickTarget());
   /** Post an exit and sleep until the VMM answers; returns its answer. */
   const exit = (kind: number, addr: number, len: number, write: boolean, lo: number, hi: number) => {
     mb[MB.KIND] = kind;

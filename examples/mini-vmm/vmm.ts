@@ -18,7 +18,7 @@
  */
 import type { NativeShim } from "../../ffi/native.ts";
 import { type DeviceSource, type PluginDefinition, type RelayHost, relayPlugin } from "../../lib/plugin/plugin.ts";
-import { guestMemoryOver } from "../../lib/core/memory.ts";
+import { guestMemoryOver } from "../../lib/memory/guest_memory.ts";
 import { Kvm, KvmError, type KvmVcpu } from "./kvm.ts";
 import { guestCode, LAYOUT } from "./layout.ts";
 import { buildWorkload, FAULT, FUNCTIONS, type Workload } from "./script.ts";
@@ -27,7 +27,7 @@ import { hostFaultFromRecord, type HostPageFault } from "../../lib/frontends/vtd
 import { PgfaultConstants } from "../../lib/uapi/mod.ts";
 import { type FaultSource, type TableFor, type UnitDevice, type UnitStats, VtdUnit } from "./vtd_unit.ts";
 import { type Bus, type GuestEnd, runInterpreted } from "./interpreted.ts";
-import { KICK_SIGNAL, KIND, MB, STATE } from "./mailbox.ts";
+import { KIND, MB, STATE } from "./mailbox.ts";
 import { runVcpuLoop } from "./vcpu_loop.ts";
 
 /** How to run. */
@@ -274,11 +274,11 @@ export async function runMiniVmm(opts: MiniVmmOptions): Promise<MiniVmmReport> {
 
 /** Run `vcpu` on this thread, serving its exits in place until it stops or `timeoutMs` passes. */
 function runInline(shim: NativeShim, vcpu: KvmVcpu, bus: Bus, timeoutMs: number): { end: GuestEnd; exits: number } {
-  shim.kickSetup(KICK_SIGNAL);
+  shim.kickSetup();
   const deadline = performance.now() + timeoutMs;
   // No other thread can kick this one out of KVM_RUN: a timer signals it at the deadline, then every 10 ms in case
   // the first signal landed while an exit was being served.
-  const armed = shim.deadlineTimer(KICK_SIGNAL, Math.max(1, Math.ceil(timeoutMs)), 10);
+  const armed = shim.deadlineTimer(Math.max(1, Math.ceil(timeoutMs)), 10);
   if (armed < 0) throw new KvmError("arm the deadline timer", undefined, armed);
   try {
     const r = runVcpuLoop(shim, vcpu.fd, vcpu.run, {
@@ -288,7 +288,7 @@ function runInline(shim: NativeShim, vcpu: KvmVcpu, bus: Bus, timeoutMs: number)
     });
     return { end: vcpuEnd(r.kind, r.code), exits: r.exits };
   } finally {
-    shim.deadlineTimer(KICK_SIGNAL, 0);
+    shim.deadlineTimer(0);
   }
 }
 
@@ -315,7 +315,7 @@ async function runOnWorker(
   const mb = new Int32Array(new SharedArrayBuffer(MB.SLOTS * 4));
   const worker = new Worker(new URL("./vcpu_worker.ts", import.meta.url).href, { type: "module" });
   try {
-    shim.kickSetup(KICK_SIGNAL);
+    shim.kickSetup();
     const failed = new Promise<never>((_, reject) => {
       worker.onerror = (e) => {
         e.preventDefault();
@@ -327,7 +327,7 @@ async function runOnWorker(
       Atomics.store(mb, MB.STOP, 1);
       vcpu.run[1] = 1; // immediate_exit: if the kick lands between two KVM_RUNs, the next one returns at once
       const tid = Atomics.load(mb, MB.TID);
-      if (tid > 0) shim.kick(tid, KICK_SIGNAL);
+      if (tid > 0) shim.kick(tid);
     }, timeoutMs);
     try {
       let yielded = performance.now();

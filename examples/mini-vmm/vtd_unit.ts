@@ -17,7 +17,7 @@ import {
   type VtdPasidEntry,
   vtdPasidEntryTable,
 } from "../../lib/frontends/vtd/mod.ts";
-import type { PasidOrRid, StageOneTable } from "../../lib/core/request.ts";
+import type { PasidOrRid, StageOneTable } from "../../lib/request/request.ts";
 import type { RelayPlugin } from "../../lib/plugin/plugin.ts";
 import { VTD_REG } from "./layout.ts";
 

@@ -5,7 +5,7 @@
  * @module
  */
 import { encodeSvmBind2017, encodeTlbInvalidate2017 } from "../compile/wire2017.ts";
-import type { BindRequest, InvalidateRequest, PasidOrRid } from "../core/request.ts";
+import type { BindRequest, InvalidateRequest, PasidOrRid } from "../request/request.ts";
 import { BrokerOp, encodeFrame, type Frame, takeFrames, u32s } from "./protocol.ts";
 
 /** An error the broker answered. */

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { OriginSink } from "../core/pending.ts";
+import type { OriginSink } from "../request/pending.ts";
 
 /** Where an entry's guest requests come from: a pending set and one of its ranges (or its whole-space flush). */
 export interface OriginSource {

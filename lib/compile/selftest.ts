@@ -12,8 +12,8 @@
  *
  * @module
  */
-import { ALL_ORIGINS, type PendingSet } from "../core/pending.ts";
-import type { PasidOrRid } from "../core/request.ts";
+import { ALL_ORIGINS, type PendingSet } from "../request/pending.ts";
+import type { PasidOrRid } from "../request/request.ts";
 import { MockConstants } from "../uapi/mod.ts";
 import type { EntryWriter } from "./entries.ts";
 
@@ -41,7 +41,7 @@ export function selftestSlot(pasid: PasidOrRid): number {
  *
  * @example
  * ```ts
- * import { PendingSet } from "../core/pending.ts";
+ * import { PendingSet } from "../request/pending.ts";
  * import { EntryWriter } from "./entries.ts";
  * import { compileSelftest } from "./selftest.ts";
  * const p = new PendingSet({ maxRanges: 64, maxPages: 1 << 20 });
@@ -70,7 +70,7 @@ export function compileSelftest(pending: PendingSet, pasid: PasidOrRid, out: Ent
  *
  * @example
  * ```ts
- * import { PendingSet } from "../core/pending.ts";
+ * import { PendingSet } from "../request/pending.ts";
  * import { EntryWriter } from "./entries.ts";
  * import { compileSelftestViommu } from "./selftest.ts";
  * const p = new PendingSet({ maxRanges: 64, maxPages: 1 << 20 });

@@ -5,7 +5,7 @@
  *
  * @example
  * ```ts
- * import { PendingSet } from "../core/pending.ts";
+ * import { PendingSet } from "../request/pending.ts";
  * import { EntryWriter } from "./entries.ts";
  * import { compileShadow, readShadowEntry } from "./shadow.ts";
  * const p = new PendingSet({ maxRanges: 64, maxPages: 1 << 20 });
@@ -17,7 +17,7 @@
  *
  * @module
  */
-import { ALL_ORIGINS, type PendingSet } from "../core/pending.ts";
+import { ALL_ORIGINS, type PendingSet } from "../request/pending.ts";
 import { readU64Number, writeU64 } from "../uapi/mod.ts";
 import type { EntryWriter } from "./entries.ts";
 

@@ -15,7 +15,7 @@
  *
  * @module
  */
-import { ALL_ORIGINS, type PendingSet } from "../core/pending.ts";
+import { ALL_ORIGINS, type PendingSet } from "../request/pending.ts";
 import { HwptInvalidateDataType, writePageAddress } from "../uapi/mod.ts";
 import type { EntryWriter } from "./entries.ts";
 
@@ -98,7 +98,7 @@ function compileRange(
  *
  * @example
  * ```ts
- * import { PendingSet } from "../core/pending.ts";
+ * import { PendingSet } from "../request/pending.ts";
  * import { EntryWriter } from "./entries.ts";
  * import { compileSmmuv3 } from "./smmuv3.ts";
  * const p = new PendingSet({ maxRanges: 64, maxPages: 64 });
@@ -162,7 +162,7 @@ export const ATC_INV_SIZE_ALL = 52;
  *
  * @example
  * ```ts
- * import { PendingSet } from "../core/pending.ts";
+ * import { PendingSet } from "../request/pending.ts";
  * import { EntryWriter } from "./entries.ts";
  * import { compileAtcInv } from "./smmuv3.ts";
  * const p = new PendingSet({ maxRanges: 64, maxPages: 1 << 20 });

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { ALL_ORIGINS, type PendingSet } from "../core/pending.ts";
+import { ALL_ORIGINS, type PendingSet } from "../request/pending.ts";
 import { HwptInvalidateDataType, IommuHwptVtdS1Invalidate, writePageAddress, writeU64 } from "../uapi/mod.ts";
 import type { EntryWriter } from "./entries.ts";
 
@@ -19,7 +19,7 @@ const LEAF = HwptInvalidateDataType.values.IOMMU_VTD_INV_FLAGS_LEAF;
  *
  * @example
  * ```ts
- * import { PendingSet } from "../core/pending.ts";
+ * import { PendingSet } from "../request/pending.ts";
  * import { EntryWriter } from "./entries.ts";
  * import { compileVtd } from "./vtd.ts";
  * const p = new PendingSet({ maxRanges: 64, maxPages: 1 << 20 });

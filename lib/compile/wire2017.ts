@@ -16,7 +16,7 @@ import {
   RequestError,
   type Scope,
   validateRequest,
-} from "../core/request.ts";
+} from "../request/request.ts";
 import {
   DeviceSvm2017,
   SvmBindPgtable2017,

@@ -1,18 +1,24 @@
 /**
- * Assigned devices behind one guest vIOMMU. A {@linkcode GuestIommu} owns what its devices share — the relay
- * queue, the nesting parents (one per physical IOMMU, found by letting the kernel accept or refuse an attach) and
- * the nested HWPTs (shared by devices of one guest domain when parent, format and table match). An
- * {@linkcode AssignedDevice} keeps its PASID → HWPT table and does bind / replace / unbind.
+ * The device layer: assigned devices behind one guest vIOMMU, on any {@linkcode DeviceHost} (the kernel's or the
+ * in-process host's). A {@linkcode GuestIommu} owns what its devices share — the relay queue, the nesting parents
+ * (one per physical IOMMU, found by letting the host accept or refuse an attach), the nested tables (shared by
+ * devices of one guest domain when parent, format and table match) and, for shadow mode, the shadowed domains. An
+ * {@linkcode AssignedDevice} keeps its PASID → table map and does bind / replace / unbind, nested or shadowed.
  *
- * Order is what keeps this safe: a table change drains the queue first (a barrier), the new HWPT is attached
- * before the old one is released, an old HWPT is destroyed only after the replace succeeded, a failed step
- * releases what it allocated, and disposal runs in reverse (PASIDs, the device, nested HWPTs, parents).
- * On VT-d the kernel tears a PASID's old entry down before setting the new one up: a replace is not atomic, and
- * DMA on that PASID can fault in between.
+ * Order is what keeps this safe: a table change is a queue barrier first, the new table is attached before the old
+ * one is released, an old table is destroyed only after the replace succeeded, a failed step releases what it
+ * allocated, and disposal runs in reverse (PASIDs, the device, nested tables, parents). On VT-d the kernel tears a
+ * PASID's old entry down before setting the new one up: a replace is not atomic, and DMA on that PASID can fault in
+ * between.
+ *
+ * Each device submits under its own owner id, so its waits and failures are reported to it alone
+ * ({@linkcode AssignedDevice.drain}), whoever's drain or binding change sent them.
  *
  * @module
  */
-import { type Binding, type DrainReport, RelayQueue } from "../core/queue.ts";
+import { type DrainReport, RelayQueue } from "../relay/queue.ts";
+import { type Binding, sameBinding } from "../relay/bindings.ts";
+import type { DrainOutcome } from "../relay/outcome.ts";
 import {
   type NestedTable,
   type PasidOrRid,
@@ -20,42 +26,35 @@ import {
   type Request,
   type StageOneTable,
   validateRequest,
-} from "../core/request.ts";
-import { KernelError, UnsupportedError } from "../core/errors.ts";
-import { ENTRY_LENGTH, type Format } from "../backend/backend.ts";
-import { DATA_TYPE, KernelBackend } from "../backend/kernel.ts";
-import type { Hwpt, Ioas, Iommufd, Vdevice, Viommu } from "../kernel/iommufd.ts";
-import {
-  HwptAllocFlags,
-  HwptDataType,
-  IommuHwptArmSmmuv3,
-  IommuHwptVtdS1,
-  MockConstants,
-  selftestHwptData,
-  VtdS1Flags,
-} from "../uapi/mod.ts";
+} from "../request/request.ts";
+import { KernelError, UnsupportedError } from "../kernel/errors.ts";
+import type { Format } from "../compile/formats.ts";
 import { EntryWriter } from "../compile/entries.ts";
 import { writeCfgiCd } from "../compile/smmuv3.ts";
+import type { DeviceHost, DevicePort, HostObject, HostVdevice } from "../host/device_host.ts";
+import { ShadowBackend } from "../shadow/backend.ts";
+import type { ShadowTelemetry } from "../shadow/domain.ts";
+import type { WalkFault } from "../shadow/walk.ts";
+import { Errno } from "../uapi/errno.ts";
+import { MockConstants } from "../uapi/mod.ts";
 import { decodeCapabilities, type DeviceCapabilities } from "./capabilities.ts";
-import { relayRequest } from "./handle.ts";
-import type { DevicePort } from "./port.ts";
+import { type ShadowDomainEntry, type ShadowOptions, ShadowSpaces, walkable } from "./shadow.ts";
 
-const F = HwptAllocFlags.values;
-const EINVAL = 22, EOPNOTSUPP = 95;
+const { EINVAL, EOPNOTSUPP } = Errno.values;
 
 interface ParentEntry {
-  readonly hwpt: Hwpt;
+  readonly hwpt: HostObject;
   /** The vIOMMU over this parent, in vIOMMU mode. */
-  viommu?: Viommu;
-  /** Allocated with IOMMU_HWPT_ALLOC_PASID (the kernel supports PASID attach). */
+  viommu?: HostObject;
+  /** Allocated PASID-capable (the host supports PASID attach). */
   readonly pasidCapable: boolean;
   refs: number;
 }
 
-/** A nested HWPT, possibly shared. */
+/** A nested table, possibly shared. */
 export interface NestedEntry {
   readonly key: string;
-  readonly hwpt: Hwpt;
+  readonly hwpt: HostObject;
   readonly format: Format;
   readonly parent: ParentEntry;
   refs: number;
@@ -67,39 +66,7 @@ function tableKey(t: NestedTable): string {
   return JSON.stringify(key, (_, v) => (typeof v === "bigint" ? `${v}n` : v));
 }
 
-/** The host data of a stage-1 table: `iommu_hwpt_vtd_s1` or `iommu_hwpt_selftest`. */
-export function hwptData(table: NestedTable): { type: number; bytes: Uint8Array } {
-  switch (table.format) {
-    case "selftest":
-      return selftestHwptData(table.iotlb);
-    case "vtd-s1": {
-      const f = VtdS1Flags.values;
-      const flags = (table.sre ? f.IOMMU_VTD_S1_SRE : 0) | (table.eafe ? f.IOMMU_VTD_S1_EAFE : 0) |
-        (table.wpe ? f.IOMMU_VTD_S1_WPE : 0);
-      const b = IommuHwptVtdS1.buffer().setU64("flags", flags).setU64("pgtbl_addr", table.tableAddress)
-        .set("addr_width", table.addressWidth);
-      return { type: HwptDataType.values.IOMMU_HWPT_DATA_VTD_S1, bytes: b.bytes };
-    }
-    case "smmuv3": {
-      const b = IommuHwptArmSmmuv3.buffer().setAt("ste", 0, table.ste[0]).setAt("ste", 1, table.ste[1]);
-      return { type: HwptDataType.values.IOMMU_HWPT_DATA_ARM_SMMUV3, bytes: b.bytes };
-    }
-  }
-}
-
-/**
- * The host side of one guest vIOMMU.
- *
- * @example
- * ```ts ignore
- * using guest = new GuestIommu(iommufd, ioas);
- * using dev = guest.assign(MockPort.create(iommufd, ioas.id, MOCK_FLAGS_DEVICE_PASID), { domain: 1 });
- * dev.bind(100, { format: "selftest", iotlb: 7 });
- * dev.handle({ op: "invalidate", domain: 1, scope: { kind: "pasid", pasid: 100 } });
- * guest.queue.drain();
- * ```
- */
-/** vIOMMU mode: nested HWPTs are allocated on a vIOMMU and invalidations go to the vIOMMU, naming the device. */
+/** vIOMMU mode: nested tables are allocated on a vIOMMU and invalidations go to the vIOMMU, naming the device. */
 export interface ViommuMode {
   /** `IOMMU_VIOMMU_TYPE_*` (e.g. the selftest's `IOMMU_VIOMMU_TYPE_SELFTEST`). */
   readonly type: number;
@@ -109,12 +76,46 @@ export interface ViommuMode {
 
 /** Options of {@linkcode GuestIommu}. */
 export interface GuestIommuOptions {
-  /** The relay queue (default: a new one on the kernel backend). */
+  /** The relay queue (default: a new one on the host's backend, wrapped for shadow targets when shadow is given). */
   readonly queue?: RelayQueue;
   /** Allocate a vIOMMU per nesting parent and relay invalidations to it. */
   readonly viommu?: ViommuMode;
+  /** Shadow-mode devices' guest RAM and address spaces; the queue's backend must then be a `ShadowBackend`. */
+  readonly shadow?: ShadowOptions;
 }
 
+/** How a device is assigned. */
+export interface AssignOptions {
+  /** The device's guest domain. */
+  readonly domain: number;
+  /** Its guest-visible id, in vIOMMU mode. */
+  readonly virtId?: number;
+  /** ATS enabled: on SMMUv3 its ATC gets ATC_INV from the relay. */
+  readonly ats?: boolean;
+  /** Nested (default) or shadow translation. */
+  readonly mode?: "nested" | "shadow";
+}
+
+/**
+ * The host side of one guest vIOMMU.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { ModelHost } from "../host/model.ts";
+ * import { ModelDeviceHost } from "../host/model_device_host.ts";
+ * import { GuestIommu } from "./assigned.ts";
+ * const model = new ModelHost();
+ * const host = new ModelDeviceHost(model);
+ * using guest = new GuestIommu(host);
+ * using dev = guest.assign(host.port(), { domain: 1 });
+ * dev.bind(100, { format: "selftest", iotlb: 7 });
+ * dev.handle({ op: "invalidate", domain: 1, scope: { kind: "pasid", pasid: 100 } });
+ * dev.handle({ op: "sync" });
+ * assert.ok(dev.drain().waits[0].ok);
+ * assert.equal(model.iotlb(dev.boundTo(100)!)[0], 0); // slot 100 mod 4 was invalidated
+ * ```
+ */
 export class GuestIommu implements Disposable {
   /** The relay queue shared by every device behind this vIOMMU. */
   readonly queue: RelayQueue;
@@ -122,17 +123,35 @@ export class GuestIommu implements Disposable {
   readonly #nested = new Map<string, NestedEntry>();
   readonly #routes = new Map<string, number>();
   readonly #devices: AssignedDevice[] = [];
-  /** Formats whose invalidations the kernel accepted in the zero-entry probe. */
+  /** Formats whose invalidations the host accepted in the zero-entry probe. */
   readonly #probed = new Set<Format>();
+  /** Shadow-mode domains, once shadow mode is enabled. */
+  shadow?: ShadowSpaces;
   #disposed = false;
 
-  /** Set when invalidations go to a vIOMMU (SMMUv3-style) rather than to each nested HWPT. */
+  /** Set when invalidations go to a vIOMMU (SMMUv3-style) rather than to each nested table. */
   readonly viommu?: ViommuMode;
 
-  /** `queue` defaults to one sending to the kernel through this iommufd. */
-  constructor(readonly iommufd: Iommufd, readonly ioas: Ioas, options: GuestIommuOptions = {}) {
-    this.queue = options.queue ?? new RelayQueue(new KernelBackend(iommufd));
+  constructor(readonly host: DeviceHost, options: GuestIommuOptions = {}) {
     this.viommu = options.viommu;
+    this.queue = options.queue ?? new RelayQueue(options.shadow ? new ShadowBackend(host.backend) : host.backend);
+    if (options.shadow) this.enableShadow(options.shadow);
+  }
+
+  /**
+   * Make shadow-mode devices possible (once; later calls must name the same guest RAM). The queue's backend must be
+   * a `ShadowBackend`, which serves the shadowed domains and passes everything else to the host.
+   */
+  enableShadow(options: ShadowOptions): ShadowSpaces {
+    if (this.shadow) {
+      if (this.shadow.ram !== options.ram) throw new TypeError("all shadow-mode devices of a VM share one guest RAM");
+      return this.shadow;
+    }
+    const backend = this.queue.backend;
+    if (!(backend instanceof ShadowBackend)) {
+      throw new TypeError("shadow-mode devices need a queue whose backend is a ShadowBackend");
+    }
+    return this.shadow = new ShadowSpaces(backend, options);
   }
 
   /** Devices assigned, in order. */
@@ -141,23 +160,35 @@ export class GuestIommu implements Disposable {
   }
 
   /**
-   * Assign a device: attach its RID to a nesting parent over the IOAS (shared with devices on the same physical
-   * IOMMU; the kernel's refusal to attach tells they are not) and decode its capabilities. Takes ownership of
-   * `port`: it is disposed with the device, or at once if assignment fails.
+   * Assign a device. Nested: attach its RID to a nesting parent over the IOAS (shared with devices on the same
+   * physical IOMMU; the host's refusal to attach tells they are not) and decode its capabilities. Shadow: attach it
+   * to its domain's shadowed address space. Takes ownership of `port`: it is disposed with the device, or at once if
+   * assignment fails.
    */
-  assign(port: DevicePort, opts: { domain: number; virtId?: number; ats?: boolean }): AssignedDevice {
+  assign(port: DevicePort, opts: AssignOptions): AssignedDevice {
+    if (this.#disposed) throw new Error("the GuestIommu was disposed");
     using stack = new DisposableStack();
     stack.use(port);
-    if (this.viommu && opts.virtId === undefined) {
-      throw new TypeError(`${port.label}: a guest with a vIOMMU needs each device's virtual id (virtId)`);
+    const caps = decodeCapabilities(this.host.hwInfo(port));
+    let device: AssignedDevice;
+    if (opts.mode === "shadow") {
+      if (!this.shadow) throw new TypeError("shadow mode needs GuestIommuOptions.shadow (the guest's RAM)");
+      const entry = this.shadow.enter(opts.domain);
+      stack.defer(() => this.shadow!.leave(opts.domain));
+      if (entry.ioasId !== undefined) port.attachRid(entry.ioasId);
+      device = new AssignedDevice(this, port, opts.domain, caps, { kind: "shadow", entry }, undefined, false);
+    } else {
+      if (this.viommu && opts.virtId === undefined) {
+        throw new TypeError(`${port.label}: a guest with a vIOMMU needs each device's virtual id (virtId)`);
+      }
+      const parent = this.#attachParent(port);
+      stack.defer(() => this.releaseParent(parent));
+      let vdev: HostVdevice | undefined;
+      if (parent.viommu) vdev = stack.use(this.host.allocVdevice(parent.viommu.id, port, opts.virtId!));
+      device = new AssignedDevice(this, port, opts.domain, caps, { kind: "nested", parent }, vdev, opts.ats ?? false);
     }
-    const caps = decodeCapabilities(this.iommufd.getHwInfo(port.devId));
-    const parent = this.#attachParent(port);
-    stack.defer(() => this.releaseParent(parent));
-    let vdev: Vdevice | undefined;
-    if (parent.viommu) vdev = stack.use(this.iommufd.allocVdevice(parent.viommu.id, port.devId, opts.virtId!));
-    const device = new AssignedDevice(this, port, opts.domain, caps, parent, vdev, opts.ats ?? false);
-    stack.move(); // the device owns port, parent reference and vDEVICE now
+    stack.move(); // the device owns port, parent reference (or shadow space) and vDEVICE now
+    this.queue.claimDomain(opts.domain);
     this.#devices.push(device);
     return device;
   }
@@ -172,19 +203,15 @@ export class GuestIommu implements Disposable {
         if (!(e instanceof KernelError && e.errno === EINVAL)) throw e; // EINVAL: another IOMMU, try the next
       }
     }
-    let hwpt: Hwpt;
+    let hwpt: HostObject;
     let pasidCapable = true;
     try {
-      hwpt = this.iommufd.allocHwpt({
-        devId: port.devId,
-        ptId: this.ioas.id,
-        flags: F.IOMMU_HWPT_ALLOC_NEST_PARENT | F.IOMMU_HWPT_ALLOC_PASID,
-      });
+      hwpt = this.host.allocParent(port, true);
     } catch (e) {
       if (!(e instanceof KernelError && e.errno === EOPNOTSUPP)) throw e;
       // Before 6.15 (or without PASID support) there is no IOMMU_HWPT_ALLOC_PASID: RID binds only.
       pasidCapable = false;
-      hwpt = this.iommufd.allocHwpt({ devId: port.devId, ptId: this.ioas.id, flags: F.IOMMU_HWPT_ALLOC_NEST_PARENT });
+      hwpt = this.host.allocParent(port, false);
     }
     try {
       port.attachRid(hwpt.id);
@@ -195,9 +222,9 @@ export class GuestIommu implements Disposable {
     const entry: ParentEntry = { hwpt, pasidCapable, refs: 1 };
     if (this.viommu) {
       try {
-        entry.viommu = this.iommufd.allocViommu({ type: this.viommu.type, devId: port.devId, hwptId: hwpt.id });
+        entry.viommu = this.host.allocViommu(port, hwpt.id, this.viommu.type);
       } catch (e) {
-        port.attachRid(this.ioas.id);
+        port.attachRid(this.host.ioasId);
         hwpt[Symbol.dispose]();
         throw e;
       }
@@ -214,8 +241,8 @@ export class GuestIommu implements Disposable {
     parent.hwpt[Symbol.dispose]();
   }
 
-  /** @internal A nested HWPT for (parent, domain, table): shared if one exists. */
-  acquireNested(parent: ParentEntry, devId: number, domain: number, table: NestedTable): NestedEntry {
+  /** @internal A nested table for (parent, domain, table): shared if one exists. */
+  acquireNested(parent: ParentEntry, port: DevicePort, domain: number, table: NestedTable): NestedEntry {
     const base = parent.viommu ?? parent.hwpt;
     const key = `${base.id}/${domain}/${tableKey(table)}`;
     const existing = this.#nested.get(key);
@@ -223,22 +250,16 @@ export class GuestIommu implements Disposable {
       existing.refs++;
       return existing;
     }
-    const data = hwptData(table);
-    const hwpt = this.iommufd.allocHwpt({
-      devId,
-      ptId: base.id,
-      flags: parent.pasidCapable ? F.IOMMU_HWPT_ALLOC_PASID : 0,
-      data,
-    });
+    const hwpt = this.host.allocNested(port, base.id, table, parent.pasidCapable);
     if (!this.#probed.has(table.format)) {
-      // The zero-entry probe: does this HWPT take this format's invalidations? Refuse the bind now if not,
+      // The zero-entry probe: does this table take this format's invalidations? Refuse the bind now if not,
       // instead of failing every invalidation later.
-      const r = hwpt.invalidateRaw(DATA_TYPE[table.format], new Uint8Array(0), ENTRY_LENGTH[table.format], 0);
-      if (r < 0) {
+      const errno = this.host.probeInvalidation(hwpt.id, table.format);
+      if (errno !== 0) {
         hwpt[Symbol.dispose]();
         throw new UnsupportedError(
           `invalidate-${table.format}`,
-          `the kernel refused the zero-entry probe with errno ${-r}`,
+          `the host refused the zero-entry probe with errno ${errno}`,
         );
       }
       this.#probed.add(table.format);
@@ -248,26 +269,26 @@ export class GuestIommu implements Disposable {
     return entry;
   }
 
-  /** @internal Drop a reference; the HWPT is destroyed with the last one. */
+  /** @internal Drop a reference; the table is destroyed with the last one. */
   releaseNested(entry: NestedEntry): void {
     if (--entry.refs > 0) return;
     this.#nested.delete(entry.key);
     entry.hwpt[Symbol.dispose]();
   }
 
-  /** Invalidation formats the kernel accepted in the zero-entry probe so far. */
+  /** Invalidation formats the host accepted in the zero-entry probe so far. */
   get probedFormats(): readonly Format[] {
     return [...this.#probed];
   }
 
-  /** Nested HWPTs alive (shared ones once). */
+  /** Nested tables alive (shared ones once). */
   get nestedCount(): number {
     return this.#nested.size;
   }
 
   /** @internal Count a device's use of (domain, pasid) → binding in the queue's table. */
   route(domain: number, pasid: PasidOrRid, b: Binding): void {
-    const key = `${domain}/${pasid}/${b.targetId}/${b.vdevId}/${b.asid}`;
+    const key = routeKey(domain, pasid, b);
     const n = this.#routes.get(key) ?? 0;
     this.#routes.set(key, n + 1);
     if (n === 0) this.queue.bind(domain, pasid, b);
@@ -275,12 +296,12 @@ export class GuestIommu implements Disposable {
 
   /** @internal Undo {@linkcode GuestIommu.route}. */
   unroute(domain: number, pasid: PasidOrRid, b: Binding): void {
-    const key = `${domain}/${pasid}/${b.targetId}/${b.vdevId}/${b.asid}`;
+    const key = routeKey(domain, pasid, b);
     const n = (this.#routes.get(key) ?? 1) - 1;
     if (n > 0) this.#routes.set(key, n);
     else {
       this.#routes.delete(key);
-      this.queue.unbindTarget(domain, pasid, b);
+      this.queue.unbind(domain, pasid, b);
     }
   }
 
@@ -288,16 +309,22 @@ export class GuestIommu implements Disposable {
   forget(device: AssignedDevice): void {
     const i = this.#devices.indexOf(device);
     if (i >= 0) this.#devices.splice(i, 1);
+    this.queue.releaseDomain(device.domain);
   }
 
-  /** Dispose every device (last assigned first), then whatever HWPTs remain. */
+  /** Dispose every device (last assigned first), then the shadowed domains. */
   [Symbol.dispose](): void {
     if (this.#disposed) return;
     this.#disposed = true;
     const stack = new DisposableStack();
+    if (this.shadow) stack.use(this.shadow);
     for (const d of this.#devices) stack.use(d);
     stack.dispose();
   }
+}
+
+function routeKey(domain: number, pasid: PasidOrRid, b: Binding): string {
+  return `${domain}/${pasid}/${b.targetId}/${b.format}/${b.vdevId}/${b.asid}/${b.ats ?? false}`;
 }
 
 /** Per-device counters (the queue's own telemetry covers invalidations, ioctls and latency). */
@@ -312,38 +339,65 @@ export interface DeviceTelemetry {
   refused: number;
 }
 
-function sameBinding(a: Binding, b: Binding): boolean {
-  return a.targetId === b.targetId && a.asid === b.asid && a.vdevId === b.vdevId && a.ats === b.ats;
-}
+type Translation =
+  | { readonly kind: "nested"; readonly parent: ParentEntry }
+  | { readonly kind: "shadow"; readonly entry: ShadowDomainEntry };
 
 /** One assigned device. */
 export class AssignedDevice implements Disposable {
   /** Counters, readable at any time. */
   readonly telemetry: DeviceTelemetry = { requestsIn: 0, binds: 0, replaces: 0, unbinds: 0, refused: 0 };
-  /** PASID → what is bound there: the nested HWPT (none for SMMUv3 PASIDs, which live in the guest CD table) and
-   * the queue binding. */
+  /** The owner id its requests are submitted under: its outcomes are reported to it alone. */
+  readonly owner: number;
+  /** PASID → what is bound there: the nested table (none for SMMUv3 PASIDs, which live in the guest CD table, and
+   * for shadowed RIDs) and the queue binding. */
   readonly #bound = new Map<PasidOrRid, { entry?: NestedEntry; binding: Binding }>();
   #disposed = false;
 
   constructor(
     /** The vIOMMU it is behind. */
     readonly guest: GuestIommu,
-    /** Its kernel interface. */
+    /** Its host interface. */
     readonly port: DevicePort,
     /** Its guest domain. */
     readonly domain: number,
     /** Its IOMMU, decoded. */
     readonly capabilities: DeviceCapabilities,
-    private readonly parent: ParentEntry,
+    private readonly translation: Translation,
     /** Its vDEVICE, in vIOMMU mode. */
-    readonly vdevice?: Vdevice,
+    readonly vdevice?: HostVdevice,
     /** ATS is enabled: on SMMUv3 its ATC gets ATC_INV from the relay. */
     readonly ats = false,
-  ) {}
+  ) {
+    this.owner = guest.queue.newOwner();
+  }
 
-  /** The queue binding for a nested HWPT (or, on SMMUv3, the vIOMMU and the CD's ASID). */
+  /** Nested or shadow translation. */
+  get mode(): "nested" | "shadow" {
+    return this.translation.kind;
+  }
+
+  /** Shadow mode: the shadowed domain's counters (shared by the devices of the domain). */
+  get shadow(): ShadowTelemetry | undefined {
+    return this.translation.kind === "shadow" ? this.translation.entry.domain.telemetry : undefined;
+  }
+
+  /** Shadow mode: subscribe to walk faults of the device's domain; returns the unsubscribe function. */
+  onShadowFault(listener: (fault: WalkFault) => void): (() => void) | undefined {
+    if (this.translation.kind !== "shadow") return undefined;
+    const listeners = this.translation.entry.domain.faultListeners;
+    listeners.add(listener);
+    return () => listeners.delete(listener);
+  }
+
+  #parent(): ParentEntry {
+    if (this.translation.kind !== "nested") throw new Error("a shadow-mode device has no nesting parent");
+    return this.translation.parent;
+  }
+
+  /** The queue binding for a nested table (or, on SMMUv3, the vIOMMU and the CD's ASID). */
   #bindingFor(entry: NestedEntry | undefined, table: NestedTable): Binding {
-    const viommu = this.parent.viommu;
+    const viommu = this.#parent().viommu;
     if (viommu && this.guest.viommu) {
       return {
         targetId: viommu.id,
@@ -363,20 +417,23 @@ export class AssignedDevice implements Disposable {
     return c.iommu.kind === "selftest" ? MockConstants.values.MOCK_PASID_WIDTH : PCIE_PASID_BITS;
   }
 
-  /** The HWPT bound at `pasid`, if any. */
+  /** The host target bound at `pasid`, if any. */
   boundTo(pasid: PasidOrRid): number | undefined {
-    return this.#bound.get(pasid)?.entry?.hwpt.id;
+    const b = this.#bound.get(pasid);
+    return b === undefined ? undefined : b.entry?.hwpt.id ?? b.binding.targetId;
   }
 
-  /** The nesting parent's HWPT id. */
+  /** The nesting parent's id. */
   get parentHwptId(): number {
-    return this.parent.hwpt.id;
+    return this.#parent().hwpt.id;
   }
 
   /** Bind (or rebind) `pasid` to a stage-1 table. */
   bind(pasid: PasidOrRid, table: StageOneTable): void {
     this.#live();
     try {
+      validateRequest({ op: "bind", domain: this.domain, pasid, table }, { pasidBits: this.pasidBits });
+      if (this.translation.kind === "shadow") return this.#bindShadow(pasid, table, this.translation.entry);
       if (table.format === "vtd-sl") {
         throw new UnsupportedError(
           "vtd-sl",
@@ -391,22 +448,22 @@ export class AssignedDevice implements Disposable {
   }
 
   #bind(pasid: PasidOrRid, table: NestedTable): void {
-    validateRequest({ op: "bind", domain: this.domain, pasid, table }, { pasidBits: this.pasidBits });
+    const parent = this.#parent();
     if (table.format === "smmuv3" && pasid !== "rid") return this.#bindSmmuPasid(pasid, table);
-    if (pasid !== "rid" && !this.parent.pasidCapable) {
+    if (pasid !== "rid" && !parent.pasidCapable) {
       throw new UnsupportedError(
         "pasid-attach",
-        `${this.port.label}: this kernel cannot allocate PASID-capable HWPTs (Linux 6.15+)`,
+        `${this.port.label}: this host cannot allocate PASID-capable tables (Linux 6.15+)`,
       );
     }
     const previous = this.#bound.get(pasid);
-    const next = this.guest.acquireNested(this.parent, this.port.devId, this.domain, table);
+    const next = this.guest.acquireNested(parent, this.port, this.domain, table);
     const binding = this.#bindingFor(next, table);
     if (previous?.entry === next && sameBinding(previous.binding, binding)) {
       this.guest.releaseNested(next); // the same table: nothing changes
       return;
     }
-    this.guest.queue.drain(); // a barrier: what was queued for the old table goes to the old table
+    this.guest.queue.barrier(); // what was queued for the old table goes to the old table
     if (previous?.entry !== next) {
       try {
         if (pasid === "rid") this.port.attachRid(next.hwpt.id);
@@ -434,7 +491,7 @@ export class AssignedDevice implements Disposable {
    */
   #bindSmmuPasid(pasid: number, table: StageOneTable & { format: "smmuv3" }): void {
     const rid = this.#bound.get("rid");
-    if (!rid || rid.binding.format !== "smmuv3" || !this.parent.viommu || !this.vdevice) {
+    if (!rid || rid.binding.format !== "smmuv3" || !this.#parent().viommu || !this.vdevice) {
       throw new UnsupportedError(
         "smmuv3-pasid",
         `${this.port.label}: bind the stream (RID) to an SMMUv3 STE on a vIOMMU before its PASIDs`,
@@ -455,41 +512,108 @@ export class AssignedDevice implements Disposable {
   #cfgiCd(pasid: number): void {
     const w = new EntryWriter(16, 1);
     writeCfgiCd(w, [], this.vdevice!.virtId, pasid);
-    const status = this.guest.queue.command(this.parent.viommu!.id, "smmuv3", w);
+    const status = this.guest.queue.command(this.#parent().viommu!.id, "smmuv3", w);
     if (status.errno) throw new KernelError(-status.errno, `CFGI_CD for PASID ${pasid}`, "IOMMU_HWPT_INVALIDATE", 0);
   }
 
-  /** Unbind `pasid` (the RID goes back to the nesting parent: stage 2 only). */
-  unbind(pasid: PasidOrRid): DrainReport | undefined {
+  /** Shadow mode: bind the RID's table (a PASID is refused); the whole space is shadowed at once. */
+  #bindShadow(pasid: PasidOrRid, table: StageOneTable, entry: ShadowDomainEntry): void {
+    if (pasid !== "rid") {
+      throw new UnsupportedError("pasid-shadow", "PASID-tagged DMA needs nesting; this device is in shadow mode");
+    }
+    const config = walkable(table);
+    const replacing = entry.domain.table !== undefined;
+    this.guest.queue.barrier(); // what the guest queued for the old table goes first
+    const r = entry.domain.setTable(config);
+    if (!this.#bound.has("rid")) {
+      const binding: Binding = { targetId: entry.targetId, format: "shadow" };
+      this.#bound.set("rid", { binding });
+      if (entry.bound++ === 0) this.guest.route(this.domain, "rid", binding);
+    }
+    this.telemetry.binds++;
+    if (replacing) this.telemetry.replaces++;
+    if (r.errno) {
+      throw new KernelError(
+        -r.errno,
+        `shadow the table (${r.failed?.op} of ${r.failed?.pages} pages)`,
+        r.failed?.op === "unmap" ? "IOMMU_IOAS_UNMAP" : "IOMMU_IOAS_MAP",
+      );
+    }
+  }
+
+  /**
+   * Unbind `pasid` (nested: the RID goes back to the nesting parent, stage 2 only; shadow: the domain's host
+   * mappings go when no device of the domain keeps the table). Unbinding what is not bound is a no-op.
+   */
+  unbind(pasid: PasidOrRid): void {
     this.#live();
     const previous = this.#bound.get(pasid);
-    if (!previous) return undefined;
-    const report = this.guest.queue.drain();
+    if (!previous) return;
+    this.guest.queue.barrier();
+    if (this.translation.kind === "shadow") {
+      const entry = this.translation.entry;
+      this.#bound.delete(pasid);
+      this.telemetry.unbinds++;
+      if (--entry.bound === 0) {
+        this.guest.unroute(this.domain, "rid", previous.binding);
+        const r = entry.domain.setTable(undefined);
+        if (r.errno) throw new KernelError(-r.errno, "unshadow the table", "IOMMU_IOAS_UNMAP");
+      }
+      return;
+    }
     if (!previous.entry) this.#cfgiCd(pasid as number); // an SMMUv3 PASID: the guest cleared its CD
-    else if (pasid === "rid") this.port.attachRid(this.parent.hwpt.id);
+    else if (pasid === "rid") this.port.attachRid(this.#parent().hwpt.id);
     else this.port.detachPasid(pasid);
     this.#bound.delete(pasid);
     this.guest.unroute(this.domain, pasid, previous.binding);
     if (previous.entry) this.guest.releaseNested(previous.entry);
     this.telemetry.unbinds++;
-    return report;
   }
 
-  /** Relay a guest request: binds and unbinds here, invalidations and waits to the shared queue. */
+  /** Relay a guest request: binds and unbinds here, invalidations and waits to the shared queue under its owner. */
   handle(request: Request): number | undefined {
     this.#live();
-    return relayRequest(this, this.guest.queue, request);
+    switch (request.op) {
+      case "bind":
+        this.bind(request.pasid, request.table);
+        return undefined;
+      case "unbind":
+        this.unbind(request.pasid);
+        return undefined;
+      default:
+        try {
+          validateRequest(request, { pasidBits: this.pasidBits });
+          const seq = this.guest.queue.submit(request, this.owner);
+          this.telemetry.requestsIn++;
+          return seq;
+        } catch (e) {
+          this.telemetry.refused++;
+          throw e;
+        }
+    }
+  }
+
+  /** Send what is pending and report this device's waits and failures. */
+  drain(): DrainReport {
+    return this.guest.queue.drain(this.owner);
+  }
+
+  /** The allocation-free form of {@linkcode AssignedDevice.drain}. */
+  drainInto(out: DrainOutcome): DrainOutcome {
+    return this.guest.queue.drainInto(out, this.owner);
   }
 
   #live(): void {
     if (this.#disposed) throw new Error(`${this.port.label} was disposed`);
   }
 
-  /** Unbind every PASID, then the RID, release the device, then its parent reference. */
+  /** Unbind every PASID, then the RID, release the device, then its parent reference (or shadow space). */
   [Symbol.dispose](): void {
     if (this.#disposed) return;
     const stack = new DisposableStack();
-    stack.defer(() => this.guest.releaseParent(this.parent));
+    const t = this.translation;
+    if (t.kind === "nested") stack.defer(() => this.guest.releaseParent(t.parent));
+    else stack.defer(() => this.guest.shadow?.leave(this.domain));
     stack.use(this.port);
     if (this.vdevice) stack.use(this.vdevice);
     // Deferred in this order, run in reverse: PASIDs (highest first), then the RID last.
@@ -499,6 +623,7 @@ export class AssignedDevice implements Disposable {
       stack.dispose();
     } finally {
       this.#disposed = true;
+      this.guest.queue.releaseOwner(this.owner);
       this.guest.forget(this);
     }
   }

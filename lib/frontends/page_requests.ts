@@ -34,6 +34,8 @@ export interface PageRequestTelemetry {
   refused: number;
   timedOut: number;
   overflows: number;
+  /** Requests that could not be written to the guest's queue (not guest RAM), answered at once. */
+  undeliverable: number;
 }
 
 /** Keys remembered for the refusal reason; older ones are forgotten (the answer is "no-such-group" then). */
@@ -54,7 +56,16 @@ export class PageRequestTracker {
     /** What the host is told when the guest stays silent (default INVALID: the device gives up on the page). */
     readonly timeoutCode: number = HOST_RESPONSE.INVALID,
   ) {
-    this.telemetry = { timeoutMs, timeoutCode, delivered: 0, answered: 0, refused: 0, timedOut: 0, overflows: 0 };
+    this.telemetry = {
+      timeoutMs,
+      timeoutCode,
+      delivered: 0,
+      answered: 0,
+      refused: 0,
+      timedOut: 0,
+      overflows: 0,
+      undeliverable: 0,
+    };
   }
 
   #remember(set: Set<string>, key: string): void {
@@ -87,10 +98,18 @@ export class PageRequestTracker {
     return undefined;
   }
 
-  /** The queue was full: the host is answered INVALID at once (iommu-relay's choice: the device is not stuck). */
-  overflow(cookie: number | undefined): void {
-    this.telemetry.overflows++;
+  /**
+   * The queue was full (or, `full` false, not writable): the host is answered INVALID at once (iommu-relay's choice:
+   * the device is not stuck).
+   */
+  overflow(cookie: number | undefined, full = true): void {
+    if (full) this.telemetry.overflows++;
     if (cookie !== undefined) this.respond(cookie, HOST_RESPONSE.INVALID);
+  }
+
+  /** Whether group `key` waits for the guest. */
+  isPending(key: string): boolean {
+    return this.#pending.has(key);
   }
 
   /** The PASID was unbound: its pending groups are answered INVALID now; later guest answers are refused. */

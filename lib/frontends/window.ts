@@ -9,15 +9,19 @@
  *
  * @module
  */
-import { DrainOutcome, type DrainReport } from "../core/outcome.ts";
-import type { Request } from "../core/request.ts";
+import { DrainOutcome, type DrainReport } from "../relay/outcome.ts";
+import type { Request } from "../request/request.ts";
 
 /**
  * Where requests go: a relay queue, or a plugin in front of one. Request objects handed to `submit` are reused by
  * the front end once it returns: a sink that keeps one must copy it.
  */
 export interface RelaySink {
-  submit(request: Request): number;
+  /**
+   * Queue a request; returns its sequence number (ascending). A plugin returns undefined for binds and unbinds, which
+   * a front end never sends here.
+   */
+  submit(request: Request): number | undefined;
   drain(): DrainReport;
   /** The allocation-free drain (optional; a front end falls back to `drain`). */
   drainInto?(out: DrainOutcome): DrainOutcome;
@@ -34,8 +38,8 @@ export interface WaitCompleter {
  * @example
  * ```ts
  * import { RelayWindow } from "./window.ts";
- * import { RelayQueue } from "../core/queue.ts";
- * import { ModelHost } from "../model/host.ts";
+ * import { RelayQueue } from "../relay/queue.ts";
+ * import { ModelHost } from "../host/model.ts";
  * const host = new ModelHost();
  * const relay = new RelayQueue(host);
  * relay.bind(1, 5, { targetId: host.createTarget("vtd-s1"), format: "vtd-s1" });
@@ -67,11 +71,24 @@ export class RelayWindow {
     this.completed = 0;
   }
 
-  /** Queue `request`, which came from queue position `position`. */
+  /** Queue `request`, which came from queue position `position`. Whatever the sink throws is thrown here. */
   submit(request: Request, position: number): void {
     const seq = this.sink.submit(request);
+    if (seq !== undefined) this.track(seq, position);
+  }
+
+  /**
+   * Record that the sink's request `seq` (submitted some other way, e.g. one of a router's own methods) came from
+   * `position`. Sequence numbers must ascend, as the sink's own do.
+   */
+  track(seq: number, position: number): void {
     this.#seqs[this.#requests] = seq;
     this.#positions[this.#requests++] = position;
+  }
+
+  /** Waits queued since the last settle. */
+  get pendingWaits(): number {
+    return this.#waits;
   }
 
   /** Queue a wait at `position`; settle completes it with (flags, data, address) unless something before it failed. */
@@ -86,16 +103,24 @@ export class RelayWindow {
 
   /**
    * Drain, then complete the waits before the earliest failure; returns the earliest failing position (a failed
-   * invalidation, or a wait whose completion could not be written), or -1.
+   * invalidation, or a wait whose completion could not be written), or -1. `stopAt` (default -1: none) is a position
+   * that failed before reaching the sink (a descriptor the front end refused, a sink that threw): no wait after it
+   * completes. A sink whose drain throws fails every request of the window (the host may not have seen them). Either
+   * way the window is empty afterwards, so a stale wait can never complete at a later doorbell.
    */
-  settle(): number {
+  settle(stopAt = -1): number {
     const sink = this.sink;
-    let failedAt = -1;
-    if (sink.drainInto) {
-      const failures = sink.drainInto(this.#outcome).failures;
-      for (let i = 0; i < failures.length; i++) failedAt = earlier(failedAt, this.#positionOf(failures[i].seq));
-    } else {
-      for (const f of sink.drain().failures) failedAt = earlier(failedAt, this.#positionOf(f.seq));
+    let failedAt = stopAt;
+    try {
+      if (sink.drainInto) {
+        const failures = sink.drainInto(this.#outcome).failures;
+        for (let i = 0; i < failures.length; i++) failedAt = earlier(failedAt, this.#positionOf(failures[i].seq));
+      } else {
+        for (const f of sink.drain().failures) failedAt = earlier(failedAt, this.#positionOf(f.seq));
+      }
+    } catch {
+      for (let i = 0; i < this.#requests; i++) failedAt = earlier(failedAt, this.#positions[i]);
+      if (this.#requests === 0 && this.#waits > 0) failedAt = earlier(failedAt, this.#waitPositions[0]);
     }
     for (let k = 0; k < this.#waits; k++) {
       const position = this.#waitPositions[k];

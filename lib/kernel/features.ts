@@ -6,7 +6,7 @@
  * @module
  */
 import { IOCTL } from "../../ffi/native.ts";
-import { UnsupportedError } from "../core/errors.ts";
+import { UnsupportedError } from "./errors.ts";
 import type { Iommufd } from "./iommufd.ts";
 import {
   type Ioctl,

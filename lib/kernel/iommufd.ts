@@ -9,7 +9,7 @@
  * @module
  */
 import { IOCTL, IOCTL_WITH_POINTER, type NativeShim } from "../../ffi/native.ts";
-import { KernelError } from "../core/errors.ts";
+import { KernelError } from "./errors.ts";
 import {
   HwptAllocFlags,
   IoasMapFlags,
@@ -53,6 +53,7 @@ import {
 type AnyBuffer = StructBuffer<any>;
 
 const REGISTERED: ReadonlySet<Ioctl> = new Set(UAPI.ioctls);
+const INVALIDATE_FIELDS = IommuHwptInvalidate.fields;
 
 /** Only the ioctls lib/uapi declares (and the golden check verifies) are ever issued on an iommufd. */
 function registered(ioctl: Ioctl): void {
@@ -120,6 +121,34 @@ export class Iommufd implements Disposable {
     this.#destroyArgs.set("id", id);
     this.call(IOMMU_DESTROY, this.#destroyArgs, `destroy object ${id}`);
   }
+
+  /**
+   * `IOMMU_HWPT_INVALIDATE` on object `objectId` (a nested HWPT or a vIOMMU): the one encoder of its arguments,
+   * for every caller (kernel objects and the relay's kernel backend). The hot path: the argument struct is
+   * allocated once and nothing is allocated per call. Returns 0 or `-errno`; either way
+   * {@linkcode Iommufd.invalidateHandled} holds the kernel's `entry_num`, which it writes back even on error.
+   */
+  invalidateRaw(objectId: number, dataType: number, entries: Uint8Array, entryLen: number, count: number): number {
+    const a = this.#invalidateArgs;
+    const v = a.view;
+    v.setUint32(INVALIDATE_FIELDS.hwpt_id.offset, objectId, true);
+    v.setUint32(INVALIDATE_FIELDS.data_type.offset, dataType, true);
+    v.setUint32(INVALIDATE_FIELDS.entry_len.offset, entryLen, true);
+    v.setUint32(INVALIDATE_FIELDS.entry_num.offset, count, true);
+    const r = this.shim[IOCTL_WITH_POINTER](
+      this.fd,
+      IOMMU_HWPT_INVALIDATE.request,
+      a.bytes,
+      INVALIDATE_FIELDS.data_uptr.offset,
+      entries,
+    );
+    this.invalidateHandled = v.getUint32(INVALIDATE_FIELDS.entry_num.offset, true);
+    return r < 0 ? r : 0;
+  }
+
+  /** The kernel's `entry_num` after the last {@linkcode Iommufd.invalidateRaw}. */
+  invalidateHandled = 0;
+  readonly #invalidateArgs = IommuHwptInvalidate.buffer();
 
   /** `IOMMU_IOAS_ALLOC`. */
   allocIoas(): Ioas {
@@ -343,7 +372,6 @@ export class Ioas extends IommufdObject {
  * once; {@linkcode InvalidationTarget.invalidateRaw} allocates nothing.
  */
 export class InvalidationTarget extends IommufdObject {
-  readonly #args = IommuHwptInvalidate.buffer();
   /** Entries the kernel reported handled by the last call (written back on success and on error). */
   handled = 0;
 
@@ -352,20 +380,9 @@ export class InvalidationTarget extends IommufdObject {
    * {@linkcode InvalidationTarget.handled} holds the kernel's entry_num. Never throws for a kernel error.
    */
   invalidateRaw(dataType: number, entries: Uint8Array, entryLen: number, count: number): number {
-    const a = this.#args;
-    a.view.setUint32(4, this.id, true);
-    a.view.setUint32(16, dataType, true);
-    a.view.setUint32(20, entryLen, true);
-    a.view.setUint32(24, count, true);
-    const r = this.iommufd.shim[IOCTL_WITH_POINTER](
-      this.iommufd.fd,
-      IOMMU_HWPT_INVALIDATE.request,
-      a.bytes,
-      8,
-      entries,
-    );
-    this.handled = a.view.getUint32(24, true);
-    return r < 0 ? r : 0;
+    const r = this.iommufd.invalidateRaw(this.id, dataType, entries, entryLen, count);
+    this.handled = this.iommufd.invalidateHandled;
+    return r;
   }
 
   /**

@@ -8,6 +8,6 @@ export * from "./iommufd.ts";
 export * from "./vfio.ts";
 export * from "./selftest.ts";
 export * from "./features.ts";
-export { KernelError, UnsupportedError } from "../core/errors.ts";
+export { KernelError, UnsupportedError } from "./errors.ts";
 export * from "./sysfs.ts";
 export * from "./streams.ts";

@@ -6,7 +6,7 @@
  * @module
  */
 import { IOCTL, IOCTL_WITH_POINTER } from "../../ffi/native.ts";
-import { KernelError } from "../core/errors.ts";
+import { KernelError } from "./errors.ts";
 import { type FaultQueue, type Hwpt, type Ioas, type Iommufd, IommufdObject } from "./iommufd.ts";
 import {
   HwptAllocFlags,

@@ -18,7 +18,7 @@
  *
  * @module
  */
-import { KernelError } from "../core/errors.ts";
+import { KernelError } from "./errors.ts";
 import type { FaultQueue, Veventq } from "./iommufd.ts";
 import type { IommuHwptPgfault } from "../uapi/mod.ts";
 

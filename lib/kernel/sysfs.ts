@@ -1,7 +1,8 @@
 /**
  * What the host offers, read from /dev and sysfs through the shim (Deno's own file APIs want `-A` for /sys and
  * /dev): the iommufd node, each VFIO device cdev with its PCI function, driver, IOMMU group and IOMMU, the legacy
- * VFIO group nodes and the IOMMUs the kernel registered. Read-only; nothing is opened for writing.
+ * VFIO group nodes and the IOMMUs the kernel registered. Read-only; nothing is opened for writing. The shim reads
+ * only these fixed places, by pattern (ffi/shim.c, "host discovery"): no path is chosen here.
  *
  * @example
  * ```ts
@@ -14,7 +15,7 @@
  *
  * @module
  */
-import type { NativeShim } from "../../ffi/native.ts";
+import { CDEV_ATTR, HOST_LIST, type NativeShim } from "../../ffi/native.ts";
 
 /** One VFIO device cdev (`/dev/vfio/devices/vfioN`) and what sysfs says of it. */
 export interface VfioCdevInfo {
@@ -44,50 +45,41 @@ export interface HostDescription {
   readonly iommus: readonly string[];
 }
 
-const basename = (p: string) => p.slice(p.lastIndexOf("/") + 1);
-
-/** Read the host's description. `root` prefixes every path (tests point it at a fake tree). */
-export function describeHost(shim: NativeShim, root = ""): HostDescription {
-  const list = (path: string) => {
-    const r = shim.listDir(root + path);
+/** Read the host's description (tests see a fake tree by running this in a mount namespace). */
+export function describeHost(shim: NativeShim): HostDescription {
+  const list = (which: number) => {
+    const r = shim.hostList(which);
     return typeof r === "number" ? [] : r.toSorted();
   };
-  const cdevs = list("/dev/vfio/devices").filter((n) => /^vfio\d+$/.test(n)).map((name): VfioCdevInfo => {
+  const cdevs = list(HOST_LIST.VFIO_CDEVS).map((name): VfioCdevInfo => {
+    const n = Number(name.slice(4));
     const unreadable: string[] = [];
-    const link = (path: string) => {
-      const r = shim.readlink(root + path);
-      if (typeof r === "number") {
-        unreadable.push(`${path}: errno ${-r}`);
-        return undefined;
-      }
-      return basename(r);
-    };
-    const text = (path: string) => {
-      const r = shim.readSmallFile(root + path, 256);
+    const attr = (which: number, path: string) => {
+      const r = shim.cdevAttr(n, which);
       if (typeof r === "number") {
         unreadable.push(`${path}: errno ${-r}`);
         return undefined;
       }
       return r.trim();
     };
-    const pci = link(`/sys/class/vfio-dev/${name}/device`);
+    const pci = attr(CDEV_ATTR.PCI, `/sys/class/vfio-dev/${name}/device`);
     const dev = `/sys/bus/pci/devices/${pci}`;
-    const group = pci ? link(`${dev}/iommu_group`) : undefined;
+    const group = pci ? attr(CDEV_ATTR.IOMMU_GROUP, `${dev}/iommu_group`) : undefined;
     return {
       cdev: `/dev/vfio/devices/${name}`,
       pci,
-      driver: pci ? link(`${dev}/driver`) : undefined,
+      driver: pci ? attr(CDEV_ATTR.DRIVER, `${dev}/driver`) : undefined,
       iommuGroup: group === undefined ? undefined : Number(group),
-      iommu: pci ? link(`${dev}/iommu`) : undefined,
-      vendor: pci ? text(`${dev}/vendor`) : undefined,
-      device: pci ? text(`${dev}/device`) : undefined,
+      iommu: pci ? attr(CDEV_ATTR.IOMMU, `${dev}/iommu`) : undefined,
+      vendor: pci ? attr(CDEV_ATTR.VENDOR, `${dev}/vendor`) : undefined,
+      device: pci ? attr(CDEV_ATTR.DEVICE, `${dev}/device`) : undefined,
       unreadable,
     };
   });
   return {
-    iommufd: list("/dev").includes("iommu"),
+    iommufd: shim.hasIommufd(),
     cdevs,
-    groups: list("/dev/vfio").filter((n) => /^\d+$/.test(n)).map(Number).toSorted((a, b) => a - b),
-    iommus: list("/sys/class/iommu"),
+    groups: list(HOST_LIST.VFIO_GROUPS).map(Number).toSorted((a, b) => a - b),
+    iommus: list(HOST_LIST.IOMMUS),
   };
 }

@@ -5,7 +5,7 @@
  * @module
  */
 import { IOCTL, type NativeShim } from "../../ffi/native.ts";
-import { KernelError } from "../core/errors.ts";
+import { KernelError } from "./errors.ts";
 import type { Iommufd } from "./iommufd.ts";
 import {
   VFIO_DEVICE_ATTACH_IOMMUFD_PT,

@@ -11,24 +11,25 @@
  * @module
  */
 import type { NativeShim } from "../../ffi/native.ts";
-import type { DrainReport, QueueTelemetry } from "../core/queue.ts";
-import type { DrainOutcome } from "../core/outcome.ts";
-import { type PasidOrRid, type Request, RequestError, type StageOneTable } from "../core/request.ts";
-import { type DeviceTelemetry, GuestIommu, type ViommuMode } from "../device/assigned.ts";
-import { type DevicePort, MockPort, VfioPort } from "../device/port.ts";
-import { KernelBackend } from "../backend/kernel.ts";
-import { KernelError, LimitError, UnsupportedError } from "../core/errors.ts";
-import { RelayQueue } from "../core/queue.ts";
-import { ModelIoas } from "../model/ioas.ts";
+import type { DrainReport, QueueTelemetry } from "../relay/queue.ts";
+import type { DrainOutcome } from "../relay/outcome.ts";
+import { type Request, RequestError } from "../request/request.ts";
+import { type AssignedDevice, type DeviceTelemetry, GuestIommu, type ViommuMode } from "../device/assigned.ts";
+import type { DeviceHost, DevicePort } from "../host/device_host.ts";
+import { MockPort, VfioPort } from "../host/ports.ts";
+import { KernelDeviceHost } from "../host/kernel_device_host.ts";
+import { ModelDeviceHost } from "../host/model_device_host.ts";
+import { KernelError, LimitError, UnsupportedError } from "../kernel/errors.ts";
+import { RelayQueue } from "../relay/queue.ts";
+import { ModelIoas } from "../shadow/model_ioas.ts";
 import { ShadowBackend } from "../shadow/backend.ts";
-import { ShadowGuest } from "../shadow/device.ts";
 import type { ShadowDomain, ShadowTelemetry } from "../shadow/domain.ts";
 import type { WalkFault } from "../shadow/walk.ts";
 import { KernelShadowIoas } from "../shadow/kernel_ioas.ts";
 import { Iommufd } from "../kernel/iommufd.ts";
 import type { Ioas } from "../kernel/iommufd.ts";
-import { ModelGuestIommu } from "../model/device.ts";
-import { ModelHost } from "../model/host.ts";
+import { ModelHost } from "../host/model.ts";
+import { Errno } from "../uapi/errno.ts";
 import { MockConstants } from "../uapi/mod.ts";
 
 /** The host device behind a plugin instance. */
@@ -59,32 +60,8 @@ export interface DeviceConfig {
   readonly shadow?: { readonly ram: Uint8Array };
 }
 
-/** What a device plugin needs from the device layer (kernel or in-process, nested or shadow). */
-export interface RelayDevice extends Disposable {
-  readonly domain: number;
-  /** "shadow" for shadow-mode devices; nested ones leave it unset. */
-  readonly mode?: "nested" | "shadow";
-  /** Shadow mode's counters (maps, unmaps, areas kept, walk faults), for shadow devices. */
-  readonly shadow?: ShadowTelemetry;
-  /** Shadow mode: subscribe to walk faults of the device's domain; returns the unsubscribe function. */
-  onShadowFault?(listener: (fault: WalkFault) => void): () => void;
-  readonly telemetry: DeviceTelemetry;
-  bind(pasid: PasidOrRid, table: StageOneTable): void;
-  unbind(pasid: PasidOrRid): unknown;
-  handle(request: Request): number | undefined;
-  boundTo(pasid: PasidOrRid): number | undefined;
-}
-
-interface Guest extends Disposable {
-  readonly queue: RelayQueue;
-}
-
-/** A guest vIOMMU: its nested device layer, and the shadow side sharing its queue. */
-interface GuestEntry {
-  readonly iommu: Guest;
-  readonly backend: ShadowBackend;
-  shadow?: ShadowGuest;
-}
+/** What a device plugin drives: one assigned device of the device layer (kernel or in-process, nested or shadow). */
+export type RelayDevice = AssignedDevice;
 
 /**
  * One VM's shared relay resources.
@@ -101,7 +78,8 @@ interface GuestEntry {
  * ```
  */
 export class RelayHost implements Disposable {
-  readonly #guests = new Map<string, GuestEntry>();
+  readonly #guests = new Map<string, GuestIommu>();
+  readonly #host: DeviceHost;
   #disposed = false;
 
   private constructor(
@@ -111,7 +89,9 @@ export class RelayHost implements Disposable {
     readonly iommufd: Iommufd | undefined,
     readonly ioas: Ioas | undefined,
     readonly viommuMode: ViommuMode | undefined,
-  ) {}
+  ) {
+    this.#host = model ? new ModelDeviceHost(model) : new KernelDeviceHost(iommufd!, ioas!);
+  }
 
   /** A VM on the in-process host (the default for scripted tests and the demo). */
   static inProcess(): RelayHost {
@@ -131,7 +111,7 @@ export class RelayHost implements Disposable {
 
   /** The relay queue of guest vIOMMU `name` (created on first use). */
   queue(name = "0"): RelayQueue {
-    return this.#guest(name).iommu.queue;
+    return this.#guest(name).queue;
   }
 
   /** The shadowed domain `domain` of guest vIOMMU `name`, if a shadow-mode device of it is assigned. */
@@ -139,85 +119,59 @@ export class RelayHost implements Disposable {
     return this.#guests.get(name)?.shadow?.domain(domain);
   }
 
-  #guest(name: string): GuestEntry {
+  #guest(name: string): GuestIommu {
     if (this.#disposed) throw new Error("the RelayHost was disposed");
     let g = this.#guests.get(name);
     if (!g) {
       // One queue per guest vIOMMU, whose backend also serves the guest's shadowed domains.
-      const backend = new ShadowBackend(this.model ?? new KernelBackend(this.iommufd!));
-      const queue = new RelayQueue(backend);
-      const iommu = this.model
-        ? new ModelGuestIommu(this.model, queue)
-        : new GuestIommu(this.iommufd!, this.ioas!, { viommu: this.viommuMode, queue });
-      g = { iommu, backend };
+      const queue = new RelayQueue(new ShadowBackend(this.#host.backend));
+      g = new GuestIommu(this.#host, { viommu: this.viommuMode, queue });
       this.#guests.set(name, g);
     }
     return g;
   }
 
+  /** The host port of a device source (the in-process host takes model devices; the kernel vfio or mock ones). */
+  #port(src: DeviceSource): DevicePort {
+    if (this.#host instanceof ModelDeviceHost) {
+      if (src.kind !== "model") throw new TypeError(`an in-process RelayHost takes model devices, not ${src.kind}`);
+      return this.#host.port();
+    }
+    if (src.kind === "model") throw new TypeError("a kernel RelayHost takes vfio or mock devices");
+    return src.kind === "vfio"
+      ? VfioPort.open(this.iommufd!.shim, this.iommufd!, src.path)
+      : MockPort.create(this.iommufd!, this.ioas!.id, src.pasid ? MockConstants.values.MOCK_FLAGS_DEVICE_PASID : 0);
+  }
+
   /** Assign a device (the plugin loader's job; a failed assignment leaves nothing behind). */
   assign(config: DeviceConfig): RelayDevice {
     const mode = config.mode ?? "auto";
-    if (mode === "shadow") return this.#assignShadow(config);
+    const guest = this.#guest(config.viommu ?? "0");
+    if (mode === "shadow") return this.#assignShadow(guest, config);
     try {
-      return this.#assignNested(config);
+      return guest.assign(this.#port(config.device), { domain: config.domain, virtId: config.virtId, ats: config.ats });
     } catch (e) {
       // No nesting parent for this device (QEMU's VT-d, older IOMMUs): shadow it, if the VMM gave its RAM.
-      const noNesting = (e instanceof KernelError && e.errno === 95) || e instanceof UnsupportedError;
-      if (mode === "auto" && config.shadow && noNesting) return this.#assignShadow(config);
+      const noNesting = (e instanceof KernelError && e.errno === Errno.values.EOPNOTSUPP) ||
+        e instanceof UnsupportedError;
+      if (mode === "auto" && config.shadow && noNesting) return this.#assignShadow(guest, config);
       throw e;
     }
   }
 
-  #assignShadow(config: DeviceConfig): RelayDevice {
+  #assignShadow(guest: GuestIommu, config: DeviceConfig): RelayDevice {
     const ram = config.shadow?.ram;
     if (!ram) throw new TypeError("shadow mode needs the guest's RAM (DeviceConfig.shadow.ram)");
-    const g = this.#guest(config.viommu ?? "0");
-    if (g.shadow && g.shadow.ram !== ram) throw new TypeError("all shadow-mode devices of a VM share one guest RAM");
     const model = this.model, iommufd = this.iommufd;
-    g.shadow ??= new ShadowGuest(g.backend, g.iommu.queue, ram, () => {
-      if (model) return { port: new ModelIoas() };
-      const ioas = iommufd!.allocIoas();
-      return { port: new KernelShadowIoas(ioas, ram), release: ioas, ioasId: ioas.id };
+    guest.enableShadow({
+      ram,
+      newSpace: () => {
+        if (model) return { port: new ModelIoas() };
+        const ioas = iommufd!.allocIoas();
+        return { port: new KernelShadowIoas(ioas, ram), release: ioas, ioasId: ioas.id };
+      },
     });
-    const src = config.device;
-    const space = g.shadow.space(config.domain);
-    if (model) {
-      if (src.kind !== "model") throw new TypeError(`an in-process RelayHost takes model devices, not ${src.kind}`);
-      return g.shadow.assign(config.domain, { [Symbol.dispose]() {} });
-    }
-    if (src.kind === "model") throw new TypeError("a kernel RelayHost takes vfio or mock devices");
-    let port: DevicePort;
-    try {
-      if (src.kind === "vfio") {
-        port = VfioPort.open(iommufd!.shim, iommufd!, src.path);
-        try {
-          port.attachRid(space.ioasId!);
-        } catch (e) {
-          port[Symbol.dispose]();
-          throw e;
-        }
-      } else port = MockPort.create(iommufd!, space.ioasId!, 0);
-    } catch (e) {
-      if (space.devices === 0) g.shadow.leave(config.domain); // nothing else uses the new space
-      throw e;
-    }
-    return g.shadow.assign(config.domain, port);
-  }
-
-  #assignNested(config: DeviceConfig): RelayDevice {
-    const g = this.#guest(config.viommu ?? "0").iommu;
-    const src = config.device;
-    if (g instanceof ModelGuestIommu) {
-      if (src.kind !== "model") throw new TypeError(`an in-process RelayHost takes model devices, not ${src.kind}`);
-      return g.assign({ domain: config.domain });
-    }
-    if (src.kind === "model") throw new TypeError("a kernel RelayHost takes vfio or mock devices");
-    const guest = g as GuestIommu;
-    const port = src.kind === "vfio"
-      ? VfioPort.open(this.iommufd!.shim, this.iommufd!, src.path)
-      : MockPort.create(this.iommufd!, this.ioas!.id, src.pasid ? MockConstants.values.MOCK_FLAGS_DEVICE_PASID : 0);
-    return guest.assign(port, { domain: config.domain, virtId: config.virtId, ats: config.ats });
+    return guest.assign(this.#port(config.device), { domain: config.domain, mode: "shadow" });
   }
 
   /** Dispose the vIOMMUs (and their devices), then the IOAS and the iommufd. */
@@ -227,10 +181,7 @@ export class RelayHost implements Disposable {
     const stack = new DisposableStack();
     if (this.iommufd) stack.use(this.iommufd);
     if (this.ioas) stack.use(this.ioas);
-    for (const g of this.#guests.values()) {
-      stack.use(g.iommu);
-      if (g.shadow) stack.use(g.shadow);
-    }
+    for (const g of this.#guests.values()) stack.use(g);
     stack.dispose();
   }
 }
@@ -389,13 +340,13 @@ class DevicePlugin implements RelayPlugin {
   }
 
   drain(): DrainReport {
-    const report = this.queue.drain();
+    const report = this.device.drain();
     this.#emit({ type: "drained", report });
     return report;
   }
 
   drainInto(out: DrainOutcome): DrainOutcome {
-    this.queue.drainInto(out);
+    this.device.drainInto(out);
     // The event carries a plain report: made only when someone listens.
     if (this.#listeners.size) this.#emit({ type: "drained", report: out.toReport() });
     return out;

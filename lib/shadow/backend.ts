@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { Backend, Format, InvalidateStatus } from "../backend/backend.ts";
+import type { Backend, Format, InvalidateStatus } from "../host/backend.ts";
 import { readShadowEntry } from "../compile/shadow.ts";
 import type { ShadowDomain } from "./domain.ts";
 

@@ -10,7 +10,7 @@
  * @example
  * ```ts
  * import { ShadowDomain } from "./domain.ts";
- * import { ModelIoas } from "../model/ioas.ts";
+ * import { ModelIoas } from "./model_ioas.ts";
  * const ram = new Uint8Array(1 << 20);
  * const v = new DataView(ram.buffer);
  * [[0x1000, 0x2000], [0x2000, 0x3000], [0x3000, 0x4000]].forEach(([t, n]) => v.setUint32(t, n | 3, true));

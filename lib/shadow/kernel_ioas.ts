@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { KernelError } from "../core/errors.ts";
+import { KernelError } from "../kernel/errors.ts";
 import type { Ioas } from "../kernel/iommufd.ts";
 import type { ShadowIoasPort } from "./domain.ts";
 

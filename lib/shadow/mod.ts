@@ -8,5 +8,4 @@ export * from "./walk.ts";
 export * from "./areas.ts";
 export * from "./domain.ts";
 export * from "./backend.ts";
-export * from "./device.ts";
 export * from "./kernel_ioas.ts";

@@ -15,12 +15,12 @@
  *
  * @module
  */
-import { guestMemoryOver } from "../core/memory.ts";
+import { guestMemoryOver } from "../memory/guest_memory.ts";
 import { type DeviceSource, RelayHost, type RelayPlugin, relayPlugin } from "../plugin/plugin.ts";
 import { type DoorbellResult, type GuestMemory, VtdInvalidationQueue } from "../frontends/vtd/queue.ts";
 import { vtdIotlb, vtdPasidCache, vtdPasidIotlb, vtdWait } from "../frontends/vtd/encode.ts";
 import { type ProdResult, SmmuCommandQueue, type SmmuQueueHooks } from "../frontends/smmuv3/cmdq.ts";
-import type { PasidOrRid } from "../core/request.ts";
+import type { PasidOrRid } from "../request/request.ts";
 
 const RAM = 1 << 22;
 const VTD_RING = 0x10_0000, SMMU_RING = 0x20_0000, STATUS = 0x30_0000;

@@ -9,11 +9,11 @@
  *
  * @module
  */
-import type { Backend, Format } from "../backend/backend.ts";
-import type { Binding } from "../core/queue.ts";
-import { RelayQueue } from "../core/queue.ts";
-import type { InvalidateRequest, PasidOrRid } from "../core/request.ts";
-import { ModelHost } from "../model/host.ts";
+import type { Backend, Format } from "../host/backend.ts";
+import type { Binding } from "../relay/queue.ts";
+import { RelayQueue } from "../relay/queue.ts";
+import type { InvalidateRequest, PasidOrRid } from "../request/request.ts";
+import { ModelHost } from "../host/model.ts";
 import { checkDrain, type CoverageProbe, replay } from "./replay.ts";
 import type { Workload } from "./workloads.ts";
 

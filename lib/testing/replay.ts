@@ -9,10 +9,10 @@
  *
  * @module
  */
-import type { RelayQueue } from "../core/queue.ts";
-import { type InvalidateRequest, PAGE_SPACE } from "../core/request.ts";
-import { PendingSet } from "../core/pending.ts";
-import type { ModelHost } from "../model/host.ts";
+import type { RelayQueue } from "../relay/queue.ts";
+import { type InvalidateRequest, PAGE_SPACE } from "../request/request.ts";
+import { PendingSet } from "../request/pending.ts";
+import type { ModelHost } from "../host/model.ts";
 import type { Workload } from "./workloads.ts";
 
 /** What a replay produced. */

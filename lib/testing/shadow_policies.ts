@@ -14,11 +14,11 @@
  *
  * @module
  */
-import { guestMemoryOver } from "../core/memory.ts";
+import { guestMemoryOver } from "../memory/guest_memory.ts";
 import { ShadowDomain } from "../shadow/domain.ts";
 import { walkRange } from "../shadow/walk.ts";
-import { ModelIoas } from "../model/ioas.ts";
-import { GuestPageTables } from "./page_tables.ts";
+import { ModelIoas } from "../shadow/model_ioas.ts";
+import { GuestPageTables } from "../shadow/page_tables.ts";
 import { prng } from "./workloads.ts";
 
 /** One guest DMA: map (pages → guest pages), invalidate, DMA, unmap, invalidate. */

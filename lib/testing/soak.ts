@@ -7,15 +7,17 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { soak } from "./soak.ts";
  * const r = soak({ ops: 20_000, seed: 1 });
- * console.log(r.violations.length, r.ops); // 0 20000
+ * assert.equal(r.violations.length, 0);
+ * assert.equal(r.ops, 20_000);
  * ```
  *
  * @module
  */
 import { RelayHost, type RelayPlugin, relayPlugin } from "../plugin/plugin.ts";
-import type { PasidOrRid, Request, Scope } from "../core/request.ts";
+import type { PasidOrRid, Request, Scope } from "../request/request.ts";
 import { prng } from "./workloads.ts";
 
 /** What a soak did. */
@@ -37,7 +39,21 @@ export interface SoakReport {
 
 const PASIDS: PasidOrRid[] = ["rid", 1, 2, 3, 5, 8, 13, 0xfffff];
 
-/** Run `ops` operations over `devices` devices (default 4). */
+/** One device's requests since its previous drain. */
+interface DeviceLedger {
+  /** Invalidations not yet seen complete on the host: what each must reach. */
+  unverified: { seq: number; targets: number[]; pages: number[] }[];
+  /** Invalidations that were sent but did not reach the host: each must be reported failed at the owner's drain. */
+  mustFail: Set<number>;
+  waits: number[];
+  seqs: Set<number>;
+}
+
+/**
+ * Run `ops` operations over `devices` devices (default 4). Nothing is drained for the checker's convenience: binds
+ * and unbinds are the barriers they are, each device drains when the random stream says so, and the invariants are
+ * checked per owner — another device's barrier or drain must never take a device's outcome.
+ */
 export function soak(opts: { ops: number; seed: number; devices?: number }): SoakReport {
   const rnd = prng(opts.seed);
   using host = RelayHost.inProcess();
@@ -45,46 +61,70 @@ export function soak(opts: { ops: number; seed: number; devices?: number }): Soa
   const queue = host.queue();
   const n = opts.devices ?? 4;
   const devs: RelayPlugin[] = [];
-  for (let d = 1; d <= n; d++) devs.push(relayPlugin.create(host, { domain: d, device: { kind: "model" } }));
+  const ledgers = new Map<RelayPlugin, DeviceLedger>();
+  for (let d = 1; d <= n; d++) {
+    const dev = relayPlugin.create(host, { domain: d, device: { kind: "model" } });
+    devs.push(dev);
+    ledgers.set(dev, { unverified: [], mustFail: new Set(), waits: [], seqs: new Set() });
+  }
   const bound = new Map<string, number>(); // `${domain}/${pasid}` → table number
   const violations: string[] = [];
   const violate = (s: string) => violations.length < 20 && violations.push(s);
-  /** Since the last drain: what each invalidation must have reached, by sequence number. */
-  let expected: { seq: number; targets: number[]; pages: number[] }[] = [];
-  let waitsSince: number[] = [];
-  let seqs: number[] = [];
   let invalidations = 0, waits = 0, drains = 0, injected = 0, reported = 0, pagesChecked = 0;
   const heap: number[] = [];
   const gc = (globalThis as { gc?: () => void }).gc;
-  const check = (dev: RelayPlugin) => {
+  /**
+   * Everything pending was just sent (a drain or a barrier): every device's invalidations are on the host now, or
+   * must be reported failed to their owner.
+   */
+  const sent = () => {
+    for (const ledger of ledgers.values()) {
+      for (const e of ledger.unverified) {
+        let ok = true;
+        for (const t of e.targets) {
+          for (const p of e.pages) {
+            pagesChecked++;
+            if (!model.covered(t, p)) ok = false;
+          }
+        }
+        if (!ok) ledger.mustFail.add(e.seq);
+      }
+      ledger.unverified = [];
+    }
+    model.resetCoverage();
+  };
+  const drain = (dev: RelayPlugin) => {
     const r = dev.drain();
     drains++;
+    sent();
+    const ledger = ledgers.get(dev)!;
     const failed = new Set<number>();
     for (const f of r.failures) {
       if (failed.has(f.seq)) violate(`seq ${f.seq} reported failed twice`);
       failed.add(f.seq);
-      if (!seqs.includes(f.seq)) violate(`failure for unknown seq ${f.seq}`);
+      if (!ledger.seqs.has(f.seq)) violate(`device ${dev.config.domain} told of seq ${f.seq}, not its own`);
+    }
+    for (const seq of ledger.mustFail) {
+      if (!failed.has(seq)) violate(`device ${dev.config.domain}: seq ${seq} missed the host and was not reported`);
     }
     reported += failed.size;
-    for (const e of expected) {
-      if (failed.has(e.seq)) continue;
-      for (const t of e.targets) {
-        for (const p of e.pages) {
-          pagesChecked++;
-          if (!model.covered(t, p)) violate(`seq ${e.seq}: page ${p} of target ${t} not invalidated`);
-        }
-      }
+    if (r.waits.length !== ledger.waits.length) {
+      violate(`device ${dev.config.domain}: ${r.waits.length} waits resolved, ${ledger.waits.length} queued`);
     }
-    if (r.waits.length !== waitsSince.length) violate(`${r.waits.length} waits resolved, ${waitsSince.length} queued`);
     for (const w of r.waits) {
+      if (!ledger.seqs.has(w.seq)) violate(`device ${dev.config.domain} got wait ${w.seq}, not its own`);
       const failedBefore = [...failed].some((s) => s < w.seq);
       if (w.ok === failedBefore) violate(`wait ${w.seq} ok=${w.ok} but failed-before=${failedBefore}`);
     }
-    expected = [];
-    waitsSince = [];
-    seqs = [];
-    model.resetCoverage();
-    model.calls.length = 0; // the in-process host's call log is a test aid, not relay state: keep it from growing
+    ledger.mustFail.clear();
+    ledger.waits = [];
+    ledger.seqs.clear();
+  };
+  /** A bind or unbind: a barrier when it changes anything (the queue counts its barriers). */
+  const change = (dev: RelayPlugin, request: Request) => {
+    const before = queue.telemetry.barriers;
+    dev.submit(request);
+    if (queue.telemetry.barriers !== before) sent();
   };
   for (let op = 0; op < opts.ops; op++) {
     if (op % Math.max(1, Math.floor(opts.ops / 10)) === 0) {
@@ -92,14 +132,13 @@ export function soak(opts: { ops: number; seed: number; devices?: number }): Soa
       heap.push(Number((Deno.memoryUsage().heapUsed / 2 ** 20).toFixed(1)));
     }
     const dev = devs[rnd(n)];
+    const ledger = ledgers.get(dev)!;
     const domain = dev.config.domain;
     const k = rnd(100);
     if (k < 6) {
-      // Bind or rebind (a barrier: check what came before first).
-      check(dev);
       const pasid = PASIDS[rnd(PASIDS.length)];
       const table = rnd(6);
-      dev.submit({
+      change(dev, {
         op: "bind",
         domain,
         pasid,
@@ -107,9 +146,8 @@ export function soak(opts: { ops: number; seed: number; devices?: number }): Soa
       });
       bound.set(`${domain}/${pasid}`, table);
     } else if (k < 9) {
-      check(dev);
       const pasid = PASIDS[rnd(PASIDS.length)];
-      dev.submit({ op: "unbind", domain, pasid });
+      change(dev, { op: "unbind", domain, pasid });
       bound.delete(`${domain}/${pasid}`);
     } else if (k < 75) {
       const pasid = PASIDS[rnd(PASIDS.length)];
@@ -132,16 +170,19 @@ export function soak(opts: { ops: number; seed: number; devices?: number }): Soa
         model.inject.push({ targetId: reach[0].targetId, atEntry: 0, errno: rnd(2) ? 22 : 16 });
         injected++;
       }
+      const before = queue.telemetry.thresholdDrains;
       const seq = dev.submit(request)!;
-      seqs.push(seq);
+      ledger.seqs.add(seq);
       invalidations++;
-      expected.push({ seq, targets: [...new Set(reach.map((b) => b.targetId))], pages: sample });
+      ledger.unverified.push({ seq, targets: [...new Set(reach.map((b) => b.targetId))], pages: sample });
+      if (queue.telemetry.thresholdDrains !== before) sent();
     } else if (k < 95) {
-      waitsSince.push(dev.submit({ op: "sync" })!);
-      seqs.push(waitsSince.at(-1)!);
+      const seq = dev.submit({ op: "sync" })!;
+      ledger.waits.push(seq);
+      ledger.seqs.add(seq);
       waits++;
     } else {
-      check(dev);
+      drain(dev);
     }
     if (k < 9) {
       // PASID table consistency: the queue's view equals the guest's after every bind and unbind.
@@ -152,7 +193,7 @@ export function soak(opts: { ops: number; seed: number; devices?: number }): Soa
       }
     }
   }
-  check(devs[0]);
+  for (const d of devs) drain(d);
   for (const d of devs) d[Symbol.dispose]();
   model.inject.length = 0;
   return {

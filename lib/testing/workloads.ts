@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { Request } from "../core/request.ts";
+import type { Request } from "../request/request.ts";
 
 /** One doorbell: a vCPU wrote some descriptors and rang. */
 export interface Doorbell {

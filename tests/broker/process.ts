@@ -1,5 +1,5 @@
 // `cli.ts serve` as a subprocess for the tests that talk to a broker (tests/broker, tests/cli_test.ts and, inside the
-// test VM, tests/kernel/broker_test.ts): started with exactly the flags a test grants, awaited until it says `until`.
+// test VM, kernel-suite/broker_test.ts): started with exactly the flags a test grants, awaited until it says `until`.
 const cli = new URL("../../cli.ts", import.meta.url).pathname;
 
 /** A running broker: its process, its stdout reader (already past `until`), and a clean stop. */

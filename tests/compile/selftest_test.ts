@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { PendingSet } from "../../lib/core/pending.ts";
+import { PendingSet } from "../../lib/request/pending.ts";
 import { EntryWriter } from "../../lib/compile/entries.ts";
 import { compileSelftest, selftestSlot } from "../../lib/compile/selftest.ts";
 import { IommuHwptInvalidateSelftest } from "../../lib/uapi/mod.ts";

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { PendingSet } from "../../lib/core/pending.ts";
+import { PendingSet } from "../../lib/request/pending.ts";
 import { EntryWriter } from "../../lib/compile/entries.ts";
 import { compileSmmuv3, decodeSmmuTlbi, SmmuOpcode, type SmmuUnit } from "../../lib/compile/smmuv3.ts";
 

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { PendingSet } from "../../lib/core/pending.ts";
+import { PendingSet } from "../../lib/request/pending.ts";
 import { EntryWriter } from "../../lib/compile/entries.ts";
 import { compileVtd } from "../../lib/compile/vtd.ts";
 import { IommuHwptVtdS1Invalidate } from "../../lib/uapi/mod.ts";

@@ -5,7 +5,7 @@ import {
   encodeSvmBind2017,
   encodeTlbInvalidate2017,
 } from "../../lib/compile/wire2017.ts";
-import { type InvalidateRequest, PAGE_SPACE, RequestError } from "../../lib/core/request.ts";
+import { type InvalidateRequest, PAGE_SPACE, RequestError } from "../../lib/request/request.ts";
 import { UapiError, VFIO_IOMMU_SVM_BIND_TASK, VFIO_IOMMU_TLB_INVALIDATE } from "../../lib/uapi/mod.ts";
 
 Deno.test("wire2017: the posted layout — scope PASID 1<<0, VADDR 1<<1; byte vaddr/size; ioctls VFIO_BASE + 22/23", () => {

@@ -1,13 +1,14 @@
 // The device layer's SMMUv3 path (no kernel here can run SMMUv3 nesting): a GuestIommu in vIOMMU mode over a
 // recording stand-in for the iommufd objects and a recording device port, with the in-process host behind the
-// queue. The selftest vIOMMU path of the same code runs against the real kernel in tests/kernel/device_test.ts.
+// queue. The selftest vIOMMU path of the same code runs against the real kernel in kernel-suite/device_test.ts.
 import assert from "node:assert/strict";
-import { RelayQueue } from "../../lib/core/queue.ts";
+import { RelayQueue } from "../../lib/relay/queue.ts";
 import { GuestIommu } from "../../lib/device/assigned.ts";
-import type { DevicePort } from "../../lib/device/port.ts";
+import { KernelDeviceHost } from "../../lib/host/kernel_device_host.ts";
+import type { DevicePort } from "../../lib/host/device_host.ts";
 import type { Iommufd } from "../../lib/kernel/iommufd.ts";
-import { UnsupportedError } from "../../lib/core/errors.ts";
-import { ModelHost } from "../../lib/model/host.ts";
+import { UnsupportedError } from "../../lib/kernel/errors.ts";
+import { ModelHost } from "../../lib/host/model.ts";
 import { HwInfoType, HwptDataType, ViommuType } from "../../lib/uapi/mod.ts";
 
 function fakes(host: ModelHost) {
@@ -26,6 +27,7 @@ function fakes(host: ModelHost) {
   v.setUint32(12, 20 << 6, true); // IDR1: SSIDSIZE 20
   v.setUint32(20, 1 << 10, true); // IDR3: RIL
   const iommufd = {
+    invalidateRaw: () => 0,
     getHwInfo: () => ({
       type: HwInfoType.values.IOMMU_HW_INFO_TYPE_ARM_SMMUV3,
       data: idr,
@@ -67,7 +69,7 @@ Deno.test("device (SMMUv3): STE on the RID, PASIDs as CFGI_CD, TLBIs with the CD
   const { iommufd, port, log } = fakes(host);
   const viommuMode = { type: ViommuType.values.IOMMU_VIOMMU_TYPE_ARM_SMMUV3, format: "smmuv3" as const };
   {
-    using guest = new GuestIommu(iommufd, { id: 1 } as never, {
+    using guest = new GuestIommu(new KernelDeviceHost(iommufd, { id: 1 } as never), {
       queue: new RelayQueue(host, { smmuRil: true }),
       viommu: viommuMode,
     });

@@ -1,6 +1,6 @@
 // The mini-VMM on the in-process host, its guest code against guest.S, and what a hostile guest gets.
 // The KVM vCPU runs here where this machine's /dev/kvm opens; the kernel host is tested in
-// tests/kernel/mini_vmm_test.ts, where the test VM's KVM runs the same guest against iommufd.
+// kernel-suite/mini_vmm_test.ts, where the test VM's KVM runs the same guest against iommufd.
 import assert from "node:assert/strict";
 import { NativeShim } from "../../ffi/native.ts";
 import { RelayHost } from "../../lib/plugin/plugin.ts";
@@ -9,7 +9,7 @@ import { buildWorkload, spinningWorkload } from "../../examples/mini-vmm/script.
 import { runMiniVmm } from "../../examples/mini-vmm/vmm.ts";
 
 const shim = await NativeShim.load();
-const root = new URL("../../", import.meta.url).pathname;
+const root = new URL("../..", import.meta.url).pathname;
 
 async function have(cmd: string): Promise<boolean> {
   try {

@@ -1,5 +1,7 @@
+// The shim's own rules (ffi/shim.c), from the library's side; tests/sandbox_test.ts tries them as an attacker would.
 import assert from "node:assert/strict";
 import {
+  FD_KIND,
   IOCTL,
   IOCTL_LOOP,
   IOCTL_WITH_POINTER,
@@ -7,12 +9,19 @@ import {
   NO_POINTER,
   POLL,
   ShimClosedError,
+  ShimRefusedError,
 } from "../../ffi/native.ts";
+import { IOMMU_TEST_CMD, IOMMUFD_UAPI, KVM_UAPI, KvmUserspaceMemoryRegion, VFIO_UAPI } from "../../lib/uapi/mod.ts";
 
-const ENOENT = 2, EBADF = 9, EINVAL = 22, ENOTTY = 25, E2BIG = 7;
+const EINVAL = 22, EINTR = 4;
 const TCGETS = 0x5401;
 const KVM_GET_API_VERSION = 0xae00;
+const KVM_CREATE_VM = 0xae01;
 const KVM_CHECK_EXTENSION = 0xae03;
+const KVM_GET_VCPU_MMAP_SIZE = 0xae04;
+const KVM_CREATE_VCPU = 0xae41;
+const KVM_SET_USER_MEMORY_REGION = KVM_UAPI.ioctls.find((i) => i.name === "KVM_SET_USER_MEMORY_REGION")!.request;
+const KVM_RUN = 0xae80;
 const KVM_GET_MSR_INDEX_LIST = 0xc004ae02; // _IOWR: above 2^31
 const shim = await NativeShim.load();
 // Opened through the shim, as the library does: Deno's own fs APIs (even Deno.statSync) need --allow-all for a device
@@ -21,167 +30,189 @@ const kvmProbe = shim.open("/dev/kvm");
 const hasKvm = kvmProbe >= 0;
 if (hasKvm) shim.close(kvmProbe);
 const noKvm = `skipped: /dev/kvm does not open on this machine (errno ${-kvmProbe})`;
+if (!hasKvm) console.log(`KVM tests ${noKvm}`);
 
-Deno.test("shim: open of a missing path is -ENOENT", () => {
-  assert.equal(shim.open("/nonexistent/iommu-relay"), -ENOENT);
+/** Assert `f` throws the shim's refusal with `errnoName`. */
+function refused(f: () => unknown, errnoName: "EPERM" | "EACCES" | "EBADF", operation?: RegExp): void {
+  assert.throws(f, (e) => {
+    assert.ok(e instanceof ShimRefusedError, `expected a ShimRefusedError, got ${e}`);
+    assert.equal(e.errnoName, errnoName, e.message);
+    if (operation) assert.match(e.operation, operation);
+    return true;
+  });
+}
+
+Deno.test("shim: open refuses every path but a relay's device nodes, each with EACCES", () => {
+  for (
+    const path of [
+      "/etc/shadow",
+      "/dev/null",
+      "/dev/mem",
+      "/dev/vfio/vfio",
+      "/dev/vfio/7",
+      "/dev/vfio/devices/vfio01", // not how the kernel names a cdev
+      "/dev/vfio/devices/vfio-1",
+      "/dev/../dev/kvm",
+      "/dev//kvm",
+      "dev/kvm",
+      "/proc/self/mem",
+    ]
+  ) refused(() => shim.open(path), "EACCES", /^open /);
+  // A path with a NUL is refused before the shim sees it (not truncated to /dev/kvm).
+  assert.equal(shim.open("/dev/kvm\0/etc/shadow"), -EINVAL);
 });
 
-Deno.test("shim: ioctl on /dev/null is -ENOTTY, and on a closed fd -EBADF", () => {
-  const fd = shim.open("/dev/null");
-  assert.ok(fd >= 0);
-  assert.equal(shim[IOCTL](fd, TCGETS, new Uint8Array(64)), -ENOTTY);
-  assert.equal(shim.close(fd), 0);
-  assert.equal(shim[IOCTL](fd, TCGETS, new Uint8Array(64)), -EBADF);
-  assert.equal(shim.close(fd), -EBADF);
+Deno.test("shim: a missing relay device node is the kernel's ENOENT, not a refusal", () => {
+  const r = shim.open("/dev/vfio/devices/vfio987654");
+  assert.equal(r, -2);
+});
+
+Deno.test("shim: fds the shim does not hold are refused with EBADF for every operation", () => {
+  for (const fd of [0, 1, 2, -1, 65535, 1 << 20]) {
+    refused(() => shim[IOCTL](fd, KVM_GET_API_VERSION, null), "EBADF", /^ioctl 0xae00 on fd/);
+    refused(() => shim.read(fd, new Uint8Array(8)), "EBADF");
+    refused(() => shim.write(fd, new Uint8Array(8)), "EBADF");
+    refused(() => shim.close(fd), "EBADF");
+    if (fd !== -1) refused(() => shim.poll(fd, POLL.IN, 0), "EBADF");
+  }
+  refused(() => shim[IOCTL_LOOP](0, TCGETS, new Uint8Array(64), NO_POINTER, null, 1), "EBADF");
+});
+
+Deno.test("shim: the allow-list is per fd kind — every ioctl the library makes is on its kind's list and no other", () => {
+  const lists: [number, number[]][] = [
+    [FD_KIND.IOMMUFD, [...IOMMUFD_UAPI.ioctls.map((i) => i.request), IOMMU_TEST_CMD.request]],
+    [FD_KIND.VFIO_CDEV, VFIO_UAPI.ioctls.map((i) => i.request)],
+    [FD_KIND.KVM, [KVM_GET_API_VERSION, KVM_CREATE_VM, KVM_CHECK_EXTENSION, KVM_GET_VCPU_MMAP_SIZE]],
+    [FD_KIND.KVM_VM, [KVM_CHECK_EXTENSION, KVM_CREATE_VCPU, KVM_SET_USER_MEMORY_REGION]],
+    [
+      FD_KIND.KVM_VCPU,
+      KVM_UAPI.ioctls.filter((i) => /^KVM_(RUN|[GS]ET_S?REGS)$/.test(i.name)).map((i) => i.request),
+    ],
+    [FD_KIND.FAULT_QUEUE, []],
+    [FD_KIND.VEVENTQ, []],
+    [FD_KIND.TEST_ACCESS, []],
+  ];
+  const every = new Set(lists.flatMap(([, l]) => l).concat([TCGETS, KVM_GET_MSR_INDEX_LIST, 0x3b00 | 0x82]));
+  for (const [kind, allowed] of lists) {
+    for (const request of every) {
+      assert.equal(
+        shim.policyAllows(kind, request),
+        allowed.includes(request),
+        `kind ${kind}, request 0x${request.toString(16)}`,
+      );
+    }
+  }
+  // iommufd and VFIO share the type byte ';': the list is per kind, not per type.
+  assert.equal(shim.policyAllows(FD_KIND.VFIO_CDEV, IOMMUFD_UAPI.ioctls[0].request), false);
 });
 
 Deno.test({
-  name: "shim: KVM_GET_API_VERSION on /dev/kvm is 12",
+  name: "shim: on /dev/kvm only the listed requests reach the kernel; a foreign one is EPERM",
   ignore: !hasKvm,
   fn() {
     const fd = shim.open("/dev/kvm");
-    assert.ok(fd >= 0, `open /dev/kvm: ${fd}`);
     try {
       assert.equal(shim[IOCTL](fd, KVM_GET_API_VERSION, null), 12);
       assert.equal(shim[IOCTL_LOOP](fd, KVM_CHECK_EXTENSION, null, NO_POINTER, null, 100), 0);
+      refused(() => shim[IOCTL](fd, TCGETS, new Uint8Array(64)), "EPERM", /^ioctl 0x5401 on fd/);
+      refused(() => shim[IOCTL](fd, KVM_GET_MSR_INDEX_LIST, new Uint8Array(4)), "EPERM", /0xc004ae02/);
+      refused(() => shim[IOCTL](fd, KVM_RUN, null), "EPERM"); // a vCPU's request, not the system fd's
+      // Not a fault queue: no read, no write; poll is allowed on any fd the shim holds.
+      refused(() => shim.read(fd, new Uint8Array(8)), "EPERM");
+      refused(() => shim.write(fd, new Uint8Array(8)), "EPERM");
+      assert.ok(shim.poll(fd, POLL.IN, 0) >= 0);
     } finally {
       shim.close(fd);
     }
+    // Closed: gone from the table.
+    refused(() => shim[IOCTL](fd, KVM_GET_API_VERSION, null), "EBADF");
   },
 });
-if (!hasKvm) console.log(`KVM tests ${noKvm}`);
 
 Deno.test({
-  name: "shim: a request above 2^31 reaches the kernel intact (KVM_GET_MSR_INDEX_LIST writes nmsrs back)",
+  name: "shim: a VM and vCPU fd join the table; pointers, sizes and the kvm_run mapping are the shim's",
   ignore: !hasKvm,
   fn() {
-    const fd = shim.open("/dev/kvm");
+    const kvm = shim.open("/dev/kvm");
+    const vm = shim[IOCTL](kvm, KVM_CREATE_VM, null);
+    assert.ok(vm >= 0, `KVM_CREATE_VM: ${vm}`);
+    const size = shim[IOCTL](kvm, KVM_GET_VCPU_MMAP_SIZE, null);
+    const memory = shim.alignedBuffer(0x10000);
     try {
-      const arg = new Uint8Array(4); // nmsrs = 0: the kernel answers E2BIG and stores the real count
-      assert.equal(shim[IOCTL](fd, KVM_GET_MSR_INDEX_LIST, arg), -E2BIG);
-      assert.ok(new DataView(arg.buffer).getUint32(0, true) > 0);
+      refused(() => shim[IOCTL](vm, KVM_GET_API_VERSION, null), "EPERM"); // the system fd's request
+      // A user pointer the caller wrote itself is refused: only the shim stores one, of a buffer it was given.
+      const region = KvmUserspaceMemoryRegion.buffer().setU64("memory_size", 0x10000);
+      region.view.setBigUint64(24, 0x7f00_0000_0000n, true);
+      refused(() => shim[IOCTL](vm, KVM_SET_USER_MEMORY_REGION, region.bytes), "EPERM");
+      region.view.setBigUint64(24, 0n, true);
+      // memory_size larger than the buffer given: the kernel would map what lies past it.
+      region.setU64("memory_size", 0x20000);
+      refused(() => shim[IOCTL_WITH_POINTER](vm, KVM_SET_USER_MEMORY_REGION, region.bytes, 24, memory), "EPERM");
+      // The pointer at another offset than the request's pointer field.
+      region.setU64("memory_size", 0x10000);
+      refused(() => shim[IOCTL_WITH_POINTER](vm, KVM_SET_USER_MEMORY_REGION, region.bytes, 8, memory), "EPERM");
+      // An argument shorter than the struct the kernel reads and writes.
+      refused(() => shim[IOCTL](vm, KVM_SET_USER_MEMORY_REGION, new Uint8Array(16)), "EPERM");
+      assert.equal(shim[IOCTL_WITH_POINTER](vm, KVM_SET_USER_MEMORY_REGION, region.bytes, 24, memory), 0);
+      // The address the shim stored never reaches JavaScript.
+      assert.equal(region.view.getBigUint64(24, true), 0n);
+
+      const vcpu = shim[IOCTL](vm, KVM_CREATE_VCPU, null);
+      assert.ok(vcpu >= 0, `KVM_CREATE_VCPU: ${vcpu}`);
+      const run = shim.sharedAlignedBuffer(size);
+      refused(() => shim.mapFixed(shim.sharedAlignedBuffer(size + 4096), vcpu, 0), "EPERM"); // not the kernel's size
+      refused(() => shim.mapFixed(run, vcpu, 1), "EPERM"); // not offset 0
+      refused(() => shim.mapFixed(run, vm, 0), "EPERM"); // not a vCPU
+      assert.equal(shim.mapFixed(shim.sharedAlignedBuffer(size + 4096).subarray(8, 8 + size), vcpu, 0), -EINVAL);
+      assert.equal(shim.mapFixed(run, vcpu, 0), 0);
+      refused(() => shim.unmapFixed(run.subarray(0, 4096)), "EPERM"); // only exactly the mapped window
+      refused(() => shim.unmapFixed(memory.subarray(0, size)), "EPERM");
+      assert.equal(shim.unmapFixed(run), 0);
+      refused(() => shim.unmapFixed(run), "EPERM"); // once
+      assert.equal(shim.close(vcpu), 0);
     } finally {
-      shim.close(fd);
+      shim.close(vm);
+      shim.close(kvm);
     }
   },
-});
-
-Deno.test("shim: the pointer-patching ioctl stores the second buffer's address at the offset", () => {
-  const fd = shim.open("/dev/null");
-  try {
-    const arg = new Uint8Array(32).fill(0xee);
-    const second = new Uint8Array(16);
-    assert.equal(shim[IOCTL_WITH_POINTER](fd, TCGETS, arg, 8, second), -ENOTTY);
-    const expected = new Uint8Array(8);
-    shim.testAddressOf(second, expected);
-    assert.notDeepEqual(expected, new Uint8Array(8));
-    assert.deepEqual(arg.subarray(8, 16), expected);
-    assert.deepEqual(arg.subarray(0, 8), new Uint8Array(8).fill(0xee)); // nothing else touched
-    assert.deepEqual(arg.subarray(16), new Uint8Array(16).fill(0xee));
-    // A pointer that would not fit is refused before any store or syscall.
-    assert.equal(shim[IOCTL_WITH_POINTER](fd, TCGETS, arg, 25, second), -EINVAL);
-    assert.equal(shim[IOCTL_LOOP](fd, TCGETS, arg, 30, second, 1), -EINVAL);
-  } finally {
-    shim.close(fd);
-  }
-});
-
-Deno.test("shim: read, write and poll on fds", () => {
-  const fd = shim.open("/dev/zero");
-  try {
-    const buf = new Uint8Array(40).fill(7);
-    assert.equal(shim.read(fd, buf), 40);
-    assert.deepEqual(buf, new Uint8Array(40));
-    assert.equal(shim.write(fd, buf), 40);
-    assert.equal(shim.poll(fd, POLL.IN, 0) & POLL.IN, POLL.IN);
-  } finally {
-    shim.close(fd);
-  }
-  assert.equal(shim.read(-1, new Uint8Array(1)), -EBADF);
-});
-
-Deno.test("shim: nonblocking poll runs off the event loop and returns revents", async () => {
-  const fd = shim.open("/dev/null");
-  try {
-    assert.equal((await shim.pollAsync(fd, POLL.OUT, 100)) & POLL.OUT, POLL.OUT);
-  } finally {
-    shim.close(fd);
-  }
-});
-
-Deno.test("shim: the in-process C loop reports a failing ioctl", () => {
-  const fd = shim.open("/dev/null");
-  try {
-    assert.equal(shim[IOCTL_LOOP](fd, TCGETS, new Uint8Array(64), NO_POINTER, null, 10), -ENOTTY);
-    assert.equal(shim[IOCTL_LOOP](fd, TCGETS, null, NO_POINTER, null, 0), 0);
-  } finally {
-    shim.close(fd);
-  }
 });
 
 Deno.test("shim: a closed library refuses calls instead of crashing; closing twice is harmless", async () => {
   const other = await NativeShim.load(shim.path);
   other[Symbol.dispose]();
   assert.ok(other.closed);
-  assert.throws(() => other.open("/dev/null"), ShimClosedError);
+  assert.throws(() => other.open("/dev/kvm"), ShimClosedError);
   other[Symbol.dispose]();
   // The first handle is unaffected: dlopen handles are reference-counted.
-  assert.ok(shim.open("/dev/null") >= 0);
-});
-
-Deno.test("shim: a path with an embedded NUL is refused, not truncated", () => {
-  assert.equal(shim.open("/dev/null\0/etc/shadow"), -EINVAL);
+  assert.equal(shim.testEchoRequest(7), 7);
 });
 
 Deno.test("shim: request numbers above 2^31 cross FFI unchanged", () => {
-  const out = new Uint8Array(4);
   for (const request of [KVM_GET_MSR_INDEX_LIST, 0xffff_ffff, 0x8000_0000, 0x2000_3b8d]) {
-    shim.testEchoRequest(request, out);
-    assert.equal(new DataView(out.buffer).getUint32(0, true), request);
+    assert.equal(shim.testEchoRequest(request), request);
   }
 });
 
-Deno.test("shim: aligned windows start on the boundary the shim computes", () => {
-  for (const align of [8, 4096, 65536]) {
+Deno.test("shim: aligned windows start on the boundary the shim computes, up to 2 MiB", () => {
+  for (const align of [8, 4096, 65536, 2 << 20]) {
     const buf = shim.alignedBuffer(100, align);
     assert.equal(buf.byteLength, 100);
     assert.equal(shim.alignOffset(buf, align), 0);
   }
   assert.equal(shim.alignOffset(new Uint8Array(8), 3), -EINVAL);
+  assert.equal(shim.alignOffset(new Uint8Array(8), 4 << 20), -EINVAL);
   assert.throws(() => shim.alignedBuffer(8, 0), RangeError);
 });
 
-Deno.test("shim: mapFixed puts a file's pages over a shared window, unmapFixed gives zeroed memory back", async () => {
-  const file = await Deno.makeTempFile();
-  try {
-    await Deno.writeFile(file, new Uint8Array(8192).fill(7));
-    const fd = shim.open(file);
-    assert.ok(fd >= 0);
-    const window = shim.sharedAlignedBuffer(8192);
-    assert.ok(window.buffer instanceof SharedArrayBuffer);
-    assert.equal(shim.mapFixed(window, fd, 0), 0);
-    assert.deepEqual([window[0], window[8191]], [7, 7]);
-    window[5] = 42; // MAP_SHARED: the write reaches the file
-    assert.equal(shim.unmapFixed(window), 0);
-    assert.deepEqual([window[0], window[5]], [0, 0]);
-    shim.close(fd);
-    assert.equal((await Deno.readFile(file))[5], 42);
-    // Misaligned or partial-page windows are refused before mmap.
-    assert.equal(shim.mapFixed(window.subarray(1, 4097), fd, 0), -EINVAL);
-    assert.equal(shim.mapFixed(window.subarray(0, 100), fd, 0), -EINVAL);
-    assert.equal(shim.unmapFixed(window.subarray(8, 4104)), -EINVAL);
-  } finally {
-    await Deno.remove(file);
-  }
-});
-
-Deno.test("shim: a kick interrupts a blocking call in another thread with EINTR", async () => {
-  assert.equal(shim.kickSetup(10), 0);
+Deno.test("shim: a kick interrupts a registered thread's blocking call with EINTR; an unregistered thread is refused", async () => {
+  // Not registered: neither this thread nor a made-up id.
+  refused(() => shim.kick(1), "EPERM", /^kick thread 1$/);
+  refused(() => shim.kick(Deno.pid), "EPERM");
   const source = `
     import { NativeShim } from ${JSON.stringify(new URL("../../ffi/native.ts", import.meta.url).href)};
     self.onmessage = (e) => {
       const s = NativeShim.loadSync(e.data);
-      self.postMessage({ tid: s.gettid() });
+      self.postMessage({ tid: s.registerKickTarget() });
       self.postMessage({ result: s.poll(-1, 1, -1) }); // no fd, no timeout: only a signal ends it
       s[Symbol.dispose]();
     };`;
@@ -192,9 +223,9 @@ Deno.test("shim: a kick interrupts a blocking call in another thread with EINTR"
       let timer: ReturnType<typeof setInterval> | undefined;
       worker.onmessage = (e) => {
         if (e.data.tid) {
-          assert.notEqual(e.data.tid, shim.gettid());
+          assert.notEqual(e.data.tid, Deno.pid);
           // The signal may land before poll starts: kick until it returns.
-          timer = setInterval(() => shim.kick(e.data.tid, 10), 20);
+          timer = setInterval(() => shim.kick(e.data.tid), 20);
         } else {
           clearInterval(timer);
           resolve(e.data.result);
@@ -202,43 +233,32 @@ Deno.test("shim: a kick interrupts a blocking call in another thread with EINTR"
       };
       worker.postMessage(shim.path);
     });
-    assert.equal(result, -4); // EINTR
+    assert.equal(result, -EINTR);
   } finally {
     worker.terminate();
     URL.revokeObjectURL(url);
   }
 });
 
-Deno.test("shim: readlink, readSmallFile and listDir read what Deno's own APIs would need -A for", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
-    await Deno.writeTextFile(`${dir}/vendor`, "0x1234\n");
-    await Deno.symlink("../../devices/0000:00:03.0", `${dir}/device`);
-    await Deno.mkdir(`${dir}/sub`);
-    assert.equal(shim.readSmallFile(`${dir}/vendor`), "0x1234\n");
-    assert.equal(shim.readlink(`${dir}/device`), "../../devices/0000:00:03.0");
-    assert.deepEqual((shim.listDir(dir) as string[]).toSorted(), ["device", "sub", "vendor"]);
-    assert.deepEqual(shim.listDir(`${dir}/sub`), []);
-    // Errors come back as -errno, never as an exception or a truncated answer.
-    assert.equal(shim.readSmallFile(`${dir}/vendor`, 3), -27); // EFBIG
-    assert.equal(shim.readSmallFile(`${dir}/missing`), -2);
-    assert.equal(shim.readlink(`${dir}/vendor`), -EINVAL); // not a link
-    assert.equal(shim.listDir(`${dir}/vendor`), -20); // ENOTDIR
-    assert.equal(shim.readSmallFile(`${dir}/vendor\0x`), -EINVAL);
-    assert.equal(shim.readSmallFile(`${dir}/sub`), -21); // EISDIR
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
-
 Deno.test("shim: a deadline timer interrupts the calling thread's blocking call with EINTR; disarmed, it does not", () => {
-  const SIGUSR1 = 10, EINTR = 4;
-  assert.equal(shim.kickSetup(SIGUSR1), 0);
   // poll() of no fd (-1 is ignored) just sleeps for its timeout and returns 0, unless a signal cuts it short (-EINTR).
-  assert.equal(shim.deadlineTimer(SIGUSR1, 50), 0);
+  assert.equal(shim.deadlineTimer(50), 0);
   assert.equal(shim.poll(-1, POLL.IN, 2000), -EINTR);
   // Armed then disarmed: the poll runs to its own timeout (0 = nothing ready).
-  assert.equal(shim.deadlineTimer(SIGUSR1, 20), 0);
-  assert.equal(shim.deadlineTimer(SIGUSR1, 0), 0);
+  assert.equal(shim.deadlineTimer(20), 0);
+  assert.equal(shim.deadlineTimer(0), 0);
   assert.equal(shim.poll(-1, POLL.IN, 100), 0);
+});
+
+Deno.test("shim: nonblocking poll runs off the event loop; a refusal rejects the promise", async () => {
+  assert.equal(await shim.pollAsync(-1, POLL.IN, 10), 0);
+  await assert.rejects(shim.pollAsync(0, POLL.IN, 10), ShimRefusedError);
+});
+
+Deno.test("shim: host discovery reads only fixed places; bad selectors are EINVAL", () => {
+  assert.equal(shim.hostList(3), -EINVAL);
+  assert.equal(shim.cdevAttr(0, 6), -EINVAL);
+  assert.equal(typeof shim.hasIommufd(), "boolean");
+  const cdevs = shim.hostList(0);
+  if (Array.isArray(cdevs)) { for (const c of cdevs) assert.match(c, /^vfio(0|[1-9][0-9]*)$/); }
 });

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { RequestError } from "../../lib/core/request.ts";
+import { RequestError } from "../../lib/request/request.ts";
 import { loadPlugin, PluginLoadError, RelayHost, relayPlugin } from "../../lib/plugin/plugin.ts";
 import { counted } from "./fixtures/third_party_plugin.ts";
 
@@ -68,7 +68,7 @@ Deno.test("plugin: loading something that is not a plugin is a typed error", asy
 });
 
 Deno.test("plugin limits: a bind past maxPasids is a LimitError; unbinding makes room; the RID does not count", async () => {
-  const { LimitError } = await import("../../lib/core/errors.ts");
+  const { LimitError } = await import("../../lib/kernel/errors.ts");
   using host = RelayHost.inProcess();
   using dev = relayPlugin.create(host, { domain: 1, device: { kind: "model" }, maxPasids: 2 });
   const table = { format: "vtd-s1" as const, tableAddress: 0x1000, addressWidth: 48 as const };

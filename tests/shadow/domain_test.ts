@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { ShadowDomain } from "../../lib/shadow/domain.ts";
-import { ModelIoas } from "../../lib/model/ioas.ts";
-import { GuestPageTables } from "../../lib/testing/page_tables.ts";
+import { ModelIoas } from "../../lib/shadow/model_ioas.ts";
+import { GuestPageTables } from "../../lib/shadow/page_tables.ts";
 import { prng } from "../../lib/testing/workloads.ts";
 import { walkRange } from "../../lib/shadow/walk.ts";
 

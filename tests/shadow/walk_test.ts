@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { walkRange } from "../../lib/shadow/walk.ts";
-import { GuestPageTables } from "../../lib/testing/page_tables.ts";
+import { GuestPageTables } from "../../lib/shadow/page_tables.ts";
 import { prng } from "../../lib/testing/workloads.ts";
 
 const RAM = 1 << 24;

@@ -1,9 +1,9 @@
 // Deterministic replays of the recorded guest shapes through the relay queue and the in-process host: the host
 // ioctl and entry counts the queue produces, and zero under-invalidation, checked at every drain.
 import assert from "node:assert/strict";
-import { RelayQueue } from "../../lib/core/queue.ts";
-import type { InvalidateRequest } from "../../lib/core/request.ts";
-import { ModelHost } from "../../lib/model/host.ts";
+import { RelayQueue } from "../../lib/relay/queue.ts";
+import type { InvalidateRequest } from "../../lib/request/request.ts";
+import { ModelHost } from "../../lib/host/model.ts";
 import { replay } from "../../lib/testing/replay.ts";
 import { lazyWorkload, smmuWorkload, strictWorkload } from "../../lib/testing/workloads.ts";
 

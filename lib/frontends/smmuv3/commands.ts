@@ -42,11 +42,16 @@ export type SmmuCommand =
   | { readonly op: "resume"; readonly sid: number; readonly resp: number; readonly stag: number }
   | {
     readonly op: "sync";
-    /** Completion signal: none, MSI write (IRQ) or SEV. */
+    /** Completion signal (CS, bits 13:12): SIG_NONE, SIG_IRQ (an MSI, or the wired interrupt) or SIG_SEV. */
     readonly cs: "none" | "irq" | "sev";
+    /** MSIData (bits 63:32): the 32-bit value the MSI writes. */
     readonly msiData: number;
-    /** Guest-physical address of the MSI write (4-byte aligned), with cs "irq". */
+    /** MSIAddress (bits 115:66 of the command, i.e. word 1 bits 51:2): the MSI's 4-byte aligned guest address. */
     readonly msiAddress: number;
+    /** MSH (bits 23:22): the MSI write's shareability. */
+    readonly msh: number;
+    /** MSIAttr (bits 27:24): the MSI write's memory type. */
+    readonly msiAttr: number;
   };
 
 /** A command the relay refuses (the guest sees CERROR_ILL). */
@@ -81,7 +86,7 @@ export class SmmuCommandScratch {
     pages: 1,
   };
   readonly asid: Of<"tlbi-nh-asid"> = { op: "tlbi-nh-asid", asid: 0 };
-  readonly sync: Of<"sync"> = { op: "sync", cs: "none", msiData: 0, msiAddress: 0 };
+  readonly sync: Of<"sync"> = { op: "sync", cs: "none", msiData: 0, msiAddress: 0, msh: 0, msiAttr: 0 };
 }
 
 /** Little-endian dword at `at`. */
@@ -135,9 +140,13 @@ export function decodeSmmuCommand(bytes: Uint8Array, at: number, scratch?: SmmuC
     case 0x13: {
       const tg = (w1lo >>> 10) & 3;
       const num = ((w0lo >>> 12) & 0x1f) + 1;
-      const scale = (w0lo >>> 20) & 0x3f;
+      // SCALE is bits 24:20 (five bits: the architecture's and QEMU's field); bit 25 is RES0 and ignored.
+      const scale = (w0lo >>> 20) & 0x1f;
       const granule = GRANULE_PAGES[tg];
-      const pages = tg === 0 ? 1 : num * 2 ** scale * granule;
+      // A range starts at its granule: an address inside one (a hostile guest's) widens the range down to the
+      // granule boundary and keeps its end, so nothing it named is left out.
+      const slack = tg === 0 ? 0 : page % granule;
+      const pages = tg === 0 ? 1 : num * 2 ** scale * granule + slack;
       if (!Number.isSafeInteger(pages) || pages > 2 ** 52) {
         throw new SmmuCommandError("reserved-value", `range of ${pages} pages`);
       }
@@ -148,8 +157,8 @@ export function decodeSmmuCommand(bytes: Uint8Array, at: number, scratch?: SmmuC
       c.asid = opcode === 0x12 ? w0hi >>> 16 : 0;
       c.leaf = (w1lo & 1) === 1;
       c.ttl = (w1lo >>> 8) & 3;
-      c.page = page;
-      c.pages = Math.min(pages, 2 ** 52 - page);
+      c.page = page - slack;
+      c.pages = Math.min(pages, 2 ** 52 - c.page);
       return c;
     }
     case 0x40:
@@ -168,10 +177,14 @@ export function decodeSmmuCommand(bytes: Uint8Array, at: number, scratch?: SmmuC
     case 0x46: {
       const cs = (w0lo >>> 12) & 3;
       if (cs === 3) throw new SmmuCommandError("reserved-value", "CMD_SYNC CS 3");
-      const c = scratch ? scratch.sync : { op: "sync" as const, cs: SYNC_CS[0], msiData: 0, msiAddress: 0 };
+      const c: Of<"sync"> = scratch
+        ? scratch.sync
+        : { op: "sync", cs: SYNC_CS[0], msiData: 0, msiAddress: 0, msh: 0, msiAttr: 0 };
       c.cs = SYNC_CS[cs];
       c.msiData = w0hi;
       c.msiAddress = (w1hi & 0xfffff) * 2 ** 32 + ((w1lo & ~3) >>> 0);
+      c.msh = (w0lo >>> 22) & 3;
+      c.msiAttr = (w0lo >>> 24) & 0xf;
       return c;
     }
     default:

@@ -1,8 +1,13 @@
 /**
- * What the SMMUv3's output queues (EVTQ, PRIQ) share: the BASE register (address, LOG2SIZE), PROD (the SMMU's: index,
- * wrap bit, OVFLG at bit 31) and CONS (the guest's: OVACKFLG at bit 31), writing one record at PROD, and the
- * overflow flag, which toggles only once the guest acknowledged the previous overflow (SMMUv3 7.4). What a record
- * holds, and what an overflow costs, is each queue's own.
+ * What the SMMUv3's queues share: the 64-bit *Q_BASE registers, taken exactly, and — for the output queues (EVTQ,
+ * PRIQ) — PROD (the SMMU's: index, wrap bit, OVFLG at bit 31) and CONS (the guest's: OVACKFLG at bit 31), writing one
+ * record at PROD, and the overflow flag, which toggles only once the guest acknowledged the previous overflow
+ * (SMMUv3 7.4). What a record holds, and what an overflow costs, is each queue's own.
+ *
+ * A *Q_BASE value does not fit a JavaScript number: Linux sets bit 62 (RA / WA, the allocation hint), so the value
+ * is above 2^53 and a number would already have dropped its low bits (LOG2SIZE among them). The registers are
+ * therefore taken as a bigint or as two 32-bit halves (a VMM that sees 32-bit MMIO accesses), never as a number
+ * above 2^53.
  *
  * @module
  */
@@ -11,6 +16,104 @@ import type { GuestMemory } from "../vtd/queue.ts";
 /** PROD.OVFLG / CONS.OVACKFLG. */
 const OVFLG = 1 << 31;
 
+/** The largest LOG2SIZE the model accepts (SMMU_IDR1.CMDQS/EVTQS/PRIQS are at most 19). */
+export const MAX_QUEUE_LOG2SIZE = 19;
+
+/** A *Q_BASE register's fields (SMMUv3 6.3.20: ADDR bits 51:5, LOG2SIZE bits 4:0, RA/WA bit 62). */
+export interface QueueBase {
+  /** The queue's effective base: ADDR, aligned down to the queue's size in bytes (as the architecture does). */
+  readonly address: number;
+  /** LOG2SIZE, capped at `maxLog2size` (a larger value reads as the maximum the SMMU supports). */
+  readonly log2size: number;
+  /** Bit 62: the read- (CMDQ) or write- (EVTQ, PRIQ) allocate hint; no effect on an emulated queue. */
+  readonly allocateHint: boolean;
+}
+
+/**
+ * Decode a *Q_BASE value given as its two 32-bit halves. Reserved bits (63, 61:52) are ignored, as the architecture
+ * says they are.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { decodeQueueBase } from "./outq.ts";
+ * // Linux's CMDQ_BASE on QEMU: RA | 0x41000000 | LOG2SIZE 18 (0x4000000041000012)
+ * assert.deepEqual(decodeQueueBase(0x41000012, 0x40000000, 16), { address: 0x41000000, log2size: 18, allocateHint: true });
+ * ```
+ */
+export function decodeQueueBase(
+  low: number,
+  high: number,
+  entryBytes: number,
+  maxLog2size = MAX_QUEUE_LOG2SIZE,
+): QueueBase {
+  const log2size = Math.min(low & 31, maxLog2size);
+  const address = (high & 0xfffff) * 2 ** 32 + ((low & ~31) >>> 0);
+  // "The effective base address is aligned by the SMMU to the larger of the queue size in bytes or 32 bytes": the
+  // address bits below the queue's size are treated as zero.
+  const bytes = entryBytes * 2 ** log2size;
+  return {
+    address: bytes > 32 ? address - (address % bytes) : address,
+    log2size,
+    allocateHint: (high & (1 << 30)) !== 0,
+  };
+}
+
+/**
+ * Split a 64-bit register value into its 32-bit halves: a bigint is taken modulo 2^64, a number only when it is a
+ * non-negative safe integer (above 2^53 its low bits are already gone). Undefined when it cannot be taken exactly.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { register64Halves } from "./outq.ts";
+ * assert.deepEqual(register64Halves(0x4000000041000012n), [0x41000012, 0x40000000]);
+ * assert.deepEqual(register64Halves(-1n), [0xffffffff, 0xffffffff]);
+ * assert.equal(register64Halves(2 ** 62 + 0x12), undefined);
+ * ```
+ */
+export function register64Halves(value: number | bigint): [number, number] | undefined {
+  if (typeof value === "bigint") {
+    const v = BigInt.asUintN(64, value);
+    return [Number(v & 0xffff_ffffn), Number(v >> 32n)];
+  }
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0) return undefined;
+  return [value % 2 ** 32, Math.floor(value / 2 ** 32)];
+}
+
+/** A 32-bit register write as an unsigned number: bigints and numbers alike, never throwing (junk reads as 0). */
+export function register32(value: number | bigint): number {
+  if (typeof value === "bigint") return Number(BigInt.asUintN(32, value));
+  return typeof value === "number" ? value >>> 0 : 0;
+}
+
+/**
+ * The 64-bit *Q_BASE register of one queue, written whole or by halves. `onChange` runs after every write that took
+ * effect.
+ */
+export class QueueBaseRegister {
+  low = 0;
+  high = 0;
+  constructor(readonly entryBytes: number, readonly maxLog2size = MAX_QUEUE_LOG2SIZE) {}
+
+  /** The register as the guest last wrote it. */
+  get value(): bigint {
+    return (BigInt(this.high) << 32n) | BigInt(this.low);
+  }
+
+  /** Write the whole register; false (nothing changed) for a number that cannot be taken exactly. */
+  write(value: number | bigint): boolean {
+    const halves = register64Halves(value);
+    if (!halves) return false;
+    [this.low, this.high] = halves;
+    return true;
+  }
+
+  decode(): QueueBase {
+    return decodeQueueBase(this.low, this.high, this.entryBytes, this.maxLog2size);
+  }
+}
+
 /** An SMMUv3 output queue's registers and record writes. */
 export class SmmuOutputQueue {
   base = 0;
@@ -18,20 +121,47 @@ export class SmmuOutputQueue {
   /** PROD and CONS as the registers hold them: index, wrap bit at log2size, PROD.OVFLG / CONS.OVACKFLG at bit 31. */
   prod = 0;
   cons = 0;
+  /** The *Q_BASE register, exactly as written. */
+  readonly baseRegister: QueueBaseRegister;
 
-  constructor(readonly memory: GuestMemory, readonly recordBytes: 16 | 32) {}
+  constructor(readonly memory: GuestMemory, readonly recordBytes: 16 | 32) {
+    this.baseRegister = new QueueBaseRegister(recordBytes);
+  }
 
-  /** *Q_BASE: address [51:5], LOG2SIZE [4:0] (at most 19). Resets PROD and CONS. */
-  writeBase(value: number): void {
-    this.log2size = Math.min(value % 32, 19);
-    this.base = value - (value % 32);
+  /**
+   * *Q_BASE (64-bit, as a bigint or a safe integer): ADDR [51:5], LOG2SIZE [4:0], WA [62]. Resets PROD and CONS.
+   * False, and nothing changed, for a number above 2^53 (pass a bigint or use the half writes); never throws.
+   */
+  writeBase(value: number | bigint): boolean {
+    if (!this.baseRegister.write(value)) return false;
+    this.#applyBase();
+    return true;
+  }
+
+  /** *Q_BASE bits 31:0, as a 32-bit MMIO write. */
+  writeBaseLow(value: number | bigint): void {
+    this.baseRegister.low = register32(value);
+    this.#applyBase();
+  }
+
+  /** *Q_BASE bits 63:32, as a 32-bit MMIO write. */
+  writeBaseHigh(value: number | bigint): void {
+    this.baseRegister.high = register32(value);
+    this.#applyBase();
+  }
+
+  #applyBase(): void {
+    const b = this.baseRegister.decode();
+    this.base = b.address;
+    this.log2size = b.log2size;
     this.prod = 0;
     this.cons = 0;
   }
 
-  /** *Q_CONS: the guest consumed up to here (and acknowledges an overflow with OVACKFLG). */
-  writeCons(value: number): void {
-    this.cons = (((value >>> 0) & ((2 << this.log2size) - 1)) | ((value >>> 0) & OVFLG)) >>> 0;
+  /** *Q_CONS: the guest consumed up to here (and acknowledges an overflow with OVACKFLG). Never throws. */
+  writeCons(value: number | bigint): void {
+    const v = register32(value);
+    this.cons = ((v & ((2 << this.log2size) - 1)) | (v & OVFLG)) >>> 0;
   }
 
   /**

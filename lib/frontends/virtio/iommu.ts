@@ -8,8 +8,9 @@
  *
  * @module
  */
-import type { Request } from "../../core/request.ts";
-import { PAGE_SPACE, pageRangeOfBytes, RequestError } from "../../core/request.ts";
+import type { Request } from "../../request/request.ts";
+import type { DrainReport } from "../../relay/outcome.ts";
+import { PAGE_SPACE, pageRangeOfBytes, RequestError } from "../../request/request.ts";
 
 /** Request types (`VIRTIO_IOMMU_T_*`); INVALIDATE is the draft's, numbered by iommu-relay. */
 export const VirtioIommuType = {
@@ -36,8 +37,12 @@ export const VirtioIommuStatus = {
 /** MAP flags. */
 export const VirtioMapFlags = { READ: 1, WRITE: 2, MMIO: 4 } as const;
 
-/** Bytes of each request (head + body + tail). */
+/**
+ * Bytes of each request (head + body + tail), from Linux's `include/uapi/linux/virtio_iommu.h` (virtio 1.2 §5.13.6):
+ * ATTACH and DETACH 24, MAP 40, UNMAP 32; INVALIDATE and PAGE_RESP are iommu-relay's drafted layouts.
+ */
 const SIZES: Record<number, number> = { 1: 24, 2: 24, 3: 40, 4: 32, 6: 48, 7: 32 };
+/** PROBE: head 0..3, endpoint 4, reserved 8..71, then the device-writable properties and the tail. */
 const PROBE_HEAD = 4 + 4 + 64;
 
 /** A decoded request. Byte addresses are bigints (a guest may name any 64-bit address). */
@@ -84,9 +89,14 @@ export interface VirtioIommuHooks {
   probe?(r: VirtioIommuRequest & { type: "probe" }, properties: Uint8Array): number;
 }
 
-/** Where invalidations go (a relay queue or a plugin). */
+/**
+ * Where invalidations go (a relay queue or a plugin). With `drain`, an INVALIDATE's status is written only after the
+ * host answered it (drained), and a host failure is that request's IOERR; a sink without `drain` is one that answers
+ * in `submit` (it throws on failure).
+ */
 export interface VirtioRelaySink {
   submit(request: Request): number;
+  drain?(): DrainReport;
 }
 
 // Draft invalidate scope and flag bits (draft A).
@@ -121,6 +131,7 @@ export function decodeVirtioIommuRequest(buffer: Uint8Array): VirtioIommuRequest
   const u64 = (at: number) => v.getBigUint64(at, true);
   switch (type) {
     case VirtioIommuType.ATTACH: {
+      // struct virtio_iommu_req_attach: head 0..3, domain 4, endpoint 8, flags 12, reserved 16..19, tail 20..23
       const flags = v.getUint32(12, true);
       if (flags & ~1 || v.getUint32(16, true)) return S.INVAL;
       return {
@@ -131,9 +142,11 @@ export function decodeVirtioIommuRequest(buffer: Uint8Array): VirtioIommuRequest
       };
     }
     case VirtioIommuType.DETACH:
+      // struct virtio_iommu_req_detach: head 0..3, domain 4, endpoint 8, reserved 12..19, tail 20..23
       if (v.getBigUint64(12, true)) return S.INVAL;
       return { type: "detach", domain: v.getUint32(4, true), endpoint: v.getUint32(8, true) };
     case VirtioIommuType.MAP: {
+      // struct virtio_iommu_req_map: head 0..3, domain 4, virt_start 8, virt_end 16, phys_start 24, flags 32, tail 36
       const virtStart = u64(8), virtEnd = u64(16), flags = v.getUint32(32, true);
       if (virtEnd < virtStart || flags & ~7) return S.INVAL;
       return { type: "map", domain: v.getUint32(4, true), virtStart, virtEnd, physStart: u64(24), flags };
@@ -151,8 +164,9 @@ export function decodeVirtioIommuRequest(buffer: Uint8Array): VirtioIommuRequest
       };
     }
     case VirtioIommuType.UNMAP: {
-      const virtStart = u64(12), virtEnd = u64(20);
-      if (v.getUint32(8, true) || virtEnd < virtStart) return S.INVAL;
+      // struct virtio_iommu_req_unmap: head 0..3, domain 4, virt_start 8, virt_end 16, reserved 24..27, tail 28..31
+      const virtStart = u64(8), virtEnd = u64(16);
+      if (v.getUint32(24, true) || virtEnd < virtStart) return S.INVAL;
       return { type: "unmap", domain: v.getUint32(4, true), virtStart, virtEnd };
     }
     default: {
@@ -232,7 +246,13 @@ function act(d: VirtioIommuRequest, buffer: Uint8Array, hooks: VirtioIommuHooks,
           ? { op: "invalidate", domain: d.domain, scope: { kind: "pasid", pasid: d.pasid } }
           : { op: "invalidate", domain: d.domain, scope: { kind: "all" } };
       }
-      relay.submit(scope);
+      const seq = relay.submit(scope);
+      // The status is the host's answer: drain now, so a host EIO is this request's status, not a later drain's.
+      if (relay.drain) {
+        const failures = relay.drain().failures;
+        for (let i = 0; i < failures.length; i++) if (failures[i].seq === seq) return S.IOERR;
+        if (failures.length > 0) return S.IOERR; // an earlier request's failure surfaced here: do not claim success
+      }
       return S.OK;
     }
   }

@@ -8,7 +8,7 @@
  * ```ts
  * import { shadowMapHooks } from "./shadow.ts";
  * import { ShadowDomain } from "../../shadow/domain.ts";
- * import { ModelIoas } from "../../model/ioas.ts";
+ * import { ModelIoas } from "../../shadow/model_ioas.ts";
  * const ioas = new ModelIoas();
  * const d = new ShadowDomain({ read: () => new Uint8Array(4096) }, 1 << 20, ioas);
  * const hooks = shadowMapHooks((domain) => (domain === 3 ? d : undefined));

@@ -9,3 +9,6 @@ export * from "./prq.ts";
 export * from "./encode.ts";
 export * from "./pasid.ts";
 export * from "./faults.ts";
+export * from "./rid_pasid.ts";
+export * from "./routing.ts";
+export * from "./binder.ts";

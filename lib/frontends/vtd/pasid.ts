@@ -17,7 +17,7 @@
  *
  * @module
  */
-import type { VtdStageOne } from "../../core/request.ts";
+import type { StageOneTable, VtdStageOne } from "../../request/request.ts";
 import type { GuestMemory } from "./queue.ts";
 
 /** PASIDs per PASID table (PASID_PDE_SHIFT = 6). */
@@ -45,6 +45,10 @@ export type VtdPasidEntry =
     readonly fpd: boolean;
     /** First-stage table root (FLPTPTR), a page number; 0 when the entry has no first stage. */
     readonly firstStagePage: number;
+    /** Second-stage table root (SLPTPTR), a page number; 0 when the entry has no second stage. */
+    readonly secondStagePage?: number;
+    /** Second-stage address width from AW: 48 (4-level) or 57 (5-level); absent for other AW values. */
+    readonly secondStageWidth?: 48 | 57;
     /** First-stage paging: 4-level (48) or 5-level (57). */
     readonly addressWidth: 48 | 57;
     readonly sre: boolean;
@@ -81,10 +85,15 @@ export function decodeVtdPasidEntry(bytes: Uint8Array, at: number): VtdPasidEntr
   if (usesFirstStage && firstStagePage === 0) {
     throw new VtdPasidEntryError("no-first-stage-table", `${translation} entry with FLPTPTR 0`);
   }
+  const usesSecondStage = translation === "second-stage" || translation === "nested";
+  const aw = (w0 >>> 2) & 7;
+  const secondStagePage = usesSecondStage ? (w0 >>> 12) + v.getUint32(4, true) * 2 ** 20 : 0;
   return {
     present: true,
     translation,
     did: v.getUint16(8, true),
+    ...(usesSecondStage ? { secondStagePage } : {}),
+    ...(usesSecondStage && (aw === 2 || aw === 3) ? { secondStageWidth: aw === 3 ? 57 as const : 48 as const } : {}),
     fpd: (w0 & 2) !== 0,
     firstStagePage: usesFirstStage ? firstStagePage : 0,
     addressWidth: flpm === 1 ? 57 : 48,
@@ -130,6 +139,31 @@ export function vtdPasidEntryTable(entry: VtdPasidEntry): VtdStageOne | undefine
     wpe: entry.wpe,
     eafe: entry.eafe,
   };
+}
+
+/**
+ * The table a present entry gives its PASID in iommu-relay's request model: first-stage and nested entries their
+ * stage-1 table (nesting), a second-stage entry its second-level table (what shadow mode walks). Undefined for
+ * pass-through, for a second-stage entry without a usable root or width, and for an absent entry.
+ */
+export function vtdPasidEntryAnyTable(entry: VtdPasidEntry): StageOneTable | undefined {
+  const stageOne = vtdPasidEntryTable(entry);
+  if (stageOne || !entry.present || entry.translation !== "second-stage") return stageOne;
+  if (!entry.secondStagePage || !entry.secondStageWidth) return undefined;
+  return { format: "vtd-sl", tableAddress: entry.secondStagePage * 4096, addressWidth: entry.secondStageWidth };
+}
+
+/** A present second-stage PASID table entry (PGTT 2) as a guest driver writes it (64 bytes). */
+export function encodeVtdSecondStagePasidEntry(
+  opts: { did: number; secondStagePage: number; addressWidth?: 48 | 57 },
+): Uint8Array {
+  const bytes = new Uint8Array(VTD_PASID_ENTRY_SIZE);
+  const v = new DataView(bytes.buffer);
+  const aw = opts.addressWidth === 57 ? 3 : 2;
+  v.setUint32(0, ((opts.secondStagePage % 2 ** 20) * 4096 + (2 << 6) + (aw << 2) + 1) >>> 0, true);
+  v.setUint32(4, Math.floor(opts.secondStagePage / 2 ** 20), true);
+  v.setUint16(8, opts.did, true);
+  return bytes;
 }
 
 /** A present first-stage PASID table entry as a guest driver writes it (64 bytes). */

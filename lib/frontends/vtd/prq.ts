@@ -13,6 +13,7 @@
  */
 import type { GuestMemory } from "./queue.ts";
 import type { VtdDescriptor } from "./descriptors.ts";
+import { VTD_RID_PASID_ZERO, type VtdRidPasidMap } from "./rid_pasid.ts";
 import {
   HOST_RESPONSE,
   type HostResponder,
@@ -22,6 +23,18 @@ import {
 } from "../page_requests.ts";
 
 export { HOST_RESPONSE, type HostResponder, type RefusedResponse };
+
+/**
+ * A page request the unit could not write to the guest's queue: the queue's base (PQA) is not guest RAM, or it was
+ * never set. The host fault is answered INVALID at once (the guest can never see it), and the VMM is told through
+ * the `fault` hook; as on hardware, the guest sees nothing more than a request that never arrived.
+ */
+export class VtdPageRequestQueueError extends Error {
+  override name = "VtdPageRequestQueueError";
+  constructor(readonly reason: "queue-not-guest-ram", readonly gpa: number, detail: string) {
+    super(`${reason}: page request descriptor at 0x${gpa.toString(16)}: ${detail}`);
+  }
+}
 
 /** PRS bits. */
 export const PRS = { PPR: 1, PRO: 2 } as const;
@@ -74,11 +87,13 @@ export class VtdPageRequestQueue {
   constructor(
     readonly memory: GuestMemory,
     readonly respond: HostResponder,
-    readonly hooks: { interrupt?(): void; now?(): number } = {},
+    readonly hooks: { interrupt?(): void; now?(): number; fault?(error: VtdPageRequestQueueError): void } = {},
     /** How long the guest has to answer, ms (default 10 s). */
     readonly timeoutMs = 10_000,
     /** The host response for a group the guest never answers (default INVALID). */
     timeoutCode: number = HOST_RESPONSE.INVALID,
+    /** The RID_PASIDs of the unit's devices: a response naming one answers a request without PASID. */
+    readonly ridPasids: VtdRidPasidMap = VTD_RID_PASID_ZERO,
   ) {
     this.#groups = new PageRequestTracker(respond, () => this.hooks.now?.() ?? Date.now(), timeoutMs, timeoutCode);
   }
@@ -90,8 +105,9 @@ export class VtdPageRequestQueue {
 
   /** PQA: base [63:12], QS [2:0] (2^QS pages of 32-byte descriptors). Resets PQH and PQT. */
   writePqa(value: number): void {
-    this.base = Math.floor(value / 4096) * 4096;
-    this.entries = (2 ** (value % 8) * 4096) / 32;
+    const v = Number.isInteger(value) && value >= 0 && value < 2 ** 64 ? value : 0;
+    this.base = v - (v % 4096);
+    this.entries = (2 ** (v % 8) * 4096) / 32;
     this.pqh = 0;
     this.pqt = 0;
   }
@@ -131,7 +147,20 @@ export class VtdPageRequestQueue {
       true,
     );
     v.setUint32(12, Math.floor(f.page / 0x10_0000), true);
-    this.memory.write(this.base + this.pqt, d);
+    const gpa = this.base + this.pqt;
+    try {
+      this.memory.write(gpa, d);
+    } catch (e) {
+      // Not guest RAM: the guest cannot be asked, so the host is answered now instead of at the deadline.
+      this.telemetry.undeliverable++;
+      this.#groups.overflow(f.lastInGroup ? f.cookie : undefined, false);
+      try {
+        this.hooks.fault?.(new VtdPageRequestQueueError("queue-not-guest-ram", gpa, (e as Error)?.message ?? `${e}`));
+      } catch {
+        // The VMM's own hook failing must not undo the answer already given.
+      }
+      return false;
+    }
     this.pqt = next * 32;
     this.prs |= PRS.PPR;
     this.telemetry.delivered++;
@@ -140,15 +169,27 @@ export class VtdPageRequestQueue {
     return true;
   }
 
-  /** The guest's page group response (from the invalidation queue). Returns undefined, or why it was refused. */
+  /**
+   * The guest's page group response (from the invalidation queue). Returns undefined, or why it was refused. A
+   * response with PASID for the device's RID_PASID answers a request without PASID (the same address space: Linux
+   * answers with the request's own PASID-present bit, but a guest naming the RID_PASID means that group).
+   */
   guestResponse(d: VtdDescriptor & { type: "page-group-response" }): RefusedResponse | undefined {
     // Guest codes: 0 success, 1 invalid request, 0xf response failure.
+    const ridPasid = d.pasidPresent && this.ridPasids.routeOfDevice(d.rid, d.pasid) === "rid";
+    if (ridPasid && this.#groups.isPending(this.#key(d.rid, undefined, d.prgIndex))) {
+      return this.#groups.answer(this.#key(d.rid, undefined, d.prgIndex), d.responseCode);
+    }
     return this.#groups.answer(this.#key(d.rid, d.pasidPresent ? d.pasid : undefined, d.prgIndex), d.responseCode);
   }
 
-  /** The PASID was unbound: answer its pending groups INVALID now; later guest answers for them are refused. */
-  pasidUnbound(rid: number, pasid: number): void {
-    this.#groups.unbound(`${rid}/${pasid}`);
+  /**
+   * The PASID (or, `"rid"`, the requests-without-PASID translation) was unbound: answer its pending groups INVALID
+   * now; later guest answers for them are refused. A RID_PASID unbinds the requests without PASID too.
+   */
+  pasidUnbound(rid: number, pasid: number | "rid"): void {
+    if (pasid === "rid" || this.ridPasids.routeOfDevice(rid, pasid) === "rid") this.#groups.unbound(`${rid}/-`);
+    if (pasid !== "rid") this.#groups.unbound(`${rid}/${pasid}`);
   }
 
   /** Answer INVALID for every group whose deadline passed (call periodically). Returns how many. */

@@ -12,9 +12,12 @@
  *
  * @module
  */
-import { PAGE_SPACE } from "../../core/request.ts";
+import { LimitError } from "../../kernel/errors.ts";
+import { PAGE_SPACE } from "../../request/request.ts";
 import { type RelaySink, RelayWindow, type WaitCompleter } from "../window.ts";
 import { decodeVtdDescriptor, type VtdDescriptor, VtdDescriptorError, VtdDescriptorScratch } from "./descriptors.ts";
+import { VTD_RID_PASID_ZERO, type VtdRidPasidMap } from "./rid_pasid.ts";
+import { VtdDomainRouter } from "./routing.ts";
 
 /** FSTS bits the queue sets (write 1 to clear). */
 export const FSTS = { IQE: 1 << 4, ICE: 1 << 5, ITE: 1 << 6 } as const;
@@ -37,8 +40,56 @@ export interface VtdQueueHooks {
   configChanged?(descriptor: VtdDescriptor & { type: "pasid-cache" | "context-cache" }): void;
   /** A page group response (for the fault path). */
   pageGroupResponse?(descriptor: VtdDescriptor & { type: "page-group-response" }): void;
-  /** Domains a global IOTLB invalidation reaches (default: none known, so it reaches nothing). */
+  /**
+   * Domains a global IOTLB invalidation reaches, besides those of a {@linkcode VtdDomainRouter} sink (which knows its
+   * assigned domains and hands the rest to its emulated-domains hook). A global invalidation that reaches no domain
+   * at all is counted (`telemetry.globalUnrouted`).
+   */
   domains?(): readonly number[];
+  /**
+   * An interrupt-entry-cache invalidation: the VMM's interrupt remapping (posted or remapped MSIs) drops cached IRTEs.
+   * The relay has nothing to forward: iommufd keeps no guest interrupt remapping.
+   */
+  interruptEntryCache?(descriptor: VtdDescriptor & { type: "interrupt-entry-cache" }): void;
+  /**
+   * A device-TLB (ATS) invalidation, with or without PASID. Not forwarded: on VT-d the host kernel invalidates an
+   * assigned device's TLB itself with every invalidation the relay sends (see docs/frontends-vtd.md); an emulated
+   * device with an ATC model of its own invalidates it here.
+   */
+  deviceTlb?(descriptor: VtdDescriptor & { type: "device-tlb" | "pasid-device-tlb" }): void;
+}
+
+/** Options of the queue model. */
+export interface VtdQueueOptions {
+  /** The RID_PASIDs of the unit's devices (default: ECAP.RPS clear, so PASID 0 for every device, as Linux uses). */
+  readonly ridPasids?: VtdRidPasidMap;
+  /**
+   * Waits one window may hold before the queue drains and continues (default 1024): a queue of any architected size
+   * (up to 2^15 descriptors) is processed completely without outgrowing a sink's limits.
+   */
+  readonly maxWaitsPerDrain?: number;
+}
+
+type DescriptorType = VtdDescriptor["type"];
+
+/** Counters of the queue model, readable at any time. */
+export interface VtdQueueTelemetry {
+  doorbells: number;
+  /** Descriptors consumed, by type (whether forwarded, handed to a hook, or neither). */
+  readonly byType: Record<DescriptorType, number>;
+  /** PASID-granular descriptors for a RID_PASID, relayed as the device's no-PASID ("rid") translation. */
+  ridPasid: number;
+  /** Global invalidations that reached no domain (no router, no `domains` hook, nothing known). */
+  globalUnrouted: number;
+  /** Doorbells that stopped with IQE, by cause. */
+  readonly errors: {
+    /** A malformed or unreadable descriptor, or an IQA/IQT value outside the queue. */
+    guest: number;
+    /** A host invalidation failed, or a wait's status address was not guest RAM. */
+    host: number;
+    /** The sink or a VMM hook threw at the descriptor. */
+    refused: number;
+  };
 }
 
 /** What one doorbell did (a successful doorbell's result object is reused: read it before the next one). */
@@ -51,14 +102,26 @@ export interface DoorbellResult {
   readonly error?: { readonly index: number; readonly reason: string };
 }
 
+const DESCRIPTOR_TYPES: readonly DescriptorType[] = [
+  "context-cache",
+  "iotlb",
+  "device-tlb",
+  "interrupt-entry-cache",
+  "wait",
+  "pasid-iotlb",
+  "pasid-cache",
+  "pasid-device-tlb",
+  "page-group-response",
+];
+
 /**
  * One guest VT-d unit's invalidation queue.
  *
  * @example
  * ```ts
  * import { VtdInvalidationQueue } from "./queue.ts";
- * import { RelayQueue } from "../../core/queue.ts";
- * import { ModelHost } from "../../model/host.ts";
+ * import { RelayQueue } from "../../relay/queue.ts";
+ * import { ModelHost } from "../../host/model.ts";
  * const ram = new Uint8Array(1 << 16);
  * const memory = { read: (a: number, n: number) => ram.slice(a, a + n), write: (a: number, b: Uint8Array) => ram.set(b, a) };
  * const host = new ModelHost();
@@ -82,24 +145,53 @@ export class VtdInvalidationQueue {
   iqt = 0;
   /** Fault status bits owned by the queue (IQE, ICE, ITE). */
   fsts = 0;
+  readonly telemetry: VtdQueueTelemetry = {
+    doorbells: 0,
+    byType: Object.fromEntries(DESCRIPTOR_TYPES.map((t) => [t, 0])) as Record<DescriptorType, number>,
+    ridPasid: 0,
+    globalUnrouted: 0,
+    errors: { guest: 0, host: 0, refused: 0 },
+  };
 
   readonly #window: RelayWindow;
+  readonly #ridPasids: VtdRidPasidMap;
+  readonly #maxWaits: number;
+  /** Why the last IQA write cannot be used (reserved bits, not a register value), or "". */
+  #iqaInvalid = "";
 
-  constructor(readonly memory: GuestMemory, readonly sink: RelaySink, readonly hooks: VtdQueueHooks = {}) {
+  constructor(
+    readonly memory: GuestMemory,
+    readonly sink: RelaySink,
+    readonly hooks: VtdQueueHooks = {},
+    options: VtdQueueOptions = {},
+  ) {
     const completer: WaitCompleter = {
       completeWait: (flags, data, address) => this.#completeWait(flags, data, address),
     };
     this.#window = new RelayWindow(sink, completer);
+    this.#ridPasids = options.ridPasids ?? VTD_RID_PASID_ZERO;
+    const maxWaits = options.maxWaitsPerDrain ?? 1024;
+    if (!Number.isInteger(maxWaits) || maxWaits < 1) throw new RangeError(`maxWaitsPerDrain ${maxWaits}`);
+    this.#maxWaits = maxWaits;
   }
 
-  /** IQA: base [63:12], DW [11] (256-bit descriptors), QS [2:0] (2^QS 4 KiB pages). Resets IQH. */
+  /**
+   * IQA: base [63:12], DW [11] (256-bit descriptors), QS [2:0] (2^QS 4 KiB pages); bits 10:3 are reserved. Resets
+   * IQH. A value that is not a 64-bit register value, or has reserved bits set, makes the next doorbell IQE.
+   */
   writeIqa(value: number): void {
-    const qs = value % 8;
-    this.descriptorSize = Math.floor(value / 2048) % 2 === 1 ? 32 : 16;
-    this.base = Math.floor(value / 4096) * 4096;
-    this.entries = (2 ** qs * 4096) / this.descriptorSize;
     this.iqh = 0;
     this.iqt = 0;
+    if (!Number.isInteger(value) || value < 0 || value >= 2 ** 64) {
+      this.#iqaInvalid = `IQA ${value} is not a register value`;
+      return;
+    }
+    const low = value % 4096;
+    this.#iqaInvalid = (low & 0x7f8) !== 0 ? `IQA reserved bits 0x${(low & 0x7f8).toString(16)} set` : "";
+    const qs = low & 7;
+    this.descriptorSize = (low & 0x800) !== 0 ? 32 : 16;
+    this.base = value - low;
+    this.entries = (2 ** qs * 4096) / this.descriptorSize;
   }
 
   /** FSTS write: 1s clear the queue's error bits. Clearing IQE lets the queue run again. */
@@ -107,10 +199,21 @@ export class VtdInvalidationQueue {
     this.fsts &= ~(value & (FSTS.IQE | FSTS.ICE | FSTS.ITE));
   }
 
-  /** IQT write: the doorbell. Processes IQH..IQT unless IQE is pending. */
+  /**
+   * IQT write: the doorbell. Processes IQH..IQT unless IQE is pending. Never throws: whatever goes wrong is IQE (a
+   * VMM's MMIO handler must not see an exception for what a guest wrote or a host refused).
+   */
   writeIqt(value: number): DoorbellResult {
     this.iqt = value;
-    return this.process();
+    this.telemetry.doorbells++;
+    try {
+      return this.process();
+    } catch (e) {
+      // Not reachable by design (every step below catches); kept so that no future path can throw into the VMM.
+      this.telemetry.errors.refused++;
+      this.#window.settle(0);
+      return this.#iqe(this.iqh / this.descriptorSize, `internal error: ${(e as Error)?.message}`, 0, 0);
+    }
   }
 
   #iqe(index: number, reason: string, processed: number, waits: number): DoorbellResult {
@@ -130,12 +233,19 @@ export class VtdInvalidationQueue {
     }
     const size = this.descriptorSize;
     const headIndex = this.iqh / size;
-    if (this.iqt % size !== 0 || this.iqt / size >= this.entries || this.iqt > 0x7ffff) {
-      return this.#iqe(headIndex, `IQT 0x${this.iqt.toString(16)} is misaligned or beyond the queue`, 0, 0);
+    if (this.#iqaInvalid) {
+      this.telemetry.errors.guest++;
+      return this.#iqe(headIndex, this.#iqaInvalid, 0, 0);
     }
-    const tailIndex = this.iqt / size;
+    const iqt = this.iqt;
+    if (!Number.isInteger(iqt) || iqt < 0 || iqt % size !== 0 || iqt / size >= this.entries) {
+      this.telemetry.errors.guest++;
+      return this.#iqe(headIndex, `IQT ${iqt} is misaligned, negative or beyond the queue`, 0, 0);
+    }
+    const tailIndex = iqt / size;
     const n = this.entries;
     const window = this.#window;
+    const byType = this.telemetry.byType;
     window.begin();
     let processed = 0;
     const bytes = size === 32 ? this.#bytes32 : this.#bytes16;
@@ -149,39 +259,84 @@ export class VtdInvalidationQueue {
         else bytes.set(this.memory.read(gpa, size));
         d = decodeVtdDescriptor(bytes, 0, size, this.#scratch);
       } catch (e) {
-        const failedAt = window.settle();
-        if (failedAt >= 0) return this.#stop(headIndex, failedAt, HOST_FAILURE, processed);
-        const reason = e instanceof VtdDescriptorError ? e.message : `descriptor unreadable: ${(e as Error).message}`;
-        return this.#stop(headIndex, position, reason, processed);
+        const reason = e instanceof VtdDescriptorError ? e.message : `descriptor unreadable: ${(e as Error)?.message}`;
+        return this.#stopAt(headIndex, position, reason, processed, "guest");
       }
-      this.#submitRequests(d, position);
-      if (d.type === "wait") {
-        window.wait(position, (d.statusWrite ? 1 : 0) | (d.interrupt ? 2 : 0), d.statusData, d.statusAddress);
-        if (d.fence) {
+      byType[d.type]++;
+      try {
+        this.#submitRequests(d, position);
+        if (d.type === "wait") {
+          this.#submitWait(d, position);
+          if (d.fence || window.pendingWaits >= this.#maxWaits) {
+            const failedAt = window.settle();
+            if (failedAt >= 0) return this.#stop(headIndex, failedAt, HOST_FAILURE, processed, "host");
+          }
+        } else if (d.type === "pasid-cache" || d.type === "context-cache") {
+          // A configuration change: what was queued before it goes out first, then the VMM re-reads the tables.
           const failedAt = window.settle();
-          if (failedAt >= 0) return this.#stop(headIndex, failedAt, HOST_FAILURE, processed);
+          if (failedAt >= 0) return this.#stop(headIndex, failedAt, HOST_FAILURE, processed, "host");
+          this.hooks.configChanged?.(d);
+        } else if (d.type === "page-group-response") {
+          this.hooks.pageGroupResponse?.(d);
+        } else if (d.type === "interrupt-entry-cache") {
+          this.hooks.interruptEntryCache?.(d);
+        } else if (d.type === "device-tlb" || d.type === "pasid-device-tlb") {
+          this.hooks.deviceTlb?.(d);
         }
-      } else if (d.type === "pasid-cache" || d.type === "context-cache") {
-        // A configuration change: what was queued before it goes out first, then the VMM re-reads the tables.
-        const failedAt = window.settle();
-        if (failedAt >= 0) return this.#stop(headIndex, failedAt, HOST_FAILURE, processed);
-        this.hooks.configChanged?.(d);
-      } else if (d.type === "page-group-response") {
-        this.hooks.pageGroupResponse?.(d);
+      } catch (e) {
+        if (e instanceof HostFailure) return this.#stop(headIndex, e.position, HOST_FAILURE, e.position, "host");
+        // The sink refused a request (e.g. a plugin's RequestError) or a hook threw: IQE at this descriptor.
+        return this.#stopAt(headIndex, position, `refused: ${(e as Error)?.message}`, processed, "refused");
       }
       processed++;
     }
     const failedAt = window.settle();
-    if (failedAt >= 0) return this.#stop(headIndex, failedAt, HOST_FAILURE, failedAt);
-    this.iqh = this.iqt;
+    if (failedAt >= 0) return this.#stop(headIndex, failedAt, HOST_FAILURE, failedAt, "host");
+    this.iqh = iqt;
     const result = this.#result;
     result.processed = processed;
     result.waitsCompleted = window.completed;
     return result;
   }
 
+  /** Queue a wait; a sink at its own wait limit is drained once and asked again (queues of any size go through). */
+  #submitWait(d: VtdDescriptor & { type: "wait" }, position: number): void {
+    const flags = (d.statusWrite ? 1 : 0) | (d.interrupt ? 2 : 0);
+    try {
+      this.#window.wait(position, flags, d.statusData, d.statusAddress);
+    } catch (e) {
+      if (!(e instanceof LimitError)) throw e;
+      const failedAt = this.#window.settle();
+      if (failedAt >= 0) throw new HostFailure(failedAt);
+      this.#window.wait(position, flags, d.statusData, d.statusAddress);
+    }
+  }
+
+  /**
+   * Stop at a descriptor that failed before reaching the host (`position`): what was queued before it is drained,
+   * the waits before it complete unless a host failure came earlier, and nothing after it is kept.
+   */
+  #stopAt(
+    headIndex: number,
+    position: number,
+    reason: string,
+    processed: number,
+    cause: "guest" | "refused",
+  ): DoorbellResult {
+    const failedAt = this.#window.settle(position);
+    if (failedAt < position) return this.#stop(headIndex, failedAt, HOST_FAILURE, failedAt, "host");
+    return this.#stop(headIndex, position, reason, processed, cause);
+  }
+
   /** Stop with IQE at queue position `position` of this doorbell. */
-  #stop(headIndex: number, position: number, reason: string, processed: number): DoorbellResult {
+  #stop(
+    headIndex: number,
+    position: number,
+    reason: string,
+    processed: number,
+    cause: "guest" | "host" | "refused",
+  ): DoorbellResult {
+    this.telemetry.errors[cause]++;
     return this.#iqe((headIndex + position) % this.entries, reason, processed, this.#window.completed);
   }
 
@@ -221,13 +376,20 @@ export class VtdInvalidationQueue {
   /** Queue the relay requests a descriptor stands for (none for what the host does itself or the VMM handles). */
   #submitRequests(d: VtdDescriptor, position: number): void {
     switch (d.type) {
-      case "pasid-iotlb":
+      case "pasid-iotlb": {
+        // The RID_PASID's entry translates requests without PASID: its invalidations are the RID's ("rid").
+        const route = this.#ridPasids.route(d.did, d.pasid);
+        if (route !== "pasid") {
+          this.telemetry.ridPasid++;
+          if (d.granularity === "pasid") this.#submitRidAll(d.did, position);
+          else this.#submitRidRange(d.did, d.page, d.am, d.ih, position);
+          if (route === "rid") return;
+        }
         if (d.granularity === "pasid") {
           const r = this.#pasidAll;
           r.domain = d.did;
           r.scope.pasid = d.pasid;
           this.#window.submit(r, position);
-          return;
         } else {
           const r = this.#pasidRange;
           r.domain = d.did;
@@ -235,33 +397,57 @@ export class VtdInvalidationQueue {
           span(d.page, d.am, r.scope);
           r.leaf = d.ih;
           this.#window.submit(r, position);
-          return;
-        }
-      case "iotlb":
-        // Second-stage (RID) translations; a global one reaches every domain the VMM knows.
-        if (d.granularity === "page") {
-          const r = this.#ridRange;
-          r.domain = d.did;
-          span(d.page, d.am, r.scope);
-          r.leaf = d.ih;
-          this.#window.submit(r, position);
-          return;
-        }
-        if (d.granularity === "domain") {
-          this.#ridAll.domain = d.did;
-          this.#window.submit(this.#ridAll, position);
-          return;
-        }
-        for (const domain of this.hooks.domains?.() ?? []) {
-          this.#ridAll.domain = domain;
-          this.#window.submit(this.#ridAll, position);
         }
         return;
+      }
+      case "iotlb":
+        // Second-stage (RID) translations; a global one reaches every domain.
+        if (d.granularity === "page") return this.#submitRidRange(d.did, d.page, d.am, d.ih, position);
+        if (d.granularity === "domain") return this.#submitRidAll(d.did, position);
+        return this.#submitEveryDomain(position);
       default:
         // device-TLB (the kernel does ATS invalidation on VT-d), interrupt entry cache (the VMM's interrupt
-        // remapping), waits and configuration changes are handled around the relay.
+        // remapping), waits and configuration changes are handled around the relay (hooks).
         return;
     }
+  }
+
+  #submitRidRange(did: number, page: number, am: number, ih: boolean, position: number): void {
+    const r = this.#ridRange;
+    r.domain = did;
+    span(page, am, r.scope);
+    r.leaf = ih;
+    this.#window.submit(r, position);
+  }
+
+  #submitRidAll(did: number, position: number): void {
+    this.#ridAll.domain = did;
+    this.#window.submit(this.#ridAll, position);
+  }
+
+  /** A global IOTLB invalidation: each assigned domain, the VMM's known domains, and the router's emulated ones. */
+  #submitEveryDomain(position: number): void {
+    const router = this.sink instanceof VtdDomainRouter ? this.sink : undefined;
+    const known = this.hooks.domains?.() ?? NO_DOMAINS;
+    const assigned = router?.domains() ?? NO_DOMAINS;
+    for (let i = 0; i < assigned.length; i++) this.#submitRidAll(assigned[i], position);
+    for (let i = 0; i < known.length; i++) {
+      // The router sends a known but unassigned domain to its hook, which hears of the global one below anyway.
+      if (router && router.sinkOf(known[i]) === undefined) continue;
+      if (assigned.includes(known[i])) continue;
+      this.#submitRidAll(known[i], position);
+    }
+    if (router) this.#window.track(router.submitEveryDomain(true), position);
+    else if (known.length === 0) this.telemetry.globalUnrouted++;
+  }
+}
+
+const NO_DOMAINS: readonly number[] = Object.freeze([]);
+
+/** A host failure found while draining early (at a sink's wait limit): IQE at `position`. */
+class HostFailure extends Error {
+  constructor(readonly position: number) {
+    super(`host failure at queue position ${position}`);
   }
 }
 

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { decodeSmmuCommand, SmmuCommandError } from "../../../lib/frontends/smmuv3/commands.ts";
 import { EntryWriter } from "../../../lib/compile/entries.ts";
 import { compileSmmuv3 } from "../../../lib/compile/smmuv3.ts";
-import { PendingSet } from "../../../lib/core/pending.ts";
+import { PendingSet } from "../../../lib/request/pending.ts";
 
 function cmd(w0: bigint, w1: bigint): Uint8Array {
   const b = new Uint8Array(16);
@@ -48,6 +48,17 @@ Deno.test("smmuv3 commands: TLBI, CFGI, ATC_INV, CMD_SYNC decode from the driver
     cs: "irq",
     msiData: 0xabc,
     msiAddress: 0x8000,
+    msh: 0,
+    msiAttr: 0,
+  });
+  // Linux's CMD_SYNC on QEMU (recorded): CS=SEV, MSH=3 (ISH), MSIATTR=15 (OIWB), no MSI.
+  assert.deepEqual(decodeSmmuCommand(cmd(0x0fc02046n, 0n), 0), {
+    op: "sync",
+    cs: "sev",
+    msiData: 0,
+    msiAddress: 0,
+    msh: 3,
+    msiAttr: 15,
   });
   assert.throws(
     () => decodeSmmuCommand(cmd(0x7fn, 0n), 0),
@@ -88,4 +99,24 @@ Deno.test("smmuv3 commands: random bytes yield a command or an SmmuCommandError"
       if (!(e instanceof SmmuCommandError)) throw new Error(`seed 7 input ${i}: ${e}`);
     }
   }
+});
+
+Deno.test("smmuv3 commands: TLBI SCALE is bits 24:20 (five bits); bit 25 is RES0", () => {
+  // SMMUv3 CMD_TLBI_NH_VA: NUM [16:12], SCALE [24:20]; range = (NUM + 1) << SCALE granules.
+  const tlbi = (scale: bigint, extra = 0n) =>
+    decodeSmmuCommand(cmd((1n << 48n) | extra | (scale << 20n) | 0x12n, (0x100n << 12n) | (1n << 10n)), 0) as {
+      pages: number;
+    };
+  assert.equal(tlbi(31n).pages, 2 ** 31, "SCALE 31: 2^31 pages of 4 KiB");
+  assert.equal(tlbi(5n, 1n << 25n).pages, 32, "bit 25 is not part of SCALE");
+  assert.equal(tlbi(0n, 1n << 25n).pages, 1);
+});
+
+Deno.test("smmuv3 commands: a range TLBI inside a granule widens down to the granule, never narrower", () => {
+  // TG=64K (16 pages), NUM=0, SCALE=0 at 4 KiB page 0x103: the 64 KiB granule holding it starts at page 0x100.
+  const c = decodeSmmuCommand(cmd((1n << 48n) | 0x12n, (0x103n << 12n) | (3n << 10n)), 0) as {
+    page: number;
+    pages: number;
+  };
+  assert.ok(c.page <= 0x100 && c.page + c.pages >= 0x113, `${c.page}+${c.pages} covers 0x100..0x112`);
 });

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { guestMemoryOver } from "../../../lib/core/memory.ts";
+import { guestMemoryOver } from "../../../lib/memory/guest_memory.ts";
 import { selftestEventRecord, SMMU_EVENT, SmmuEventQueue } from "../../../lib/frontends/smmuv3/evtq.ts";
 
 function guest() {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { guestMemoryOver } from "../../../lib/core/memory.ts";
+import { guestMemoryOver } from "../../../lib/memory/guest_memory.ts";
 import { SmmuPriQueue } from "../../../lib/frontends/smmuv3/priq.ts";
 import { decodeSmmuCommand, SmmuCommandError } from "../../../lib/frontends/smmuv3/commands.ts";
 import type { HostPageFault } from "../../../lib/frontends/vtd/prq.ts";

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { guestMemoryOver } from "../../../lib/core/memory.ts";
+import { guestMemoryOver } from "../../../lib/memory/guest_memory.ts";
 import { VIRTIO_FAULT, VirtioIommuEventQueue } from "../../../lib/frontends/virtio/faults.ts";
 import { handleVirtioIommuRequest, VirtioIommuStatus as S } from "../../../lib/frontends/virtio/iommu.ts";
 import { prng } from "../../../lib/testing/workloads.ts";

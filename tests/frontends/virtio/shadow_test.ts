@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { handleVirtioIommuRequest, VirtioIommuStatus as S } from "../../../lib/frontends/virtio/iommu.ts";
 import { shadowMapHooks } from "../../../lib/frontends/virtio/shadow.ts";
 import { ShadowDomain } from "../../../lib/shadow/domain.ts";
-import { ModelIoas } from "../../../lib/model/ioas.ts";
+import { ModelIoas } from "../../../lib/shadow/model_ioas.ts";
 
 const RAM = 1 << 22;
 const relay = { submit: () => 0 };
@@ -25,8 +25,8 @@ function unmap(domain: number, virtStart: bigint, virtEnd: bigint): Uint8Array {
   const v = new DataView(b.buffer);
   b[0] = 4;
   v.setUint32(4, domain, true);
-  v.setBigUint64(12, virtStart, true);
-  v.setBigUint64(20, virtEnd, true);
+  v.setBigUint64(8, virtStart, true); // struct virtio_iommu_req_unmap: virt_start at 8, virt_end at 16
+  v.setBigUint64(16, virtEnd, true);
   return b;
 }
 

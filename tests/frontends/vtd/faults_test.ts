@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { FSTS_FAULT, VTD_FAULT_REASON, vtdFaultFromWalk, VtdFaultRecorder } from "../../../lib/frontends/vtd/faults.ts";
 import { RelayHost, relayPlugin } from "../../../lib/plugin/plugin.ts";
-import { GuestPageTables } from "../../../lib/testing/page_tables.ts";
+import { GuestPageTables } from "../../../lib/shadow/page_tables.ts";
 
 Deno.test("vtd faults: FRCD fields where dmar_fault reads them; FRI advances; W1C of F and PFO", () => {
   let interrupts = 0;

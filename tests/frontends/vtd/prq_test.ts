@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { guestMemoryOver } from "../../../lib/core/memory.ts";
+import { guestMemoryOver } from "../../../lib/memory/guest_memory.ts";
 import { decodeVtdDescriptor } from "../../../lib/frontends/vtd/descriptors.ts";
 import { hostFaultFromRecord, PRS, VtdPageRequestQueue } from "../../../lib/frontends/vtd/prq.ts";
 
@@ -81,6 +81,7 @@ Deno.test("prq: the guest's answer reaches the host once; unknown, double and po
     refused: 3,
     timedOut: 0,
     overflows: 0,
+    undeliverable: 0,
   });
 });
 

@@ -1,9 +1,9 @@
 // The VT-d invalidation queue model against the relay queue and the in-process host: descriptors in guest memory,
 // doorbells, wait status writes, IQE at malformed descriptors and at host failures, 256-bit mode, wrap-around.
 import assert from "node:assert/strict";
-import { RelayQueue } from "../../../lib/core/queue.ts";
+import { RelayQueue } from "../../../lib/relay/queue.ts";
 import { FSTS, VtdInvalidationQueue } from "../../../lib/frontends/vtd/queue.ts";
-import { ModelHost } from "../../../lib/model/host.ts";
+import { ModelHost } from "../../../lib/host/model.ts";
 import { assertAllocatesNothing } from "../../alloc_probe.ts";
 
 const QBASE = 0x10000, STATUS = 0x40000;

@@ -1,0 +1,97 @@
+/**
+ * The kernel's {@linkcode DeviceHost}: iommufd objects over one IOAS, the relay's batches through
+ * {@linkcode KernelBackend}.
+ *
+ * @module
+ */
+import { type Format, FORMAT_SPECS } from "../compile/formats.ts";
+import type { HwInfo, Ioas, Iommufd } from "../kernel/iommufd.ts";
+import type { NestedTable } from "../request/request.ts";
+import { Errno } from "../uapi/errno.ts";
+import {
+  HwptAllocFlags,
+  HwptDataType,
+  IommuHwptArmSmmuv3,
+  IommuHwptVtdS1,
+  selftestHwptData,
+  VtdS1Flags,
+} from "../uapi/mod.ts";
+import type { DeviceHost, DevicePort, HostObject, HostVdevice } from "./device_host.ts";
+import { KernelBackend } from "./kernel.ts";
+
+const F = HwptAllocFlags.values;
+
+/** The host data of a stage-1 table: `iommu_hwpt_vtd_s1`, `iommu_hwpt_arm_smmuv3` or `iommu_hwpt_selftest`. */
+export function hwptData(table: NestedTable): { type: number; bytes: Uint8Array } {
+  switch (table.format) {
+    case "selftest":
+      return selftestHwptData(table.iotlb);
+    case "vtd-s1": {
+      const f = VtdS1Flags.values;
+      const flags = (table.sre ? f.IOMMU_VTD_S1_SRE : 0) | (table.eafe ? f.IOMMU_VTD_S1_EAFE : 0) |
+        (table.wpe ? f.IOMMU_VTD_S1_WPE : 0);
+      const b = IommuHwptVtdS1.buffer().setU64("flags", flags).setU64("pgtbl_addr", table.tableAddress)
+        .set("addr_width", table.addressWidth);
+      return { type: HwptDataType.values.IOMMU_HWPT_DATA_VTD_S1, bytes: b.bytes };
+    }
+    case "smmuv3": {
+      const b = IommuHwptArmSmmuv3.buffer().setAt("ste", 0, table.ste[0]).setAt("ste", 1, table.ste[1]);
+      return { type: HwptDataType.values.IOMMU_HWPT_DATA_ARM_SMMUV3, bytes: b.bytes };
+    }
+  }
+}
+
+/**
+ * Device-layer calls as iommufd ioctls.
+ *
+ * @example
+ * ```ts ignore
+ * using iommufd = Iommufd.open(shim);
+ * using ioas = iommufd.allocIoas();
+ * const host = new KernelDeviceHost(iommufd, ioas);
+ * using guest = new GuestIommu(host);
+ * ```
+ */
+export class KernelDeviceHost implements DeviceHost {
+  readonly backend: KernelBackend;
+
+  constructor(readonly iommufd: Iommufd, readonly ioas: Ioas) {
+    this.backend = new KernelBackend(iommufd);
+  }
+
+  get ioasId(): number {
+    return this.ioas.id;
+  }
+
+  hwInfo(port: DevicePort): HwInfo {
+    return this.iommufd.getHwInfo(port.devId);
+  }
+
+  allocParent(port: DevicePort, pasid: boolean): HostObject {
+    const flags = F.IOMMU_HWPT_ALLOC_NEST_PARENT | (pasid ? F.IOMMU_HWPT_ALLOC_PASID : 0);
+    return this.iommufd.allocHwpt({ devId: port.devId, ptId: this.ioas.id, flags });
+  }
+
+  allocViommu(port: DevicePort, parentId: number, type: number): HostObject {
+    return this.iommufd.allocViommu({ type, devId: port.devId, hwptId: parentId });
+  }
+
+  allocVdevice(viommuId: number, port: DevicePort, virtId: number): HostVdevice {
+    return this.iommufd.allocVdevice(viommuId, port.devId, virtId);
+  }
+
+  allocNested(port: DevicePort, ptId: number, table: NestedTable, pasid: boolean): HostObject {
+    return this.iommufd.allocHwpt({
+      devId: port.devId,
+      ptId,
+      flags: pasid ? F.IOMMU_HWPT_ALLOC_PASID : 0,
+      data: hwptData(table),
+    });
+  }
+
+  probeInvalidation(id: number, format: Format): number {
+    const spec = FORMAT_SPECS[format];
+    if (spec.dataType === undefined) return Errno.values.EOPNOTSUPP;
+    return -this.iommufd.invalidateRaw(id, spec.dataType, new Uint8Array(0), spec.entryLength, 0);
+  }
+}

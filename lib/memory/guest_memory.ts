@@ -1,0 +1,51 @@
+/**
+ * Guest-physical memory over the buffer a VMM keeps as guest RAM (guest-physical 0 at offset 0), bounds-checked: an
+ * address outside it — or not an integer — is a RangeError for the caller to turn into the guest's error, never a
+ * read or write past the buffer. Structurally the `GuestMemory` the front ends take and the reader shadow mode walks.
+ *
+ * @example
+ * ```ts
+ * import { guestMemoryOver } from "./guest_memory.ts";
+ * const memory = guestMemoryOver(new Uint8Array(4096));
+ * memory.write(8, new Uint8Array([1, 2]));
+ * console.log(memory.read(8, 2)); // Uint8Array(2) [ 1, 2 ]
+ * try {
+ *   memory.read(4095, 2);
+ * } catch (e) {
+ *   console.log((e as Error).message); // guest read outside RAM: 0xfff+2
+ * }
+ * ```
+ *
+ * @module
+ */
+
+/** Bounds-checked guest memory. */
+export interface BoundedGuestMemory {
+  read(gpa: number, length: number): Uint8Array;
+  write(gpa: number, bytes: Uint8Array): void;
+  /** Copy `out.length` bytes at `gpa` into `out`: a read that allocates nothing. */
+  readInto(gpa: number, out: Uint8Array): void;
+}
+
+/**
+ * Guest memory over `ram`. Reads return copies, or views into `ram` with `views` (no allocation per read: for walks
+ * whose caller only looks before the guest runs again).
+ */
+export function guestMemoryOver(ram: Uint8Array, opts: { views?: boolean } = {}): BoundedGuestMemory {
+  const inside = (gpa: number, n: number) => Number.isInteger(gpa) && gpa >= 0 && n >= 0 && gpa + n <= ram.length;
+  return {
+    read: (gpa, n) => {
+      if (!inside(gpa, n)) throw new RangeError(`guest read outside RAM: 0x${gpa.toString(16)}+${n}`);
+      return opts.views ? ram.subarray(gpa, gpa + n) : ram.slice(gpa, gpa + n);
+    },
+    readInto: (gpa, out) => {
+      const n = out.length;
+      if (!inside(gpa, n)) throw new RangeError(`guest read outside RAM: 0x${gpa.toString(16)}+${n}`);
+      for (let i = 0; i < n; i++) out[i] = ram[gpa + i];
+    },
+    write: (gpa, bytes) => {
+      if (!inside(gpa, bytes.length)) throw new RangeError(`guest write outside RAM: 0x${gpa.toString(16)}`);
+      ram.set(bytes, gpa);
+    },
+  };
+}

@@ -1,0 +1,63 @@
+/**
+ * An in-process IOAS with the kernel's rules for `IOMMU_IOAS_MAP` (fixed IOVA) and `IOMMU_IOAS_UNMAP`: a map
+ * overlapping an existing area is EEXIST, an unmap must cover whole areas (ENOENT for a partial one or for nothing),
+ * and it counts the calls — shadow mode's host for tests and benchmarks.
+ *
+ * @example
+ * ```ts
+ * import { ModelIoas } from "./model_ioas.ts";
+ * const ioas = new ModelIoas();
+ * console.log(ioas.map(16, 4, 100, true, true), ioas.map(18, 1, 7, true, true), ioas.unmap(17, 1)); // 0 -17 -2
+ * ```
+ *
+ * @module
+ */
+import { AreaMap } from "./areas.ts";
+import type { ShadowIoasPort } from "./domain.ts";
+
+/** The in-process IOAS. */
+export class ModelIoas implements ShadowIoasPort {
+  readonly areas: AreaMap = new AreaMap();
+  /** map + unmap calls made (successful or not): the syscalls a kernel host would have made. */
+  calls = 0;
+  /**
+   * Fault injection: the next call of `op` (at `firstPage`, if given) fails with `errno`, `times` times (default 1).
+   */
+  failNext?: { op: "map" | "unmap"; errno: number; firstPage?: number; times?: number };
+
+  #injected(op: "map" | "unmap", firstPage: number): number {
+    const f = this.failNext;
+    if (!f || f.op !== op || (f.firstPage !== undefined && f.firstPage !== firstPage)) return 0;
+    f.times = (f.times ?? 1) - 1;
+    if (f.times <= 0) this.failNext = undefined;
+    return f.errno;
+  }
+
+  map(firstPage: number, pages: number, gpaPage: number, read: boolean, write: boolean): number {
+    this.calls++;
+    const injected = this.#injected("map", firstPage);
+    if (injected) return -injected;
+    if (pages <= 0 || (!read && !write)) return -22;
+    if (this.areas.overlapping(firstPage, firstPage + pages - 1).length) return -17;
+    this.areas.insert({ firstPage, pages, gpaPage, read, write });
+    return 0;
+  }
+
+  unmap(firstPage: number, pages: number): number {
+    this.calls++;
+    const injected = this.#injected("unmap", firstPage);
+    if (injected) return -injected;
+    const last = firstPage + pages - 1;
+    const inside = this.areas.overlapping(firstPage, last);
+    if (inside.length === 0 || inside.some((a) => a.firstPage < firstPage || a.firstPage + a.pages - 1 > last)) {
+      return -2;
+    }
+    for (const a of inside) this.areas.remove(a);
+    return 0;
+  }
+
+  /** What the IOAS translates `page` to. */
+  lookup(page: number): { gpaPage: number; read: boolean; write: boolean } | undefined {
+    return this.areas.lookup(page);
+  }
+}
