@@ -73,7 +73,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "vfio: an unbound cdev cannot attach (ENODEV/EINVAL), and binding to an fd that is no iommufd of the shim's is refused",
+  name:
+    "vfio: an unbound cdev cannot attach (ENODEV/EINVAL), and binding to an fd that is no iommufd of the shim's is refused",
   ignore: noCdev !== undefined,
   fn() {
     using dev = VfioDevice.open(shim, CDEV);

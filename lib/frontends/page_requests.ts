@@ -123,7 +123,7 @@ export class PageRequestTracker {
   }
 
   /** Answer INVALID for every group whose deadline passed. Returns how many. */
-  expire(now = this.now()): number {
+  expire(now: number = this.now()): number {
     let n = 0;
     for (const [key, p] of this.#pending) {
       if (p.deadline > now) continue;

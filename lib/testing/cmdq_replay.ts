@@ -266,7 +266,7 @@ export interface CmdqReplayRigOptions {
  * ```
  */
 export class CmdqReplayRig {
-  readonly host = new ModelHost();
+  readonly host: ModelHost = new ModelHost();
   readonly vsmmu: number;
   readonly relay: RelayQueue;
   readonly cmdq: SmmuCommandQueue;
@@ -275,9 +275,9 @@ export class CmdqReplayRig {
   /** Guest RAM: the queue, then 64 KiB for MSIs. */
   readonly ram: Uint8Array;
   /** (domain, PASID) contexts bound per ASID. */
-  readonly contexts = new Map<number, { domain: number; pasid: "rid" | number }[]>();
+  readonly contexts: Map<number, { domain: number; pasid: "rid" | number }[]> = new Map();
   /** Streams and substreams the guest configured (CFGI_STE / CFGI_CD), as "sid/ssid". */
-  readonly configured = new Set<string>();
+  readonly configured: Set<string> = new Set();
   readonly #asids: number[];
 
   constructor(readonly recording: CmdqRecording, readonly options: CmdqReplayRigOptions = {}) {

@@ -28,7 +28,7 @@ const VTD_RING = 0x10_0000, SMMU_RING = 0x20_0000, STATUS = 0x30_0000;
 /** A scripted guest on the in-process host. */
 export class ScriptedGuest implements Disposable {
   /** Guest RAM (4 MiB). */
-  readonly ram = new Uint8Array(RAM);
+  readonly ram: Uint8Array = new Uint8Array(RAM);
   /** Bounds-checked access to it, as a VMM would give the front ends. */
   readonly memory: GuestMemory = guestMemoryOver(this.ram);
   readonly #plugins: RelayPlugin[] = [];

@@ -147,7 +147,7 @@ export class VirtioReplayRig {
   ioasMaps = 0;
   ioasUnmaps = 0;
 
-  constructor(readonly ramBytes = 2 ** 40) {
+  constructor(readonly ramBytes: number = 2 ** 40) {
     const maps = shadowMapHooks((d) => this.#domains.get(d)?.shadow);
     this.hooks = {
       attach: (r) => {

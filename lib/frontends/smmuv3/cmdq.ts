@@ -112,7 +112,7 @@ export class SmmuCommandQueue {
   gerror = 0;
   gerrorn = 0;
   /** The CMDQ_BASE register, exactly as written. */
-  readonly baseRegister = new QueueBaseRegister(16);
+  readonly baseRegister: QueueBaseRegister = new QueueBaseRegister(16);
   /** Host failures seen, retries the guest made, and whether service failure mode was entered. */
   readonly telemetry = { hostFailures: 0, sinkExceptions: 0, hookExceptions: 0, msiAborts: 0, slices: 0 };
 

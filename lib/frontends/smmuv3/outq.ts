@@ -94,7 +94,7 @@ export function register32(value: number | bigint): number {
 export class QueueBaseRegister {
   low = 0;
   high = 0;
-  constructor(readonly entryBytes: number, readonly maxLog2size = MAX_QUEUE_LOG2SIZE) {}
+  constructor(readonly entryBytes: number, readonly maxLog2size: number = MAX_QUEUE_LOG2SIZE) {}
 
   /** The register as the guest last wrote it. */
   get value(): bigint {
