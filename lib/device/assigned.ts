@@ -181,7 +181,7 @@ export class GuestIommu implements Disposable {
       if (this.viommu && opts.virtId === undefined) {
         throw new TypeError(`${port.label}: a guest with a vIOMMU needs each device's virtual id (virtId)`);
       }
-      const parent = this.#attachParent(port);
+      const parent = this.#attachParent(port, caps);
       stack.defer(() => this.releaseParent(parent));
       let vdev: HostVdevice | undefined;
       if (parent.viommu) vdev = stack.use(this.host.allocVdevice(parent.viommu.id, port, opts.virtId!));
@@ -193,7 +193,12 @@ export class GuestIommu implements Disposable {
     return device;
   }
 
-  #attachParent(port: DevicePort): ParentEntry {
+  #attachParent(port: DevicePort, caps: DeviceCapabilities): ParentEntry {
+    if (caps.iommu.kind === "vtd" && caps.iommu.erratum772415) {
+      this.host.forbidReadOnlyMappings(
+        `${port.label}: VT-d erratum 772415 (IOMMU_HW_INFO_VTD_ERRATA_772415_SPR17): no read-only mapping may reach a nesting parent`,
+      );
+    }
     for (const p of this.#parents) {
       try {
         port.attachRid(p.hwpt.id);
@@ -223,6 +228,7 @@ export class GuestIommu implements Disposable {
     if (this.viommu) {
       try {
         entry.viommu = this.host.allocViommu(port, hwpt.id, this.viommu.type);
+        if (caps.iommu.kind === "smmuv3" && caps.iommu.repeatTlbiCfgi) this.queue.repeatInvalidations(entry.viommu.id);
       } catch (e) {
         port.attachRid(this.host.ioasId);
         hwpt[Symbol.dispose]();

@@ -5,7 +5,14 @@
  * @module
  */
 import type { HwInfo } from "../kernel/iommufd.ts";
-import { HwInfoType, IommuHwInfoArmSmmuv3, IommuHwInfoVtd, IommuTestHwInfo, MockConstants } from "../uapi/mod.ts";
+import {
+  HwCapabilities,
+  HwInfoType,
+  IommuHwInfoArmSmmuv3,
+  IommuHwInfoVtd,
+  IommuTestHwInfo,
+  MockConstants,
+} from "../uapi/mod.ts";
 
 /** Decoded VT-d registers (`drivers/iommu/intel/iommu.h` cap_* / ecap_*). */
 export interface VtdCapabilities {
@@ -36,6 +43,11 @@ export interface VtdCapabilities {
   readonly smts: boolean;
   readonly flts: boolean;
   readonly slts: boolean;
+  /**
+   * `IOMMU_HW_INFO_VTD_ERRATA_772415_SPR17`: read-only mappings must not reach a nesting parent (Sapphire Rapids
+   * erratum 772415), so the guest-physical IOAS takes none while a nesting parent is over it.
+   */
+  readonly erratum772415: boolean;
 }
 
 /** Decoded SMMUv3 ID registers (`arm-smmu-v3.h` IDR*). */
@@ -53,6 +65,11 @@ export interface SmmuCapabilities {
   readonly ssidBits: number;
   /** Range invalidation (IDR3.RIL). */
   readonly ril: boolean;
+  /**
+   * `IOMMU_HW_INFO_ARM_SMMUV3_ERRATA_REPEAT_TLBI_CFGI` (Tegra264): "user space must issue TLBI/CFGI+SYNC commands
+   * twice", so the relay sends every TLBI and CFGI batch a second time after the first returned.
+   */
+  readonly repeatTlbiCfgi: boolean;
 }
 
 /** The selftest mock IOMMU. */
@@ -119,6 +136,7 @@ export function decodeCapabilities(info: HwInfo): DeviceCapabilities {
         smts: bit(e, 43),
         flts: bit(e, 47),
         slts: bit(e, 46),
+        erratum772415: (d.flags & HwCapabilities.values.IOMMU_HW_INFO_VTD_ERRATA_772415_SPR17) !== 0,
       },
     };
   }
@@ -137,6 +155,7 @@ export function decodeCapabilities(info: HwInfo): DeviceCapabilities {
         asid16: (idr0 & (1 << 12)) !== 0,
         ssidBits: (idr1 >>> 6) & 0x1f,
         ril: (idr3 & (1 << 10)) !== 0,
+        repeatTlbiCfgi: (d.flags & HwCapabilities.values.IOMMU_HW_INFO_ARM_SMMUV3_ERRATA_REPEAT_TLBI_CFGI) !== 0,
       },
     };
   }

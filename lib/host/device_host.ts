@@ -58,6 +58,11 @@ export interface DeviceHost {
   /** A nested table from the guest's stage-1 `table`, over a nesting parent or vIOMMU `ptId`. */
   allocNested(port: DevicePort, ptId: number, table: NestedTable, pasid: boolean): HostObject;
   /**
+   * Refuse read-only mappings in the guest-physical IOAS from now on (VT-d erratum 772415: a nesting parent must not
+   * hold one); throws an `UnsupportedError` if the IOAS has one already.
+   */
+  forbidReadOnlyMappings(reason: string): void;
+  /**
    * The zero-entry probe: does target `id` take `format`'s invalidations? 0, or the errno of the refusal.
    */
   probeInvalidation(id: number, format: Format): number;

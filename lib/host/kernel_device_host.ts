@@ -89,6 +89,10 @@ export class KernelDeviceHost implements DeviceHost {
     });
   }
 
+  forbidReadOnlyMappings(reason: string): void {
+    this.ioas.forbidReadOnly(reason);
+  }
+
   probeInvalidation(id: number, format: Format): number {
     const spec = FORMAT_SPECS[format];
     if (spec.dataType === undefined) return Errno.values.EOPNOTSUPP;

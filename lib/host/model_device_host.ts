@@ -23,6 +23,8 @@ export interface ModelPortOptions {
   readonly label?: string;
   /** PASID width the device's IOMMU reports (default 20, PCIe's). */
   readonly pasidBits?: number;
+  /** What `IOMMU_GET_HW_INFO` reports for the device (default: no driver data), to model a particular IOMMU. */
+  readonly hwInfo?: HwInfo;
 }
 
 /**
@@ -42,6 +44,7 @@ export interface ModelPortOptions {
 export class ModelPort implements DevicePort {
   readonly label: string;
   readonly pasidBits: number;
+  readonly hwInfo: HwInfo | undefined;
   #rid = 0;
   readonly #pasids = new Map<number, number>();
   #disposed = false;
@@ -49,6 +52,7 @@ export class ModelPort implements DevicePort {
   constructor(readonly devId: number, opts: ModelPortOptions = {}) {
     this.label = opts.label ?? `model device ${devId}`;
     this.pasidBits = opts.pasidBits ?? 20;
+    this.hwInfo = opts.hwInfo;
   }
 
   /** What the RID (`"rid"`) or a PASID is attached to (0 = nothing). */
@@ -123,6 +127,7 @@ export class ModelDeviceHost implements DeviceHost {
   }
 
   hwInfo(port: DevicePort): HwInfo {
+    if (port instanceof ModelPort && port.hwInfo) return port.hwInfo;
     const bits = port instanceof ModelPort ? port.pasidBits : 20;
     return { type: 0, data: new Uint8Array(0), maxPasidLog2: bits, capabilities: 0n };
   }
@@ -153,6 +158,13 @@ export class ModelDeviceHost implements DeviceHost {
 
   allocNested(_port: DevicePort, _ptId: number, table: NestedTable, _pasid: boolean): HostObject {
     return this.#target(this.model.createTarget(table.format, table.format === "selftest" ? table.iotlb : undefined));
+  }
+
+  /** Why read-only mappings are refused, once a device's erratum said so (the model maps nothing itself). */
+  readOnlyForbidden: string | undefined;
+
+  forbidReadOnlyMappings(reason: string): void {
+    this.readOnlyForbidden = reason;
   }
 
   probeInvalidation(id: number, format: Format): number {

@@ -9,7 +9,7 @@
  * @module
  */
 import { IOCTL, IOCTL_WITH_POINTER, type NativeShim } from "../../ffi/native.ts";
-import { KernelError } from "./errors.ts";
+import { KernelError, UnsupportedError } from "./errors.ts";
 import {
   HwptAllocFlags,
   IoasMapFlags,
@@ -307,12 +307,33 @@ export class IommufdObject implements Disposable {
 /** An IO address space. Memory it maps stays referenced here until unmapped, so it cannot be collected. */
 export class Ioas extends IommufdObject {
   readonly #mapped = new Map<number, Uint8Array>();
+  /** IOVAs of the read-only mappings (a nesting parent on an affected VT-d must not see one). */
+  readonly #readOnly = new Set<number>();
+  #readOnlyForbidden: string | undefined;
+
+  /**
+   * From now on refuse read-only mappings, because of `reason` (VT-d erratum 772415 on Sapphire Rapids: the kernel
+   * reports `IOMMU_HW_INFO_VTD_ERRATA_772415_SPR17`, "disallow read-only mappings on a nested_parent domain"). Throws
+   * an {@linkcode UnsupportedError} if a read-only mapping exists already.
+   */
+  forbidReadOnly(reason: string): void {
+    if (this.#readOnly.size) {
+      throw new UnsupportedError(
+        "read-only-mapping",
+        `${reason}; this IOAS already has ${this.#readOnly.size} read-only mapping(s)`,
+      );
+    }
+    this.#readOnlyForbidden = reason;
+  }
 
   /**
    * `IOMMU_IOAS_MAP`: map `memory` (keep it page-aligned: `NativeShim.alignedBuffer`) at `iova`, or where the
    * kernel chooses. Returns the IOVA.
    */
   map(memory: Uint8Array, opts: { iova?: number; readable?: boolean; writable?: boolean } = {}): number {
+    if (opts.writable === false && this.#readOnlyForbidden !== undefined) {
+      throw new UnsupportedError("read-only-mapping", this.#readOnlyForbidden);
+    }
     const f = IoasMapFlags.values;
     let flags = 0;
     if (opts.iova !== undefined) flags |= f.IOMMU_IOAS_MAP_FIXED_IOVA;
@@ -323,6 +344,7 @@ export class Ioas extends IommufdObject {
     this.iommufd.callWithPointer(IOMMU_IOAS_MAP, args, "user_va", memory, `map ${memory.byteLength} bytes`);
     const iova = readU64Number(args.view, args.offsetOf("iova"));
     this.#mapped.set(iova, memory);
+    if (opts.writable === false) this.#readOnly.add(iova);
     return iova;
   }
 
@@ -330,7 +352,12 @@ export class Ioas extends IommufdObject {
   unmap(iova: number, length: number): number {
     const args = IommuIoasUnmap.buffer().set("ioas_id", this.id).setU64("iova", iova).setU64("length", length);
     this.iommufd.call(IOMMU_IOAS_UNMAP, args, `unmap [0x${iova.toString(16)}, +0x${length.toString(16)})`);
-    for (const start of this.#mapped.keys()) if (start >= iova && start < iova + length) this.#mapped.delete(start);
+    for (const start of this.#mapped.keys()) {
+      if (start >= iova && start < iova + length) {
+        this.#mapped.delete(start);
+        this.#readOnly.delete(start);
+      }
+    }
     return readU64Number(args.view, args.offsetOf("length"));
   }
 

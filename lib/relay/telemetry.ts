@@ -29,6 +29,8 @@ export interface QueueTelemetry {
   thresholdDrains: number;
   /** Barriers (binding changes, configuration commands) that sent what was pending. */
   barriers: number;
+  /** Batches sent a second time for a host erratum (`RelayQueue.repeatInvalidations`). */
+  errataRepeats: number;
   /** Invalidations that reached no host target, by reason: nothing the guest asked for vanishes uncounted. */
   readonly unrouted: UnroutedCounts;
   /**
@@ -62,6 +64,7 @@ export function newQueueTelemetry(): QueueTelemetry {
     resends: 0,
     thresholdDrains: 0,
     barriers: 0,
+    errataRepeats: 0,
     unrouted: { emulatedDomain: 0, noBinding: 0 },
     latencyUs: new Array(24).fill(0),
   };
