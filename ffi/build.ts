@@ -9,8 +9,12 @@
  * @module
  */
 
-/** Compiler flags; part of the cache key. */
-const CFLAGS = ["-O2", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden"];
+/**
+ * Compiler flags; part of the cache key. `-z nodelete`: the shim installs a signal handler, arms POSIX timers and
+ * registers a thread-exit destructor, so it must stay mapped after the last `NativeShim` closes (a Worker's vCPU
+ * thread exiting, or a repeating deadline signal, after dlclose would otherwise jump into unmapped code).
+ */
+const CFLAGS = ["-O2", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden", "-Wl,-z,nodelete"];
 
 /** File name of the built library inside its cache folder. */
 export const SHIM_FILE = "libiommu_relay_shim.so";
