@@ -58,8 +58,10 @@ const NAMES: Record<number, string> = Object.fromEntries(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { errnoName } from "./errno.ts";
- * console.log(errnoName(-25), errnoName(95)); // ENOTTY EOPNOTSUPP
+ * assert.equal(errnoName(-25), "ENOTTY");
+ * assert.equal(errnoName(95), "EOPNOTSUPP");
  * ```
  */
 export function errnoName(errno: number): string {

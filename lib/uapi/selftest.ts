@@ -421,9 +421,11 @@ export const IommuHwptSelftest: Struct<typeof IommuHwptSelftestLayout.fields> = 
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { selftestHwptData } from "./selftest.ts";
  * const data = selftestHwptData(7);
- * console.log(data.type, data.bytes); // 57005 Uint8Array(4) [ 7, 0, 0, 0 ]
+ * assert.equal(data.type, 0xdead);
+ * assert.deepEqual(data.bytes, new Uint8Array([7, 0, 0, 0]));
  * ```
  */
 export function selftestHwptData(iotlb: number): { type: number; bytes: Uint8Array } {
