@@ -21,6 +21,7 @@ export const SHIM_FILE = "libiommu_relay_shim.so";
 
 /** Raised when the shim cannot be built; `message` is one line saying what to do. */
 export class ShimBuildError extends Error {
+  /** Always `"ShimBuildError"`. */
   override name = "ShimBuildError";
 }
 
@@ -29,8 +30,9 @@ export class ShimBuildError extends Error {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { cacheDir } from "./build.ts";
- * console.log(cacheDir().endsWith("iommu-relay"));
+ * assert.ok(cacheDir().endsWith("iommu-relay"));
  * ```
  */
 export function cacheDir(): string {
@@ -63,9 +65,10 @@ export interface CachedBuild {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { cachedPath } from "./build.ts";
  * const shim = { source: new URL("./shim.c", import.meta.url), flags: ["-O2"], prefix: "demo", file: "x.so" };
- * console.log((await cachedPath(shim)).endsWith("/x.so")); // true
+ * assert.ok((await cachedPath(shim)).endsWith("/x.so"));
  * ```
  */
 export async function cachedPath(build: CachedBuild): Promise<string> {
@@ -128,8 +131,9 @@ const SHIM: CachedBuild = {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { shimPath } from "./build.ts";
- * console.log((await shimPath()).endsWith(".so"));
+ * assert.ok((await shimPath()).endsWith(".so"));
  * ```
  */
 export function shimPath(): Promise<string> {
@@ -141,9 +145,10 @@ export function shimPath(): Promise<string> {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { ensureShim } from "./build.ts";
  * const path = await ensureShim();
- * console.log(path.endsWith("libiommu_relay_shim.so"));
+ * assert.ok(path.endsWith("libiommu_relay_shim.so"));
  * ```
  */
 export function ensureShim(): Promise<string> {
