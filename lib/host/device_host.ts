@@ -30,11 +30,13 @@ export interface DevicePort extends Disposable {
 
 /** A host object the device layer allocated; disposing it destroys it. */
 export interface HostObject extends Disposable {
+  /** The object's iommufd id (or the in-process host's id for it). */
   readonly id: number;
 }
 
 /** A vDEVICE: a device's guest-visible id on a vIOMMU. */
 export interface HostVdevice extends HostObject {
+  /** The device's virtual id on the vIOMMU: the guest's StreamID (SMMUv3) or RID, as invalidations name it. */
   readonly virtId: number;
 }
 

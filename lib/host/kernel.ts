@@ -24,6 +24,7 @@ export class KernelBackend implements Backend {
   /** ioctls issued. */
   calls = 0;
 
+  /** A backend that sends every batch as one `IOMMU_HWPT_INVALIDATE` on `iommufd`. */
   constructor(readonly iommufd: Iommufd) {}
 
   invalidate(targetId: number, format: Format, entries: Uint8Array, count: number, status: InvalidateStatus): void {

@@ -53,8 +53,10 @@ export function hwptData(table: NestedTable): { type: number; bytes: Uint8Array 
  * ```
  */
 export class KernelDeviceHost implements DeviceHost {
+  /** The backend invalidations go through: `IOMMU_HWPT_INVALIDATE` on the same iommufd. */
   readonly backend: KernelBackend;
 
+  /** Allocate on `iommufd`; nesting parents are made over `ioas`, the VMM's guest-RAM address space. */
   constructor(readonly iommufd: Iommufd, readonly ioas: Ioas) {
     this.backend = new KernelBackend(iommufd);
   }

@@ -43,12 +43,14 @@ export interface ModelPortOptions {
  */
 export class ModelPort implements DevicePort {
   readonly label: string;
+  /** PASID width the host reports for this device (`maxPasidLog2` of its hardware info; default 20). */
   readonly pasidBits: number;
   readonly hwInfo: HwInfo | undefined;
   #rid = 0;
   readonly #pasids = new Map<number, number>();
   #disposed = false;
 
+  /** A port for in-process device `devId`, detached. */
   constructor(readonly devId: number, opts: ModelPortOptions = {}) {
     this.label = opts.label ?? `model device ${devId}`;
     this.pasidBits = opts.pasidBits ?? 20;
@@ -86,6 +88,7 @@ export class ModelPort implements DevicePort {
   #live(): void {
     if (this.#disposed) throw new Error(`${this.label} was disposed`);
   }
+  /** Mark the port disposed: any later call throws. */
   [Symbol.dispose](): void {
     this.#disposed = true;
     this.#pasids.clear();
@@ -113,6 +116,7 @@ export class ModelDeviceHost implements DeviceHost {
   readonly ioasId: number;
   #nextDev = 1;
 
+  /** A device host over `model`, with a paging target made at once as the IOAS nesting parents sit on. */
   constructor(readonly model: ModelHost) {
     this.ioasId = model.createTarget("paging");
   }
