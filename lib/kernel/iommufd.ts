@@ -11,6 +11,7 @@
 import { IOCTL, IOCTL_WITH_POINTER, type NativeShim } from "../../ffi/native.ts";
 import { KernelError, UnsupportedError } from "./errors.ts";
 import {
+  type FieldSpec,
   HwptAllocFlags,
   IoasMapFlags,
   type Ioctl,
@@ -49,9 +50,6 @@ import {
   UAPI,
 } from "../uapi/mod.ts";
 
-// deno-lint-ignore no-explicit-any
-type AnyBuffer = StructBuffer<any>;
-
 const REGISTERED: ReadonlySet<Ioctl> = new Set(UAPI.ioctls);
 const INVALIDATE_FIELDS = IommuHwptInvalidate.fields;
 
@@ -67,12 +65,13 @@ function registered(ioctl: Ioctl): void {
  *
  * @example
  * ```ts ignore
+ * import assert from "node:assert/strict";
  * import { NativeShim } from "../../ffi/native.ts";
  * import { Iommufd } from "./iommufd.ts";
  * using shim = await NativeShim.load();
  * using iommufd = Iommufd.open(shim);
  * using ioas = iommufd.allocIoas();
- * console.log(ioas.id > 0);
+ * assert.ok(ioas.id > 0);
  * ```
  */
 export class Iommufd implements Disposable {
@@ -101,7 +100,7 @@ export class Iommufd implements Disposable {
   }
 
   /** Issue `ioctl` with `args`; throws {@linkcode KernelError} on failure. */
-  call(ioctl: Ioctl, args: AnyBuffer, op: string): number {
+  call(ioctl: Ioctl, args: StructBuffer<Record<string, FieldSpec>>, op: string): number {
     registered(ioctl);
     const r = this.shim[IOCTL](this.fd, ioctl.request, args.bytes);
     if (r < 0) throw new KernelError(r, op, ioctl.name);
@@ -109,7 +108,13 @@ export class Iommufd implements Disposable {
   }
 
   /** Issue `ioctl` after storing the address of `data` in the u64 field `pointerField` of `args`. */
-  callWithPointer(ioctl: Ioctl, args: AnyBuffer, pointerField: string, data: Uint8Array, op: string): number {
+  callWithPointer(
+    ioctl: Ioctl,
+    args: StructBuffer<Record<string, FieldSpec>>,
+    pointerField: string,
+    data: Uint8Array,
+    op: string,
+  ): number {
     registered(ioctl);
     const r = this.shim[IOCTL_WITH_POINTER](this.fd, ioctl.request, args.bytes, args.offsetOf(pointerField), data);
     if (r < 0) throw new KernelError(r, op, ioctl.name);
@@ -284,6 +289,7 @@ export interface HwptAllocOptions {
 /** A kernel object inside an iommufd, destroyed on disposal. */
 export class IommufdObject implements Disposable {
   #destroyed = false;
+  /** Wraps an allocated object; made by the {@linkcode Iommufd} methods that allocate, not directly. */
   constructor(
     /** The iommufd holding it. */
     readonly iommufd: Iommufd,
@@ -388,6 +394,7 @@ export class Ioas extends IommufdObject {
     }
   }
 
+  /** Destroy the IOAS (the kernel unmaps everything) and drop the references that kept its mapped memory alive. */
   override [Symbol.dispose](): void {
     super[Symbol.dispose]();
     this.#mapped.clear();
@@ -431,6 +438,7 @@ export class Viommu extends InvalidationTarget {}
 
 /** A vDEVICE: a device's guest-visible id on a vIOMMU. */
 export class Vdevice extends IommufdObject {
+  /** Wraps vDEVICE `id` on `iommufd`; made by {@linkcode Iommufd.allocVdevice}. */
   constructor(iommufd: Iommufd, id: number, /** The virtual id. */ readonly virtId: number) {
     super(iommufd, id);
   }
@@ -439,6 +447,7 @@ export class Vdevice extends IommufdObject {
 /** An iommufd object with its own fd (fault queue, vEVENTQ): the fd closes before the object is destroyed. */
 export class QueueObject extends IommufdObject {
   #fdOpen = true;
+  /** Wraps queue object `id` on `iommufd`, readable through `fd`. */
   constructor(iommufd: Iommufd, id: number, /** The queue's fd. */ readonly fd: number) {
     super(iommufd, id);
   }
@@ -457,6 +466,7 @@ export class QueueObject extends IommufdObject {
     return (r & 1) !== 0;
   }
 
+  /** Close the queue's fd first, then destroy the object. */
   override [Symbol.dispose](): void {
     if (this.#fdOpen) {
       this.#fdOpen = false;
