@@ -86,7 +86,7 @@ export type { DrainReport, RequestFailure, WaitOutcome } from "./outcome.ts";
 const { EINTR, EAGAIN, ENOENT } = Errno.values;
 
 /** Everyone's outcomes: the owner a VMM-wide drain reports for. */
-export const EVERY_OWNER = -1;
+export const EVERY_OWNER: number = -1;
 
 /**
  * One guest vIOMMU's queue.
@@ -114,6 +114,7 @@ export const EVERY_OWNER = -1;
  * ```
  */
 export class RelayQueue {
+  /** Counters, readable at any time. */
   readonly telemetry: QueueTelemetry = newQueueTelemetry();
   readonly #bindings = new BindingTable();
   readonly #routes: RouteTable;
@@ -150,6 +151,7 @@ export class RelayQueue {
     onEmulated?: (request: InvalidateRequest) => void;
   };
 
+  /** A queue sending to `backend`; `options` sets thresholds, limits and hooks (defaults: drain only when asked). */
   constructor(readonly backend: Backend, options: QueueOptions = {}) {
     this.#opts = {
       maxRanges: options.maxRanges ?? 64,

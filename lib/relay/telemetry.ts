@@ -17,13 +17,21 @@ export interface UnroutedCounts {
 
 /** Counters, readable at any time. */
 export interface QueueTelemetry {
+  /** Guest requests submitted (refused ones not counted). */
   requestsIn: number;
+  /** Invalidation requests among them. */
   invalidationsIn: number;
+  /** Waits (`sync`) among them. */
   waitsIn: number;
+  /** Drains that ran, whatever triggered them. */
   drains: number;
+  /** Batches sent to the backend (one `IOMMU_HWPT_INVALIDATE` each on the kernel). */
   ioctls: number;
+  /** Host entries in those batches. */
   entriesOut: number;
+  /** Guest requests reported failed. */
   failures: number;
+  /** Batches sent again after a failure: the entries after the failing one, or the whole batch when the kernel's count could not be trusted. */
   resends: number;
   /** Drains a size or age threshold triggered. */
   thresholdDrains: number;
