@@ -9,6 +9,7 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { ShadowDomain } from "./domain.ts";
  * import { ModelIoas } from "./model_ioas.ts";
  * const ram = new Uint8Array(1 << 20);
@@ -18,7 +19,9 @@
  * const memory = { read: (a: number, n: number) => ram.slice(a, a + n), write: () => {} };
  * const ioas = new ModelIoas();
  * const d = new ShadowDomain(memory, ram.length, ioas, { format: "vtd-sl", root: 0x1000, levels: 4 });
- * console.log(d.sync(0, 16).maps, d.sync(0, 16).maps, ioas.calls); // 1 0 1
+ * assert.equal(d.sync(0, 16).maps, 1);
+ * assert.equal(d.sync(0, 16).maps, 0); // already equal: nothing to do
+ * assert.equal(ioas.calls, 1);
  * ```
  *
  * @module
@@ -28,7 +31,9 @@ import { type GuestMemoryReader, type MappingRun, type PageTableConfig, type Wal
 
 /** The host side: an IOAS taking page-granular maps of guest memory. Returns 0 or `-errno`; never throws. */
 export interface ShadowIoasPort {
+  /** Map IOVA pages [firstPage, +pages) to guest pages [gpaPage, +pages) with these permissions: 0 or `-errno` (`-EEXIST` over a mapping). */
   map(firstPage: number, pages: number, gpaPage: number, read: boolean, write: boolean): number;
+  /** Unmap the areas inside IOVA pages [firstPage, +pages): 0 or `-errno` (`-ENOENT` when there are none, or one crosses an end). */
   unmap(firstPage: number, pages: number): number;
 }
 
@@ -36,27 +41,39 @@ export interface ShadowIoasPort {
 export interface SyncResult {
   /** 0, or the errno of the host call that failed (the sync stopped there). */
   readonly errno: number;
+  /** The host call that failed, when `errno` is not 0. */
   readonly failed?: { readonly op: "map" | "unmap"; readonly firstPage: number; readonly pages: number };
+  /** Successful map calls. */
   readonly maps: number;
+  /** Successful unmap calls. */
   readonly unmaps: number;
   /** Areas the range touched that still matched the guest table: no syscall. */
   readonly kept: number;
+  /** Pages the guest's table maps in a way the host will not (they stay unmapped). */
   readonly faults: readonly WalkFault[];
 }
 
 /** Counters over the domain's life. */
 export interface ShadowTelemetry {
+  /** Syncs run (an invalidation's range, or the whole table on a root change). */
   syncs: number;
+  /** Successful map calls, over all syncs. */
   maps: number;
+  /** Successful unmap calls, over all syncs. */
   unmaps: number;
+  /** Areas a sync found still equal to the guest table and left alone. */
   kept: number;
+  /** Walk faults reported. */
   faults: number;
+  /** Syncs that stopped on a host error. */
   failures: number;
 }
 
 /** One shadowed domain. */
 export class ShadowDomain {
+  /** What the domain has mapped on the host, area by area: the sync compares the walk with it. */
   readonly areas: AreaMap = new AreaMap();
+  /** Counters, readable at any time. */
   readonly telemetry: ShadowTelemetry = { syncs: 0, maps: 0, unmaps: 0, kept: 0, faults: 0, failures: 0 };
   /**
    * Told of every walk fault (pages the guest's table maps in a way the host will not: they stay unmapped). The
@@ -64,6 +81,7 @@ export class ShadowDomain {
    */
   readonly faultListeners: Set<(fault: WalkFault) => void> = new Set();
 
+  /** A domain walking guest tables in `memory` (RAM of `ramBytes`), mapping through `port`; nothing is mapped until a sync. */
   constructor(
     readonly memory: GuestMemoryReader,
     readonly ramBytes: number,

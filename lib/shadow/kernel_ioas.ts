@@ -12,8 +12,10 @@ import type { ShadowIoasPort } from "./domain.ts";
 export class KernelShadowIoas implements ShadowIoasPort {
   /** ioctls made. */
   calls = 0;
+  /** Map subarrays of `ram` into `ioas`. */
   constructor(readonly ioas: Ioas, readonly ram: Uint8Array) {}
 
+  /** `IOMMU_IOAS_MAP` of the guest pages at a fixed IOVA; `-EFAULT` for pages beyond `ram`, `-errno` for a kernel refusal. */
   map(firstPage: number, pages: number, gpaPage: number, read: boolean, write: boolean): number {
     this.calls++;
     if ((gpaPage + pages) * 4096 > this.ram.byteLength) return -14; // EFAULT: not guest RAM
@@ -30,6 +32,7 @@ export class KernelShadowIoas implements ShadowIoasPort {
     }
   }
 
+  /** `IOMMU_IOAS_UNMAP` of the range: 0 or `-errno`. */
   unmap(firstPage: number, pages: number): number {
     this.calls++;
     try {

@@ -5,9 +5,12 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { ModelIoas } from "./model_ioas.ts";
  * const ioas = new ModelIoas();
- * console.log(ioas.map(16, 4, 100, true, true), ioas.map(18, 1, 7, true, true), ioas.unmap(17, 1)); // 0 -17 -2
+ * assert.equal(ioas.map(16, 4, 100, true, true), 0);
+ * assert.equal(ioas.map(18, 1, 7, true, true), -17); // -EEXIST: page 18 is mapped
+ * assert.equal(ioas.unmap(17, 1), -2); // -ENOENT: page 17 alone is not an area
  * ```
  *
  * @module
@@ -17,6 +20,7 @@ import type { ShadowIoasPort } from "./domain.ts";
 
 /** The in-process IOAS. */
 export class ModelIoas implements ShadowIoasPort {
+  /** The mappings, area by area (what the kernel's IOAS would hold). */
   readonly areas: AreaMap = new AreaMap();
   /** map + unmap calls made (successful or not): the syscalls a kernel host would have made. */
   calls = 0;
@@ -33,6 +37,7 @@ export class ModelIoas implements ShadowIoasPort {
     return f.errno;
   }
 
+  /** As the kernel's map: `-EINVAL` for no pages or no permission, `-EEXIST` over an existing mapping, else 0. */
   map(firstPage: number, pages: number, gpaPage: number, read: boolean, write: boolean): number {
     this.calls++;
     const injected = this.#injected("map", firstPage);
@@ -43,6 +48,7 @@ export class ModelIoas implements ShadowIoasPort {
     return 0;
   }
 
+  /** As the kernel's unmap: removes the areas inside the range; `-ENOENT` when there are none or one crosses an end of the range (nothing removed). */
   unmap(firstPage: number, pages: number): number {
     this.calls++;
     const injected = this.#injected("unmap", firstPage);
