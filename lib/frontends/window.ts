@@ -22,6 +22,7 @@ export interface RelaySink {
    * a front end never sends here.
    */
   submit(request: Request): number | undefined;
+  /** Send everything queued; report waits and failures since the last drain. */
   drain(): DrainReport;
   /** The allocation-free drain (optional; a front end falls back to `drain`). */
   drainInto?(out: DrainOutcome): DrainOutcome;
@@ -37,6 +38,7 @@ export interface WaitCompleter {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { RelayWindow } from "./window.ts";
  * import { RelayQueue } from "../relay/queue.ts";
  * import { ModelHost } from "../host/model.ts";
@@ -47,7 +49,9 @@ export interface WaitCompleter {
  * const window = new RelayWindow(relay, { completeWait: (_flags, data) => void written.push(data) });
  * window.submit({ op: "invalidate", domain: 1, scope: { kind: "pasid", pasid: 5 } }, 0);
  * window.wait(1, 1, 0xcafe, 0x8000);
- * console.log(window.settle(), window.completed, written); // -1 1 [ 51966 ]
+ * assert.equal(window.settle(), -1);
+ * assert.equal(window.completed, 1);
+ * assert.deepEqual(written, [0xcafe]);
  * ```
  */
 export class RelayWindow {

@@ -10,10 +10,13 @@
  *
  * @example
  * ```ts
- * import { VtdFaultRecorder, VTD_FAULT_REASON } from "./faults.ts";
+ * import assert from "node:assert/strict";
+ * import { FSTS_FAULT, VtdFaultRecorder, VTD_FAULT_REASON } from "./faults.ts";
  * const rec = new VtdFaultRecorder(4);
  * rec.record({ sid: 0x18, address: 0x7f000000, read: false, reason: VTD_FAULT_REASON.WRITE_NOT_WRITABLE });
- * console.log(rec.fsts.toString(16), (rec.readFrcd(0, 3) >>> 31) & 1); // 2 1
+ * assert.equal(rec.fsts & 0xff, FSTS_FAULT.PPF); // a record is pending, none lost (no PFO)
+ * assert.equal((rec.readFrcd(0, 3) >>> 31) & 1, 1); // record 0 holds it: F (bit 127) set
+
  * ```
  *
  * @module
@@ -36,10 +39,13 @@ export const FSTS_FAULT = { PFO: 1 << 0, PPF: 1 << 1 } as const;
 export interface VtdFault {
   /** Requester id (bus/device/function) as the guest knows the device. */
   readonly sid: number;
+  /** The request's PASID; absent for a request without PASID (PP clear). */
   readonly pasid?: number;
   /** The faulting address (its page is recorded). */
   readonly address: number;
+  /** A read (T = 1) rather than a write. */
   readonly read: boolean;
+  /** Fault reason code (FR, bits 103:96), one of {@linkcode VTD_FAULT_REASON}. */
   readonly reason: number;
 }
 
@@ -49,8 +55,10 @@ export class VtdFaultRecorder {
   readonly #records: Uint32Array;
   #fri = 0;
   #pfo = false;
+  /** Faults recorded, and faults lost because the record at FRI was still full (PFO). */
   readonly telemetry = { recorded: 0, lost: 0 };
 
+  /** `count` fault recording registers (1..256, cap.NFR + 1); `hooks.interrupt` is called on every record or loss. */
   constructor(readonly count = 8, readonly hooks: { interrupt?(): void } = {}) {
     if (!Number.isInteger(count) || count < 1 || count > 256) throw new RangeError("1..256 fault recording registers");
     this.#records = new Uint32Array(count * 4);
