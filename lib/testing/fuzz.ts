@@ -5,10 +5,12 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { fuzz } from "./fuzz.ts";
  * const r = fuzz({ name: "u32", sizes: [4], run: (b) => new DataView(b.buffer).getUint32(0), typed: () => false },
  *   { inputs: 1000, seed: 1 });
- * console.log(r.inputs, r.typedErrors); // 1000 0
+ * assert.equal(r.inputs, 1000);
+ * assert.equal(r.typedErrors, 0);
  * ```
  *
  * @module
