@@ -53,11 +53,13 @@ const REMEMBERED = 4096;
 
 /** Groups waiting for the guest, by a key the queue model builds (requester/PASID/group). */
 export class PageRequestTracker {
+  /** Counters and the timeout policy, readable at any time. */
   readonly telemetry: PageRequestTelemetry;
   readonly #pending = new Map<string, { cookie: number; deadline: number; pasidKey: string }>();
   readonly #answered = new Set<string>();
   readonly #unbound = new Set<string>();
 
+  /** `respond` answers the host; `now` is the clock deadlines are measured on (ms). */
   constructor(
     readonly respond: HostResponder,
     readonly now: () => number,

@@ -30,6 +30,7 @@ export interface RelaySink {
 
 /** Carries out a wait's guest-visible completion; throws when its status address is not guest RAM. */
 export interface WaitCompleter {
+  /** Complete one wait as its descriptor asks: write `data` to guest-physical `address` and/or raise the interrupt, per the vendor's `flags`. */
   completeWait(flags: number, data: number, address: number): void;
 }
 
@@ -68,6 +69,7 @@ export class RelayWindow {
   #waits = 0;
   readonly #sync = { op: "sync" as const };
 
+  /** A window over `sink`; waits that complete are carried out through `completer`. */
   constructor(readonly sink: RelaySink, readonly completer: WaitCompleter) {}
 
   /** A new doorbell. */

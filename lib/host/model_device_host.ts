@@ -45,6 +45,7 @@ export class ModelPort implements DevicePort {
   readonly label: string;
   /** PASID width the host reports for this device (`maxPasidLog2` of its hardware info; default 20). */
   readonly pasidBits: number;
+  /** What `IOMMU_GET_HW_INFO` reports for it; undefined: the host's default (no driver data). */
   readonly hwInfo: HwInfo | undefined;
   #rid = 0;
   readonly #pasids = new Map<number, number>();

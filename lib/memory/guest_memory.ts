@@ -19,7 +19,9 @@
 
 /** Bounds-checked guest memory. */
 export interface BoundedGuestMemory {
+  /** `length` bytes at guest-physical `gpa`; throws for anything outside guest RAM. */
   read(gpa: number, length: number): Uint8Array;
+  /** Write `bytes` at guest-physical `gpa`; throws for anything outside guest RAM. */
   write(gpa: number, bytes: Uint8Array): void;
   /** Copy `out.length` bytes at `gpa` into `out`: a read that allocates nothing. */
   readInto(gpa: number, out: Uint8Array): void;

@@ -152,6 +152,7 @@ export class SharedRelay {
   };
   readonly #sync = { op: "sync" as const };
 
+  /** The relay side over `sab` (at least {@linkcode sharedRelayBytes}(`layout`) bytes): doorbells rung in it are submitted to `queue`. */
   constructor(sab: SharedArrayBuffer, readonly layout: SharedRelayLayout, readonly queue: RelayQueue) {
     if (sab.byteLength < sharedRelayBytes(layout)) throw new RangeError("shared buffer too small for the layout");
     this.#i32 = new Int32Array(sab, 0, int32Count(layout));
