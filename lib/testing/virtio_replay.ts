@@ -9,9 +9,9 @@
  *
  * @module
  */
-import { handleVirtioIommuRequest, type VirtioIommuHooks } from "../frontends/virtio/iommu.ts";
+import { handleVirtioIommuKick, handleVirtioIommuRequest, type VirtioIommuHooks } from "../frontends/virtio/iommu.ts";
 import { shadowMapHooks } from "../frontends/virtio/shadow.ts";
-import { ShadowDomain } from "../shadow/domain.ts";
+import { ShadowDomain, type ShadowIoasPort } from "../shadow/domain.ts";
 import { ModelIoas } from "../shadow/model_ioas.ts";
 import { keyValues, splitRecording } from "./recordings.ts";
 
@@ -117,9 +117,18 @@ export interface VirtioReplayResult {
   readonly kicks: number;
   /** Requests per status code. */
   readonly statuses: Readonly<Record<number, number>>;
-  /** IOAS map and unmap calls made (the host calls of the shadowed domains). */
+  /** IOAS map and unmap calls made (the host calls of the shadowed domains: what a kernel host would ioctl). */
   readonly ioasMaps: number;
   readonly ioasUnmaps: number;
+}
+
+/** How the rig hands requests to the front end. */
+export interface VirtioReplayOptions {
+  /**
+   * Hand each kick's requests over together ({@linkcode handleVirtioIommuKick}: a run of UNMAPs becomes merged IOAS
+   * unmaps) instead of one request at a time. Default false.
+   */
+  readonly batchKicks?: boolean;
 }
 
 /**
@@ -144,27 +153,34 @@ export class VirtioReplayRig {
   readonly #domains = new Map<number, { shadow: ShadowDomain; ioas: ModelIoas }>();
   readonly hooks: VirtioIommuHooks;
   readonly relay = { submit: () => 0 };
+  /** IOAS map calls made, over every domain. */
   ioasMaps = 0;
+  /** IOAS unmap calls made, over every domain. */
   ioasUnmaps = 0;
 
-  constructor(readonly ramBytes = 2 ** 40) {
+  constructor(readonly ramBytes = 2 ** 40, readonly options: VirtioReplayOptions = {}) {
     const maps = shadowMapHooks((d) => this.#domains.get(d)?.shadow);
     this.hooks = {
       attach: (r) => {
         if (!this.#domains.has(r.domain)) {
           const ioas = new ModelIoas();
+          // The host calls are counted at the IOAS, so a merged unmap counts once.
+          const counted: ShadowIoasPort = {
+            map: (first, pages, gpa, read, write) => (this.ioasMaps++, ioas.map(first, pages, gpa, read, write)),
+            unmap: (first, pages) => (this.ioasUnmaps++, ioas.unmap(first, pages)),
+          };
           this.#domains.set(r.domain, {
-            shadow: new ShadowDomain({ read: () => new Uint8Array(4096) }, ramBytes, ioas),
+            shadow: new ShadowDomain({ read: () => new Uint8Array(4096) }, ramBytes, counted),
             ioas,
           });
         }
         return 0;
       },
       detach: () => 0,
-      map: (r) => (this.ioasMaps++, maps.map!(r)),
-      unmap: (r) => (this.ioasUnmaps++, maps.unmap!(r)),
+      ...maps,
       probe: () => 0,
     };
+    if (!options.batchKicks) delete this.hooks.unmapMany;
   }
 
   /** The IOAS behind guest domain `domain`. */
@@ -179,18 +195,40 @@ export class VirtioReplayRig {
     return buffer[buffer.length - 4];
   }
 
-  /** Replay every request in order; `after` sees each request and its status. */
+  /** Handle one kick's requests together; returns their statuses, as read from the buffers' tails. */
+  handleKick(requests: readonly VirtioRecordedRequest[]): number[] {
+    const buffers = requests.map((r) => encodeVirtioRequest(r));
+    handleVirtioIommuKick(buffers, this.hooks, this.relay);
+    return buffers.map((b) => b[b.length - 4]);
+  }
+
+  /**
+   * Replay every request in order; `after` sees each request and its status as soon as it is written — with
+   * `batchKicks`, once its whole kick was handled (the host state it sees is the kick's end).
+   */
   replay(
     requests: readonly VirtioRecordedRequest[],
     after?: (r: VirtioRecordedRequest, status: number) => void,
   ): VirtioReplayResult {
     const statuses: Record<number, number> = {};
     const kicks = new Set<number>();
-    for (const r of requests) {
-      const status = this.handle(r);
+    const answered = (r: VirtioRecordedRequest, status: number) => {
       statuses[status] = (statuses[status] ?? 0) + 1;
       kicks.add(r.kick);
       after?.(r, status);
+    };
+    for (let i = 0; i < requests.length;) {
+      if (!this.options.batchKicks) {
+        answered(requests[i], this.handle(requests[i]));
+        i++;
+        continue;
+      }
+      let j = i + 1;
+      while (j < requests.length && requests[j].kick === requests[i].kick) j++;
+      const kick = requests.slice(i, j);
+      const answers = this.handleKick(kick);
+      for (let k = 0; k < kick.length; k++) answered(kick[k], answers[k]);
+      i = j;
     }
     return {
       requests: requests.length,
