@@ -111,6 +111,17 @@ export function encodeRecordedCommand(opcode: string, f: Readonly<Record<string,
       w0 |= (sid << 32n) | (ssid << 12n) | (num(f.ssv) << 11n);
       w1 = (num(f.addr) & ~0xfffn) | num(f.size) | (num(f.g) << 9n);
       break;
+    case 0x41: // PRI_RESP: SSID [31:12], SSV 11, SID [63:32]; PRG index [8:0], RESP [13:12]
+      w0 |= (sid << 32n) | (ssid << 12n) | (num(f.ssv) << 11n);
+      w1 = (num(f.grpid) & 0x1ffn) | ((num(f.resp) & 3n) << 12n);
+      break;
+    case 0x44: // RESUME: RESP [13:12], SID [63:32]; STAG [15:0]
+      w0 |= (sid << 32n) | ((num(f.resp) & 3n) << 12n);
+      w1 = num(f.stag) & 0xffffn;
+      break;
+    case 0x45: // STALL_TERM: SID [63:32]
+      w0 |= sid << 32n;
+      break;
     case 0x46: {
       const cs = f.cs === "none" ? 0n : f.cs === "irq" ? 1n : 2n;
       w0 |= (cs << 12n) | (num(f.msh) << 22n) | (num(f.msiattr) << 24n) | (num(f.msidata) << 32n);
@@ -229,7 +240,10 @@ export function replayCmdq(
 
 /** Options of {@linkcode CmdqReplayRig}. */
 export interface CmdqReplayRigOptions {
-  /** LOG2SIZE of the queue (default: the recording's header, else 8). */
+  /**
+   * LOG2SIZE of the queue (default: the recording's header, else the smallest queue holding its highest slot — exact
+   * for a recording that wrapped, and any larger size replays the same when it did not).
+   */
   readonly log2size?: number;
   /** Guest-physical address of the queue (default 0x4100_0000, aligned to the queue's size). */
   readonly queueAddress?: number;
@@ -281,7 +295,7 @@ export class CmdqReplayRig {
   readonly #asids: number[];
 
   constructor(readonly recording: CmdqRecording, readonly options: CmdqReplayRigOptions = {}) {
-    this.log2size = options.log2size ?? recording.log2size ?? 8;
+    this.log2size = options.log2size ?? recording.log2size ?? inferredLog2size(recording);
     const bytes = 16 * 2 ** this.log2size;
     this.queueAddress = options.queueAddress ?? Math.max(0x4100_0000 - (0x4100_0000 % bytes), bytes);
     this.ram = new Uint8Array(bytes + 0x10000);
@@ -302,10 +316,12 @@ export class CmdqReplayRig {
     };
     this.vsmmu = this.host.createTarget("smmuv3");
     this.relay = new RelayQueue(this.host, { smmuRil: true });
-    // Every ASID the recording's TLBIs name, for the default (CDs unknown) binding.
+    // Every ASID the recording's TLBIs name (TLBI_NH_ASID, TLBI_NH_VA: ASID in bits 63:48, read from the words, not
+    // from the recorder's names), for the default (CDs unknown) binding.
     const asids = new Set<number>();
     for (const c of recording.commands) {
-      if (c.opcode === "TLBI_NH_VA" || c.opcode === "TLBI_NH_ASID") asids.add(Number((c.w0 >> 48n) & 0xffffn));
+      const opcode = Number(c.w0 & 0xffn);
+      if (opcode === 0x11 || opcode === 0x12) asids.add(Number((c.w0 >> 48n) & 0xffffn));
     }
     this.#asids = [...asids];
     const extra = options.hooks ?? {};
@@ -314,7 +330,10 @@ export class CmdqReplayRig {
       asidUsers: (asid) => this.contexts.get(asid) ?? NONE,
       domains: () => [...new Set([...this.contexts.values()].flat().map((c) => c.domain))],
       configChanged: (c) => {
-        if (c.op === "cfgi-cd" || c.op === "cfgi-ste") this.#configure(c.sid, c.op === "cfgi-cd" ? c.ssid : 0);
+        // CFGI_CD_ALL names a stream whose CDs all changed: at least its SSID 0 (the others have their CFGI_CDs).
+        if (c.op === "cfgi-cd" || c.op === "cfgi-ste" || c.op === "cfgi-cd-all") {
+          this.#configure(c.sid, c.op === "cfgi-cd" ? c.ssid : 0);
+        }
         extra.configChanged?.(c);
       },
     };
@@ -359,3 +378,10 @@ export class CmdqReplayRig {
 }
 
 const NONE: readonly { domain: number; pasid: "rid" | number }[] = [];
+
+/** The smallest LOG2SIZE whose queue holds every recorded slot (at least 1). */
+function inferredLog2size(recording: CmdqRecording): number {
+  let highest = 0;
+  for (const c of recording.commands) highest = Math.max(highest, c.slot);
+  return Math.max(1, Math.ceil(Math.log2(highest + 1)));
+}
