@@ -132,8 +132,10 @@ export interface VirtioReplayOptions {
 }
 
 /**
- * The virtio front end over shadowed domains on the in-process IOAS: ATTACH creates a domain's shadow (one IOAS per
- * domain), MAP/UNMAP go through {@linkcode shadowMapHooks}, PROBE answers no property.
+ * The virtio front end over shadowed domains on the in-process IOAS, with the domain lifecycle of the virtio-iommu
+ * specification as QEMU implements it: ATTACH creates a domain's shadow (one IOAS per domain) and moves an endpoint
+ * attached elsewhere; the domain's last endpoint leaving (DETACH, or ATTACH to another domain) destroys it with its
+ * mappings. MAP/UNMAP go through {@linkcode shadowMapHooks}, PROBE answers no property.
  *
  * @example
  * ```ts
@@ -150,7 +152,9 @@ export interface VirtioReplayOptions {
  * ```
  */
 export class VirtioReplayRig {
-  readonly #domains = new Map<number, { shadow: ShadowDomain; ioas: ModelIoas }>();
+  readonly #domains = new Map<number, { shadow: ShadowDomain; ioas: ModelIoas; endpoints: Set<number> }>();
+  /** Endpoint → the domain it is attached to. */
+  readonly #endpoints = new Map<number, number>();
   readonly hooks: VirtioIommuHooks;
   readonly relay = { submit: () => 0 };
   /** IOAS map calls made, over every domain. */
@@ -162,25 +166,57 @@ export class VirtioReplayRig {
     const maps = shadowMapHooks((d) => this.#domains.get(d)?.shadow);
     this.hooks = {
       attach: (r) => {
-        if (!this.#domains.has(r.domain)) {
+        // virtio-iommu (and QEMU): an endpoint attached elsewhere is detached from that domain first.
+        const old = this.#endpoints.get(r.endpoint);
+        if (old !== undefined && old !== r.domain) this.#detach(r.endpoint, old);
+        let domain = this.#domains.get(r.domain);
+        if (!domain) {
           const ioas = new ModelIoas();
           // The host calls are counted at the IOAS, so a merged unmap counts once.
           const counted: ShadowIoasPort = {
             map: (first, pages, gpa, read, write) => (this.ioasMaps++, ioas.map(first, pages, gpa, read, write)),
             unmap: (first, pages) => (this.ioasUnmaps++, ioas.unmap(first, pages)),
           };
-          this.#domains.set(r.domain, {
-            shadow: new ShadowDomain({ read: () => new Uint8Array(4096) }, ramBytes, counted),
-            ioas,
-          });
+          const shadow = new ShadowDomain({ read: () => new Uint8Array(4096) }, ramBytes, counted);
+          this.#domains.set(r.domain, domain = { shadow, ioas, endpoints: new Set() });
         }
+        domain.endpoints.add(r.endpoint);
+        this.#endpoints.set(r.endpoint, r.domain);
         return 0;
       },
-      detach: () => 0,
+      // An endpoint not attached to the domain is INVAL, an unknown one NOENT (as QEMU answers).
+      detach: (r) => {
+        const attached = this.#endpoints.get(r.endpoint);
+        if (attached === undefined) return 6;
+        if (attached !== r.domain) return 4;
+        this.#detach(r.endpoint, r.domain);
+        return 0;
+      },
       ...maps,
       probe: () => 0,
     };
     if (!options.batchKicks) delete this.hooks.unmapMany;
+  }
+
+  /**
+   * Detach `endpoint` from `domain`; the domain's last endpoint leaving destroys it, its mappings removed from the host
+   * (QEMU frees the domain then, so a later ATTACH to the same id starts with no mapping).
+   */
+  #detach(endpoint: number, domain: number): void {
+    this.#endpoints.delete(endpoint);
+    const d = this.#domains.get(domain);
+    if (!d) return;
+    d.endpoints.delete(endpoint);
+    if (d.endpoints.size > 0) return;
+    const areas = d.shadow.areas.all;
+    if (areas.length) {
+      const last = areas[areas.length - 1];
+      d.shadow.unmapDirectBatch([{
+        firstPage: areas[0].firstPage,
+        pages: last.firstPage + last.pages - areas[0].firstPage,
+      }], []);
+    }
+    this.#domains.delete(domain);
   }
 
   /** The IOAS behind guest domain `domain`. */

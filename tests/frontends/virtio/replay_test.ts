@@ -88,3 +88,33 @@ for (const name of ["virtio-strict-thp", "virtio-x86-lazy"]) {
     });
   }
 }
+
+Deno.test("virtio replay, synthetic: domains live while an endpoint is attached; an ATTACH elsewhere moves the endpoint", () => {
+  // seq phase kick type domain endpoint virt_start virt_end phys_start flags extra (written from the spec, not Linux).
+  const text = [
+    "0 0 1 ATTACH 1 8 - - - -",
+    "1 0 2 MAP 1 - 0x10000 0x10fff 0x5000 3",
+    "2 0 3 ATTACH 2 8 - - - -", // endpoint 8 leaves domain 1, its last: domain 1 and its mapping are gone
+    "3 0 4 ATTACH 1 9 - - - -",
+    "4 0 5 MAP 1 - 0x10000 0x10fff 0x6000 1", // a fresh domain 1: no overlap
+    "5 0 6 DETACH 1 8 - - - -", // 8 is attached to 2: INVAL
+    "6 0 7 DETACH 1 77 - - - -", // unknown endpoint: NOENT
+    "7 0 8 ATTACH 3 10 - - - -",
+    "8 0 9 ATTACH 3 11 - - - -",
+    "9 0 10 MAP 3 - 0x20000 0x21fff 0x7000 2",
+    "10 0 11 DETACH 3 10 - - - -", // 11 still attached: the mapping stays
+    "11 0 12 DETACH 3 11 - - - -", // the last one: unmapped on the host
+  ].join("\n");
+  const statuses: number[] = [];
+  const rig = new VirtioReplayRig(2 ** 40, { batchKicks: true });
+  let after10 = false;
+  rig.replay(parseVirtioRecording(text), (r, status) => {
+    statuses.push(status);
+    if (r.seq === 10) after10 = rig.ioas(3)?.lookup(0x21)?.gpaPage === 8;
+  });
+  assert.deepEqual(statuses, [0, 0, 0, 0, 0, 4, 6, 0, 0, 0, 0, 0]);
+  assert.deepEqual(rig.ioas(1)?.lookup(0x10), { gpaPage: 6, read: true, write: false });
+  assert.ok(after10, "domain 3 kept its mapping while endpoint 11 was attached");
+  assert.equal(rig.ioas(3), undefined, "domain 3 destroyed");
+  assert.equal(rig.ioasUnmaps, 2, "one host unmap per destroyed domain");
+});
