@@ -10,6 +10,31 @@
  * the queue index (wrap bit dropped), `w0 w1` the command's 64-bit words in hex, `?` where the recorder lost them
  * (the command is then rebuilt from its decoded fields, per the SMMUv3 command layouts).
  *
+ * @example Replaying a recording of your own guest, checking at each CMD_SYNC's completion that its TLBIs reached the
+ * host (the recording here is two doorbells written into a file; yours comes from your recorder)
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { CmdqReplayRig, parseCmdqRecording, readRecordingText } from "./mod.ts";
+ * const path = await Deno.makeTempFile({ suffix: ".cmdq.txt" });
+ * await Deno.writeTextFile(path, [
+ *   "# console: arm-smmu-v3 x: allocated 256 entries for cmdq",
+ *   "0 0 1 0 0000000800000005 0000000000000001 CFGI_CD sid=0x8 ssid=0",
+ *   "1 0 1 1 0000000000002046 0000000000000000 SYNC cs=sev",
+ *   "2 0 2 2 0002000000000012 00000000ffff8401 TLBI_NH_VA asid=2 tg=1",
+ *   "3 0 2 3 0000000000002046 0000000000000000 SYNC cs=sev",
+ * ].join("\n"));
+ * const recording = parseCmdqRecording(await readRecordingText(path));
+ * let syncs = 0;
+ * const rig: CmdqReplayRig = new CmdqReplayRig(recording, {
+ *   // Your VMM reads the CD's ASID from guest memory at CFGI_CD; without the CDs, leave asidOf out.
+ *   asidOf: () => 2,
+ *   hooks: { sev: () => void (syncs++ === 1 && assert.ok(rig.host.covered(rig.vsmmu, 0xffff8, 2))) },
+ * });
+ * const result = rig.replay();
+ * assert.deepEqual([result.doorbells, result.processed, result.errors, syncs], [2, 4, 0, 2]);
+ * await Deno.remove(path);
+ * ```
+ *
  * @module
  */
 import { RelayQueue } from "../relay/queue.ts";

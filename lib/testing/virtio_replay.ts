@@ -7,6 +7,25 @@
  *
  * Format: `seq phase kick type domain endpoint virt_start virt_end phys_start flags extra`; `-` = not applicable.
  *
+ * @example Replaying a recording of your own guest kick by kick (a lazy driver's four UNMAPs and a MAP in one kick,
+ * merged into one IOAS unmap), then checking the host against the guest's mappings
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { parseVirtioRecording, readRecordingText, VirtioReplayRig } from "./mod.ts";
+ * const path = await Deno.makeTempFile({ suffix: ".txt" });
+ * const lines = ["0 0 1 ATTACH 0 16 - - - -"];
+ * for (let i = 0; i < 4; i++) lines.push(`${1 + i} 0 ${2 + i} MAP 0 - 0x${(0xa + i).toString(16)}000 0x${(0xa + i).toString(16)}fff 0x1000 1`);
+ * for (const page of ["a", "d", "c", "b"]) lines.push(`9 0 6 UNMAP 0 - 0x${page}000 0x${page}fff - - removed=1`);
+ * lines.push("13 0 6 MAP 0 - 0x9000 0x9fff 0x2000 3");
+ * await Deno.writeTextFile(path, lines.join("\n"));
+ * const rig = new VirtioReplayRig(2 ** 40, { batchKicks: true });
+ * const result = rig.replay(parseVirtioRecording(await readRecordingText(path)));
+ * assert.deepEqual(result.statuses, { 0: 10 });
+ * assert.deepEqual([result.ioasMaps, result.ioasUnmaps], [5, 1]);
+ * assert.deepEqual(rig.ioas(0)?.areas.all.map((a) => a.firstPage), [9]);
+ * await Deno.remove(path);
+ * ```
+ *
  * @module
  */
 import { handleVirtioIommuKick, handleVirtioIommuRequest, type VirtioIommuHooks } from "../frontends/virtio/iommu.ts";
