@@ -336,7 +336,7 @@ export class Ioas extends IommufdObject {
    * `IOMMU_IOAS_MAP`: map `memory` (keep it page-aligned: `NativeShim.alignedBuffer`) at `iova`, or where the
    * kernel chooses. Returns the IOVA.
    */
-  map(memory: Uint8Array, opts: { iova?: number; readable?: boolean; writable?: boolean } = {}): number {
+  map(memory: Uint8Array, opts: { iova?: number | bigint; readable?: boolean; writable?: boolean } = {}): number {
     if (opts.writable === false && this.#readOnlyForbidden !== undefined) {
       throw new UnsupportedError("read-only-mapping", this.#readOnlyForbidden);
     }
@@ -354,12 +354,16 @@ export class Ioas extends IommufdObject {
     return iova;
   }
 
-  /** `IOMMU_IOAS_UNMAP` of whole mappings inside [iova, iova+length); returns bytes unmapped. */
-  unmap(iova: number, length: number): number {
+  /**
+   * `IOMMU_IOAS_UNMAP` of whole mappings inside [iova, iova+length); returns bytes unmapped. IOVAs past 2^53 go to the
+   * kernel exactly as bigints.
+   */
+  unmap(iova: number | bigint, length: number | bigint): number {
     const args = IommuIoasUnmap.buffer().set("ioas_id", this.id).setU64("iova", iova).setU64("length", length);
     this.iommufd.call(IOMMU_IOAS_UNMAP, args, `unmap [0x${iova.toString(16)}, +0x${length.toString(16)})`);
+    const low = Number(iova), high = low + Number(length);
     for (const start of this.#mapped.keys()) {
-      if (start >= iova && start < iova + length) {
+      if (start >= low && start < high) {
         this.#mapped.delete(start);
         this.#readOnly.delete(start);
       }

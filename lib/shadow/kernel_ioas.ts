@@ -21,7 +21,7 @@ export class KernelShadowIoas implements ShadowIoasPort {
     if ((gpaPage + pages) * 4096 > this.ram.byteLength) return -14; // EFAULT: not guest RAM
     try {
       this.ioas.map(this.ram.subarray(gpaPage * 4096, (gpaPage + pages) * 4096), {
-        iova: firstPage * 4096,
+        iova: BigInt(firstPage) * 4096n, // exact: a guest IOVA may lie above 2^53
         readable: read,
         writable: write,
       });
@@ -36,7 +36,7 @@ export class KernelShadowIoas implements ShadowIoasPort {
   unmap(firstPage: number, pages: number): number {
     this.calls++;
     try {
-      this.ioas.unmap(firstPage * 4096, pages * 4096);
+      this.ioas.unmap(BigInt(firstPage) * 4096n, BigInt(pages) * 4096n);
       return 0;
     } catch (e) {
       if (e instanceof KernelError) return -e.errno;

@@ -1,7 +1,9 @@
 /**
  * An in-process IOAS with the kernel's rules for `IOMMU_IOAS_MAP` (fixed IOVA) and `IOMMU_IOAS_UNMAP`: a map
  * overlapping an existing area is EEXIST, an unmap must cover whole areas (ENOENT for a partial one or for nothing),
- * and it counts the calls — shadow mode's host for tests and benchmarks.
+ * and it counts the calls — shadow mode's host for tests and benchmarks. Like the kernel's `iopt_unmap_iova_range`,
+ * an unmap is not atomic: it removes the areas in IOVA order and stops at the first it cannot remove (a partial one:
+ * ENOENT; a busy one: EBUSY), the areas before it staying removed.
  *
  * @example
  * ```ts
@@ -28,6 +30,11 @@ export class ModelIoas implements ShadowIoasPort {
    * Fault injection: the next call of `op` (at `firstPage`, if given) fails with `errno`, `times` times (default 1).
    */
   failNext?: { op: "map" | "unmap"; errno: number; firstPage?: number; times?: number };
+  /**
+   * First pages of areas an in-kernel user holds (the kernel's `area->num_locks`): an unmap reaching one answers
+   * EBUSY, the areas before it in the same call already removed.
+   */
+  readonly busy: Set<number> = new Set();
 
   #injected(op: "map" | "unmap", firstPage: number): number {
     const f = this.failNext;
@@ -55,10 +62,12 @@ export class ModelIoas implements ShadowIoasPort {
     if (injected) return -injected;
     const last = firstPage + pages - 1;
     const inside = this.areas.overlapping(firstPage, last);
-    if (inside.length === 0 || inside.some((a) => a.firstPage < firstPage || a.firstPage + a.pages - 1 > last)) {
-      return -2;
+    if (inside.length === 0) return -2; // nothing unmapped: ENOENT (iommufd_ioas_unmap)
+    for (const a of inside) {
+      if (this.busy.has(a.firstPage)) return -16;
+      if (a.firstPage < firstPage || a.firstPage + a.pages - 1 > last) return -2;
+      this.areas.remove(a);
     }
-    for (const a of inside) this.areas.remove(a);
     return 0;
   }
 

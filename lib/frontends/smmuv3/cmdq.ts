@@ -231,6 +231,16 @@ export class SmmuCommandQueue {
     }
     const entries = 1 << this.log2size;
     const start = this.#start = this.cons & ((entries << 1) - 1); // index + wrap
+    if ((this.prod - start + 2 * entries) % (2 * entries) > entries) {
+      // PROD more than the queue's size ahead of CONS: a queue holding more commands than it has slots. There is no
+      // CERROR for a register value (CERROR_ILL would make Linux skip the good command at CONS): nothing is taken
+      // until the guest writes a PROD the queue can hold.
+      return {
+        processed: 0,
+        syncsCompleted: 0,
+        error: { index: start & (entries - 1), reason: "PROD beyond the queue" },
+      };
+    }
     this.#syncsQueued = this.#syncsCompleted = this.#requestsSinceDrain = 0;
     this.#window.begin();
     let processed = 0;
