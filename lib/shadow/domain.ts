@@ -33,7 +33,7 @@ import { type GuestMemoryReader, type MappingRun, type PageTableConfig, type Wal
 export interface ShadowIoasPort {
   /** Map IOVA pages [firstPage, +pages) to guest pages [gpaPage, +pages) with these permissions: 0 or `-errno` (`-EEXIST` over a mapping). */
   map(firstPage: number, pages: number, gpaPage: number, read: boolean, write: boolean): number;
-  /** Unmap the areas inside IOVA pages [firstPage, +pages): 0 or `-errno` (`-ENOENT` when there are none, or one crosses an end). */
+  /** Unmap the areas inside IOVA pages [firstPage, +pages): 0 or `-errno` (`-ENOENT` when there are none, or one crosses an end; not atomic). */
   unmap(firstPage: number, pages: number): number;
 }
 

@@ -55,7 +55,10 @@ export class ModelIoas implements ShadowIoasPort {
     return 0;
   }
 
-  /** As the kernel's unmap: removes the areas inside the range; `-ENOENT` when there are none or one crosses an end of the range (nothing removed). */
+  /**
+   * As the kernel's unmap, not atomic: removes the range's areas in IOVA order and stops at the first that crosses an
+   * end of the range (`-ENOENT`) or is busy (`-EBUSY`), keeping what it removed before; `-ENOENT` when there are none.
+   */
   unmap(firstPage: number, pages: number): number {
     this.calls++;
     const injected = this.#injected("unmap", firstPage);
