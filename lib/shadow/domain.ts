@@ -215,14 +215,19 @@ export class ShadowDomain {
    *
    * @example
    * ```ts
+   * import assert from "node:assert/strict";
    * import { ShadowDomain } from "./domain.ts";
    * import { ModelIoas } from "./model_ioas.ts";
    * const ioas = new ModelIoas();
    * const d = new ShadowDomain({ read: () => new Uint8Array(4096) }, 1 << 30, ioas);
    * for (const page of [10, 13, 12, 11]) d.mapDirect(page, 1, page, true, false);
    * const errnos: number[] = [];
-   * d.unmapDirectBatch([{ firstPage: 10, pages: 1 }, { firstPage: 13, pages: 1 }, { firstPage: 12, pages: 2 }], errnos);
-   * console.log(errnos, ioas.calls - 4, ioas.areas.size); // [ 0, 0, 0 ] 1 0
+   * d.unmapDirectBatch([{ firstPage: 10, pages: 1 }, { firstPage: 11, pages: 1 }, { firstPage: 12, pages: 2 }], errnos);
+   * assert.deepEqual(errnos, [0, 0, 0]);
+   * assert.equal(ioas.calls - 4, 1); // the four adjacent areas go in one IOAS unmap
+   * assert.equal(ioas.areas.size, 0);
+
+
    * ```
    */
   unmapDirectBatch(
