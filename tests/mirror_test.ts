@@ -33,7 +33,6 @@ const EXEMPT: Readonly<Record<string, string>> = {
   "kernel/iommufd.ts": "one object per kernel object: kernel-suite/ (ioas, hwpt, viommu, pasid tests)",
   "kernel/selftest.ts": "the kernel's selftest mock device: kernel-suite/",
   "kernel/vfio.ts": "VFIO cdevs need a kernel: kernel-suite/vfio_test.ts",
-  "relay/routes.ts": "routing is observed through RelayQueue in tests/relay/queue_test.ts (fan-out, ATC, isolation)",
   "relay/telemetry.ts": "counters read through RelayQueue in tests/relay/queue_test.ts (histogram, unrouted counts)",
   "shadow/areas.ts": "tests/shadow/domain_test.ts checks the area map equals the host after every sync",
   "shadow/backend.ts": "the backend shadowed bindings relay through: tests/device/shadow_test.ts",
