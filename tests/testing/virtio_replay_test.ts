@@ -4,10 +4,10 @@
 // kick is handled as one batch) the host's mappings must equal what the guest's MAP/UNMAP history says; that history
 // is kept here from the recording's text alone.
 import assert from "node:assert/strict";
-import { parseVirtioRecording, VirtioReplayRig } from "../../../lib/testing/virtio_replay.ts";
-import { readRecordingText } from "../../../lib/testing/recordings.ts";
+import { parseVirtioRecording, VirtioReplayRig } from "../../lib/testing/virtio_replay.ts";
+import { readRecordingText } from "../../lib/testing/recordings.ts";
 
-const FIXTURES = new URL("../../fixtures/traces/", import.meta.url);
+const FIXTURES = new URL("../fixtures/traces/", import.meta.url);
 
 for (const name of ["virtio-strict-thp", "virtio-x86-lazy"]) {
   for (const batchKicks of [false, true]) {
