@@ -17,7 +17,6 @@ const EXEMPT: Readonly<Record<string, string>> = {
     "compiled through the format table (tests/compile/formats_test.ts), applied by tests/device/shadow_test.ts",
   "device/capabilities.ts": "decoded by GuestIommu at assign: tests/device/assigned_test.ts and errata_test.ts",
   "frontends/page_requests.ts": "the tracker behind tests/frontends/vtd/prq_test.ts and smmuv3/priq_test.ts",
-  "frontends/smmuv3/outq.ts": "the output queue behind tests/frontends/smmuv3/evtq_test.ts and priq_test.ts",
   "frontends/vtd/binder.ts": "tested through the RID_PASID path in tests/frontends/vtd/rid_pasid_test.ts",
   "frontends/vtd/routing.ts": "tested through tests/frontends/vtd/rid_pasid_test.ts and the VT-d queue fuzz",
   "frontends/window.ts":
@@ -36,7 +35,6 @@ const EXEMPT: Readonly<Record<string, string>> = {
   "relay/telemetry.ts": "counters read through RelayQueue in tests/relay/queue_test.ts (histogram, unrouted counts)",
   "shadow/areas.ts": "tests/shadow/domain_test.ts checks the area map equals the host after every sync",
   "shadow/backend.ts": "the backend shadowed bindings relay through: tests/device/shadow_test.ts",
-  "shadow/kernel_ioas.ts": "needs /dev/iommu: kernel-suite/shadow_test.ts",
   "shadow/model_ioas.ts": "the in-process IOAS tests/shadow/domain_test.ts runs on and compares against",
   "shadow/page_tables.ts": "the guest tables tests/shadow/walk_test.ts builds and walks",
   "testing/fuzz_deadline_worker.ts": "the Worker of fuzz_deadline.ts: tests/testing/fuzz_deadline_test.ts",
@@ -54,6 +52,11 @@ const OTHER_TESTS: Readonly<Record<string, string>> = {
   "device/errata_test.ts": "host errata across the device layer on both hosts",
   "examples/mini_vmm_test.ts": "examples/mini-vmm",
   "ffi/adopt_test.ts": "ffi/: handed-in fds",
+  "ffi/unload_test.ts": "ffi/: the shim stays mapped after its last NativeShim closes (-z nodelete)",
+  "frontends/smmuv3/replay_synthetic_test.ts":
+    "lib/testing/cmdq_replay.ts on synthetic recordings of every command form",
+  "frontends/virtio/batch_test.ts": "lib/frontends/virtio/iommu.ts's kick batching (handleVirtioIommuKick)",
+  "testing/smmuv3_virtio_fuzz_test.ts": "the SMMUv3 and virtio-iommu queue models under fuzzWithDeadline",
   "frontends/smmuv3/cmdq_errors_test.ts":
     "lib/frontends/smmuv3/cmdq.ts's error paths (a second file beside cmdq_test.ts)",
   "layers_test.ts": "the import order of docs/architecture.md",

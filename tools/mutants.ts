@@ -27,7 +27,7 @@ export const MUTANTS: readonly Mutant[] = [
     file: "lib/frontends/vtd/descriptors.ts",
     from: "d.am = field(lo1, 0, 5);",
     to: "d.am = 0;",
-    tests: ["tests/frontends/vtd/descriptors_test.ts", "tests/replay/vtd_recordings_test.ts"],
+    tests: ["tests/frontends/vtd/descriptors_test.ts", "tests/testing/vtd_trace_test.ts"],
   },
   {
     name: "routing: PASID-scoped invalidations reach no target",

@@ -1,6 +1,6 @@
 /**
  * A small fuzzer for guest-facing and uAPI decoders: random and mutated inputs, a typed-error check on every
- * throw, a per-input hang bound, and a seed printed so a failure replays. Used by `tests/fuzz_test.ts` (a bounded
+ * throw, a per-input hang bound, and a seed printed so a failure replays. Used by `tests/testing/fuzz_test.ts` (a bounded
  * budget per CI run) and `deno task fuzz` (a long run).
  *
  * @example
