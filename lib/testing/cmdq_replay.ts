@@ -43,23 +43,33 @@ import { type ProdResult, SmmuCommandQueue, type SmmuQueueHooks } from "../front
 import type { RelaySink } from "../frontends/window.ts";
 import { keyValues, splitRecording } from "./recordings.ts";
 
-/** One recorded command. */
+/** One recorded command (one line of the recording). */
 export interface CmdqRecordedCommand {
+  /** `seq`: the command's 0-based index in queue order over the whole recording. */
   readonly seq: number;
+  /** `phase`: the workload phase it belongs to (0 = boot; the header names the others). */
   readonly phase: number;
+  /** `batch`: the doorbell (guest write of SMMU_CMDQ_PROD) that handed the command to the SMMU. */
   readonly batch: number;
+  /** `slot`: the queue index the command was read from, wrap bit dropped. */
   readonly slot: number;
+  /** Bits 63:0 of the command (word 0: opcode in bits 7:0). */
   readonly w0: bigint;
+  /** Bits 127:64 of the command (word 1). */
   readonly w1: bigint;
+  /** The recorder's name for the opcode (SMMUv3 names without `CMD_`, see {@linkcode CMDQ_OPCODES}), or `op=0xNN`. */
   readonly opcode: string;
   /** Whether w0/w1 were rebuilt from the decoded fields (the recording had `?`). */
   readonly rebuilt: boolean;
+  /** The line's `key=value` fields (decoded by the recorder: `asid`, `addr`, `cs`, ..., and `src`, `qemu`). */
   readonly fields: Readonly<Record<string, string>>;
 }
 
 /** A parsed recording. */
 export interface CmdqRecording {
+  /** The header comment lines, without their leading `# `. */
   readonly header: readonly string[];
+  /** The commands in queue order. */
   readonly commands: readonly CmdqRecordedCommand[];
   /** LOG2SIZE of the guest's queue when the header names it ("allocated N entries for cmdq"). */
   readonly log2size?: number;
@@ -200,14 +210,22 @@ export function parseCmdqRecording(text: string): CmdqRecording {
 
 /** Where a replay writes: the guest's queue memory and the PROD register. */
 export interface CmdqReplayTarget {
+  /** Write a command's two little-endian 64-bit words into queue slot `slot` of guest memory. */
   writeCommand(slot: number, w0: bigint, w1: bigint): void;
+  /** Write SMMU_CMDQ_PROD (index and wrap bit): the doorbell; returns what the queue did. */
   writeProd(value: number): ProdResult;
 }
 
 /** One doorbell of a recording: its commands in queue order and the PROD value (index and wrap bit) after them. */
 export interface CmdqDoorbell {
+  /** The recording's `batch` number of this doorbell. */
   readonly batch: number;
+  /** Its commands, in queue order. */
   readonly commands: readonly CmdqRecordedCommand[];
+  /**
+   * The PROD value written: the slot after the last command, with the wrap bit (bit log2size) the guest's PROD had
+   * (flipped each time the recorded slots go back).
+   */
   readonly prod: number;
 }
 
@@ -233,9 +251,13 @@ export function cmdqDoorbells(recording: CmdqRecording, log2size: number): CmdqD
 
 /** What a replay did. */
 export interface CmdqReplayResult {
+  /** PROD writes made (one per recorded batch). */
   readonly doorbells: number;
+  /** Commands in the recording. */
   readonly commands: number;
+  /** Commands the queue processed, over every PROD write ({@linkcode ProdResult.processed}). */
   readonly processed: number;
+  /** CMD_SYNCs completed, over every PROD write. */
   readonly syncsCompleted: number;
   /** PROD writes that ended in an error (CONS.ERR set). */
   readonly errors: number;
@@ -305,13 +327,19 @@ export interface CmdqReplayRigOptions {
  * ```
  */
 export class CmdqReplayRig {
+  /** The in-process host the invalidations reach. */
   readonly host: ModelHost = new ModelHost();
+  /** The host's vSMMU target (`"smmuv3"` format) every context is bound to. */
   readonly vsmmu: number;
+  /** The relay queue between the command queue and the host (`smmuRil`: the host SMMU has IDR3.RIL, ranges). */
   readonly relay: RelayQueue;
+  /** The command queue model the recording is replayed into. */
   readonly cmdq: SmmuCommandQueue;
+  /** LOG2SIZE of the queue: 2^log2size 16-byte slots. */
   readonly log2size: number;
+  /** Guest-physical address of the queue (slot 0), and of `ram[0]`. */
   readonly queueAddress: number;
-  /** Guest RAM: the queue, then 64 KiB for MSIs. */
+  /** Guest RAM from `queueAddress`: the queue, then 64 KiB for MSIs. */
   readonly ram: Uint8Array;
   /** (domain, PASID) contexts bound per ASID. */
   readonly contexts: Map<number, { domain: number; pasid: "rid" | number }[]> = new Map();
@@ -319,6 +347,10 @@ export class CmdqReplayRig {
   readonly configured: Set<string> = new Set();
   readonly #asids: number[];
 
+  /**
+   * A rig for `recording`: guest RAM and the queue sized for it, CMDQ_BASE written as Linux writes it (RA, the
+   * queue's address, LOG2SIZE). Nothing is bound until the replayed CFGI_STE/CFGI_CD name the streams.
+   */
   constructor(readonly recording: CmdqRecording, readonly options: CmdqReplayRigOptions = {}) {
     this.log2size = options.log2size ?? recording.log2size ?? inferredLog2size(recording);
     const bytes = 16 * 2 ** this.log2size;
@@ -392,6 +424,7 @@ export class CmdqReplayRig {
     v.setBigUint64(8, w1, true);
   }
 
+  /** Write SMMU_CMDQ_PROD (index and wrap bit) of the rig's queue. */
   writeProd(value: number): ProdResult {
     return this.cmdq.writeProd(value);
   }

@@ -34,18 +34,32 @@ import { ShadowDomain, type ShadowIoasPort } from "../shadow/domain.ts";
 import { ModelIoas } from "../shadow/model_ioas.ts";
 import { keyValues, splitRecording } from "./recordings.ts";
 
-/** One recorded request. */
+/** One recorded request (one line of the recording); a field recorded as `-` is undefined. */
 export interface VirtioRecordedRequest {
+  /** `seq`: the request's 0-based index in processing (request virtqueue) order. */
   readonly seq: number;
+  /** `phase`: the workload phase it belongs to (0 = boot; the header names the others). */
   readonly phase: number;
+  /** `kick`: the guest's notification of the request queue that the request was popped after (same kick: one batch). */
   readonly kick: number;
+  /** `type`: the request type (`VIRTIO_IOMMU_T_*` without the prefix). */
   readonly type: "ATTACH" | "DETACH" | "MAP" | "UNMAP" | "PROBE";
+  /** `domain`: the guest's domain id (not for PROBE). */
   readonly domain?: number;
+  /** `endpoint`: the endpoint id (PCI requester id), for ATTACH, DETACH and PROBE. */
   readonly endpoint?: number;
+  /** `virt_start`: first IOVA byte of a MAP or UNMAP. */
   readonly virtStart?: bigint;
+  /** `virt_end`: last IOVA byte (inclusive) of a MAP or UNMAP. */
   readonly virtEnd?: bigint;
+  /** `phys_start`: the guest-physical address a MAP maps `virtStart` to. */
   readonly physStart?: bigint;
+  /** `flags`: a MAP's `VIRTIO_IOMMU_MAP_F_*` (1 READ, 2 WRITE, 4 MMIO). */
   readonly flags?: number;
+  /**
+   * The line's `key=value` fields: UNMAP `removed` (mappings the recording device removed; 0 = nothing was mapped,
+   * still OK), PROBE `resv` (the reserved regions it returned).
+   */
   readonly extra: Readonly<Record<string, string>>;
 }
 
@@ -132,12 +146,18 @@ export function encodeVirtioRequest(
 
 /** What a replay did. */
 export interface VirtioReplayResult {
+  /** Requests replayed. */
   readonly requests: number;
+  /** Distinct kicks among them. */
   readonly kicks: number;
   /** Requests per status code. */
   readonly statuses: Readonly<Record<number, number>>;
-  /** IOAS map and unmap calls made (the host calls of the shadowed domains: what a kernel host would ioctl). */
+  /**
+   * IOAS map calls made (the host calls of the shadowed domains: what a kernel host would ioctl), since the rig was
+   * made (not only this replay).
+   */
   readonly ioasMaps: number;
+  /** IOAS unmap calls made (a merged unmap counts once), since the rig was made. */
   readonly ioasUnmaps: number;
 }
 
@@ -174,13 +194,16 @@ export class VirtioReplayRig {
   readonly #domains = new Map<number, { shadow: ShadowDomain; ioas: ModelIoas; endpoints: Set<number> }>();
   /** Endpoint → the domain it is attached to. */
   readonly #endpoints = new Map<number, number>();
+  /** The front end's hooks: domain lifecycle (ATTACH, DETACH), {@linkcode shadowMapHooks}, a PROBE answering OK. */
   readonly hooks: VirtioIommuHooks;
+  /** The invalidation sink: a stand-in, as the recordings hold no INVALIDATE (MAP/UNMAP reach the IOAS directly). */
   readonly relay = { submit: () => 0 };
   /** IOAS map calls made, over every domain. */
   ioasMaps = 0;
   /** IOAS unmap calls made, over every domain. */
   ioasUnmaps = 0;
 
+  /** A rig with no domain yet; `ramBytes`: the guest RAM each shadowed domain maps from (default 1 TiB). */
   constructor(readonly ramBytes: number = 2 ** 40, readonly options: VirtioReplayOptions = {}) {
     const maps = shadowMapHooks((d) => this.#domains.get(d)?.shadow);
     this.hooks = {

@@ -75,8 +75,15 @@ export interface SmmuQueueOptions {
 
 /** What one PROD write did (a successful write's result object is reused: read it before the next one). */
 export interface ProdResult {
+  /** Commands taken from the queue by this write (decoded and acted on), up to the one it stopped at. */
   readonly processed: number;
+  /** CMD_SYNCs this write completed (CONS moved past them, their signal given). */
   readonly syncsCompleted: number;
+  /**
+   * Why the write stopped short of PROD: `index` is the queue slot (wrap bit dropped) CONS stays at, `reason` says
+   * why, `cerror` is the CMDQ_CONS.ERR value raised ({@linkcode CERROR}). Without `cerror` nothing was raised: service
+   * failure mode, a CMDQ_ERR not yet acknowledged, or a PROD more than the queue's size ahead of CONS.
+   */
   readonly error?: { readonly index: number; readonly reason: string; readonly cerror?: number };
 }
 
@@ -104,16 +111,29 @@ export interface ProdResult {
  * ```
  */
 export class SmmuCommandQueue {
+  /** The queue's guest-physical base address, from CMDQ_BASE.ADDR (aligned down to the queue's size in bytes). */
   base = 0;
+  /** CMDQ_BASE.LOG2SIZE: the queue holds 2^log2size 16-byte commands. */
   log2size = 0;
-  /** PROD and CONS as the registers hold them (index, wrap bit at log2size; CONS.ERR in [30:24]). */
+  /** CMDQ_PROD as the guest last wrote it: index in the low log2size bits, wrap bit at bit log2size. */
   prod = 0;
+  /** CMDQ_CONS as the SMMU holds it: index and wrap bit as in PROD, CONS.ERR (a {@linkcode CERROR}) in bits 30:24. */
   cons = 0;
+  /**
+   * SMMU_GERROR: each error bit ({@linkcode GERROR_CMDQ_ERR}, {@linkcode GERROR_MSI_CMDQ_ABT_ERR},
+   * {@linkcode GERROR_SFM_ERR}) toggles when raised; an error is active while it differs from GERRORN.
+   */
   gerror = 0;
+  /** SMMU_GERRORN as the guest last wrote it: toggling a bit to match GERROR acknowledges that error. */
   gerrorn = 0;
   /** The CMDQ_BASE register, exactly as written. */
   readonly baseRegister: QueueBaseRegister = new QueueBaseRegister(16);
-  /** Host failures seen, retries the guest made, and whether service failure mode was entered. */
+  /**
+   * Counters: `hostFailures` CERROR_ABT stops (a failed invalidation, an aborted command fetch, an exception);
+   * `sinkExceptions` the sink or a hook throwing; `hookExceptions` a signal hook (sev, syncInterrupt,
+   * gerrorInterrupt) throwing; `msiAborts` CMD_SYNC MSI writes outside guest RAM; `slices` drains inside one PROD
+   * write (at every `drainEvery` commands or relay requests).
+   */
   readonly telemetry = { hostFailures: 0, sinkExceptions: 0, hookExceptions: 0, msiAborts: 0, slices: 0 };
 
   #window: RelayWindow;
@@ -133,6 +153,10 @@ export class SmmuCommandQueue {
   #syncsCompleted = 0;
   #requestsSinceDrain = 0;
 
+  /**
+   * A queue reading commands from `memory` (guest RAM), queueing their invalidations on `sink` (a relay queue or a
+   * plugin), with the VMM's `hooks` for what only it knows or does. Registers start at their reset values (zero).
+   */
   constructor(
     readonly memory: GuestMemory,
     readonly sink: RelaySink,

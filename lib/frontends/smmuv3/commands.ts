@@ -6,41 +6,111 @@
  * @module
  */
 
-/** A decoded command. Addresses are 4 KiB page numbers. */
+/**
+ * A decoded command. Addresses are 4 KiB page numbers. Bit numbers are of the 128-bit command: word 0 is bits 63:0,
+ * word 1 bits 127:64.
+ */
 export type SmmuCommand =
-  | { readonly op: "prefetch" }
-  | { readonly op: "cfgi-ste"; readonly sid: number; readonly leaf: boolean }
-  | { readonly op: "cfgi-all" }
-  | { readonly op: "cfgi-cd"; readonly sid: number; readonly ssid: number; readonly leaf: boolean }
-  | { readonly op: "cfgi-cd-all"; readonly sid: number }
-  | { readonly op: "tlbi-nh-all" }
-  | { readonly op: "tlbi-nh-asid"; readonly asid: number }
   | {
-    readonly op: "tlbi-nh-va" | "tlbi-nh-vaa";
-    readonly asid: number;
+    /** CMD_PREFETCH_CONFIG (0x01) and CMD_PREFETCH_ADDR (0x02): hints, nothing to relay. */
+    readonly op: "prefetch";
+  }
+  | {
+    /** CMD_CFGI_STE (0x03): the guest changed the STE of one stream. */
+    readonly op: "cfgi-ste";
+    /** StreamID (bits 63:32). */
+    readonly sid: number;
+    /** Leaf (bit 64): only the STE itself changed, not the CD tables it points to. */
     readonly leaf: boolean;
+  }
+  | {
+    /** CMD_CFGI_ALL / CMD_CFGI_STE_RANGE (0x04): every STE (whatever its Range). */
+    readonly op: "cfgi-all";
+  }
+  | {
+    /** CMD_CFGI_CD (0x05): the guest changed one context descriptor. */
+    readonly op: "cfgi-cd";
+    /** StreamID (bits 63:32). */
+    readonly sid: number;
+    /** SubstreamID (bits 31:12): which CD of the stream. */
+    readonly ssid: number;
+    /** Leaf (bit 64): only the CD itself changed, not an intermediate CD table. */
+    readonly leaf: boolean;
+  }
+  | {
+    /** CMD_CFGI_CD_ALL (0x06): every CD of one stream. */
+    readonly op: "cfgi-cd-all";
+    /** StreamID (bits 63:32). */
+    readonly sid: number;
+  }
+  | {
+    /**
+     * CMD_TLBI_NH_ALL (0x10), and what the relay treats as it: TLBI_NSNH_ALL (0x30), TLBI_S12_VMALL (0x28) and
+     * TLBI_S2_IPA (0x2a) — every stage-1 entry of the guest.
+     */
+    readonly op: "tlbi-nh-all";
+  }
+  | {
+    /** CMD_TLBI_NH_ASID (0x11): every entry of one ASID. */
+    readonly op: "tlbi-nh-asid";
+    /** ASID (bits 63:48). */
+    readonly asid: number;
+  }
+  | {
+    /** CMD_TLBI_NH_VA (0x12, one ASID) or CMD_TLBI_NH_VAA (0x13, every ASID). */
+    readonly op: "tlbi-nh-va" | "tlbi-nh-vaa";
+    /** ASID (bits 63:48); 0 for NH_VAA, which matches every ASID. */
+    readonly asid: number;
+    /** Leaf (bit 64): only last-level (leaf) entries need invalidating. */
+    readonly leaf: boolean;
+    /** TTL (bits 73:72): the level of the leaf entry (1-3), 0 when unknown. A hint. */
     readonly ttl: number;
-    /** First 4 KiB page and how many: one granule without TG, else (NUM+1) << SCALE granules of TG. */
+    /** First 4 KiB page (Address, bits 127:76), aligned down to the TG granule for a range command. */
     readonly page: number;
+    /**
+     * How many 4 KiB pages from `page`: 1 without TG (bits 75:74 zero), else (NUM+1) << SCALE granules of TG (NUM
+     * bits 16:12, SCALE bits 24:20) plus the pages `page` moved down by; at most 2^52 - `page`.
+     */
     readonly pages: number;
   }
   | {
+    /** CMD_ATC_INV (0x40): a device's ATC; the relay sends ATC invalidations with every TLBI itself. */
     readonly op: "atc-inv";
+    /** StreamID (bits 63:32). */
     readonly sid: number;
+    /** SubstreamID (bits 31:12) when SSV (bit 11) is set, else undefined. */
     readonly ssid: number | undefined;
+    /** Global (bit 9): every SubstreamID of the stream. */
     readonly global: boolean;
+    /** First 4 KiB page (Address, bits 127:76). */
     readonly page: number;
+    /** Size (bits 69:64): the range is 2^size 4 KiB pages (the architecture aligns `page` down to it). */
     readonly size: number;
   }
   | {
+    /** CMD_PRI_RESP (0x41): the guest's answer to a page request group. */
     readonly op: "pri-resp";
+    /** StreamID (bits 63:32). */
     readonly sid: number;
+    /** SubstreamID (bits 31:12) when SSV (bit 11) is set, else undefined. */
     readonly ssid: number | undefined;
+    /** PRG index (bits 72:64): the group answered. */
     readonly grpid: number;
+    /** Resp (bits 77:76): 0 deny, 1 fail, 2 success. */
     readonly resp: number;
   }
-  | { readonly op: "resume"; readonly sid: number; readonly resp: number; readonly stag: number }
   | {
+    /** CMD_RESUME (0x44): the guest's answer to a stalled transaction. */
+    readonly op: "resume";
+    /** StreamID (bits 63:32). */
+    readonly sid: number;
+    /** Action (bits 13:12): 0 terminate, 1 retry, 2 abort. */
+    readonly resp: number;
+    /** STAG (bits 79:64): the stall tag of the event record answered. */
+    readonly stag: number;
+  }
+  | {
+    /** CMD_SYNC (0x46): completes once every command before it has. */
     readonly op: "sync";
     /** Completion signal (CS, bits 13:12): SIG_NONE, SIG_IRQ (an MSI, or the wired interrupt) or SIG_SEV. */
     readonly cs: "none" | "irq" | "sev";
@@ -56,7 +126,13 @@ export type SmmuCommand =
 
 /** A command the relay refuses (the guest sees CERROR_ILL). */
 export class SmmuCommandError extends Error {
+  /** Always `"SmmuCommandError"`. */
   override name = "SmmuCommandError";
+  /**
+   * The message is `<reason>: <detail>`. `reason`: `"unknown-opcode"` (an opcode the relay does not decode),
+   * `"reserved-value"` (CMD_SYNC CS = 3, or a TLBI range of more than 2^52 pages), `"truncated"` (fewer than 16
+   * bytes at the offset given).
+   */
   constructor(readonly reason: "unknown-opcode" | "reserved-value" | "truncated", detail: string) {
     super(`${reason}: ${detail}`);
   }
@@ -65,8 +141,13 @@ export class SmmuCommandError extends Error {
 /** TG → 4 KiB pages per granule (0: not a range command). */
 const GRANULE_PAGES = [0, 1, 4, 16];
 
-type Mutable<T> = { -readonly [K in keyof T]: T[K] };
-type Of<K extends SmmuCommand["op"]> = Mutable<Extract<SmmuCommand, { op: K }>>;
+/**
+ * A decoded command of opcode name `K` with writable fields: the object a {@linkcode SmmuCommandScratch} reuses
+ * (the decoder rewrites it in place at each decode into that scratch).
+ */
+export type SmmuScratchCommand<K extends SmmuCommand["op"]> = {
+  -readonly [P in keyof Extract<SmmuCommand, { op: K }>]: Extract<SmmuCommand, { op: K }>[P];
+};
 /** Commands without fields: one frozen object each. */
 const PREFETCH: SmmuCommand = Object.freeze({ op: "prefetch" });
 const CFGI_ALL: SmmuCommand = Object.freeze({ op: "cfgi-all" });
@@ -77,7 +158,8 @@ const TLBI_NH_ALL: SmmuCommand = Object.freeze({ op: "tlbi-nh-all" });
  * scratch fills and returns them (valid until the next decode into it), so a PROD write allocates nothing.
  */
 export class SmmuCommandScratch {
-  readonly tlbi: Of<"tlbi-nh-va" | "tlbi-nh-vaa"> = {
+  /** Reused for CMD_TLBI_NH_VA (0x12) and CMD_TLBI_NH_VAA (0x13); `op` tells which the last decode was. */
+  readonly tlbi: SmmuScratchCommand<"tlbi-nh-va" | "tlbi-nh-vaa"> = {
     op: "tlbi-nh-va",
     asid: 0,
     leaf: false,
@@ -85,8 +167,10 @@ export class SmmuCommandScratch {
     page: 0,
     pages: 1,
   };
-  readonly asid: Of<"tlbi-nh-asid"> = { op: "tlbi-nh-asid", asid: 0 };
-  readonly sync: Of<"sync"> = { op: "sync", cs: "none", msiData: 0, msiAddress: 0, msh: 0, msiAttr: 0 };
+  /** Reused for CMD_TLBI_NH_ASID (0x11). */
+  readonly asid: SmmuScratchCommand<"tlbi-nh-asid"> = { op: "tlbi-nh-asid", asid: 0 };
+  /** Reused for CMD_SYNC (0x46). */
+  readonly sync: SmmuScratchCommand<"sync"> = { op: "sync", cs: "none", msiData: 0, msiAddress: 0, msh: 0, msiAttr: 0 };
 }
 
 /** Little-endian dword at `at`. */
@@ -98,12 +182,20 @@ const SYNC_CS = ["none", "irq", "sev"] as const;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { decodeSmmuCommand } from "./commands.ts";
  * const c = new Uint8Array(16);
  * const v = new DataView(c.buffer);
  * v.setUint32(0, 0x12, true); v.setUint32(4, 5 << 16, true); // TLBI_NH_VA, ASID 5
  * v.setUint32(8, 0x7f000000 | 1, true); // VA 0x7f000000, LEAF
- * console.log(decodeSmmuCommand(c, 0)); // { op: "tlbi-nh-va", asid: 5, leaf: true, ttl: 0, page: 520192, pages: 1 }
+ * assert.deepEqual(decodeSmmuCommand(c, 0), {
+ *   op: "tlbi-nh-va",
+ *   asid: 5,
+ *   leaf: true,
+ *   ttl: 0,
+ *   page: 0x7f000,
+ *   pages: 1,
+ * });
  * ```
  */
 export function decodeSmmuCommand(bytes: Uint8Array, at: number, scratch?: SmmuCommandScratch): SmmuCommand {
@@ -155,7 +247,7 @@ export function decodeSmmuCommand(bytes: Uint8Array, at: number, scratch?: SmmuC
       if (!Number.isSafeInteger(pages) || pages > 2 ** 52) {
         throw new SmmuCommandError("reserved-value", `range of ${pages} pages`);
       }
-      const c: Of<"tlbi-nh-va" | "tlbi-nh-vaa"> = scratch
+      const c: SmmuScratchCommand<"tlbi-nh-va" | "tlbi-nh-vaa"> = scratch
         ? scratch.tlbi
         : { op: "tlbi-nh-va", asid: 0, leaf: false, ttl: 0, page: 0, pages: 1 };
       c.op = opcode === 0x12 ? "tlbi-nh-va" : "tlbi-nh-vaa";
@@ -182,7 +274,7 @@ export function decodeSmmuCommand(bytes: Uint8Array, at: number, scratch?: SmmuC
     case 0x46: {
       const cs = (w0lo >>> 12) & 3;
       if (cs === 3) throw new SmmuCommandError("reserved-value", "CMD_SYNC CS 3");
-      const c: Of<"sync"> = scratch
+      const c: SmmuScratchCommand<"sync"> = scratch
         ? scratch.sync
         : { op: "sync", cs: SYNC_CS[0], msiData: 0, msiAddress: 0, msh: 0, msiAttr: 0 };
       c.cs = SYNC_CS[cs];

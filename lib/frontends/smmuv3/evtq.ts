@@ -11,13 +11,15 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { SmmuEventQueue, selftestEventRecord } from "./evtq.ts";
  * const ram = new Uint8Array(1 << 16);
  * const memory = { read: (a: number, n: number) => ram.slice(a, a + n), write: (a: number, b: Uint8Array) => ram.set(b, a) };
  * const q = new SmmuEventQueue(memory);
  * q.writeBase(0x1000 | 2); // 4 entries at 0x1000
  * q.post(selftestEventRecord(0x88));
- * console.log(q.prod, new DataView(ram.buffer).getUint32(0x1004, true).toString(16)); // 1 88
+ * assert.equal(q.prod, 1);
+ * assert.equal(new DataView(ram.buffer).getUint32(0x1004, true), 0x88); // StreamID, dword 0 bits 63:32
  * ```
  *
  * @module
@@ -36,8 +38,9 @@ import {
 /** Event types iommu-relay writes (SMMUv3 Table 7-3). */
 export const SMMU_EVENT = { F_TRANSLATION: 0x10, F_PERMISSION: 0x13 } as const;
 
-/** Counters. */
+/** Counters of an {@linkcode SmmuEventQueue}. */
 export interface EvtqTelemetry {
+  /** Records written into the guest's queue. */
   posted: number;
   /** Records not written: the guest queue was full, or the host had lost them. */
   lost: number;
@@ -47,11 +50,17 @@ export interface EvtqTelemetry {
 
 /** One guest EVTQ. */
 export class SmmuEventQueue extends SmmuOutputQueue {
+  /** Records posted and lost, and overflows signalled. */
   readonly telemetry: EvtqTelemetry = { posted: 0, lost: 0, overflows: 0 };
 
   #stalls?: PageRequestTracker;
   #stag = 0;
 
+  /**
+   * An EVTQ writing 32-byte records into `memory` (guest RAM). `hooks.interrupt` is the SMMU's event queue interrupt,
+   * raised after each record written and each overflow signalled; `hooks.now` is the clock, in ms, for stall
+   * deadlines (default `Date.now`).
+   */
   constructor(memory: GuestMemory, readonly hooks: { interrupt?(): void; now?(): number } = {}) {
     super(memory, 32);
   }

@@ -88,12 +88,18 @@ export function register32(value: number | bigint): number {
 }
 
 /**
- * The 64-bit *Q_BASE register of one queue, written whole or by halves. `onChange` runs after every write that took
- * effect.
+ * The 64-bit *Q_BASE register of one queue, written whole or by halves; {@linkcode QueueBaseRegister.decode} gives
+ * its fields. The queue that owns it re-reads them after each write.
  */
 export class QueueBaseRegister {
+  /** Bits 31:0 as last written (ADDR's low part, LOG2SIZE in bits 4:0). */
   low = 0;
+  /** Bits 63:32 as last written (ADDR's high part in bits 19:0, RA/WA in bit 30). */
   high = 0;
+  /**
+   * A register reading zero, for a queue of `entryBytes`-byte entries (16 for CMDQ and PRIQ, 32 for EVTQ) whose
+   * LOG2SIZE is capped at `maxLog2size`.
+   */
   constructor(readonly entryBytes: number, readonly maxLog2size: number = MAX_QUEUE_LOG2SIZE) {}
 
   /** The register as the guest last wrote it. */
@@ -109,6 +115,7 @@ export class QueueBaseRegister {
     return true;
   }
 
+  /** The register's fields: the effective base address, LOG2SIZE (capped) and the allocate hint. */
   decode(): QueueBase {
     return decodeQueueBase(this.low, this.high, this.entryBytes, this.maxLog2size);
   }
@@ -116,14 +123,21 @@ export class QueueBaseRegister {
 
 /** An SMMUv3 output queue's registers and record writes. */
 export class SmmuOutputQueue {
+  /** The queue's guest-physical base address, from *Q_BASE.ADDR (aligned down to the queue's size in bytes). */
   base = 0;
+  /** *Q_BASE.LOG2SIZE: the queue holds 2^log2size records. */
   log2size = 0;
-  /** PROD and CONS as the registers hold them: index, wrap bit at log2size, PROD.OVFLG / CONS.OVACKFLG at bit 31. */
+  /** *Q_PROD as the SMMU holds it: index in the low log2size bits, wrap bit at bit log2size, OVFLG at bit 31. */
   prod = 0;
+  /**
+   * *Q_CONS: index and wrap bit as in PROD (the guest's last write that lay between CONS and PROD, see
+   * {@linkcode SmmuOutputQueue.writeCons}), OVACKFLG at bit 31 as last written.
+   */
   cons = 0;
   /** The *Q_BASE register, exactly as written. */
   readonly baseRegister: QueueBaseRegister;
 
+  /** A queue writing `recordBytes`-byte records (32 for EVTQ, 16 for PRIQ) into `memory` (guest RAM). */
   constructor(readonly memory: GuestMemory, readonly recordBytes: 16 | 32) {
     this.baseRegister = new QueueBaseRegister(recordBytes);
   }

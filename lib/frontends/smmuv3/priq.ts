@@ -11,6 +11,7 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { SmmuPriQueue } from "./priq.ts";
  * const ram = new Uint8Array(1 << 16);
  * const memory = { read: (a: number, n: number) => ram.slice(a, a + n), write: (a: number, b: Uint8Array) => ram.set(b, a) };
@@ -18,7 +19,9 @@
  * const priq = new SmmuPriQueue(memory, (cookie, code) => answers.push([cookie, code]));
  * priq.writeBase(0x3000 | 3); // 8 entries
  * priq.deliver({ rid: 0x88, pasid: 5, page: 0x7f000, read: true, write: false, exec: false, priv: false, lastInGroup: true, grpid: 3, cookie: 77 });
- * console.log(priq.prod, priq.guestResponse({ op: "pri-resp", sid: 0x88, ssid: 5, grpid: 3, resp: 2 }), answers); // 1 undefined [ [ 77, 0 ] ]
+ * assert.equal(priq.prod, 1);
+ * assert.equal(priq.guestResponse({ op: "pri-resp", sid: 0x88, ssid: 5, grpid: 3, resp: 2 }), undefined); // accepted
+ * assert.deepEqual(answers, [[77, 0]]); // the guest's success (2) is the host's SUCCESS (0)
  * ```
  *
  * @module
@@ -41,6 +44,11 @@ const PRI_RESP_SUCC = 2;
 export class SmmuPriQueue extends SmmuOutputQueue {
   readonly #groups: PageRequestTracker;
 
+  /**
+   * A PRIQ writing 16-byte records into `memory` (guest RAM); `respond` answers the host's faults by cookie.
+   * `hooks.interrupt` is the SMMU's PRI queue interrupt, raised after each record written and each full-queue drop;
+   * `hooks.now` is the clock, in ms, for group deadlines (default `Date.now`).
+   */
   constructor(
     memory: GuestMemory,
     readonly respond: HostResponder,
@@ -54,6 +62,7 @@ export class SmmuPriQueue extends SmmuOutputQueue {
     this.#groups = new PageRequestTracker(respond, () => this.hooks.now?.() ?? Date.now(), timeoutMs, timeoutCode);
   }
 
+  /** Page requests delivered, groups answered, refused, timed out and dropped, and the timeout policy. */
   get telemetry(): PageRequestTelemetry {
     return this.#groups.telemetry;
   }
@@ -102,6 +111,7 @@ export class SmmuPriQueue extends SmmuOutputQueue {
     return this.#groups.expire(now);
   }
 
+  /** Groups delivered (their last request written) that the guest has not answered yet. */
   get pending(): number {
     return this.#groups.pending;
   }

@@ -9,12 +9,15 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { VirtioIommuEventQueue, VIRTIO_FAULT } from "./faults.ts";
  * const ram = new Uint8Array(1 << 16);
  * const memory = { read: (a: number, n: number) => ram.slice(a, a + n), write: (a: number, b: Uint8Array) => ram.set(b, a) };
  * const events = new VirtioIommuEventQueue(memory, () => {});
  * events.addBuffer(0x1000, 24);
- * console.log(events.report({ reason: VIRTIO_FAULT.R_MAPPING, endpoint: 3, address: 0x7f000n, read: true, write: false }), ram[0x1000]); // true 2
+ * const fault = { reason: VIRTIO_FAULT.R_MAPPING, endpoint: 3, address: 0x7f000n, read: true, write: false };
+ * assert.equal(events.report(fault), true);
+ * assert.equal(ram[0x1000], 2); // the report's reason byte (R_MAPPING), in the posted buffer
  * ```
  *
  * @module
@@ -53,10 +56,16 @@ export class VirtioIommuEventQueue {
   /** Reports that found no buffer (or an unwritable one). */
   lost = 0;
 
+  /**
+   * An event queue writing reports into the buffers the guest posts in `memory` (guest RAM); `respond` answers the
+   * host's page requests by cookie. `hooks.notify` tells the guest a buffer was used (the VMM puts it on the used ring
+   * and interrupts); `hooks.now` is the clock, in ms, for page-request deadlines (default `Date.now`).
+   */
   constructor(
     readonly memory: GuestMemory,
     respond: HostResponder,
     readonly hooks: { notify?(): void; now?(): number } = {},
+    /** How long the guest has to answer a page request, ms (default 10 s). */
     timeoutMs = 10_000,
     /** The host response for a request the guest never answers (default INVALID). */
     timeoutCode = 1,
@@ -64,6 +73,7 @@ export class VirtioIommuEventQueue {
     this.#groups = new PageRequestTracker(respond, () => this.hooks.now?.() ?? Date.now(), timeoutMs, timeoutCode);
   }
 
+  /** Page requests delivered, answered, refused, timed out and dropped, the timeout policy, and `lost` reports. */
   get telemetry(): PageRequestTelemetry & { lost: number } {
     return { ...this.#groups.telemetry, lost: this.lost };
   }

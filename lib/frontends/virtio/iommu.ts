@@ -47,41 +47,95 @@ const PROBE_HEAD = 4 + 4 + 64;
 
 /** A decoded request. Byte addresses are bigints (a guest may name any 64-bit address). */
 export type VirtioIommuRequest =
-  | { readonly type: "attach"; readonly domain: number; readonly endpoint: number; readonly bypass: boolean }
-  | { readonly type: "detach"; readonly domain: number; readonly endpoint: number }
   | {
-    readonly type: "map";
+    /** VIRTIO_IOMMU_T_ATTACH (`struct virtio_iommu_req_attach`): attach an endpoint to a domain. */
+    readonly type: "attach";
+    /** `domain` (le32 at byte 4): the guest's domain id. */
     readonly domain: number;
+    /** `endpoint` (le32 at byte 8): the endpoint id (a PCI requester id). */
+    readonly endpoint: number;
+    /** VIRTIO_IOMMU_ATTACH_F_BYPASS (`flags` bit 0): the domain passes DMA through untranslated. */
+    readonly bypass: boolean;
+  }
+  | {
+    /** VIRTIO_IOMMU_T_DETACH (`struct virtio_iommu_req_detach`): detach an endpoint from a domain. */
+    readonly type: "detach";
+    /** `domain` (le32 at byte 4). */
+    readonly domain: number;
+    /** `endpoint` (le32 at byte 8). */
+    readonly endpoint: number;
+  }
+  | {
+    /** VIRTIO_IOMMU_T_MAP (`struct virtio_iommu_req_map`): map an IOVA range of a domain. */
+    readonly type: "map";
+    /** `domain` (le32 at byte 4). */
+    readonly domain: number;
+    /** `virt_start` (le64 at byte 8): the first IOVA byte. */
     readonly virtStart: bigint;
+    /** `virt_end` (le64 at byte 16): the last IOVA byte (inclusive), not before `virtStart`. */
     readonly virtEnd: bigint;
+    /** `phys_start` (le64 at byte 24): the guest-physical address `virtStart` maps to. */
     readonly physStart: bigint;
+    /** `flags` (le32 at byte 32): {@linkcode VirtioMapFlags} READ, WRITE, MMIO; no other bit set. */
     readonly flags: number;
   }
-  | { readonly type: "unmap"; readonly domain: number; readonly virtStart: bigint; readonly virtEnd: bigint }
-  | { readonly type: "probe"; readonly endpoint: number; readonly propertyBytes: number }
+  | {
+    /** VIRTIO_IOMMU_T_UNMAP (`struct virtio_iommu_req_unmap`): unmap the mappings inside an IOVA range. */
+    readonly type: "unmap";
+    /** `domain` (le32 at byte 4). */
+    readonly domain: number;
+    /** `virt_start` (le64 at byte 8): the first IOVA byte. */
+    readonly virtStart: bigint;
+    /** `virt_end` (le64 at byte 16): the last IOVA byte (inclusive), not before `virtStart`. */
+    readonly virtEnd: bigint;
+  }
+  | {
+    /** VIRTIO_IOMMU_T_PROBE (`struct virtio_iommu_req_probe`): the endpoint's properties. */
+    readonly type: "probe";
+    /** `endpoint` (le32 at byte 4). */
+    readonly endpoint: number;
+    /** Bytes of the device-writable property area (between the 72-byte head and the 4-byte tail). */
+    readonly propertyBytes: number;
+  }
   | {
     /** The drafted PAGE_RESP (iommu-relay's layout, type 7): the guest's answer to a page request. */
     readonly type: "page-resp";
+    /** le32 at byte 4: the endpoint whose page request is answered. */
     readonly endpoint: number;
+    /** le32 at byte 8, present when `flags` bit 0 (PASID valid) is set. */
     readonly pasid?: number;
+    /** le32 at byte 12: the PRG index (9 bits) of the group answered. */
     readonly grpid: number;
-    /** 0 success, 1 invalid, 2 failure. */
+    /** le32 at byte 16: 0 success, 1 invalid, 2 failure. */
     readonly code: number;
   }
   | {
+    /** The drafted INVALIDATE (iommu-relay's layout, type 6): a relay invalidation. */
     readonly type: "invalidate";
+    /** le32 at byte 12: the domain; scope DOMAIN (bit 0) is required. */
     readonly domain: number;
+    /** le32 at byte 16, present with scope PASID (bit 1): only this PASID's entries. */
     readonly pasid?: number;
+    /** le64 at byte 24, present with scope VA (bit 2): the range's first byte. */
     readonly virtStart?: bigint;
+    /** le64 at byte 32, present with scope VA: how many 4 KiB pages (granule 12 is the only one taken; never 0). */
     readonly pages?: bigint;
+    /** Flag LEAF (flags bit 1): only last-level entries need invalidating. */
     readonly leaf: boolean;
   };
 
 /** What the VMM does with the requests that are not invalidations; each answers a status. */
 export interface VirtioIommuHooks {
+  /** ATTACH: attach `r.endpoint` to `r.domain` (creating the domain); without the hook, UNSUPP. */
   attach?(r: VirtioIommuRequest & { type: "attach" }): number;
+  /** DETACH: detach `r.endpoint` from `r.domain`; without the hook, UNSUPP. */
   detach?(r: VirtioIommuRequest & { type: "detach" }): number;
+  /**
+   * MAP: map `r.virtStart`..`r.virtEnd` of `r.domain` to `r.physStart` (shadow.ts's `shadowMapHooks` does it on a
+   * shadowed domain); without the hook, UNSUPP.
+   */
   map?(r: VirtioIommuRequest & { type: "map" }): number;
+  /** UNMAP: unmap `r.virtStart`..`r.virtEnd` of `r.domain`; without the hook, UNSUPP. */
   unmap?(r: VirtioIommuRequest & { type: "unmap" }): number;
   /**
    * Consecutive UNMAPs of one kick for one domain, in queue order (see {@linkcode handleVirtioIommuKick}): set
@@ -91,7 +145,7 @@ export interface VirtioIommuHooks {
   unmapMany?(requests: readonly (VirtioIommuRequest & { type: "unmap" })[], statuses: number[]): void;
   /** The drafted PAGE_RESP: match it to a pending page request (see lib/frontends/virtio/faults.ts). */
   pageResponse?(r: VirtioIommuRequest & { type: "page-resp" }): number;
-  /** Fill the probe properties into `properties`; answer a status. */
+  /** Fill the probe properties into `properties`; answer a status. Without the hook: OK, no property. */
   probe?(r: VirtioIommuRequest & { type: "probe" }, properties: Uint8Array): number;
 }
 
@@ -101,7 +155,9 @@ export interface VirtioIommuHooks {
  * in `submit` (it throws on failure).
  */
 export interface VirtioRelaySink {
+  /** Queue (or, without `drain`, send) `request`; returns its sequence number, which `drain`'s failures name. */
   submit(request: Request): number;
+  /** Send everything queued and report the host's failures (each names the `seq` that `submit` returned). */
   drain?(): DrainReport;
 }
 
@@ -113,11 +169,12 @@ const INVAL_S_DOMAIN = 1, INVAL_S_PASID = 2, INVAL_S_VA = 4, INVAL_F_LEAF = 2;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { decodeVirtioIommuRequest } from "./iommu.ts";
  * const b = new Uint8Array(24);
  * const v = new DataView(b.buffer);
  * b[0] = 1; v.setUint32(4, 7, true); v.setUint32(8, 0x10, true); // ATTACH domain 7, endpoint 0x10
- * console.log(decodeVirtioIommuRequest(b)); // { type: "attach", domain: 7, endpoint: 16, bypass: false }
+ * assert.deepEqual(decodeVirtioIommuRequest(b), { type: "attach", domain: 7, endpoint: 0x10, bypass: false });
  * ```
  */
 export function decodeVirtioIommuRequest(buffer: Uint8Array): VirtioIommuRequest | number {

@@ -6,6 +6,7 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { shadowMapHooks } from "./shadow.ts";
  * import { ShadowDomain } from "../../shadow/domain.ts";
  * import { ModelIoas } from "../../shadow/model_ioas.ts";
@@ -13,7 +14,9 @@
  * const d = new ShadowDomain({ read: () => new Uint8Array(4096) }, 1 << 20, ioas);
  * const hooks = shadowMapHooks((domain) => (domain === 3 ? d : undefined));
  * const map = { type: "map" as const, domain: 3, virtStart: 0x10000n, virtEnd: 0x11fffn, physStart: 0x2000n, flags: 1 };
- * console.log(hooks.map!(map), hooks.map!(map), ioas.lookup(0x11)); // 0 4 { gpaPage: 3, read: true, write: false }
+ * assert.equal(hooks.map!(map), 0); // OK
+ * assert.equal(hooks.map!(map), 4); // INVAL: it overlaps the first
+ * assert.deepEqual(ioas.lookup(0x11), { gpaPage: 3, read: true, write: false });
  * ```
  *
  * @module
