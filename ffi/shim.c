@@ -912,6 +912,23 @@ enum relay_cdev_attr {
 	CDEV_DEVICE = 5,      /* device/device */
 };
 
+/* The last component of symlink `path`'s target into out: bytes written or -errno (-ENAMETOOLONG: out too small). */
+static int32_t link_basename(const char *path, char *out, uint32_t out_len)
+{
+	char target[PATH_MAX];
+	ssize_t len = readlink(path, target, sizeof(target) - 1);
+	if (len < 0)
+		return -errno;
+	target[len] = 0;
+	const char *base = strrchr(target, '/');
+	base = base ? base + 1 : target;
+	size_t bl = strlen(base);
+	if (bl > out_len)
+		return -ENAMETOOLONG;
+	memcpy(out, base, bl);
+	return (int32_t)bl;
+}
+
 /* One attribute of VFIO cdev vfio<cdev> as text in out (links: the last component of the target only): bytes
  * written, -errno as sysfs answers (-ENOENT: no such attribute), -ENAMETOOLONG/-EFBIG when out is too small, or
  * a refusal (EACCES) when the device folder resolves outside /sys/devices. */
@@ -920,20 +937,10 @@ RELAY_EXPORT int32_t relay_cdev_attr(uint32_t cdev, uint32_t attr, char *out, ui
 	static const char *const NAMES[] = { NULL, "driver", "iommu_group", "iommu", "vendor", "device" };
 	if (attr > CDEV_DEVICE || !out || out_len == 0 || cdev > 999999999)
 		return -EINVAL;
-	char path[PATH_MAX], target[PATH_MAX];
+	char path[PATH_MAX];
 	int n = snprintf(path, sizeof(path), "/sys/class/vfio-dev/vfio%u/device", cdev);
 	if (attr == CDEV_PCI) {
-		ssize_t len = readlink(path, target, sizeof(target) - 1);
-		if (len < 0)
-			return -errno;
-		target[len] = 0;
-		const char *base = strrchr(target, '/');
-		base = base ? base + 1 : target;
-		size_t bl = strlen(base);
-		if (bl > out_len)
-			return -ENAMETOOLONG;
-		memcpy(out, base, bl);
-		return (int32_t)bl;
+		return link_basename(path, out, out_len);
 	}
 	/* The device folder is a kernel link into /sys/devices; anything else is not sysfs's. */
 	char real[PATH_MAX];
@@ -945,17 +952,7 @@ RELAY_EXPORT int32_t relay_cdev_attr(uint32_t cdev, uint32_t attr, char *out, ui
 	if (n < 0 || (size_t)n >= sizeof(path))
 		return -ENAMETOOLONG;
 	if (attr <= CDEV_IOMMU) {
-		ssize_t len = readlink(path, target, sizeof(target) - 1);
-		if (len < 0)
-			return -errno;
-		target[len] = 0;
-		const char *base = strrchr(target, '/');
-		base = base ? base + 1 : target;
-		size_t bl = strlen(base);
-		if (bl > out_len)
-			return -ENAMETOOLONG;
-		memcpy(out, base, bl);
-		return (int32_t)bl;
+		return link_basename(path, out, out_len);
 	}
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	if (fd < 0)
