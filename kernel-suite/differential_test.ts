@@ -11,6 +11,10 @@ import { RelayQueue } from "../lib/relay/queue.ts";
 import type { InvalidateRequest } from "../lib/request/request.ts";
 import { type Iommufd, MockDevice, mockIotlbHolds } from "../lib/kernel/mod.ts";
 import { ModelHost } from "../lib/host/model.ts";
+import { ModelDeviceHost } from "../lib/host/model_device_host.ts";
+import { KernelDeviceHost } from "../lib/host/kernel_device_host.ts";
+import { MockPort } from "../lib/host/ports.ts";
+import { type AssignedDevice, GuestIommu } from "../lib/device/assigned.ts";
 import { HwptAllocFlags, MockConstants, selftestHwptData } from "../lib/uapi/mod.ts";
 import { atLeast, kernelTest, openIommufd } from "./harness.ts";
 
@@ -346,3 +350,106 @@ kernelTest("differential: 500 random vIOMMU batch scripts agree on errno, entry_
   );
   console.log(`differential: 500 vIOMMU scripts, seed ${seed}: kernel and model agree`);
 });
+
+kernelTest(
+  "differential: 150 random device-layer scripts through GuestIommu on the kernel's and the model's DeviceHost agree",
+  ["hwpt-invalidate", "selftest-pasid"],
+  async () => {
+    const fc = await fastCheck();
+    using iommufd = openIommufd();
+    const pasids = ["rid", 1, 2, 5] as const;
+    const op = fc.oneof(
+      fc.record({
+        kind: fc.constant("bind" as const),
+        dev: fc.nat(2),
+        pasid: fc.constantFrom(...pasids),
+        iotlb: fc.integer({ min: 10, max: 12 }),
+      }),
+      fc.record({ kind: fc.constant("unbind" as const), dev: fc.nat(2), pasid: fc.constantFrom(...pasids) }),
+      fc.record({
+        kind: fc.constant("invalidate" as const),
+        dev: fc.nat(2),
+        scope: fc.integer({ min: 0, max: 3 }),
+        pasid: fc.constantFrom(1, 2, 5),
+        first: fc.nat(64),
+      }),
+      fc.record({ kind: fc.constant("sync" as const), dev: fc.nat(2) }),
+      fc.record({ kind: fc.constant("drain" as const), dev: fc.nat(2) }),
+    );
+    const seed = propertySeed(0xd1ff);
+    /** What one step did, comparable across hosts: the error (class and errno) or the drain's waits and failures. */
+    type Outcome = string;
+    const describe = (e: unknown): Outcome =>
+      e instanceof Error ? `${e.name}${"errnoName" in e ? `:${(e as { errnoName: string }).errnoName}` : ""}` : `${e}`;
+    fc.assert(
+      fc.property(fc.array(op, { maxLength: 30 }), (ops) => {
+        const model = new ModelHost();
+        const modelHost = new ModelDeviceHost(model);
+        using ioas = iommufd.allocIoas();
+        using kernelGuest = new GuestIommu(new KernelDeviceHost(iommufd, ioas));
+        using modelGuest = new GuestIommu(modelHost);
+        // Devices 0 and 1 share domain 1 (and a nested table when they bind the same one); device 2 is in domain 2.
+        const domains = [1, 1, 2];
+        const kdevs = domains.map((domain) =>
+          kernelGuest.assign(MockPort.create(iommufd, ioas.id, M.MOCK_FLAGS_DEVICE_PASID), { domain })
+        );
+        const mdevs = domains.map((domain) => modelGuest.assign(modelHost.port(), { domain }));
+        const run = (dev: AssignedDevice, o: (typeof ops)[number]): Outcome => {
+          try {
+            const domain = dev.domain;
+            switch (o.kind) {
+              case "bind":
+                dev.bind(o.pasid, { format: "selftest", iotlb: o.iotlb });
+                return "ok";
+              case "unbind":
+                dev.unbind(o.pasid);
+                return "ok";
+              case "invalidate": {
+                const scope = o.scope === 0
+                  ? { kind: "all" as const }
+                  : o.scope === 1
+                  ? { kind: "pasid" as const, pasid: o.pasid }
+                  : o.scope === 2
+                  ? { kind: "range" as const, firstPage: o.first, pages: 4 }
+                  : { kind: "pasid-range" as const, pasid: o.pasid, firstPage: o.first, pages: 4 };
+                dev.handle({ op: "invalidate", domain, scope });
+                return "ok";
+              }
+              case "sync":
+                dev.handle({ op: "sync" });
+                return "ok";
+              case "drain": {
+                const r = dev.drain();
+                return JSON.stringify({
+                  waits: r.waits.map((w) => w.ok),
+                  failures: r.failures.map((f) => f.errnoName),
+                  invalidations: r.invalidations,
+                  unrouted: r.unrouted,
+                });
+              }
+            }
+          } catch (e) {
+            return describe(e);
+          }
+        };
+        for (const [i, o] of ops.entries()) {
+          const k = run(kdevs[o.dev], o), m = run(mdevs[o.dev], o);
+          assert.equal(k, m, `step ${i} ${JSON.stringify(o)}: kernel ${k}, model ${m}`);
+        }
+        for (let d = 0; d < 3; d++) {
+          assert.equal(kdevs[d].drain().waits.length, mdevs[d].drain().waits.length);
+          for (const pasid of pasids) {
+            const kt = kdevs[d].boundTo(pasid), mt = mdevs[d].boundTo(pasid);
+            assert.equal(kt === undefined, mt === undefined, `device ${d} PASID ${pasid} bound on one host only`);
+            if (kt !== undefined && mt !== undefined) {
+              assert.ok(kernelIotlb(iommufd, kt, model.iotlb(mt)), `device ${d} PASID ${pasid}: IOTLBs differ`);
+            }
+          }
+        }
+        assert.equal(kernelGuest.nestedCount, modelGuest.nestedCount, "nested tables alive");
+      }),
+      { seed, numRuns: 150 },
+    );
+    console.log(`differential: 150 device-layer scripts, seed ${seed}: kernel and model device hosts agree`);
+  },
+);
