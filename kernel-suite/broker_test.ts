@@ -41,7 +41,7 @@ kernelTest(
       }
       assert.deepEqual(
         await dev.sync(),
-        { ok: true, firstFailedRequest: 0, failures: 0, hostIoctls: 1 },
+        { ok: true, firstFailedRequest: 0, failures: 0, hostIoctls: 1, firstErrno: 0 },
         "one real ioctl",
       );
       // A VT-d table is refused by the mock IOMMU, and the broker says so.
