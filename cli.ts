@@ -55,14 +55,16 @@ Binds the VFIO cdev to a fresh iommufd and prints IOMMU_GET_HW_INFO decoded.`,
 Tries a nesting-parent HWPT and a nested VT-d stage-1 HWPT (never attached) and the zero-entry invalidation probe.`,
   serve:
     `usage: cli.ts serve (--socket <path> | --listen PATH:DOMAINS:DEVICES[:MODE]...) [--in-process] [--iommu /dev/iommu]
-       [--device NAME=DOMAIN:KIND]... [--max-connections N] [--max-devices N] [--max-pending N]
+       [--iommufd-fd N] [--device NAME=DOMAIN:KIND]... [--max-connections N] [--max-devices N] [--max-pending N]
        [--handshake-ms N] [--idle-ms N] [--stall-ms N]
 
 Privilege separation: this process holds the FFI and the device fds; a VMM's plugin talks to it over the socket
 (2017-format invalidation records, see lib/broker/protocol.ts) and needs no FFI permission. --in-process serves
 iommu-relay's in-process host instead of the kernel. --device creates a named device the broker owns until it stops,
 which bind-pasid / invalidate / unbind-pasid (any process) address by name; KIND is \`model\` (with --in-process),
-\`mock\` (the kernel's selftest mock) or a VFIO cdev path (granted read and write).
+\`mock\` (the kernel's selftest mock), a VFIO cdev path (granted read and write), or \`fd:M\`: a VFIO cdev the parent
+handed in open as fd M. --iommufd-fd N takes the iommufd the parent opened as fd N (as QEMU's
+\`-object iommufd,fd=N\`), so a sandboxed broker opens no device path at all; the shim checks each with fstat.
 
 --socket serves every guest domain no named device is in, and every named device. --listen gives one socket per VMM:
 DOMAINS is what its clients may attach devices in (\`1,2,5-7\`, or \`-\` for none), DEVICES the named devices they
@@ -112,6 +114,7 @@ const { values, positionals } = parseArgs({
     table: { type: "string" },
     leaf: { type: "boolean", default: false },
     listen: { type: "string", multiple: true, default: [] },
+    "iommufd-fd": { type: "string" },
     "max-connections": { type: "string" },
     "max-devices": { type: "string" },
     "max-pending": { type: "string" },
@@ -464,8 +467,18 @@ async function main(): Promise<void> {
       const listens = listenArgs();
       let host: RelayHost;
       let s: NativeShim | undefined;
+      const iommufdFd = values["iommufd-fd"] === undefined ? undefined : number(values["iommufd-fd"], "--iommufd-fd");
       if (values["in-process"]) host = RelayHost.inProcess();
-      else {
+      else if (iommufdFd !== undefined) {
+        // Handed in by the parent, already open: no device path is opened (or needs a grant).
+        s = await shim();
+        try {
+          host = RelayHost.kernel(s, { fd: iommufdFd });
+        } catch (e) {
+          s[Symbol.dispose]();
+          throw e;
+        }
+      } else {
         await requireGrant(values.iommu);
         s = await shim();
         host = RelayHost.kernel(s, { path: values.iommu });
@@ -491,6 +504,7 @@ async function main(): Promise<void> {
           let device: DeviceSource;
           if (kind === "model") device = { kind: "model" };
           else if (kind === "mock") device = { kind: "mock", pasid: true };
+          else if (kind.startsWith("fd:")) device = { kind: "vfio-fd", fd: number(kind.slice(3), "--device fd") };
           else {
             await requireGrant(kind);
             device = { kind: "vfio", path: kind };

@@ -29,6 +29,7 @@ import type { ShadowDomain, ShadowTelemetry } from "../shadow/domain.ts";
 import type { WalkFault } from "../shadow/walk.ts";
 import { KernelShadowIoas } from "../shadow/kernel_ioas.ts";
 import { Iommufd } from "../kernel/iommufd.ts";
+import { VfioDevice } from "../kernel/vfio.ts";
 import type { Ioas } from "../kernel/iommufd.ts";
 import { ModelHost } from "../host/model.ts";
 import { Channel, ChannelState, errorToChannel } from "./channel.ts";
@@ -38,6 +39,8 @@ import { MockConstants } from "../uapi/mod.ts";
 /** The host device behind a plugin instance. */
 export type DeviceSource =
   | { readonly kind: "vfio"; readonly path: string }
+  /** A VFIO cdev handed in already open (fd `fd`): no device path is opened. */
+  | { readonly kind: "vfio-fd"; readonly fd: number }
   | { readonly kind: "mock"; readonly pasid?: boolean }
   | { readonly kind: "model" };
 
@@ -101,9 +104,13 @@ export class RelayHost implements Disposable {
     return new RelayHost(new ModelHost(), undefined, undefined, undefined);
   }
 
-  /** A VM on the kernel: opens `/dev/iommu` (or `path`) and allocates the guest-physical IOAS. */
-  static kernel(shim: NativeShim, opts: { path?: string; viommu?: ViommuMode } = {}): RelayHost {
-    const iommufd = Iommufd.open(shim, opts.path);
+  /**
+   * A VM on the kernel: opens `/dev/iommu` (or `path`) — or adopts `fd`, an iommufd handed in already open — and
+   * allocates the guest-physical IOAS.
+   */
+  static kernel(shim: NativeShim, opts: { path?: string; fd?: number; viommu?: ViommuMode } = {}): RelayHost {
+    if (opts.fd !== undefined && opts.path !== undefined) throw new TypeError("RelayHost.kernel takes a path or an fd");
+    const iommufd = opts.fd !== undefined ? Iommufd.fromFd(shim, opts.fd) : Iommufd.open(shim, opts.path);
     try {
       return new RelayHost(undefined, iommufd, iommufd.allocIoas(), opts.viommu);
     } catch (e) {
@@ -141,6 +148,7 @@ export class RelayHost implements Disposable {
       return this.#host.port();
     }
     if (src.kind === "model") throw new TypeError("a kernel RelayHost takes vfio or mock devices");
+    if (src.kind === "vfio-fd") return VfioPort.bind(VfioDevice.fromFd(this.iommufd!.shim, src.fd), this.iommufd!);
     return src.kind === "vfio"
       ? VfioPort.open(this.iommufd!.shim, this.iommufd!, src.path)
       : MockPort.create(this.iommufd!, this.ioas!.id, src.pasid ? MockConstants.values.MOCK_FLAGS_DEVICE_PASID : 0);
