@@ -1,4 +1,4 @@
-// A deliberately wrong framing target for tests/broker/framing_fuzz_test.ts: it checks the framing target's own
+// A deliberately wrong framing target for tests/broker/protocol_test.ts: it checks the framing target's own
 // invariant against a decoder that drops the last payload byte, so the fuzzer must report it.
 import type { FuzzTarget } from "../../lib/testing/fuzz.ts";
 import { brokerFramingTarget } from "./framing_fuzz_targets.ts";

@@ -1,4 +1,4 @@
-// Plugins hold capabilities, not the host (issue 16 item 2): a plugin's device handle reaches nothing of the host by
+// Plugins hold capabilities, not the host (issue 16 item 2), and loadPlugin runs them in Workers (lib/plugin/worker.ts): a plugin's device handle reaches nothing of the host by
 // reflection; a hostile third-party plugin in its Worker fails every attack; a plugin that hangs does not hang the
 // host; and two plugins on one RelayHost keep their outcomes apart across each other's barriers (issue 15 item 8).
 import assert from "node:assert/strict";
