@@ -1,62 +1,52 @@
 /**
- * iommu-relay: relays a guest's virtual-IOMMU work (cache/TLB invalidations, PASID binds) to the host IOMMU
- * through Linux iommufd and VFIO, from Deno.
+ * iommu-relay: relays a guest's virtual-IOMMU work — cache/TLB invalidations and PASID binds — to the host IOMMU
+ * through Linux's iommufd and VFIO, from Deno. A VMM loads it once per assigned PCI device.
  *
- * Layers, each usable on its own: the uAPI (kernel structs, ioctl numbers), the native shim, the kernel objects
- * (iommufd, HWPTs, VFIO cdev, the selftest mock), the relay core (vendor-neutral requests, coalescing queue), the
- * compilers to host formats (VT-d, SMMUv3, selftest, the 2017 wire format), backends (kernel, in-process host),
- * the device layer (assigned devices behind a guest vIOMMU) and replay tools for tests.
+ * This entry point is what a VMM author needs: {@linkcode RelayHost} and the plugin API, the guest front ends (VT-d,
+ * SMMUv3, virtio-iommu), the request types and the typed errors. Each layer below is a subpath export of its own
+ * (`./uapi`, `./kernel`, `./request`, `./compile`, `./host`, `./shadow`, `./relay`, `./device`, `./frontends`,
+ * `./broker`, `./testing`, `./ffi`); docs/architecture.md draws them.
  *
  * @example
  * ```ts
- * import { ModelHost, RelayQueue } from "./mod.ts";
- * const host = new ModelHost();
- * const hwpt = host.createTarget("vtd-s1");
- * const queue = new RelayQueue(host);
- * queue.bind(1, "rid", { targetId: hwpt, format: "vtd-s1" });
- * queue.submit({ op: "invalidate", domain: 1, scope: { kind: "range", firstPage: 0x100, pages: 32 }, noPasid: true });
- * queue.submit({ op: "sync" });
- * console.log(queue.drain().waits[0].ok); // true
+ * import assert from "node:assert/strict";
+ * import { RelayHost, relayPlugin } from "./mod.ts";
+ * using host = RelayHost.inProcess(); // or RelayHost.kernel(shim) on a host with /dev/iommu
+ * using nic = relayPlugin.create(host, { domain: 1, device: { kind: "model" } });
+ * nic.submit({ op: "bind", domain: 1, pasid: "rid", table: { format: "vtd-s1", tableAddress: 0x1000, addressWidth: 48 } });
+ * nic.submit({ op: "invalidate", domain: 1, scope: { kind: "range", firstPage: 0x100, pages: 32 }, noPasid: true });
+ * nic.submit({ op: "sync" });
+ * assert.ok(nic.drain().waits[0].ok);
  * ```
  *
  * @module
  */
-export * from "./lib/uapi/mod.ts";
-export { NativeShim, NO_POINTER, POLL, ShimClosedError, ShimRefusedError, ShimVersionError } from "./ffi/native.ts";
-export { ensureShim, ShimBuildError } from "./ffi/build.ts";
-export * from "./lib/kernel/errors.ts";
-export * from "./lib/request/request.ts";
-export * from "./lib/request/pending.ts";
-export * from "./lib/relay/queue.ts";
-export { DrainOutcome } from "./lib/relay/outcome.ts";
-export * from "./lib/host/backend.ts";
-export { KernelBackend } from "./lib/host/kernel.ts";
-export * from "./lib/compile/formats.ts";
-export * from "./lib/host/device_host.ts";
-export * from "./lib/host/ports.ts";
-export * from "./lib/host/kernel_device_host.ts";
-export * from "./lib/host/model_device_host.ts";
-export * from "./lib/compile/entries.ts";
-export * from "./lib/compile/vtd.ts";
-export * from "./lib/compile/smmuv3.ts";
-export * from "./lib/compile/selftest.ts";
-export * from "./lib/compile/wire2017.ts";
-export * from "./lib/host/model.ts";
-export * from "./lib/kernel/iommufd.ts";
-export * from "./lib/kernel/vfio.ts";
-export * from "./lib/kernel/selftest.ts";
-export * from "./lib/kernel/features.ts";
-export * from "./lib/device/mod.ts";
-export * from "./lib/testing/mod.ts";
-export * from "./lib/frontends/vtd/mod.ts";
-export * from "./lib/frontends/smmuv3/mod.ts";
 export * from "./lib/plugin/mod.ts";
-export * from "./lib/frontends/virtio/iommu.ts";
-export * from "./lib/broker/protocol.ts";
-export * from "./lib/broker/client.ts";
-export { serveBroker } from "./lib/broker/server.ts";
-export * from "./lib/host/faults.ts";
-export * from "./lib/shadow/mod.ts";
-export { ModelIoas } from "./lib/shadow/model_ioas.ts";
-export { shadowMapHooks } from "./lib/frontends/virtio/shadow.ts";
-export * from "./lib/kernel/sysfs.ts";
+export * from "./lib/frontends/mod.ts";
+export type {
+  BindRequest,
+  InvalidateRequest,
+  NestedTable,
+  PasidOrRid,
+  Request,
+  RequestErrorReason,
+  RequestLimits,
+  Scope,
+  SelftestStageOne,
+  SmmuStageOne,
+  StageOneTable,
+  SyncRequest,
+  UnbindRequest,
+  VendorHints,
+  VtdSecondLevel,
+  VtdStageOne,
+} from "./lib/request/request.ts";
+export { PAGE_SPACE, pageRangeOfBytes, PCIE_PASID_BITS, RequestError, validateRequest } from "./lib/request/request.ts";
+export { type BoundedGuestMemory, guestMemoryOver } from "./lib/memory/guest_memory.ts";
+export { DrainOutcome } from "./lib/relay/outcome.ts";
+export type { DrainReport, RequestFailure, WaitOutcome } from "./lib/relay/outcome.ts";
+export type { QueueOptions, QueueTelemetry, UnroutedCounts } from "./lib/relay/queue.ts";
+export { KernelError, LimitError, UnsupportedError } from "./lib/kernel/errors.ts";
+export { UapiError, type UapiErrorReason } from "./lib/uapi/errors.ts";
+export { NativeShim, ShimClosedError, ShimRefusedError, ShimVersionError } from "./ffi/native.ts";
+export { ensureShim, ShimBuildError } from "./ffi/build.ts";

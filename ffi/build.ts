@@ -9,14 +9,19 @@
  * @module
  */
 
-/** Compiler flags; part of the cache key. */
-const CFLAGS = ["-O2", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden"];
+/**
+ * Compiler flags; part of the cache key. `-z nodelete`: the shim installs a signal handler, arms POSIX timers and
+ * registers a thread-exit destructor, so it must stay mapped after the last `NativeShim` closes (a Worker's vCPU
+ * thread exiting, or a repeating deadline signal, after dlclose would otherwise jump into unmapped code).
+ */
+const CFLAGS = ["-O2", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden", "-Wl,-z,nodelete"];
 
 /** File name of the built library inside its cache folder. */
 export const SHIM_FILE = "libiommu_relay_shim.so";
 
 /** Raised when the shim cannot be built; `message` is one line saying what to do. */
 export class ShimBuildError extends Error {
+  /** Always `"ShimBuildError"`. */
   override name = "ShimBuildError";
 }
 
@@ -25,8 +30,9 @@ export class ShimBuildError extends Error {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { cacheDir } from "./build.ts";
- * console.log(cacheDir().endsWith("iommu-relay"));
+ * assert.ok(cacheDir().endsWith("iommu-relay"));
  * ```
  */
 export function cacheDir(): string {
@@ -59,9 +65,10 @@ export interface CachedBuild {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { cachedPath } from "./build.ts";
  * const shim = { source: new URL("./shim.c", import.meta.url), flags: ["-O2"], prefix: "demo", file: "x.so" };
- * console.log((await cachedPath(shim)).endsWith("/x.so")); // true
+ * assert.ok((await cachedPath(shim)).endsWith("/x.so"));
  * ```
  */
 export async function cachedPath(build: CachedBuild): Promise<string> {
@@ -124,8 +131,9 @@ const SHIM: CachedBuild = {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { shimPath } from "./build.ts";
- * console.log((await shimPath()).endsWith(".so"));
+ * assert.ok((await shimPath()).endsWith(".so"));
  * ```
  */
 export function shimPath(): Promise<string> {
@@ -137,9 +145,10 @@ export function shimPath(): Promise<string> {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { ensureShim } from "./build.ts";
  * const path = await ensureShim();
- * console.log(path.endsWith("libiommu_relay_shim.so"));
+ * assert.ok(path.endsWith("libiommu_relay_shim.so"));
  * ```
  */
 export function ensureShim(): Promise<string> {

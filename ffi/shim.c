@@ -443,7 +443,7 @@ static int32_t check_call(struct checked *c, int32_t fd, uint32_t request, const
 			return REFUSE(EPERM);
 		return 0;
 	}
-	if (!has_ptr || pointer_offset != r->ptr_off || !second)
+	if (!has_ptr || pointer_offset != r->ptr_off)
 		return REFUSE(EPERM);
 	uint64_t need = 0;
 	switch (r->len) {
@@ -465,7 +465,8 @@ static int32_t check_call(struct checked *c, int32_t fd, uint32_t request, const
 		need = 16;
 		break;
 	}
-	if (need > second_len)
+	/* An empty buffer crosses FFI as NULL: fine when the kernel reads nothing through it (the zero-entry probe). */
+	if (need > second_len || (!second && need != 0))
 		return REFUSE(EPERM);
 	uint64_t address = (uint64_t)(uintptr_t)second;
 	memcpy(c->local + r->ptr_off, &address, sizeof(address));

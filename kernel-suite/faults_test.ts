@@ -1,4 +1,4 @@
-// The fault-injection matrix of tests/backend/faults_test.ts on the real kernel: the relay queue over a
+// The fault-injection matrix of tests/host/faults_test.ts on the real kernel: the relay queue over a
 // FaultInjectingBackend wrapping the kernel backend, four requests → four entries to the selftest vIOMMU (one per
 // PASID, device-cache slot = PASID), and the kernel's device cache shows what was really invalidated.
 import assert from "node:assert/strict";

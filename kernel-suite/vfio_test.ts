@@ -2,6 +2,7 @@
 // bound to vfio-pci by the VM's start script. QEMU's VT-d model does not offer nesting; that is checked too.
 import assert from "node:assert/strict";
 import { KernelError, VfioDevice } from "../lib/kernel/mod.ts";
+import { ShimRefusedError } from "../ffi/native.ts";
 import { HwInfoType, HwptAllocFlags, IommuHwInfoVtd } from "../lib/uapi/mod.ts";
 import { atLeast, noKernel, openIommufd, shim } from "./harness.ts";
 
@@ -72,13 +73,15 @@ Deno.test({
 });
 
 Deno.test({
-  name: "vfio: an unbound cdev cannot attach (ENODEV/EINVAL), and a bad iommufd fd is EBADF",
+  name:
+    "vfio: an unbound cdev cannot attach (ENODEV/EINVAL), and binding to an fd that is no iommufd of the shim's is refused",
   ignore: noCdev !== undefined,
   fn() {
     using dev = VfioDevice.open(shim, CDEV);
     assert.throws(() => dev.attach(1), (e) => e instanceof KernelError);
     const fake = { fd: 9999 } as Parameters<VfioDevice["bind"]>[0];
-    assert.throws(() => dev.bind(fake), (e) => e instanceof KernelError && e.errnoName === "EBADF");
+    // The shim refuses it before the kernel sees it: the fd in VFIO_DEVICE_BIND_IOMMUFD must be an iommufd it opened.
+    assert.throws(() => dev.bind(fake), (e) => e instanceof ShimRefusedError && e.errnoName === "EPERM");
   },
 });
 

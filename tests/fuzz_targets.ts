@@ -1,5 +1,5 @@
 // The fuzz targets: every guest-facing decoder and every uAPI decoder, with a corpus of valid inputs each. Shared by
-// tests/fuzz_test.ts (bounded, per CI run) and tools/fuzz.ts (`deno task fuzz`, long).
+// tests/testing/fuzz_test.ts (bounded, per CI run) and tools/fuzz.ts (`deno task fuzz`, long).
 import type { FuzzTarget } from "../lib/testing/fuzz.ts";
 import { decodeVtdDescriptor, VtdDescriptorError } from "../lib/frontends/vtd/descriptors.ts";
 import { vtdIotlb, vtdPasidCache, vtdPasidIotlb, vtdWait, writeVtdDescriptor } from "../lib/frontends/vtd/encode.ts";

@@ -5,10 +5,15 @@
 #   tools/debian-fetch.sh PACKAGE[/SUITE] ...
 #
 # Prints one line per package: "<package> <version> <unpacked folder>". Unpacked trees are cached under
-# ${IOMMU_RELAY_CACHE:-$XDG_CACHE_HOME/iommu-relay}/deb/<package>_<version>/ and reused on later runs.
+# ${IOMMU_RELAY_CACHE:-$XDG_CACHE_HOME/iommu-relay}/deb/<package>_<version>/ and reused on later runs: each .deb is
+# checked with `dpkg-deb --info` (apt has already checked its hash against the signed index), unpacked into a
+# temporary folder and moved into place with the list of its files and sizes, which is checked before each later use
+# (tools/kernel/cache.sh); a bad tree is deleted and fetched again.
 set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/kernel/cache.sh"
 cache="${IOMMU_RELAY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/iommu-relay}"
-"$(dirname "$0")/require.sh" apt-get:apt dpkg:dpkg xz:xz-utils /usr/share/keyrings/debian-archive-keyring.gpg:debian-archive-keyring
+"$here/require.sh" apt-get:apt dpkg-deb:dpkg xz:xz-utils /usr/share/keyrings/debian-archive-keyring.gpg:debian-archive-keyring
 state="$cache/apt"
 mkdir -p "$state/lists/partial" "$state/cache/archives/partial" "$cache/deb"
 keyring=/usr/share/keyrings/debian-archive-keyring.gpg
@@ -49,14 +54,20 @@ for spec in "$@"; do
     exit 3
   fi
   dest="$cache/deb/${pkg}_${version}"
-  if [ ! -f "$dest/.complete" ]; then
+  if ! cache_ok "$dest" "package tree" "fetching it again"; then
     work=$(mktemp -d "$cache/deb/.tmp.XXXXXX")
+    trap 'rm -rf "$work"' EXIT
+    echo "debian-fetch: downloading $pkg $version" >&2
     (cd "$work" && apt-get "${opts[@]}" download "$pkg=$version" >&2)
-    rm -rf "$dest"
-    mkdir -p "$dest"
-    dpkg -x "$work"/*.deb "$dest"
+    debs=("$work"/*.deb)
+    if [ ${#debs[@]} -ne 1 ] || ! dpkg-deb --info "${debs[0]}" >/dev/null; then
+      echo "debian-fetch: the download of $pkg $version is not a valid .deb" >&2
+      exit 4
+    fi
+    dpkg-deb -x "${debs[0]}" "$work/tree"
+    cache_commit "$work/tree" "$dest" "package tree"
     rm -rf "$work"
-    touch "$dest/.complete"
+    trap - EXIT
   fi
   echo "$pkg $version $dest"
 done

@@ -1,5 +1,5 @@
 /**
- * `deno task fuzz`: the long fuzz run over the same targets as tests/fuzz_test.ts. Options: `--inputs N` (total,
+ * `deno task fuzz`: the long fuzz run over the same targets as tests/testing/fuzz_test.ts. Options: `--inputs N` (total,
  * default 50,000,000), `--seed N` (default: the time). Prints one line per target and the totals; exits 1 with the
  * replaying seed and input on the first untyped error or hang.
  *

@@ -5,22 +5,30 @@
 # (holds iommufd_test.h), then "version <linux-libc-dev version>".
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/kernel/cache.sh"
 cache="${IOMMU_RELAY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/iommu-relay}"
-read -r _ hdr_version hdr_dir < <("$here/debian-fetch.sh" linux-libc-dev/trixie-backports | tail -n 1)
-read -r src_pkg src_version src_dir < <("$here/debian-fetch.sh" linux-source-7.3/trixie-backports | tail -n 1)
+# (Command substitutions, not `< <(...)`, so a failed fetch stops this script.)
+fetched=$("$here/debian-fetch.sh" linux-libc-dev/trixie-backports)
+read -r _ hdr_version hdr_dir <<<"${fetched##*$'\n'}"
+fetched=$("$here/debian-fetch.sh" linux-source-7.3/trixie-backports)
+read -r src_pkg src_version src_dir <<<"${fetched##*$'\n'}"
 selftest="$cache/kernel-headers-$src_version"
-if [ ! -f "$selftest/.complete" ]; then
-  rm -rf "$selftest"
-  mkdir -p "$selftest/tree"
+if ! cache_ok "$selftest" "header tree"; then
+  mkdir -p "$cache"
+  work=$(mktemp -d "$cache/.kernel-headers.XXXXXX")
+  trap 'rm -rf "$work"' EXIT
+  mkdir -p "$work/tree"
   # One pass over the tarball: the selftest header and each architecture's ioctl encoding.
-  tar -xaf "$src_dir/usr/src/$src_pkg.tar.xz" -C "$selftest/tree" --strip-components=1 \
+  tar -xaf "$src_dir/usr/src/$src_pkg.tar.xz" -C "$work/tree" --strip-components=1 \
     "$src_pkg/drivers/iommu/iommufd/iommufd_test.h" \
     "$src_pkg/include/uapi/asm-generic/ioctl.h" \
     "$src_pkg/arch/powerpc/include/uapi/asm/ioctl.h" \
     "$src_pkg/arch/mips/include/uapi/asm/ioctl.h" \
     "$src_pkg/arch/sparc/include/uapi/asm/ioctl.h"
-  cp "$selftest/tree/drivers/iommu/iommufd/iommufd_test.h" "$selftest/"
-  touch "$selftest/.complete"
+  [ -s "$work/tree/drivers/iommu/iommufd/iommufd_test.h" ] || { echo "uapi-headers: no iommufd_test.h in $src_pkg" >&2; exit 1; }
+  cp "$work/tree/drivers/iommu/iommufd/iommufd_test.h" "$work/"
+  cache_commit "$work" "$selftest" "header tree"
+  trap - EXIT
 fi
 echo "include $hdr_dir/usr/include"
 echo "selftest $selftest"

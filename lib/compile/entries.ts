@@ -9,6 +9,7 @@ import type { OriginSink } from "../request/pending.ts";
 
 /** Where an entry's guest requests come from: a pending set and one of its ranges (or its whole-space flush). */
 export interface OriginSource {
+  /** Append the sequence numbers behind range `which` (or `ALL_ORIGINS`: the whole-space flush) to `sink`. */
   copyOrigins(which: number, sink: OriginSink): void;
 }
 
@@ -17,11 +18,13 @@ export interface OriginSource {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { EntryWriter } from "./entries.ts";
  * const w = new EntryWriter(8);
  * const at = w.append([3]);
  * w.view.setUint32(at, 1, true);
- * console.log(w.count, w.originsOf(0)); // 1 [3]
+ * assert.equal(w.count, 1);
+ * assert.deepEqual(w.originsOf(0), [3]);
  * ```
  */
 export class EntryWriter implements OriginSink {
@@ -37,6 +40,7 @@ export class EntryWriter implements OriginSink {
   /** Per entry: where its sequence numbers start in #origins. */
   #originStart: Uint32Array;
 
+  /** A writer of `entryLength`-byte entries with room for `initialEntries` before it first grows. */
   constructor(readonly entryLength: number, initialEntries = 64) {
     this.bytes = new Uint8Array(entryLength * initialEntries);
     this.view = new DataView(this.bytes.buffer);

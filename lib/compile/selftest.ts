@@ -41,6 +41,7 @@ export function selftestSlot(pasid: PasidOrRid): number {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { PendingSet } from "../request/pending.ts";
  * import { EntryWriter } from "./entries.ts";
  * import { compileSelftest } from "./selftest.ts";
@@ -49,7 +50,9 @@ export function selftestSlot(pasid: PasidOrRid): number {
  * p.addRange(9, 1, false, 8);
  * const w = new EntryWriter(8);
  * compileSelftest(p, 6, w);
- * console.log(w.count, w.view.getUint32(4, true), w.originsOf(0)); // 1 2 [7, 8]
+ * assert.equal(w.count, 1);
+ * assert.equal(w.view.getUint32(4, true), 2);
+ * assert.deepEqual(w.originsOf(0), [7, 8]);
  * ```
  */
 export function compileSelftest(pending: PendingSet, pasid: PasidOrRid, out: EntryWriter): void {
@@ -70,6 +73,7 @@ export function compileSelftest(pending: PendingSet, pasid: PasidOrRid, out: Ent
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { PendingSet } from "../request/pending.ts";
  * import { EntryWriter } from "./entries.ts";
  * import { compileSelftestViommu } from "./selftest.ts";
@@ -77,7 +81,8 @@ export function compileSelftest(pending: PendingSet, pasid: PasidOrRid, out: Ent
  * p.addAll(3);
  * const w = new EntryWriter(12);
  * compileSelftestViommu(p, 0x99, "rid", w);
- * console.log(w.view.getUint32(0, true), w.view.getUint32(4, true)); // 1 153
+ * assert.equal(w.view.getUint32(0, true), 1);
+ * assert.equal(w.view.getUint32(4, true), 153);
  * ```
  */
 export function compileSelftestViommu(pending: PendingSet, vdevId: number, pasid: PasidOrRid, out: EntryWriter): void {

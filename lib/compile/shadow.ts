@@ -5,6 +5,7 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { PendingSet } from "../request/pending.ts";
  * import { EntryWriter } from "./entries.ts";
  * import { compileShadow, readShadowEntry } from "./shadow.ts";
@@ -12,7 +13,7 @@
  * p.addRange(0x100, 2, false, 1);
  * const w = new EntryWriter(16);
  * compileShadow(p, w);
- * console.log(readShadowEntry(w.bytes, 0)); // { firstPage: 256, pages: 2 }
+ * assert.deepEqual(readShadowEntry(w.bytes, 0), { firstPage: 256, pages: 2 });
  * ```
  *
  * @module

@@ -98,6 +98,7 @@ function compileRange(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { PendingSet } from "../request/pending.ts";
  * import { EntryWriter } from "./entries.ts";
  * import { compileSmmuv3 } from "./smmuv3.ts";
@@ -105,7 +106,7 @@ function compileRange(
  * p.addRange(0x100, 3, true, 1);
  * const w = new EntryWriter(16);
  * compileSmmuv3(p, { kind: "asid", asid: 5 }, false, w);
- * console.log(w.count); // 3 (one TLBI_NH_VA per page without RIL)
+ * assert.equal(w.count, 3); // one TLBI_NH_VA per page without RIL
  * ```
  */
 export function compileSmmuv3(pending: PendingSet, unit: SmmuUnit, ril: boolean, out: EntryWriter): void {
@@ -121,8 +122,11 @@ export function compileSmmuv3(pending: PendingSet, unit: SmmuUnit, ril: boolean,
 
 /** A decoded SMMUv3 TLBI command, for tests and the in-process host. */
 export interface SmmuTlbi {
+  /** The command's opcode (byte 0): `TLBI_NH_VA`, `TLBI_NH_VAA`, `TLBI_NH_ASID` or `TLBI_NH_ALL`. */
   readonly opcode: number;
+  /** ASID (bits 63:48); 0 for the VAA and ALL forms, which carry none. */
   readonly asid: number;
+  /** LEAF (bit 64): only leaf entries changed, so walk caches may be kept. */
   readonly leaf: boolean;
   /** First page. */
   readonly page: number;
@@ -162,6 +166,7 @@ export const ATC_INV_SIZE_ALL = 52;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { PendingSet } from "../request/pending.ts";
  * import { EntryWriter } from "./entries.ts";
  * import { compileAtcInv } from "./smmuv3.ts";
@@ -169,7 +174,9 @@ export const ATC_INV_SIZE_ALL = 52;
  * p.addRange(5, 3, false, 1); // pages 5..7 → blocks [5] and [6, 7]
  * const w = new EntryWriter(16);
  * compileAtcInv(p, 0x21, 9, w);
- * console.log(w.count, w.view.getUint32(24, true) & 0x3f, w.view.getUint32(24, true) >>> 12); // 2 1 6
+ * assert.equal(w.count, 2);
+ * assert.equal(w.view.getUint32(24, true) & 0x3f, 1);
+ * assert.equal(w.view.getUint32(24, true) >>> 12, 6);
  * ```
  */
 export function compileAtcInv(pending: PendingSet, vsid: number, ssid: number | undefined, out: EntryWriter): void {
@@ -243,8 +250,11 @@ export function writeCfgiCd(out: EntryWriter, origins: number[], vsid: number, s
 
 /** A decoded ATC_INV, for tests and the in-process host. */
 export interface SmmuAtcInv {
+  /** The guest's (virtual) StreamID whose ATC is invalidated. */
   readonly vsid: number;
+  /** SubstreamID (PASID); undefined when SSV is clear (the device's no-PASID translations). */
   readonly ssid: number | undefined;
+  /** First 4 KiB page of the span (the address is aligned down to the span). */
   readonly page: number;
   /** log2 of the span in pages. */
   readonly size: number;

@@ -19,6 +19,7 @@ const LEAF = HwptInvalidateDataType.values.IOMMU_VTD_INV_FLAGS_LEAF;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { PendingSet } from "../request/pending.ts";
  * import { EntryWriter } from "./entries.ts";
  * import { compileVtd } from "./vtd.ts";
@@ -26,7 +27,8 @@ const LEAF = HwptInvalidateDataType.values.IOMMU_VTD_INV_FLAGS_LEAF;
  * p.addRange(0x7f000, 512, true, 1);
  * const w = new EntryWriter(24);
  * compileVtd(p, w);
- * console.log(w.count, w.view.getBigUint64(0, true).toString(16)); // 1 7f000000
+ * assert.equal(w.count, 1);
+ * assert.equal(w.view.getBigUint64(0, true), 0x7f000000n);
  * ```
  */
 export function compileVtd(pending: PendingSet, out: EntryWriter): void {

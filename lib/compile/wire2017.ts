@@ -40,9 +40,11 @@ const RID = 0xffff_ffff;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { decodeTlbInvalidate2017, encodeTlbInvalidate2017 } from "./wire2017.ts";
  * const bytes = encodeTlbInvalidate2017({ op: "invalidate", domain: 1, scope: { kind: "pasid-range", pasid: 5, firstPage: 0x7f000, pages: 512 }, leaf: true });
- * console.log(bytes.length, decodeTlbInvalidate2017(bytes, 1).scope); // 32 { kind: "pasid-range", pasid: 5, firstPage: 520192, pages: 512 }
+ * assert.equal(bytes.length, 32);
+ * assert.deepEqual(decodeTlbInvalidate2017(bytes, 1).scope, { kind: "pasid-range", pasid: 5, firstPage: 0x7f000, pages: 512 });
  * ```
  */
 export function encodeTlbInvalidate2017(request: InvalidateRequest): Uint8Array {
@@ -141,9 +143,11 @@ export function decodeTlbInvalidate2017(bytes: Uint8Array, domain: number): Inva
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { decodeSvmBind2017, encodeSvmBind2017 } from "./wire2017.ts";
  * const b = encodeSvmBind2017({ op: "bind", domain: 1, pasid: 7, table: { format: "vtd-s1", tableAddress: 0x1000, addressWidth: 48 } });
- * console.log(b.length, decodeSvmBind2017(b, 1).pasid); // 36 7
+ * assert.equal(b.length, 36);
+ * assert.equal(decodeSvmBind2017(b, 1).pasid, 7);
  * ```
  */
 export function encodeSvmBind2017(request: BindRequest): Uint8Array {

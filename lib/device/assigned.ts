@@ -42,21 +42,29 @@ import { type ShadowDomainEntry, type ShadowOptions, ShadowSpaces, walkable } fr
 
 const { EINVAL, EOPNOTSUPP } = Errno.values;
 
-interface ParentEntry {
+/** A nesting parent shared by the devices of one guest vIOMMU that sit behind the same host IOMMU. */
+export interface ParentEntry {
+  /** The nesting-parent HWPT (over the VMM's IOAS). */
   readonly hwpt: HostObject;
   /** The vIOMMU over this parent, in vIOMMU mode. */
   viommu?: HostObject;
   /** Allocated PASID-capable (the host supports PASID attach). */
   readonly pasidCapable: boolean;
+  /** Devices attached to it; destroyed (with its vIOMMU) when the last one goes. */
   refs: number;
 }
 
 /** A nested table, possibly shared. */
 export interface NestedEntry {
+  /** Its key in the table cache: parent HWPT id, guest domain and guest table, so equal tables share one HWPT. */
   readonly key: string;
+  /** The nested HWPT the host allocated for this guest table. */
   readonly hwpt: HostObject;
+  /** Host format of its stage-1 table and so of its invalidations. */
   readonly format: Format;
+  /** The nesting parent it was allocated under. */
   readonly parent: ParentEntry;
+  /** Binds using it; the HWPT is destroyed with the last one. */
   refs: number;
 }
 
@@ -132,6 +140,7 @@ export class GuestIommu implements Disposable {
   /** Set when invalidations go to a vIOMMU (SMMUv3-style) rather than to each nested table. */
   readonly viommu?: ViommuMode;
 
+  /** A guest vIOMMU on `host`; its queue is `options.queue`, or a new one over the host's backend (shadowed when `options.shadow`). */
   constructor(readonly host: DeviceHost, options: GuestIommuOptions = {}) {
     this.viommu = options.viommu;
     this.queue = options.queue ?? new RelayQueue(options.shadow ? new ShadowBackend(host.backend) : host.backend);
@@ -181,7 +190,7 @@ export class GuestIommu implements Disposable {
       if (this.viommu && opts.virtId === undefined) {
         throw new TypeError(`${port.label}: a guest with a vIOMMU needs each device's virtual id (virtId)`);
       }
-      const parent = this.#attachParent(port);
+      const parent = this.#attachParent(port, caps);
       stack.defer(() => this.releaseParent(parent));
       let vdev: HostVdevice | undefined;
       if (parent.viommu) vdev = stack.use(this.host.allocVdevice(parent.viommu.id, port, opts.virtId!));
@@ -193,7 +202,12 @@ export class GuestIommu implements Disposable {
     return device;
   }
 
-  #attachParent(port: DevicePort): ParentEntry {
+  #attachParent(port: DevicePort, caps: DeviceCapabilities): ParentEntry {
+    if (caps.iommu.kind === "vtd" && caps.iommu.erratum772415) {
+      this.host.forbidReadOnlyMappings(
+        `${port.label}: VT-d erratum 772415 (IOMMU_HW_INFO_VTD_ERRATA_772415_SPR17): no read-only mapping may reach a nesting parent`,
+      );
+    }
     for (const p of this.#parents) {
       try {
         port.attachRid(p.hwpt.id);
@@ -223,6 +237,7 @@ export class GuestIommu implements Disposable {
     if (this.viommu) {
       try {
         entry.viommu = this.host.allocViommu(port, hwpt.id, this.viommu.type);
+        if (caps.iommu.kind === "smmuv3" && caps.iommu.repeatTlbiCfgi) this.queue.repeatInvalidations(entry.viommu.id);
       } catch (e) {
         port.attachRid(this.host.ioasId);
         hwpt[Symbol.dispose]();
@@ -331,9 +346,11 @@ function routeKey(domain: number, pasid: PasidOrRid, b: Binding): string {
 export interface DeviceTelemetry {
   /** Guest requests this device relayed to the queue. */
   requestsIn: number;
+  /** Tables bound at a PASID or the RID (each replace counts here too). */
   binds: number;
   /** Binds that replaced another table at the same PASID. */
   replaces: number;
+  /** Tables unbound. */
   unbinds: number;
   /** Binds, unbinds and requests refused (typed errors). */
   refused: number;
@@ -354,6 +371,7 @@ export class AssignedDevice implements Disposable {
   readonly #bound = new Map<PasidOrRid, { entry?: NestedEntry; binding: Binding }>();
   #disposed = false;
 
+  /** Made by {@linkcode GuestIommu.assign}, which attaches the port first; registers a new queue owner. */
   constructor(
     /** The vIOMMU it is behind. */
     readonly guest: GuestIommu,

@@ -16,7 +16,9 @@ import type { PageTableConfig } from "../shadow/walk.ts";
 
 /** What a shadow domain's host side is: the IOAS port, and what to release when the domain goes. */
 export interface ShadowSpace {
+  /** Where the domain's mappings go: the IOAS (kernel) or the in-process model of one. */
   readonly port: ShadowIoasPort;
+  /** Disposed when the domain goes (e.g. the kernel IOAS); nothing when absent. */
   readonly release?: Disposable;
   /** The IOAS id devices attach to (kernel). */
   readonly ioasId?: number;
@@ -32,13 +34,18 @@ export interface ShadowOptions {
 
 /** One guest domain's shadow: its domain object, target id, host address space and devices. */
 export interface ShadowDomainEntry {
+  /** The shadowed domain: walks the guest table and keeps the port equal to it. */
   readonly domain: ShadowDomain;
+  /** Its id as a host target of the shadow backend (what bindings and the queue name). */
   readonly targetId: number;
+  /** Releases the host address space when the domain goes. */
   readonly release: Disposable;
   /** The IOAS the domain's devices attach to (kernel). */
   readonly ioasId?: number;
-  /** Devices assigned in the domain, and how many of them have the RID table bound. */
+  /** Devices assigned in the domain. */
   devices: number;
+
+  /** How many of those have the RID table bound (the domain is walked while any has). */
   bound: number;
 }
 
@@ -64,6 +71,7 @@ export class ShadowSpaces implements Disposable {
   readonly #domains = new Map<number, ShadowDomainEntry>();
   readonly #memory: BoundedGuestMemory;
 
+  /** The shadowed domains on `backend`, walking `options.ram` and making each domain's space with `options.newSpace`. */
   constructor(readonly backend: ShadowBackend, readonly options: ShadowOptions) {
     this.#memory = guestMemoryOver(options.ram, { views: true });
   }
@@ -107,6 +115,7 @@ export class ShadowSpaces implements Disposable {
     e.release[Symbol.dispose]();
   }
 
+  /** Remove every domain from the backend and release its host address space. */
   [Symbol.dispose](): void {
     for (const [domain, e] of [...this.#domains]) {
       this.#domains.delete(domain);

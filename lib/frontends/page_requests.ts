@@ -5,11 +5,14 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { PageRequestTracker } from "./page_requests.ts";
  * const sent: [number, number][] = [];
  * const t = new PageRequestTracker((cookie, code) => sent.push([cookie, code]), () => 0, 1000);
  * t.open("10/5/3", 77);
- * console.log(t.answer("10/5/3", 0), t.answer("10/5/3", 0), sent); // undefined already-answered [ [ 77, 0 ] ]
+ * assert.equal(t.answer("10/5/3", 0), undefined);
+ * assert.equal(t.answer("10/5/3", 0), "already-answered");
+ * assert.deepEqual(sent, [[77, 0]]);
  * ```
  *
  * @module
@@ -26,14 +29,21 @@ export type RefusedResponse = "no-such-group" | "already-answered" | "pasid-unbo
 
 /** Counters, and the timeout policy in force. */
 export interface PageRequestTelemetry {
-  /** How long the guest has to answer (ms), and the code sent to the host for it when it does not. */
+  /** How long the guest has to answer a group, ms. */
   readonly timeoutMs: number;
+  /** The response code sent to the host for a group the guest did not answer in time (`HOST_RESPONSE`). */
   readonly timeoutCode: number;
+  /** Page requests written to the guest's queue. */
   delivered: number;
+  /** Groups the guest answered (its answer forwarded to the host). */
   answered: number;
+  /** Guest answers refused: no such pending group, already answered, or its PASID was unbound. */
   refused: number;
+  /** Groups answered for the guest with `timeoutCode` because their time ran out. */
   timedOut: number;
+  /** Requests dropped because the guest's queue was full (answered INVALID at once). */
   overflows: number;
+
   /** Requests that could not be written to the guest's queue (not guest RAM), answered at once. */
   undeliverable: number;
 }
@@ -43,11 +53,13 @@ const REMEMBERED = 4096;
 
 /** Groups waiting for the guest, by a key the queue model builds (requester/PASID/group). */
 export class PageRequestTracker {
+  /** Counters and the timeout policy, readable at any time. */
   readonly telemetry: PageRequestTelemetry;
   readonly #pending = new Map<string, { cookie: number; deadline: number; pasidKey: string }>();
   readonly #answered = new Set<string>();
   readonly #unbound = new Set<string>();
 
+  /** `respond` answers the host; `now` is the clock deadlines are measured on (ms). */
   constructor(
     readonly respond: HostResponder,
     readonly now: () => number,
@@ -123,7 +135,7 @@ export class PageRequestTracker {
   }
 
   /** Answer INVALID for every group whose deadline passed. Returns how many. */
-  expire(now = this.now()): number {
+  expire(now: number = this.now()): number {
     let n = 0;
     for (const [key, p] of this.#pending) {
       if (p.deadline > now) continue;

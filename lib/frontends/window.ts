@@ -22,6 +22,7 @@ export interface RelaySink {
    * a front end never sends here.
    */
   submit(request: Request): number | undefined;
+  /** Send everything queued; report waits and failures since the last drain. */
   drain(): DrainReport;
   /** The allocation-free drain (optional; a front end falls back to `drain`). */
   drainInto?(out: DrainOutcome): DrainOutcome;
@@ -29,6 +30,7 @@ export interface RelaySink {
 
 /** Carries out a wait's guest-visible completion; throws when its status address is not guest RAM. */
 export interface WaitCompleter {
+  /** Complete one wait as its descriptor asks: write `data` to guest-physical `address` and/or raise the interrupt, per the vendor's `flags`. */
   completeWait(flags: number, data: number, address: number): void;
 }
 
@@ -37,6 +39,7 @@ export interface WaitCompleter {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { RelayWindow } from "./window.ts";
  * import { RelayQueue } from "../relay/queue.ts";
  * import { ModelHost } from "../host/model.ts";
@@ -47,7 +50,9 @@ export interface WaitCompleter {
  * const window = new RelayWindow(relay, { completeWait: (_flags, data) => void written.push(data) });
  * window.submit({ op: "invalidate", domain: 1, scope: { kind: "pasid", pasid: 5 } }, 0);
  * window.wait(1, 1, 0xcafe, 0x8000);
- * console.log(window.settle(), window.completed, written); // -1 1 [ 51966 ]
+ * assert.equal(window.settle(), -1);
+ * assert.equal(window.completed, 1);
+ * assert.deepEqual(written, [0xcafe]);
  * ```
  */
 export class RelayWindow {
@@ -64,6 +69,7 @@ export class RelayWindow {
   #waits = 0;
   readonly #sync = { op: "sync" as const };
 
+  /** A window over `sink`; waits that complete are carried out through `completer`. */
   constructor(readonly sink: RelaySink, readonly completer: WaitCompleter) {}
 
   /** A new doorbell. */

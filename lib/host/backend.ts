@@ -11,7 +11,9 @@ export type { Format } from "../compile/formats.ts";
 
 /** What one batch did: the errno (0 = success) and how many entries were handled (the kernel's entry_num). */
 export interface InvalidateStatus {
+  /** 0 on success, else the positive errno the batch failed with (the kernel's ioctl result). */
   errno: number;
+  /** Entries the host handled before stopping: `entry_num` as the kernel wrote it back (all of them on success). */
   handled: number;
 }
 

@@ -30,11 +30,13 @@ export interface DevicePort extends Disposable {
 
 /** A host object the device layer allocated; disposing it destroys it. */
 export interface HostObject extends Disposable {
+  /** The object's iommufd id (or the in-process host's id for it). */
   readonly id: number;
 }
 
 /** A vDEVICE: a device's guest-visible id on a vIOMMU. */
 export interface HostVdevice extends HostObject {
+  /** The device's virtual id on the vIOMMU: the guest's StreamID (SMMUv3) or RID, as invalidations name it. */
   readonly virtId: number;
 }
 
@@ -57,6 +59,11 @@ export interface DeviceHost {
   allocVdevice(viommuId: number, port: DevicePort, virtId: number): HostVdevice;
   /** A nested table from the guest's stage-1 `table`, over a nesting parent or vIOMMU `ptId`. */
   allocNested(port: DevicePort, ptId: number, table: NestedTable, pasid: boolean): HostObject;
+  /**
+   * Refuse read-only mappings in the guest-physical IOAS from now on (VT-d erratum 772415: a nesting parent must not
+   * hold one); throws an `UnsupportedError` if the IOAS has one already.
+   */
+  forbidReadOnlyMappings(reason: string): void;
   /**
    * The zero-entry probe: does target `id` take `format`'s invalidations? 0, or the errno of the refusal.
    */

@@ -13,6 +13,7 @@ import type { Backend, Format, InvalidateStatus } from "./backend.ts";
 export interface InjectedBackendFault {
   /** Which call (0-based, counting every call through this wrapper) to fail. */
   readonly call: number;
+  /** The positive errno that call reports. */
   readonly errno: number;
   /**
    * How much the inner backend really does first: `"none"` (fail before sending), or a number of entries sent
@@ -28,6 +29,7 @@ export interface InjectedBackendFault {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { FaultInjectingBackend } from "./faults.ts";
  * import { ModelHost } from "./model.ts";
  * const host = new ModelHost();
@@ -35,7 +37,7 @@ export interface InjectedBackendFault {
  * const backend = new FaultInjectingBackend(host, [{ call: 0, errno: 4, sent: "none" }]);
  * const s = { errno: 0, handled: 0 };
  * backend.invalidate(t, "selftest", new Uint8Array(8), 1, s);
- * console.log(s); // { errno: 4, handled: 0 }
+ * assert.deepEqual(s, { errno: 4, handled: 0 });
  * ```
  */
 export class FaultInjectingBackend implements Backend {
@@ -43,6 +45,7 @@ export class FaultInjectingBackend implements Backend {
   /** What happened, per call: the errno reported (0 = passed through). */
   readonly log: { call: number; targetId: number; count: number; errno: number; handled: number }[] = [];
 
+  /** Wrap `inner`; each of `faults` fails the call it names, every other call passes through unchanged. */
   constructor(readonly inner: Backend, readonly faults: InjectedBackendFault[]) {}
 
   invalidate(targetId: number, format: Format, entries: Uint8Array, count: number, status: InvalidateStatus): void {

@@ -53,8 +53,10 @@ export function hwptData(table: NestedTable): { type: number; bytes: Uint8Array 
  * ```
  */
 export class KernelDeviceHost implements DeviceHost {
+  /** The backend invalidations go through: `IOMMU_HWPT_INVALIDATE` on the same iommufd. */
   readonly backend: KernelBackend;
 
+  /** Allocate on `iommufd`; nesting parents are made over `ioas`, the VMM's guest-RAM address space. */
   constructor(readonly iommufd: Iommufd, readonly ioas: Ioas) {
     this.backend = new KernelBackend(iommufd);
   }
@@ -89,9 +91,14 @@ export class KernelDeviceHost implements DeviceHost {
     });
   }
 
+  forbidReadOnlyMappings(reason: string): void {
+    this.ioas.forbidReadOnly(reason);
+  }
+
   probeInvalidation(id: number, format: Format): number {
     const spec = FORMAT_SPECS[format];
     if (spec.dataType === undefined) return Errno.values.EOPNOTSUPP;
-    return -this.iommufd.invalidateRaw(id, spec.dataType, new Uint8Array(0), spec.entryLength, 0);
+    const r = this.iommufd.invalidateRaw(id, spec.dataType, new Uint8Array(0), spec.entryLength, 0);
+    return r < 0 ? -r : 0;
   }
 }

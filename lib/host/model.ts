@@ -21,8 +21,11 @@ const SLOTS = MockConstants.values.MOCK_NESTED_DOMAIN_IOTLB_NUM;
 
 /** An injected failure: the entry at `atEntry` of the next call to `targetId` fails with `errno`. */
 export interface InjectedFailure {
+  /** The target (HWPT or vIOMMU id) whose next call fails. */
   readonly targetId: number;
+  /** Index of the failing entry in that call's batch: the entries before it are handled. */
   readonly atEntry: number;
+  /** The positive errno reported. */
   readonly errno: number;
   /** Report this many entries handled instead of `atEntry` (to model an untrustworthy count). */
   readonly reportHandled?: number;
@@ -47,6 +50,7 @@ const UNLIMITED = { maxRanges: Number.MAX_SAFE_INTEGER, maxPages: Number.MAX_SAF
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { ModelHost } from "./model.ts";
  * const host = new ModelHost();
  * const id = host.createTarget("selftest", 0xbadbeef);
@@ -54,7 +58,8 @@ const UNLIMITED = { maxRanges: Number.MAX_SAFE_INTEGER, maxPages: Number.MAX_SAF
  * new DataView(entry.buffer).setUint32(4, 2, true);
  * const status = { errno: 0, handled: 0 };
  * host.invalidate(id, "selftest", entry, 1, status);
- * console.log(status, host.iotlb(id)); // { errno: 0, handled: 1 } [ 195935983, 195935983, 0, 195935983 ]
+ * assert.deepEqual(status, { errno: 0, handled: 1 });
+ * assert.deepEqual(host.iotlb(id), [0xbadbeef, 0xbadbeef, 0, 0xbadbeef]);
  * ```
  */
 export class ModelHost implements Backend {

@@ -23,6 +23,8 @@ export interface ModelPortOptions {
   readonly label?: string;
   /** PASID width the device's IOMMU reports (default 20, PCIe's). */
   readonly pasidBits?: number;
+  /** What `IOMMU_GET_HW_INFO` reports for the device (default: no driver data), to model a particular IOMMU. */
+  readonly hwInfo?: HwInfo;
 }
 
 /**
@@ -41,14 +43,19 @@ export interface ModelPortOptions {
  */
 export class ModelPort implements DevicePort {
   readonly label: string;
+  /** PASID width the host reports for this device (`maxPasidLog2` of its hardware info; default 20). */
   readonly pasidBits: number;
+  /** What `IOMMU_GET_HW_INFO` reports for it; undefined: the host's default (no driver data). */
+  readonly hwInfo: HwInfo | undefined;
   #rid = 0;
   readonly #pasids = new Map<number, number>();
   #disposed = false;
 
+  /** A port for in-process device `devId`, detached. */
   constructor(readonly devId: number, opts: ModelPortOptions = {}) {
     this.label = opts.label ?? `model device ${devId}`;
     this.pasidBits = opts.pasidBits ?? 20;
+    this.hwInfo = opts.hwInfo;
   }
 
   /** What the RID (`"rid"`) or a PASID is attached to (0 = nothing). */
@@ -82,6 +89,7 @@ export class ModelPort implements DevicePort {
   #live(): void {
     if (this.#disposed) throw new Error(`${this.label} was disposed`);
   }
+  /** Mark the port disposed: any later call throws. */
   [Symbol.dispose](): void {
     this.#disposed = true;
     this.#pasids.clear();
@@ -109,6 +117,7 @@ export class ModelDeviceHost implements DeviceHost {
   readonly ioasId: number;
   #nextDev = 1;
 
+  /** A device host over `model`, with a paging target made at once as the IOAS nesting parents sit on. */
   constructor(readonly model: ModelHost) {
     this.ioasId = model.createTarget("paging");
   }
@@ -123,6 +132,7 @@ export class ModelDeviceHost implements DeviceHost {
   }
 
   hwInfo(port: DevicePort): HwInfo {
+    if (port instanceof ModelPort && port.hwInfo) return port.hwInfo;
     const bits = port instanceof ModelPort ? port.pasidBits : 20;
     return { type: 0, data: new Uint8Array(0), maxPasidLog2: bits, capabilities: 0n };
   }
@@ -153,6 +163,13 @@ export class ModelDeviceHost implements DeviceHost {
 
   allocNested(_port: DevicePort, _ptId: number, table: NestedTable, _pasid: boolean): HostObject {
     return this.#target(this.model.createTarget(table.format, table.format === "selftest" ? table.iotlb : undefined));
+  }
+
+  /** Why read-only mappings are refused, once a device's erratum said so (the model maps nothing itself). */
+  readOnlyForbidden: string | undefined;
+
+  forbidReadOnlyMappings(reason: string): void {
+    this.readOnlyForbidden = reason;
   }
 
   probeInvalidation(id: number, format: Format): number {

@@ -60,6 +60,7 @@ export class VfioPort implements DevicePort {
   detachPasid(pasid: number): void {
     this.device.detach(pasid);
   }
+  /** Close the VFIO cdev, which unbinds it from the iommufd and detaches it. */
   [Symbol.dispose](): void {
     this.device[Symbol.dispose]();
   }
@@ -92,6 +93,7 @@ export class MockPort implements DevicePort {
   detachPasid(pasid: number): void {
     this.device.detachPasid(pasid);
   }
+  /** Destroy the mock device (the selftest detaches it). */
   [Symbol.dispose](): void {
     this.device[Symbol.dispose]();
   }

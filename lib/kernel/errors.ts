@@ -11,17 +11,20 @@ import { errnoName } from "../uapi/errno.ts";
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { KernelError } from "./errors.ts";
  * const e = new KernelError(-22, "invalidate", "IOMMU_HWPT_INVALIDATE", 2);
- * console.log(e.message); // invalidate: IOMMU_HWPT_INVALIDATE failed with EINVAL (22) at entry 2
+ * assert.equal(e.message, "invalidate: IOMMU_HWPT_INVALIDATE failed with EINVAL (22) at entry 2");
  * ```
  */
 export class KernelError extends Error {
+  /** Always `"KernelError"`. */
   override name = "KernelError";
   /** The errno, positive. */
   readonly errno: number;
   /** Its name, e.g. `EINVAL`. */
   readonly errnoName: string;
+  /** `errno` may be given negative, as ioctl results carry it; it is stored positive. */
   constructor(
     errno: number,
     /** What the library was doing, e.g. `invalidate`, `alloc nested HWPT`. */
@@ -44,13 +47,16 @@ export class KernelError extends Error {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { UnsupportedError } from "./errors.ts";
  * const e = new UnsupportedError("pasid-attach", "IOMMU_TEST_OP_PASID_ATTACH answered EOPNOTSUPP (Linux 6.15+)");
- * console.log(e.feature); // pasid-attach
+ * assert.equal(e.feature, "pasid-attach");
  * ```
  */
 export class UnsupportedError extends Error {
+  /** Always `"UnsupportedError"`. */
   override name = "UnsupportedError";
+  /** The message is `unsupported: <feature>: <detail>`. */
   constructor(
     /** The feature's name, as in {@linkcode KernelFeatures}. */
     readonly feature: string,
@@ -69,13 +75,16 @@ export type KernelFeatures = Readonly<Record<string, boolean>>;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { LimitError } from "./errors.ts";
  * const e = new LimitError("pending-waits", 65536, "drain the queue");
- * console.log(e.message); // limit pending-waits (65536) reached: drain the queue
+ * assert.equal(e.message, "limit pending-waits (65536) reached: drain the queue");
  * ```
  */
 export class LimitError extends Error {
+  /** Always `"LimitError"`. */
   override name = "LimitError";
+  /** The message is `limit <limit> (<max>) reached: <hint>`. */
   constructor(
     /** Which cap. */
     readonly limit: "pending-waits" | "pasids-per-device" | "entries-per-call",

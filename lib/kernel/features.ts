@@ -110,6 +110,7 @@ export type FeatureName =
  * ```
  */
 export class KernelFeatureReport {
+  /** Made by {@linkcode detectFeatures} from its probes' results. */
   constructor(
     /** Feature → present. */
     readonly present: Readonly<Record<FeatureName, boolean>>,

@@ -9,8 +9,9 @@
  * @module
  */
 import { FD_KIND, IOCTL, IOCTL_WITH_POINTER, type NativeShim } from "../../ffi/native.ts";
-import { KernelError } from "./errors.ts";
+import { KernelError, UnsupportedError } from "./errors.ts";
 import {
+  type FieldSpec,
   HwptAllocFlags,
   IoasMapFlags,
   type Ioctl,
@@ -49,9 +50,6 @@ import {
   UAPI,
 } from "../uapi/mod.ts";
 
-// deno-lint-ignore no-explicit-any
-type AnyBuffer = StructBuffer<any>;
-
 const REGISTERED: ReadonlySet<Ioctl> = new Set(UAPI.ioctls);
 const INVALIDATE_FIELDS = IommuHwptInvalidate.fields;
 
@@ -67,12 +65,13 @@ function registered(ioctl: Ioctl): void {
  *
  * @example
  * ```ts ignore
+ * import assert from "node:assert/strict";
  * import { NativeShim } from "../../ffi/native.ts";
  * import { Iommufd } from "./iommufd.ts";
  * using shim = await NativeShim.load();
  * using iommufd = Iommufd.open(shim);
  * using ioas = iommufd.allocIoas();
- * console.log(ioas.id > 0);
+ * assert.ok(ioas.id > 0);
  * ```
  */
 export class Iommufd implements Disposable {
@@ -120,7 +119,7 @@ export class Iommufd implements Disposable {
   }
 
   /** Issue `ioctl` with `args`; throws {@linkcode KernelError} on failure. */
-  call(ioctl: Ioctl, args: AnyBuffer, op: string): number {
+  call(ioctl: Ioctl, args: StructBuffer<Record<string, FieldSpec>>, op: string): number {
     registered(ioctl);
     const r = this.shim[IOCTL](this.fd, ioctl.request, args.bytes);
     if (r < 0) throw new KernelError(r, op, ioctl.name);
@@ -128,7 +127,13 @@ export class Iommufd implements Disposable {
   }
 
   /** Issue `ioctl` after storing the address of `data` in the u64 field `pointerField` of `args`. */
-  callWithPointer(ioctl: Ioctl, args: AnyBuffer, pointerField: string, data: Uint8Array, op: string): number {
+  callWithPointer(
+    ioctl: Ioctl,
+    args: StructBuffer<Record<string, FieldSpec>>,
+    pointerField: string,
+    data: Uint8Array,
+    op: string,
+  ): number {
     registered(ioctl);
     const r = this.shim[IOCTL_WITH_POINTER](this.fd, ioctl.request, args.bytes, args.offsetOf(pointerField), data);
     if (r < 0) throw new KernelError(r, op, ioctl.name);
@@ -303,6 +308,7 @@ export interface HwptAllocOptions {
 /** A kernel object inside an iommufd, destroyed on disposal. */
 export class IommufdObject implements Disposable {
   #destroyed = false;
+  /** Wraps an allocated object; made by the {@linkcode Iommufd} methods that allocate, not directly. */
   constructor(
     /** The iommufd holding it. */
     readonly iommufd: Iommufd,
@@ -326,12 +332,33 @@ export class IommufdObject implements Disposable {
 /** An IO address space. Memory it maps stays referenced here until unmapped, so it cannot be collected. */
 export class Ioas extends IommufdObject {
   readonly #mapped = new Map<number, Uint8Array>();
+  /** IOVAs of the read-only mappings (a nesting parent on an affected VT-d must not see one). */
+  readonly #readOnly = new Set<number>();
+  #readOnlyForbidden: string | undefined;
+
+  /**
+   * From now on refuse read-only mappings, because of `reason` (VT-d erratum 772415 on Sapphire Rapids: the kernel
+   * reports `IOMMU_HW_INFO_VTD_ERRATA_772415_SPR17`, "disallow read-only mappings on a nested_parent domain"). Throws
+   * an {@linkcode UnsupportedError} if a read-only mapping exists already.
+   */
+  forbidReadOnly(reason: string): void {
+    if (this.#readOnly.size) {
+      throw new UnsupportedError(
+        "read-only-mapping",
+        `${reason}; this IOAS already has ${this.#readOnly.size} read-only mapping(s)`,
+      );
+    }
+    this.#readOnlyForbidden = reason;
+  }
 
   /**
    * `IOMMU_IOAS_MAP`: map `memory` (keep it page-aligned: `NativeShim.alignedBuffer`) at `iova`, or where the
    * kernel chooses. Returns the IOVA.
    */
-  map(memory: Uint8Array, opts: { iova?: number; readable?: boolean; writable?: boolean } = {}): number {
+  map(memory: Uint8Array, opts: { iova?: number | bigint; readable?: boolean; writable?: boolean } = {}): number {
+    if (opts.writable === false && this.#readOnlyForbidden !== undefined) {
+      throw new UnsupportedError("read-only-mapping", this.#readOnlyForbidden);
+    }
     const f = IoasMapFlags.values;
     let flags = 0;
     if (opts.iova !== undefined) flags |= f.IOMMU_IOAS_MAP_FIXED_IOVA;
@@ -342,14 +369,24 @@ export class Ioas extends IommufdObject {
     this.iommufd.callWithPointer(IOMMU_IOAS_MAP, args, "user_va", memory, `map ${memory.byteLength} bytes`);
     const iova = readU64Number(args.view, args.offsetOf("iova"));
     this.#mapped.set(iova, memory);
+    if (opts.writable === false) this.#readOnly.add(iova);
     return iova;
   }
 
-  /** `IOMMU_IOAS_UNMAP` of whole mappings inside [iova, iova+length); returns bytes unmapped. */
-  unmap(iova: number, length: number): number {
+  /**
+   * `IOMMU_IOAS_UNMAP` of whole mappings inside [iova, iova+length); returns bytes unmapped. IOVAs past 2^53 go to the
+   * kernel exactly as bigints.
+   */
+  unmap(iova: number | bigint, length: number | bigint): number {
     const args = IommuIoasUnmap.buffer().set("ioas_id", this.id).setU64("iova", iova).setU64("length", length);
     this.iommufd.call(IOMMU_IOAS_UNMAP, args, `unmap [0x${iova.toString(16)}, +0x${length.toString(16)})`);
-    for (const start of this.#mapped.keys()) if (start >= iova && start < iova + length) this.#mapped.delete(start);
+    const low = Number(iova), high = low + Number(length);
+    for (const start of this.#mapped.keys()) {
+      if (start >= low && start < high) {
+        this.#mapped.delete(start);
+        this.#readOnly.delete(start);
+      }
+    }
     return readU64Number(args.view, args.offsetOf("length"));
   }
 
@@ -380,6 +417,7 @@ export class Ioas extends IommufdObject {
     }
   }
 
+  /** Destroy the IOAS (the kernel unmaps everything) and drop the references that kept its mapped memory alive. */
   override [Symbol.dispose](): void {
     super[Symbol.dispose]();
     this.#mapped.clear();
@@ -423,6 +461,7 @@ export class Viommu extends InvalidationTarget {}
 
 /** A vDEVICE: a device's guest-visible id on a vIOMMU. */
 export class Vdevice extends IommufdObject {
+  /** Wraps vDEVICE `id` on `iommufd`; made by {@linkcode Iommufd.allocVdevice}. */
   constructor(iommufd: Iommufd, id: number, /** The virtual id. */ readonly virtId: number) {
     super(iommufd, id);
   }
@@ -431,6 +470,7 @@ export class Vdevice extends IommufdObject {
 /** An iommufd object with its own fd (fault queue, vEVENTQ): the fd closes before the object is destroyed. */
 export class QueueObject extends IommufdObject {
   #fdOpen = true;
+  /** Wraps queue object `id` on `iommufd`, readable through `fd`. */
   constructor(iommufd: Iommufd, id: number, /** The queue's fd. */ readonly fd: number) {
     super(iommufd, id);
   }
@@ -449,6 +489,7 @@ export class QueueObject extends IommufdObject {
     return (r & 1) !== 0;
   }
 
+  /** Close the queue's fd first, then destroy the object. */
   override [Symbol.dispose](): void {
     if (this.#fdOpen) {
       this.#fdOpen = false;

@@ -189,6 +189,7 @@ export class MockAccess implements Disposable {
     );
   }
 
+  /** Close the access fd (idempotent); the kernel destroys the access with it. */
   [Symbol.dispose](): void {
     if (this.#closed) return;
     this.#closed = true;
@@ -203,9 +204,10 @@ export class MockAccess implements Disposable {
  *
  * @example
  * ```ts ignore
+ * import assert from "node:assert/strict";
  * import { mockNestedChain } from "./selftest.ts";
  * using chain = mockNestedChain(iommufd);
- * console.log(chain.nested.id > 0);
+ * assert.ok(chain.nested.id > 0);
  * ```
  */
 export function mockNestedChain(

@@ -10,10 +10,12 @@
  * @example
  * ```ts ignore
  * const ac = new AbortController();
+ * let dropped = 0;
  * for await (const item of veventStream(queue, { payloadSize: 4, signal: ac.signal })) {
- *   if (item.type === "lost") console.log(`lost ${item.count} events before ${item.sequence}`);
- *   else console.log(item.sequence, item.payload);
+ *   if (item.type === "lost") dropped += item.count; // proven missing by the sequence numbers
+ *   else deliver(item.sequence, item.payload); // the VMM's own event injection
  * }
+
  * ```
  *
  * @module
@@ -37,11 +39,13 @@ export type VeventItem =
 
 /** Counters of a stream, readable while it runs. */
 export interface StreamStats {
+  /** Events yielded to the consumer (`lost` items not counted). */
   delivered: number;
   /** Events proven missing by sequence gaps. */
   lost: number;
   /** LOST_EVENTS headers seen. */
   lostFlags: number;
+  /** `read(2)` calls on the queue's fd. */
   reads: number;
 }
 

@@ -6,11 +6,13 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { NativeShim } from "../../ffi/native.ts";
  * import { describeHost } from "./sysfs.ts";
  * using shim = await NativeShim.load();
  * const host = describeHost(shim);
- * console.log(Array.isArray(host.cdevs), typeof host.iommufd); // true boolean
+ * assert.ok(Array.isArray(host.cdevs));
+ * assert.equal(typeof host.iommufd, "boolean");
  * ```
  *
  * @module
@@ -19,16 +21,19 @@ import { CDEV_ATTR, HOST_LIST, type NativeShim } from "../../ffi/native.ts";
 
 /** One VFIO device cdev (`/dev/vfio/devices/vfioN`) and what sysfs says of it. */
 export interface VfioCdevInfo {
+  /** The cdev's path, e.g. `/dev/vfio/devices/vfio0`. */
   readonly cdev: string;
   /** PCI address, e.g. `0000:00:03.0` (undefined for a non-PCI device). */
   readonly pci?: string;
   /** The bound driver (`vfio-pci` for an assigned device). */
   readonly driver?: string;
+  /** The device's IOMMU group number (`iommu_group` link); undefined when it has none. */
   readonly iommuGroup?: number;
   /** The IOMMU instance (`dmar0`, `smmu3.0x...`). */
   readonly iommu?: string;
   /** PCI vendor and device ids as sysfs prints them (`0x1234`). */
   readonly vendor?: string;
+  /** PCI device id as sysfs prints it (`0x1234`). */
   readonly device?: string;
   /** What could not be read, as `path: errno`. */
   readonly unreadable: readonly string[];
@@ -38,6 +43,7 @@ export interface VfioCdevInfo {
 export interface HostDescription {
   /** Whether /dev/iommu exists. */
   readonly iommufd: boolean;
+  /** Every VFIO device cdev under `/dev/vfio/devices`. */
   readonly cdevs: readonly VfioCdevInfo[];
   /** Legacy VFIO group nodes (`/dev/vfio/<group>`). */
   readonly groups: readonly number[];

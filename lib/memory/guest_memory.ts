@@ -5,15 +5,13 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { guestMemoryOver } from "./guest_memory.ts";
  * const memory = guestMemoryOver(new Uint8Array(4096));
  * memory.write(8, new Uint8Array([1, 2]));
- * console.log(memory.read(8, 2)); // Uint8Array(2) [ 1, 2 ]
- * try {
- *   memory.read(4095, 2);
- * } catch (e) {
- *   console.log((e as Error).message); // guest read outside RAM: 0xfff+2
- * }
+ * assert.deepEqual(memory.read(8, 2), new Uint8Array([1, 2]));
+ * assert.throws(() => memory.read(4095, 2), { message: "guest read outside RAM: 0xfff+2" });
+
  * ```
  *
  * @module
@@ -21,7 +19,9 @@
 
 /** Bounds-checked guest memory. */
 export interface BoundedGuestMemory {
+  /** `length` bytes at guest-physical `gpa`; throws for anything outside guest RAM. */
   read(gpa: number, length: number): Uint8Array;
+  /** Write `bytes` at guest-physical `gpa`; throws for anything outside guest RAM. */
   write(gpa: number, bytes: Uint8Array): void;
   /** Copy `out.length` bytes at `gpa` into `out`: a read that allocates nothing. */
   readInto(gpa: number, out: Uint8Array): void;

@@ -12,6 +12,7 @@ import type { PasidOrRid } from "../request/request.ts";
 export interface Binding {
   /** The host object invalidations go to: nested HWPT (VT-d, selftest), vIOMMU (SMMUv3) or shadowed domain. */
   readonly targetId: number;
+  /** Host format of the target's invalidation entries (picks the compiler and `data_type`). */
   readonly format: Format;
   /** SMMUv3: the ASID of the guest context descriptor at this PASID. */
   readonly asid?: number;

@@ -12,9 +12,11 @@ export interface RequestFailure {
   readonly seq: number;
   /** errno (positive) and its name. */
   readonly errno: number;
+  /** The errno's symbolic name, e.g. `EINVAL`. */
   readonly errnoName: string;
   /** The host target and the failing entry's index in the batch sent to it. */
   readonly targetId: number;
+  /** Index of the failing entry in that batch (the kernel's handled count). */
   readonly entryIndex: number;
   /** The kernel's handled count could not be trusted (the whole batch was resent and failed again). */
   readonly positionUnknown: boolean;
@@ -27,6 +29,7 @@ export interface RequestFailure {
 
 /** The outcome of a wait. */
 export interface WaitOutcome {
+  /** The wait's sequence number, as `submit` returned it. */
   readonly seq: number;
   /** Every invalidation queued before this wait was carried out. */
   readonly ok: boolean;

@@ -86,7 +86,7 @@ export type { DrainReport, RequestFailure, WaitOutcome } from "./outcome.ts";
 const { EINTR, EAGAIN, ENOENT } = Errno.values;
 
 /** Everyone's outcomes: the owner a VMM-wide drain reports for. */
-export const EVERY_OWNER = -1;
+export const EVERY_OWNER: number = -1;
 
 /**
  * One guest vIOMMU's queue.
@@ -114,12 +114,15 @@ export const EVERY_OWNER = -1;
  * ```
  */
 export class RelayQueue {
+  /** Counters, readable at any time. */
   readonly telemetry: QueueTelemetry = newQueueTelemetry();
   readonly #bindings = new BindingTable();
   readonly #routes: RouteTable;
   /** Domains with assigned devices (reference-counted by the device layer). */
   readonly #claimed = new Map<number, number>();
   readonly #writers = new Map<Format, EntryWriter>();
+  /** Targets whose TLB invalidation batches are sent twice (a host erratum). */
+  readonly #repeat = new Set<number>();
   readonly #status: InvalidateStatus = { errno: 0, handled: 0 };
   #seq = 0;
   #oldest = 0;
@@ -148,6 +151,7 @@ export class RelayQueue {
     onEmulated?: (request: InvalidateRequest) => void;
   };
 
+  /** A queue sending to `backend`; `options` sets thresholds, limits and hooks (defaults: drain only when asked). */
   constructor(readonly backend: Backend, options: QueueOptions = {}) {
     this.#opts = {
       maxRanges: options.maxRanges ?? 64,
@@ -165,6 +169,16 @@ export class RelayQueue {
       onEmulated: options.onEmulated,
     };
     this.#routes = new RouteTable(this.#opts);
+  }
+
+  /**
+   * Send every TLB invalidation and configuration batch to `targetId` a second time after the first returned: the
+   * SMMUv3 erratum the kernel reports as `IOMMU_HW_INFO_ARM_SMMUV3_ERRATA_REPEAT_TLBI_CFGI` ("user space must issue
+   * TLBI/CFGI+SYNC commands twice"; the kernel ends each batch with its own CMD_SYNC). ATC invalidations are not
+   * repeated.
+   */
+  repeatInvalidations(targetId: number): void {
+    this.#repeat.add(targetId);
   }
 
   /** A new owner id for a device layer's requests (owners' outcomes are reported to them only). */
@@ -229,11 +243,18 @@ export class RelayQueue {
   command(targetId: number, format: Format, entries: EntryWriter): InvalidateStatus {
     this.#barrier();
     const status: InvalidateStatus = { errno: 0, handled: 0 };
-    let tries = 0;
-    do {
-      this.backend.invalidate(targetId, format, entries.tail(0), entries.count, status);
-      this.telemetry.ioctls++;
-    } while ((status.errno === EINTR || status.errno === EAGAIN) && tries++ < this.#opts.transientRetries);
+    const times = this.#repeat.has(targetId) ? 2 : 1;
+    for (let time = 0; time < times; time++) {
+      if (time === 1) {
+        if (failedStatus(status)) break; // the erratum asks for a second send of what succeeded
+        this.telemetry.errataRepeats++;
+      }
+      let tries = 0;
+      do {
+        this.backend.invalidate(targetId, format, entries.tail(0), entries.count, status);
+        this.telemetry.ioctls++;
+      } while ((status.errno === EINTR || status.errno === EAGAIN) && tries++ < this.#opts.transientRetries);
+    }
     return status;
   }
 
@@ -466,6 +487,10 @@ export class RelayQueue {
         if (w.count === 0) continue;
         entries += w.count;
         ioctls += sendBatch(this.backend, targetId, format, w, this.#opts, this.#status, failed, this.telemetry);
+        if (!atcPass && this.#repeat.size !== 0 && this.#repeat.has(targetId)) {
+          this.telemetry.errataRepeats++;
+          ioctls += sendBatch(this.backend, targetId, format, w, this.#opts, this.#status, failed, this.telemetry);
+        }
       }
     }
     this.#sentIoctls = ioctls;
@@ -528,6 +553,10 @@ export class RelayQueue {
 function uniqueBySeq(failures: RequestFailure[], out: RequestFailure[]): void {
   const sorted = failures.map((f, i) => ({ f, i })).sort((a, b) => a.f.seq - b.f.seq || a.i - b.i);
   for (const { f } of sorted) if (out.length === 0 || out[out.length - 1].seq !== f.seq) out.push(f);
+}
+
+function failedStatus(status: InvalidateStatus): boolean {
+  return status.errno !== 0;
 }
 
 function sampling(n: number | undefined): number {

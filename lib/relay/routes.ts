@@ -13,19 +13,27 @@ import type { Binding, BindingTable } from "./bindings.ts";
 
 /** One pending set and what its entries are compiled for. */
 export interface Unit extends CompileContext {
+  /** Its key in the route table: target, then the ASID (SMMUv3), vDEVICE (ATC) or PASID it covers. */
   readonly key: string | number;
+  /** The host target its entries go to. */
   readonly targetId: number;
+  /** Host format its pending set compiles to. */
   readonly format: Format;
   /** An ATC unit: ATC_INV for one device stream (sent after the target's TLB invalidations). */
   readonly atc?: { readonly vsid: number; readonly ssid: number | undefined };
+  /** The coalesced invalidations waiting for the next drain. */
   readonly pending: PendingSet;
+  /** Its target's group: what it is sent with. */
   readonly group: TargetGroup;
 }
 
 /** One host target's units (in creation order): one batch per group and pass. */
 export interface TargetGroup {
+  /** The host target. */
   readonly targetId: number;
+  /** The target's format. */
   readonly format: Format;
+  /** Its units, in creation order. */
   readonly units: Unit[];
 }
 
@@ -41,9 +49,13 @@ export interface DomainRoutes {
 
 /** Coalescing limits of new units. */
 export interface UnitLimits {
+  /** Ranges a unit keeps before escalating to a whole-space invalidation. */
   readonly maxRanges: number;
+  /** Pages a unit keeps before escalating. */
   readonly maxPages: number;
+  /** The host SMMUv3 has range invalidation (IDR3.RIL). */
   readonly smmuRil: boolean;
+  /** Merge requests into ranges; off: one entry per request and no escalation. */
   readonly coalesce: boolean;
 }
 
@@ -74,6 +86,7 @@ export class RouteTable {
   readonly #routes = new Map<number, DomainRoutes>();
   #version = -1;
 
+  /** An empty table; new units take `limits`. */
   constructor(readonly limits: UnitLimits) {}
 
   /** The routes of `domain` under `bindings` (resolved on first use after a change), or undefined if unbound. */

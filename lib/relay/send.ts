@@ -25,6 +25,7 @@ export interface SendPolicy {
 
 /** What the sender counts. */
 export interface SendCounters {
+  /** Batches sent again after a failure (the entries after the failing one, or the whole batch once when the handled count cannot be trusted). */
   resends: number;
 }
 

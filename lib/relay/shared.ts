@@ -94,6 +94,7 @@ export class SharedDoorbell {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { RelayQueue } from "./queue.ts";
  * import { ModelHost } from "../host/model.ts";
  * import { SharedRelay, sharedRelayBytes } from "./shared.ts";
@@ -104,7 +105,8 @@ export class SharedDoorbell {
  * const relay = new SharedRelay(sab, layout, new RelayQueue(host));
  * relay.bind(1, "rid", { targetId: t, format: "vtd-s1" });
  * const out = relay.doorbell([{ op: "invalidate", domain: 1, scope: { kind: "all" } }, { op: "sync" }]);
- * console.log(out.errnos, out.combined); // [ 0, 0 ] true
+ * assert.deepEqual(out.errnos, [0, 0]);
+ * assert.equal(out.combined, true);
  * ```
  */
 export class SharedRelay {
@@ -150,6 +152,7 @@ export class SharedRelay {
   };
   readonly #sync = { op: "sync" as const };
 
+  /** The relay side over `sab` (at least {@linkcode sharedRelayBytes}(`layout`) bytes): doorbells rung in it are submitted to `queue`. */
   constructor(sab: SharedArrayBuffer, readonly layout: SharedRelayLayout, readonly queue: RelayQueue) {
     if (sab.byteLength < sharedRelayBytes(layout)) throw new RangeError("shared buffer too small for the layout");
     this.#i32 = new Int32Array(sab, 0, int32Count(layout));

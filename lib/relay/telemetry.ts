@@ -17,18 +17,28 @@ export interface UnroutedCounts {
 
 /** Counters, readable at any time. */
 export interface QueueTelemetry {
+  /** Guest requests submitted (refused ones not counted). */
   requestsIn: number;
+  /** Invalidation requests among them. */
   invalidationsIn: number;
+  /** Waits (`sync`) among them. */
   waitsIn: number;
+  /** Drains that ran, whatever triggered them. */
   drains: number;
+  /** Batches sent to the backend (one `IOMMU_HWPT_INVALIDATE` each on the kernel). */
   ioctls: number;
+  /** Host entries in those batches. */
   entriesOut: number;
+  /** Guest requests reported failed. */
   failures: number;
+  /** Batches sent again after a failure: the entries after the failing one, or the whole batch when the kernel's count could not be trusted. */
   resends: number;
   /** Drains a size or age threshold triggered. */
   thresholdDrains: number;
   /** Barriers (binding changes, configuration commands) that sent what was pending. */
   barriers: number;
+  /** Batches sent a second time for a host erratum (`RelayQueue.repeatInvalidations`). */
+  errataRepeats: number;
   /** Invalidations that reached no host target, by reason: nothing the guest asked for vanishes uncounted. */
   readonly unrouted: UnroutedCounts;
   /**
@@ -62,6 +72,7 @@ export function newQueueTelemetry(): QueueTelemetry {
     resends: 0,
     thresholdDrains: 0,
     barriers: 0,
+    errataRepeats: 0,
     unrouted: { emulatedDomain: 0, noBinding: 0 },
     latencyUs: new Array(24).fill(0),
   };

@@ -28,8 +28,11 @@ export interface PendingRange {
 
 /** A live range of the set: valid until the set changes. */
 export interface PendingRangeView {
+  /** First page of the range. */
   readonly first: number;
+  /** Last page of the range (inclusive). */
   readonly last: number;
+  /** Every request merged into it was leaf-only. */
   readonly leaf: boolean;
 }
 
@@ -57,7 +60,7 @@ export interface EscalationLimits {
 }
 
 /** {@linkcode PendingSet.copyOrigins}'s index for the whole-space flush. */
-export const ALL_ORIGINS = -1;
+export const ALL_ORIGINS: number = -1;
 
 class Range implements PendingRangeView {
   first = 0;
@@ -75,11 +78,12 @@ const NONE = -1;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { PendingSet } from "./pending.ts";
  * const p = new PendingSet({ maxRanges: 64, maxPages: 1 << 18 });
  * p.addRange(10, 2, true, 1);
  * p.addRange(12, 4, false, 2);
- * console.log(p.ranges); // [{ first: 10, last: 15, leaf: false, origins: [1, 2] }]
+ * assert.deepEqual(p.ranges, [{ first: 10, last: 15, leaf: false, origins: [1, 2] }]);
  * ```
  */
 export class PendingSet {
@@ -100,6 +104,7 @@ export class PendingSet {
   #allHead = NONE;
   #allTail = NONE;
 
+  /** An empty set that escalates to coarser invalidations past `limits`. */
   constructor(readonly limits: EscalationLimits) {}
 
   /** Whether nothing is pending. */

@@ -32,27 +32,34 @@ export interface VendorHints {
 
 /** Invalidate cached translations. */
 export interface InvalidateRequest {
+  /** Discriminant: an invalidation. */
   readonly op: "invalidate";
   /** The guest domain (VT-d DID, SMMUv3 VMID-scope, virtio-iommu domain) whose targets this reaches. */
   readonly domain: number;
+  /** What is invalidated: everything, a PASID, or a page range (with or without a PASID). */
   readonly scope: Scope;
   /** Only non-PASID (RID) mappings: the 2017 NO_PASID flag. Not valid with a PASID scope. */
   readonly noPasid?: boolean;
   /** Only leaf entries changed; walk caches may be kept (a hint: dropping it over-invalidates, safely). */
   readonly leaf?: boolean;
+  /** What the guest's command said beyond the vendor-neutral model (kept for formats that can use it). */
   readonly hints?: VendorHints;
 }
 
 /** A VT-d first-stage (stage-1) table: `struct iommu_hwpt_vtd_s1`. */
 export interface VtdStageOne {
+  /** Discriminant: `IOMMU_HWPT_DATA_VTD_S1`. */
   readonly format: "vtd-s1";
   /** Guest-physical address of the table root (4 KiB aligned). */
   readonly tableAddress: number;
   /** Input address width: 48 (4-level) or 57 (5-level). */
   readonly addressWidth: 48 | 57;
-  /** Supervisor requests, extended accessed flag, write protect. */
+  /** Supervisor requests enable (`IOMMU_VTD_S1_SRE`). */
   readonly sre?: boolean;
+
+  /** Extended accessed flag enable (`IOMMU_VTD_S1_EAFE`). */
   readonly eafe?: boolean;
+  /** Write protect enable (`IOMMU_VTD_S1_WPE`). */
   readonly wpe?: boolean;
 }
 
@@ -61,6 +68,7 @@ export interface VtdStageOne {
  * gives its devices. Only shadow mode takes it — the host walks it and maps the result into an IOAS.
  */
 export interface VtdSecondLevel {
+  /** Discriminant: a VT-d second-level table (shadow mode only; no nested HWPT type takes it). */
   readonly format: "vtd-sl";
   /** Guest-physical address of the table root (4 KiB aligned). */
   readonly tableAddress: number;
@@ -70,6 +78,7 @@ export interface VtdSecondLevel {
 
 /** An SMMUv3 stage-1 context: the guest STE words (nested HWPT data) and the CD's ASID for this PASID. */
 export interface SmmuStageOne {
+  /** Discriminant: `IOMMU_HWPT_DATA_ARM_SMMUV3`. */
   readonly format: "smmuv3";
   /** STE words 0 and 1 as the guest wrote them. */
   readonly ste: readonly [bigint, bigint];
@@ -79,7 +88,9 @@ export interface SmmuStageOne {
 
 /** The kernel selftest's mock stage-1: just the initial IOTLB value. */
 export interface SelftestStageOne {
+  /** Discriminant: `IOMMU_HWPT_DATA_SELFTEST`. */
   readonly format: "selftest";
+  /** The value every mock IOTLB slot starts at (`struct iommu_hwpt_selftest.iotlb`). */
   readonly iotlb: number;
 }
 
@@ -94,21 +105,29 @@ export type PasidOrRid = number | "rid";
 
 /** Attach a stage-1 table to a PASID (or the RID), replacing what was there. */
 export interface BindRequest {
+  /** Discriminant: a bind. */
   readonly op: "bind";
+  /** The guest domain the device is in. */
   readonly domain: number;
+  /** Where the table is attached: a PASID, or `"rid"` for requests without PASID. */
   readonly pasid: PasidOrRid;
+  /** The guest table to attach. */
   readonly table: StageOneTable;
 }
 
 /** Detach a PASID (or the RID). */
 export interface UnbindRequest {
+  /** Discriminant: an unbind. */
   readonly op: "unbind";
+  /** The guest domain the device is in. */
   readonly domain: number;
+  /** What to detach: a PASID, or `"rid"`. */
   readonly pasid: PasidOrRid;
 }
 
 /** A guest wait: everything queued before it must be complete before it completes. */
 export interface SyncRequest {
+  /** Discriminant: a wait. */
   readonly op: "sync";
 }
 
@@ -131,13 +150,16 @@ export type RequestErrorReason =
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { RequestError } from "./request.ts";
  * const e = new RequestError("pasid-out-of-range", "scope.pasid", "PASID 1048576 needs more than 20 bits");
- * console.log(e.reason); // pasid-out-of-range
+ * assert.equal(e.reason, "pasid-out-of-range");
  * ```
  */
 export class RequestError extends Error {
+  /** Always `"RequestError"`. */
   override name = "RequestError";
+  /** The message is `<field>: <reason>: <detail>`. */
   constructor(
     /** Machine-readable reason. */
     readonly reason: RequestErrorReason,
@@ -253,8 +275,9 @@ function validateTable(t: StageOneTable): void {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { pageRangeOfBytes } from "./request.ts";
- * console.log(pageRangeOfBytes(0x7f00_0800n, 0x1000n)); // { firstPage: 520960, pages: 2 }
+ * assert.deepEqual(pageRangeOfBytes(0x7f00_0800n, 0x1000n), { firstPage: 0x7f000, pages: 2 });
  * ```
  */
 export function pageRangeOfBytes(address: bigint, size: bigint): { firstPage: number; pages: number } {

@@ -4,11 +4,12 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { AreaMap } from "./areas.ts";
  * const m = new AreaMap();
  * m.insert({ firstPage: 10, pages: 4, gpaPage: 100, read: true, write: false });
  * m.insert({ firstPage: 0, pages: 2, gpaPage: 7, read: true, write: true });
- * console.log(m.overlapping(1, 11).map((a) => a.firstPage)); // [ 0, 10 ]
+ * assert.deepEqual(m.overlapping(1, 11).map((a) => a.firstPage), [0, 10]);
  * ```
  *
  * @module
@@ -27,6 +28,7 @@ export class AreaMap {
     return this.#areas;
   }
 
+  /** Number of areas in the map. */
   get size(): number {
     return this.#areas.length;
   }

@@ -17,6 +17,7 @@ export class ShadowBackend implements Backend {
   readonly #domains = new Map<number, ShadowDomain>();
   #next = FIRST_ID;
 
+  /** Route shadow-format batches to registered domains; every other format goes to `inner` unchanged. */
   constructor(readonly inner: Backend) {}
 
   /** Register a domain; returns its target id for the queue. */
@@ -26,6 +27,7 @@ export class ShadowBackend implements Backend {
     return id;
   }
 
+  /** Forget the domain registered as `id`; later batches to it fail as to an unknown target. */
   remove(id: number): void {
     this.#domains.delete(id);
   }

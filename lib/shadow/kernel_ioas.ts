@@ -12,14 +12,16 @@ import type { ShadowIoasPort } from "./domain.ts";
 export class KernelShadowIoas implements ShadowIoasPort {
   /** ioctls made. */
   calls = 0;
+  /** Map subarrays of `ram` into `ioas`. */
   constructor(readonly ioas: Ioas, readonly ram: Uint8Array) {}
 
+  /** `IOMMU_IOAS_MAP` of the guest pages at a fixed IOVA; `-EFAULT` for pages beyond `ram`, `-errno` for a kernel refusal. */
   map(firstPage: number, pages: number, gpaPage: number, read: boolean, write: boolean): number {
     this.calls++;
     if ((gpaPage + pages) * 4096 > this.ram.byteLength) return -14; // EFAULT: not guest RAM
     try {
       this.ioas.map(this.ram.subarray(gpaPage * 4096, (gpaPage + pages) * 4096), {
-        iova: firstPage * 4096,
+        iova: BigInt(firstPage) * 4096n, // exact: a guest IOVA may lie above 2^53
         readable: read,
         writable: write,
       });
@@ -30,10 +32,11 @@ export class KernelShadowIoas implements ShadowIoasPort {
     }
   }
 
+  /** `IOMMU_IOAS_UNMAP` of the range: 0 or `-errno`. */
   unmap(firstPage: number, pages: number): number {
     this.calls++;
     try {
-      this.ioas.unmap(firstPage * 4096, pages * 4096);
+      this.ioas.unmap(BigInt(firstPage) * 4096n, BigInt(pages) * 4096n);
       return 0;
     } catch (e) {
       if (e instanceof KernelError) return -e.errno;

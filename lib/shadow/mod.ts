@@ -9,3 +9,4 @@ export * from "./areas.ts";
 export * from "./domain.ts";
 export * from "./backend.ts";
 export * from "./kernel_ioas.ts";
+export * from "./model_ioas.ts";

@@ -4,13 +4,14 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { GuestPageTables } from "./page_tables.ts";
  * import { walkRange } from "./walk.ts";
  * const ram = new Uint8Array(1 << 22);
  * const t = new GuestPageTables(ram, { format: "vtd-sl", levels: 4, tablesAt: 0x10_0000 });
  * t.map(0x1000, 0x200, { read: true, write: false });
  * const memory = { read: (a: number, n: number) => ram.slice(a, a + n) };
- * console.log(walkRange(memory, t.config, 0x1000, 1, ram.length).runs[0].gpaPage); // 512
+ * assert.equal(walkRange(memory, t.config, 0x1000, 1, ram.length).runs[0].gpaPage, 512);
  * ```
  *
  * @module
@@ -19,17 +20,21 @@ import type { PageTableConfig } from "./walk.ts";
 
 /** Permissions of a guest mapping. */
 export interface GuestPerm {
+  /** The device may read through the mapping (VT-d SL R, bit 0; FL P). */
   readonly read: boolean;
+  /** The device may write through the mapping (VT-d SL W, bit 1; FL R/W, bit 1). */
   readonly write: boolean;
 }
 
 /** Builds and edits a guest table in `ram`. */
 export class GuestPageTables {
+  /** The table built, as a shadowed domain is given it (format, root, levels). */
   readonly config: PageTableConfig;
   readonly #ram: DataView;
   #next: number;
   readonly #end: number;
 
+  /** A new empty table in `ram`, its pages taken from [tablesAt, tablesEnd) (default: to the end of `ram`). */
   constructor(
     ram: Uint8Array,
     opts: { format: "vtd-sl" | "vtd-fl"; levels: 4 | 5; tablesAt: number; tablesEnd?: number },

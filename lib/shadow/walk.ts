@@ -16,6 +16,7 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { walkRange } from "./walk.ts";
  * const ram = new Uint8Array(1 << 20);
  * const v = new DataView(ram.buffer);
@@ -24,7 +25,7 @@
  * v.setUint32(0x4000 + 5 * 8, 0x80000 | 3, true);
  * const memory = { read: (a: number, n: number) => ram.slice(a, a + n), write: () => {} };
  * const w = walkRange(memory, { format: "vtd-sl", root: 0x1000, levels: 4 }, 0, 16, ram.length);
- * console.log(w.runs); // [ { firstPage: 5, pages: 1, gpaPage: 128, read: true, write: true } ]
+ * assert.deepEqual(w.runs, [{ firstPage: 5, pages: 1, gpaPage: 128, read: true, write: true }]);
  * ```
  *
  * @module
@@ -32,31 +33,43 @@
 
 /** Guest-physical memory, bounds-checked by the VMM (throws outside guest RAM). */
 export interface GuestMemoryReader {
+  /** `length` bytes at guest-physical `gpa`; throws for anything outside guest RAM. */
   read(gpa: number, length: number): Uint8Array;
 }
 
 /** Which table, where. */
 export interface PageTableConfig {
+  /** VT-d second-level (`vtd-sl`) or first-level (`vtd-fl`, x86-64 paging) entries. */
   readonly format: "vtd-sl" | "vtd-fl";
   /** Guest-physical address of the root table (4 KiB aligned). */
   readonly root: number;
+  /** Paging levels: 4 (48-bit IOVA) or 5 (57-bit). */
   readonly levels: 4 | 5;
 }
 
 /** A run of leaf mappings: IOVA pages [firstPage, +pages) → guest pages [gpaPage, +pages). */
 export interface MappingRun {
+  /** First IOVA page. */
   readonly firstPage: number;
+  /** Pages in the run. */
   readonly pages: number;
+  /** Guest-physical page `firstPage` maps to. */
   readonly gpaPage: number;
+  /** Readable: R (SL) or P (FL) at every level walked. */
   readonly read: boolean;
+  /** Writable: W (SL) or R/W (FL) at every level walked. */
   readonly write: boolean;
 }
 
 /** Pages the walk could not map, and why. */
 export interface WalkFault {
+  /** First IOVA page left unmapped. */
   readonly firstPage: number;
+  /** Pages left unmapped. */
   readonly pages: number;
+  /** Table level where the walk stopped (1 = leaf table; 4 or 5 = root). */
   readonly level: number;
+  /** Why: a table not in guest RAM, a misaligned root, a large page where the level has none or misaligned, a leaf beyond guest RAM, or the walk's work budget ({@linkcode WALK_LIMITS}) spent. */
   readonly reason:
     | "table-unreadable"
     | "root-misaligned"
@@ -71,8 +84,11 @@ export const WALK_LIMITS = { tables: 1 << 16, leaves: 1 << 22 } as const;
 
 /** The result of a walk over a range. */
 export interface WalkResult {
+  /** Leaf mappings found, merged into runs, in IOVA order. */
   readonly runs: MappingRun[];
+  /** Pages that stay unmapped, and why. */
   readonly faults: WalkFault[];
+  /** Table pages read from guest memory. */
   readonly tablesRead: number;
 }
 

@@ -10,6 +10,31 @@
  * the queue index (wrap bit dropped), `w0 w1` the command's 64-bit words in hex, `?` where the recorder lost them
  * (the command is then rebuilt from its decoded fields, per the SMMUv3 command layouts).
  *
+ * @example Replaying a recording of your own guest, checking at each CMD_SYNC's completion that its TLBIs reached the
+ * host (the recording here is two doorbells written into a file; yours comes from your recorder)
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { CmdqReplayRig, parseCmdqRecording, readRecordingText } from "./mod.ts";
+ * const path = await Deno.makeTempFile({ suffix: ".cmdq.txt" });
+ * await Deno.writeTextFile(path, [
+ *   "# console: arm-smmu-v3 x: allocated 256 entries for cmdq",
+ *   "0 0 1 0 0000000800000005 0000000000000001 CFGI_CD sid=0x8 ssid=0",
+ *   "1 0 1 1 0000000000002046 0000000000000000 SYNC cs=sev",
+ *   "2 0 2 2 0002000000000012 00000000ffff8401 TLBI_NH_VA asid=2 tg=1",
+ *   "3 0 2 3 0000000000002046 0000000000000000 SYNC cs=sev",
+ * ].join("\n"));
+ * const recording = parseCmdqRecording(await readRecordingText(path));
+ * let syncs = 0;
+ * const rig: CmdqReplayRig = new CmdqReplayRig(recording, {
+ *   // Your VMM reads the CD's ASID from guest memory at CFGI_CD; without the CDs, leave asidOf out.
+ *   asidOf: () => 2,
+ *   hooks: { sev: () => void (syncs++ === 1 && assert.ok(rig.host.covered(rig.vsmmu, 0xffff8, 2))) },
+ * });
+ * const result = rig.replay();
+ * assert.deepEqual([result.doorbells, result.processed, result.errors, syncs], [2, 4, 0, 2]);
+ * await Deno.remove(path);
+ * ```
+ *
  * @module
  */
 import { RelayQueue } from "../relay/queue.ts";
@@ -110,6 +135,17 @@ export function encodeRecordedCommand(opcode: string, f: Readonly<Record<string,
     case 0x40:
       w0 |= (sid << 32n) | (ssid << 12n) | (num(f.ssv) << 11n);
       w1 = (num(f.addr) & ~0xfffn) | num(f.size) | (num(f.g) << 9n);
+      break;
+    case 0x41: // PRI_RESP: SSID [31:12], SSV 11, SID [63:32]; PRG index [8:0], RESP [13:12]
+      w0 |= (sid << 32n) | (ssid << 12n) | (num(f.ssv) << 11n);
+      w1 = (num(f.grpid) & 0x1ffn) | ((num(f.resp) & 3n) << 12n);
+      break;
+    case 0x44: // RESUME: RESP [13:12], SID [63:32]; STAG [15:0]
+      w0 |= (sid << 32n) | ((num(f.resp) & 3n) << 12n);
+      w1 = num(f.stag) & 0xffffn;
+      break;
+    case 0x45: // STALL_TERM: SID [63:32]
+      w0 |= sid << 32n;
       break;
     case 0x46: {
       const cs = f.cs === "none" ? 0n : f.cs === "irq" ? 1n : 2n;
@@ -229,7 +265,10 @@ export function replayCmdq(
 
 /** Options of {@linkcode CmdqReplayRig}. */
 export interface CmdqReplayRigOptions {
-  /** LOG2SIZE of the queue (default: the recording's header, else 8). */
+  /**
+   * LOG2SIZE of the queue (default: the recording's header, else the smallest queue holding its highest slot — exact
+   * for a recording that wrapped, and any larger size replays the same when it did not).
+   */
   readonly log2size?: number;
   /** Guest-physical address of the queue (default 0x4100_0000, aligned to the queue's size). */
   readonly queueAddress?: number;
@@ -266,7 +305,7 @@ export interface CmdqReplayRigOptions {
  * ```
  */
 export class CmdqReplayRig {
-  readonly host = new ModelHost();
+  readonly host: ModelHost = new ModelHost();
   readonly vsmmu: number;
   readonly relay: RelayQueue;
   readonly cmdq: SmmuCommandQueue;
@@ -275,13 +314,13 @@ export class CmdqReplayRig {
   /** Guest RAM: the queue, then 64 KiB for MSIs. */
   readonly ram: Uint8Array;
   /** (domain, PASID) contexts bound per ASID. */
-  readonly contexts = new Map<number, { domain: number; pasid: "rid" | number }[]>();
+  readonly contexts: Map<number, { domain: number; pasid: "rid" | number }[]> = new Map();
   /** Streams and substreams the guest configured (CFGI_STE / CFGI_CD), as "sid/ssid". */
-  readonly configured = new Set<string>();
+  readonly configured: Set<string> = new Set();
   readonly #asids: number[];
 
   constructor(readonly recording: CmdqRecording, readonly options: CmdqReplayRigOptions = {}) {
-    this.log2size = options.log2size ?? recording.log2size ?? 8;
+    this.log2size = options.log2size ?? recording.log2size ?? inferredLog2size(recording);
     const bytes = 16 * 2 ** this.log2size;
     this.queueAddress = options.queueAddress ?? Math.max(0x4100_0000 - (0x4100_0000 % bytes), bytes);
     this.ram = new Uint8Array(bytes + 0x10000);
@@ -302,10 +341,12 @@ export class CmdqReplayRig {
     };
     this.vsmmu = this.host.createTarget("smmuv3");
     this.relay = new RelayQueue(this.host, { smmuRil: true });
-    // Every ASID the recording's TLBIs name, for the default (CDs unknown) binding.
+    // Every ASID the recording's TLBIs name (TLBI_NH_ASID, TLBI_NH_VA: ASID in bits 63:48, read from the words, not
+    // from the recorder's names), for the default (CDs unknown) binding.
     const asids = new Set<number>();
     for (const c of recording.commands) {
-      if (c.opcode === "TLBI_NH_VA" || c.opcode === "TLBI_NH_ASID") asids.add(Number((c.w0 >> 48n) & 0xffffn));
+      const opcode = Number(c.w0 & 0xffn);
+      if (opcode === 0x11 || opcode === 0x12) asids.add(Number((c.w0 >> 48n) & 0xffffn));
     }
     this.#asids = [...asids];
     const extra = options.hooks ?? {};
@@ -314,7 +355,10 @@ export class CmdqReplayRig {
       asidUsers: (asid) => this.contexts.get(asid) ?? NONE,
       domains: () => [...new Set([...this.contexts.values()].flat().map((c) => c.domain))],
       configChanged: (c) => {
-        if (c.op === "cfgi-cd" || c.op === "cfgi-ste") this.#configure(c.sid, c.op === "cfgi-cd" ? c.ssid : 0);
+        // CFGI_CD_ALL names a stream whose CDs all changed: at least its SSID 0 (the others have their CFGI_CDs).
+        if (c.op === "cfgi-cd" || c.op === "cfgi-ste" || c.op === "cfgi-cd-all") {
+          this.#configure(c.sid, c.op === "cfgi-cd" ? c.ssid : 0);
+        }
         extra.configChanged?.(c);
       },
     };
@@ -359,3 +403,10 @@ export class CmdqReplayRig {
 }
 
 const NONE: readonly { domain: number; pasid: "rid" | number }[] = [];
+
+/** The smallest LOG2SIZE whose queue holds every recorded slot (at least 1). */
+function inferredLog2size(recording: CmdqRecording): number {
+  let highest = 0;
+  for (const c of recording.commands) highest = Math.max(highest, c.slot);
+  return Math.max(1, Math.ceil(Math.log2(highest + 1)));
+}

@@ -1,14 +1,16 @@
 /**
  * A small fuzzer for guest-facing and uAPI decoders: random and mutated inputs, a typed-error check on every
- * throw, a per-input hang bound, and a seed printed so a failure replays. Used by `tests/fuzz_test.ts` (a bounded
+ * throw, a per-input hang bound, and a seed printed so a failure replays. Used by `tests/testing/fuzz_test.ts` (a bounded
  * budget per CI run) and `deno task fuzz` (a long run).
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { fuzz } from "./fuzz.ts";
  * const r = fuzz({ name: "u32", sizes: [4], run: (b) => new DataView(b.buffer).getUint32(0), typed: () => false },
  *   { inputs: 1000, seed: 1 });
- * console.log(r.inputs, r.typedErrors); // 1000 0
+ * assert.equal(r.inputs, 1000);
+ * assert.equal(r.typedErrors, 0);
  * ```
  *
  * @module

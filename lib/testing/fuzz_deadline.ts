@@ -9,10 +9,11 @@
  *
  * @example
  * ```ts ignore
+ * import assert from "node:assert/strict";
  * import { fuzzWithDeadline } from "./fuzz_deadline.ts";
  * const report = await fuzzWithDeadline(new URL("./my_targets.ts", import.meta.url), "vtdQueueTarget",
  *   { inputs: 10_000, seed: 1, hangMs: 2000 });
- * console.log(report.inputs); // 10000
+ * assert.equal(report.inputs, 10000);
  * ```
  *
  * @module

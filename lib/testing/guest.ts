@@ -5,12 +5,14 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { ScriptedGuest } from "./guest.ts";
  * using guest = ScriptedGuest.inProcess();
  * const nic = guest.device({ domain: 1 });
  * nic.submit({ op: "bind", domain: 1, pasid: 5, table: { format: "vtd-s1", tableAddress: 0x1000, addressWidth: 48 } });
  * const r = guest.vtd().pasidIotlb(1, 5, { page: 0x7f000, am: 9 }).wait().ring();
- * console.log(r.waitsCompleted, guest.invalidated(1, 5, 0x7f1ff)); // 1 true
+ * assert.equal(r.waitsCompleted, 1);
+ * assert.equal(guest.invalidated(1, 5, 0x7f1ff), true);
  * ```
  *
  * @module
@@ -28,7 +30,7 @@ const VTD_RING = 0x10_0000, SMMU_RING = 0x20_0000, STATUS = 0x30_0000;
 /** A scripted guest on the in-process host. */
 export class ScriptedGuest implements Disposable {
   /** Guest RAM (4 MiB). */
-  readonly ram = new Uint8Array(RAM);
+  readonly ram: Uint8Array = new Uint8Array(RAM);
   /** Bounds-checked access to it, as a VMM would give the front ends. */
   readonly memory: GuestMemory = guestMemoryOver(this.ram);
   readonly #plugins: RelayPlugin[] = [];
@@ -91,6 +93,7 @@ export class ScriptedGuest implements Disposable {
     return new DataView(this.ram.buffer).getUint32(STATUS + slot * 4, true);
   }
 
+  /** Dispose the plugins, then the host. */
   [Symbol.dispose](): void {
     const stack = new DisposableStack();
     stack.use(this.host);
@@ -101,6 +104,7 @@ export class ScriptedGuest implements Disposable {
 
 /** Writes VT-d descriptors into the guest's invalidation queue and rings it. */
 export class VtdScript {
+  /** The guest's VT-d invalidation queue model, at the script's ring in guest RAM. */
   readonly queue: VtdInvalidationQueue;
   readonly #size: 16 | 32;
   #tail = 0;
@@ -108,6 +112,7 @@ export class VtdScript {
   /** Status slots of the waits written since the last ring. */
   #slots: number[] = [];
 
+  /** A script on `guest`'s ring; `wide` selects 256-bit descriptors (IQA.DW). */
   constructor(readonly guest: ScriptedGuest, wide: boolean) {
     this.queue = new VtdInvalidationQueue(guest.memory, guest.host.queue(), { domains: () => guest.domains });
     this.queue.writeIqa(VTD_RING | (wide ? 1 << 11 : 0) | 3); // eight pages: 512 or 256 descriptors
@@ -157,10 +162,12 @@ export class VtdScript {
 
 /** Writes SMMUv3 commands into the guest's command queue and rings it. */
 export class SmmuScript {
+  /** The guest's SMMUv3 command queue model, at the script's ring in guest RAM. */
   readonly queue: SmmuCommandQueue;
   #prod = 0;
   #slot = 1000;
 
+  /** A script on `guest`'s ring; `hooks` serve the commands the queue does not relay (CFGI, ...). */
   constructor(readonly guest: ScriptedGuest, hooks: SmmuQueueHooks) {
     this.queue = new SmmuCommandQueue(guest.memory, guest.host.queue(), hooks);
     this.queue.writeBase(SMMU_RING | 8);

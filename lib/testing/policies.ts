@@ -22,8 +22,11 @@ export type Policy = "per-descriptor" | "batch-to-sync" | "iommu-relay";
 
 /** Where the workload's domains are bound, and how many devices share each target (QEMU fans out per device). */
 export interface PolicySetup {
+  /** The (domain, PASID) bindings to make, one target each, with the ASID for SMMUv3 ones. */
   readonly bindings: readonly { domain: number; pasid: PasidOrRid; format: Binding["format"]; asid?: number }[];
+  /** Devices behind each target (default 1): `per-descriptor` sends each request once per device, as QEMU does. */
   readonly devicesPerTarget?: number;
+  /** The host SMMUv3 has range invalidation (IDR3.RIL); default false. */
   readonly smmuRil?: boolean;
   /** Modelled host ioctl time, ns (the in-flight window). */
   readonly ioctlNs?: number;
@@ -31,17 +34,25 @@ export interface PolicySetup {
 
 /** One policy's figures on one workload. */
 export interface PolicyResult {
+  /** The policy replayed. */
   readonly policy: Policy;
+  /** The workload's name. */
   readonly workload: string;
+  /** Guest descriptors in the workload. */
   readonly descriptors: number;
+  /** Host invalidation calls made. */
   readonly ioctls: number;
+  /** Host entries sent in them. */
   readonly entries: number;
+  /** Host calls per 1,000 guest descriptors. */
   readonly ioctlsPer1000: number;
+  /** Host entries per 1,000 guest descriptors. */
   readonly entriesPer1000: number;
   /** Requested pages not seen invalidated (checked at every flush on the in-process host; NaN elsewhere). */
   readonly underInvalidated: number;
   /** Pages invalidated beyond what was asked (range invalidations), and whole-space flushes nobody asked for. */
   readonly overInvalidatedPages: number;
+  /** Whole-space flushes of a target none of whose requests in that drain asked for the whole space. */
   readonly escalations: number;
   /** Wall time per guest descriptor in this process (reported, never asserted). */
   readonly nsPerDescriptor: number;
@@ -53,6 +64,7 @@ export interface PolicyResult {
  * HWPTs to time the policies against the real IOMMU_HWPT_INVALIDATE.
  */
 export interface PolicyHost extends Backend {
+  /** Make a target taking `format` entries; returns its id. */
   createTarget(format: Format): number;
 }
 

@@ -17,15 +17,23 @@ import type { Workload } from "./workloads.ts";
 
 /** What a replay produced. */
 export interface ReplayResult {
+  /** The workload's name. */
   readonly workload: string;
+  /** Guest descriptors replayed. */
   readonly descriptors: number;
+  /** Doorbells (queue-tail writes) replayed. */
   readonly doorbells: number;
+  /** Queue drains. */
   readonly drains: number;
+  /** Host invalidation calls. */
   readonly ioctls: number;
+  /** Host entries sent. */
   readonly entries: number;
+  /** Guest requests reported failed. */
   readonly failures: number;
   /** Host ioctls and entries per 1,000 guest descriptors. */
   readonly ioctlsPer1000: number;
+  /** Host entries per 1,000 guest descriptors. */
   readonly entriesPer1000: number;
   /** Drains whose coverage was checked against the in-process host. */
   readonly checkedDrains: number;
@@ -44,7 +52,9 @@ export type CoverageProbe = (
 export interface DrainCoverage {
   /** Requested pages the host did not invalidate (first and last page of each range are probed). */
   readonly under: number;
+  /** Pages invalidated beyond the ranges asked for. */
   readonly overPages: number;
+  /** Whole-space flushes none of the drain's requests for that target asked for. */
   readonly escalations: number;
 }
 

@@ -7,11 +7,30 @@
  *
  * Format: `seq phase kick type domain endpoint virt_start virt_end phys_start flags extra`; `-` = not applicable.
  *
+ * @example Replaying a recording of your own guest kick by kick (a lazy driver's four UNMAPs and a MAP in one kick,
+ * merged into one IOAS unmap), then checking the host against the guest's mappings
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { parseVirtioRecording, readRecordingText, VirtioReplayRig } from "./mod.ts";
+ * const path = await Deno.makeTempFile({ suffix: ".txt" });
+ * const lines = ["0 0 1 ATTACH 0 16 - - - -"];
+ * for (let i = 0; i < 4; i++) lines.push(`${1 + i} 0 ${2 + i} MAP 0 - 0x${(0xa + i).toString(16)}000 0x${(0xa + i).toString(16)}fff 0x1000 1`);
+ * for (const page of ["a", "d", "c", "b"]) lines.push(`9 0 6 UNMAP 0 - 0x${page}000 0x${page}fff - - removed=1`);
+ * lines.push("13 0 6 MAP 0 - 0x9000 0x9fff 0x2000 3");
+ * await Deno.writeTextFile(path, lines.join("\n"));
+ * const rig = new VirtioReplayRig(2 ** 40, { batchKicks: true });
+ * const result = rig.replay(parseVirtioRecording(await readRecordingText(path)));
+ * assert.deepEqual(result.statuses, { 0: 10 });
+ * assert.deepEqual([result.ioasMaps, result.ioasUnmaps], [5, 1]);
+ * assert.deepEqual(rig.ioas(0)?.areas.all.map((a) => a.firstPage), [9]);
+ * await Deno.remove(path);
+ * ```
+ *
  * @module
  */
-import { handleVirtioIommuRequest, type VirtioIommuHooks } from "../frontends/virtio/iommu.ts";
+import { handleVirtioIommuKick, handleVirtioIommuRequest, type VirtioIommuHooks } from "../frontends/virtio/iommu.ts";
 import { shadowMapHooks } from "../frontends/virtio/shadow.ts";
-import { ShadowDomain } from "../shadow/domain.ts";
+import { ShadowDomain, type ShadowIoasPort } from "../shadow/domain.ts";
 import { ModelIoas } from "../shadow/model_ioas.ts";
 import { keyValues, splitRecording } from "./recordings.ts";
 
@@ -117,14 +136,25 @@ export interface VirtioReplayResult {
   readonly kicks: number;
   /** Requests per status code. */
   readonly statuses: Readonly<Record<number, number>>;
-  /** IOAS map and unmap calls made (the host calls of the shadowed domains). */
+  /** IOAS map and unmap calls made (the host calls of the shadowed domains: what a kernel host would ioctl). */
   readonly ioasMaps: number;
   readonly ioasUnmaps: number;
 }
 
+/** How the rig hands requests to the front end. */
+export interface VirtioReplayOptions {
+  /**
+   * Hand each kick's requests over together ({@linkcode handleVirtioIommuKick}: a run of UNMAPs becomes merged IOAS
+   * unmaps) instead of one request at a time. Default false.
+   */
+  readonly batchKicks?: boolean;
+}
+
 /**
- * The virtio front end over shadowed domains on the in-process IOAS: ATTACH creates a domain's shadow (one IOAS per
- * domain), MAP/UNMAP go through {@linkcode shadowMapHooks}, PROBE answers no property.
+ * The virtio front end over shadowed domains on the in-process IOAS, with the domain lifecycle of the virtio-iommu
+ * specification as QEMU implements it: ATTACH creates a domain's shadow (one IOAS per domain) and moves an endpoint
+ * attached elsewhere; the domain's last endpoint leaving (DETACH, or ATTACH to another domain) destroys it with its
+ * mappings. MAP/UNMAP go through {@linkcode shadowMapHooks}, PROBE answers no property.
  *
  * @example
  * ```ts
@@ -141,30 +171,71 @@ export interface VirtioReplayResult {
  * ```
  */
 export class VirtioReplayRig {
-  readonly #domains = new Map<number, { shadow: ShadowDomain; ioas: ModelIoas }>();
+  readonly #domains = new Map<number, { shadow: ShadowDomain; ioas: ModelIoas; endpoints: Set<number> }>();
+  /** Endpoint → the domain it is attached to. */
+  readonly #endpoints = new Map<number, number>();
   readonly hooks: VirtioIommuHooks;
   readonly relay = { submit: () => 0 };
+  /** IOAS map calls made, over every domain. */
   ioasMaps = 0;
+  /** IOAS unmap calls made, over every domain. */
   ioasUnmaps = 0;
 
-  constructor(readonly ramBytes = 2 ** 40) {
+  constructor(readonly ramBytes: number = 2 ** 40, readonly options: VirtioReplayOptions = {}) {
     const maps = shadowMapHooks((d) => this.#domains.get(d)?.shadow);
     this.hooks = {
       attach: (r) => {
-        if (!this.#domains.has(r.domain)) {
+        // virtio-iommu (and QEMU): an endpoint attached elsewhere is detached from that domain first.
+        const old = this.#endpoints.get(r.endpoint);
+        if (old !== undefined && old !== r.domain) this.#detach(r.endpoint, old);
+        let domain = this.#domains.get(r.domain);
+        if (!domain) {
           const ioas = new ModelIoas();
-          this.#domains.set(r.domain, {
-            shadow: new ShadowDomain({ read: () => new Uint8Array(4096) }, ramBytes, ioas),
-            ioas,
-          });
+          // The host calls are counted at the IOAS, so a merged unmap counts once.
+          const counted: ShadowIoasPort = {
+            map: (first, pages, gpa, read, write) => (this.ioasMaps++, ioas.map(first, pages, gpa, read, write)),
+            unmap: (first, pages) => (this.ioasUnmaps++, ioas.unmap(first, pages)),
+          };
+          const shadow = new ShadowDomain({ read: () => new Uint8Array(4096) }, ramBytes, counted);
+          this.#domains.set(r.domain, domain = { shadow, ioas, endpoints: new Set() });
         }
+        domain.endpoints.add(r.endpoint);
+        this.#endpoints.set(r.endpoint, r.domain);
         return 0;
       },
-      detach: () => 0,
-      map: (r) => (this.ioasMaps++, maps.map!(r)),
-      unmap: (r) => (this.ioasUnmaps++, maps.unmap!(r)),
+      // An endpoint not attached to the domain is INVAL, an unknown one NOENT (as QEMU answers).
+      detach: (r) => {
+        const attached = this.#endpoints.get(r.endpoint);
+        if (attached === undefined) return 6;
+        if (attached !== r.domain) return 4;
+        this.#detach(r.endpoint, r.domain);
+        return 0;
+      },
+      ...maps,
       probe: () => 0,
     };
+    if (!options.batchKicks) delete this.hooks.unmapMany;
+  }
+
+  /**
+   * Detach `endpoint` from `domain`; the domain's last endpoint leaving destroys it, its mappings removed from the host
+   * (QEMU frees the domain then, so a later ATTACH to the same id starts with no mapping).
+   */
+  #detach(endpoint: number, domain: number): void {
+    this.#endpoints.delete(endpoint);
+    const d = this.#domains.get(domain);
+    if (!d) return;
+    d.endpoints.delete(endpoint);
+    if (d.endpoints.size > 0) return;
+    const areas = d.shadow.areas.all;
+    if (areas.length) {
+      const last = areas[areas.length - 1];
+      d.shadow.unmapDirectBatch([{
+        firstPage: areas[0].firstPage,
+        pages: last.firstPage + last.pages - areas[0].firstPage,
+      }], []);
+    }
+    this.#domains.delete(domain);
   }
 
   /** The IOAS behind guest domain `domain`. */
@@ -179,18 +250,40 @@ export class VirtioReplayRig {
     return buffer[buffer.length - 4];
   }
 
-  /** Replay every request in order; `after` sees each request and its status. */
+  /** Handle one kick's requests together; returns their statuses, as read from the buffers' tails. */
+  handleKick(requests: readonly VirtioRecordedRequest[]): number[] {
+    const buffers = requests.map((r) => encodeVirtioRequest(r));
+    handleVirtioIommuKick(buffers, this.hooks, this.relay);
+    return buffers.map((b) => b[b.length - 4]);
+  }
+
+  /**
+   * Replay every request in order; `after` sees each request and its status as soon as it is written — with
+   * `batchKicks`, once its whole kick was handled (the host state it sees is the kick's end).
+   */
   replay(
     requests: readonly VirtioRecordedRequest[],
     after?: (r: VirtioRecordedRequest, status: number) => void,
   ): VirtioReplayResult {
     const statuses: Record<number, number> = {};
     const kicks = new Set<number>();
-    for (const r of requests) {
-      const status = this.handle(r);
+    const answered = (r: VirtioRecordedRequest, status: number) => {
       statuses[status] = (statuses[status] ?? 0) + 1;
       kicks.add(r.kick);
       after?.(r, status);
+    };
+    for (let i = 0; i < requests.length;) {
+      if (!this.options.batchKicks) {
+        answered(requests[i], this.handle(requests[i]));
+        i++;
+        continue;
+      }
+      let j = i + 1;
+      while (j < requests.length && requests[j].kick === requests[i].kick) j++;
+      const kick = requests.slice(i, j);
+      const answers = this.handleKick(kick);
+      for (let k = 0; k < kick.length; k++) answered(kick[k], answers[k]);
+      i = j;
     }
     return {
       requests: requests.length,

@@ -9,6 +9,7 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parseVtdQueueTrace, replayVtdQueueTrace } from "./vtd_trace.ts";
  * import { VtdInvalidationQueue } from "../frontends/vtd/queue.ts";
  * import { RelayQueue } from "../relay/queue.ts";
@@ -23,7 +24,9 @@
  *   queue: (memory) => new VtdInvalidationQueue(memory, new RelayQueue(new ModelHost())),
  *   onWaitStatus: (wait, data) => void statuses.push(data),
  * });
- * console.log(result.doorbells, result.waitsCompleted, statuses); // 1 1 [ 2 ]
+ * assert.equal(result.doorbells, 1);
+ * assert.equal(result.waitsCompleted, 1);
+ * assert.deepEqual(statuses, [2]);
  * ```
  *
  * @module
@@ -32,7 +35,9 @@ import { FSTS, type GuestMemory, type VtdInvalidationQueue } from "../frontends/
 
 /** One recorded descriptor. */
 export interface VtdTraceDescriptor {
+  /** 0-based index in queue order. */
   readonly seq: number;
+  /** Workload phase (the recording's GT-MARK number; 0 = boot, before the first marker). */
   readonly phase: number;
   /** The doorbell (IQT write) it went out with. */
   readonly batch: number;
@@ -50,8 +55,11 @@ export interface VtdTraceDescriptor {
 
 /** A parsed recording. */
 export interface VtdQueueTrace {
+  /** The `#` lines, without the `#`. */
   readonly header: readonly string[];
+  /** Descriptor width the guest used: 256 in scalable mode (IQA.DW = 1), else 128. */
   readonly descriptorBits: 128 | 256;
+  /** Every descriptor, in queue order. */
   readonly descriptors: readonly VtdTraceDescriptor[];
   /** Descriptors per doorbell, in order. */
   readonly doorbells: readonly (readonly VtdTraceDescriptor[])[];
@@ -59,7 +67,9 @@ export interface VtdQueueTrace {
 
 /** A line that is not the format. */
 export class VtdTraceFormatError extends Error {
+  /** Always `"VtdTraceFormatError"`. */
   override name = "VtdTraceFormatError";
+  /** `line` is 1-based; the message is `line <line>: <detail>`. */
   constructor(readonly line: number, detail: string) {
     super(`line ${line}: ${detail}`);
   }
@@ -137,6 +147,7 @@ export async function readVtdQueueTrace(path: string | URL): Promise<VtdQueueTra
  */
 export class SparseGuestMemory implements GuestMemory {
   readonly #pages = new Map<number, Uint8Array>();
+  /** Memory with `ram` at guest-physical 0 and sparse pages above it. */
   constructor(readonly ram: Uint8Array = new Uint8Array(0)) {}
 
   #page(page: number): Uint8Array {
@@ -145,6 +156,7 @@ export class SparseGuestMemory implements GuestMemory {
     return p;
   }
 
+  /** A copy of `length` bytes at `gpa`; unwritten pages read as zero; a RangeError past 2^52. */
   read(gpa: number, length: number): Uint8Array {
     const out = new Uint8Array(length);
     this.readInto(gpa, out);
@@ -160,6 +172,7 @@ export class SparseGuestMemory implements GuestMemory {
     }
   }
 
+  /** Write `bytes` at `gpa`, into `ram` or pages made on first write; a RangeError past 2^52. */
   write(gpa: number, bytes: Uint8Array): void {
     if (!Number.isInteger(gpa) || gpa < 0 || gpa + bytes.length > 2 ** 52) throw new RangeError(`gpa ${gpa}`);
     for (let i = 0; i < bytes.length; i++) {
@@ -186,9 +199,13 @@ export interface VtdReplayOptions {
 
 /** What a replay did. */
 export interface VtdReplayResult {
+  /** IQT writes replayed. */
   readonly doorbells: number;
+  /** Descriptors the queue consumed. */
   readonly descriptors: number;
+  /** Wait descriptors among them. */
   readonly waits: number;
+  /** Waits whose status write reached guest memory. */
   readonly waitsCompleted: number;
   /** Doorbells that ended in IQE, with why (the replay then skips to the tail, as a guest's error handler would). */
   readonly errors: readonly { readonly doorbell: number; readonly index: number; readonly reason: string }[];

@@ -10,13 +10,17 @@ import type { Request } from "../request/request.ts";
 export interface Doorbell {
   /** Arrival time in ns (virtual). */
   readonly at: number;
+  /** The vCPU that rang it. */
   readonly vcpu: number;
+  /** The guest requests its descriptors decode to, in queue order. */
   readonly requests: readonly Request[];
 }
 
 /** A generated workload and the (domain, PASID) bindings it expects. */
 export interface Workload {
+  /** The workload's name, as reports print it. */
   readonly name: string;
+  /** Doorbells in arrival order. */
   readonly doorbells: readonly Doorbell[];
   /** Guest descriptors (invalidations + waits) in total. */
   readonly descriptors: number;
@@ -43,9 +47,10 @@ function count(doorbells: Doorbell[]): number {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { strictWorkload } from "./workloads.ts";
  * const w = strictWorkload({ doorbells: 10, seed: 1 });
- * console.log(w.descriptors); // 20
+ * assert.equal(w.descriptors, 20);
  * ```
  */
 export function strictWorkload(
@@ -81,8 +86,9 @@ export function strictWorkload(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { cachingWorkload } from "./workloads.ts";
- * console.log(cachingWorkload({ pairs: 10, seed: 1 }).descriptors); // 40
+ * assert.equal(cachingWorkload({ pairs: 10, seed: 1 }).descriptors, 40);
  * ```
  */
 export function cachingWorkload(opts: { pairs: number; seed: number; domain?: number }): Workload {

@@ -4,10 +4,10 @@
  *
  * @module
  */
-import { defineConstants } from "./ioctl.ts";
+import { type ConstantGroup, defineConstants } from "./ioctl.ts";
 
-/** The errno values iommufd, VFIO and the shim can return. */
-export const Errno = defineConstants({
+/** The declaration of `errno` behind {@linkcode Errno}: its one definition. */
+export const ErrnoDeclaration = {
   name: "errno",
   header: "asm-generic/errno.h",
   since: "1.0",
@@ -41,7 +41,10 @@ export const Errno = defineConstants({
     EADDRINUSE: 98,
     ETIMEDOUT: 110,
   } as const,
-});
+} as const;
+
+/** The errno values iommufd, VFIO and the shim can return. */
+export const Errno: ConstantGroup<typeof ErrnoDeclaration.values> = defineConstants(ErrnoDeclaration);
 
 /** An errno name known to iommu-relay. */
 export type ErrnoName = keyof typeof Errno.values;
@@ -55,8 +58,10 @@ const NAMES: Record<number, string> = Object.fromEntries(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { errnoName } from "./errno.ts";
- * console.log(errnoName(-25), errnoName(95)); // ENOTTY EOPNOTSUPP
+ * assert.equal(errnoName(-25), "ENOTTY");
+ * assert.equal(errnoName(95), "EOPNOTSUPP");
  * ```
  */
 export function errnoName(errno: number): string {

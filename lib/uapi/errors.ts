@@ -22,13 +22,16 @@ export type UapiErrorReason =
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { UapiError } from "./errors.ts";
  * const e = new UapiError("iommu_hwpt_invalidate", "__reserved", "reserved-nonzero", "must be zero, was 1");
- * console.log(e.message); // iommu_hwpt_invalidate.__reserved: reserved-nonzero (must be zero, was 1)
+ * assert.equal(e.message, "iommu_hwpt_invalidate.__reserved: reserved-nonzero (must be zero, was 1)");
  * ```
  */
 export class UapiError extends Error {
+  /** Always `"UapiError"`. */
   override name = "UapiError";
+  /** Builds the message `<struct>.<field>: <reason> (<detail>)` from the four parts. */
   constructor(
     /** The struct's name, e.g. `iommu_hwpt_invalidate`. */
     readonly struct: string,

@@ -21,8 +21,9 @@ export const IOC_READ = 2;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { ioc, IOC_READ, IOC_WRITE } from "./ioctl.ts";
- * console.log(ioc(IOC_READ | IOC_WRITE, 0xae, 0x02, 4).toString(16)); // c004ae02
+ * assert.equal(ioc(IOC_READ | IOC_WRITE, 0xae, 0x02, 4), 0xc004ae02);
  * ```
  */
 export function ioc(dir: number, type: number, nr: number, size: number): number {
@@ -34,8 +35,9 @@ export function ioc(dir: number, type: number, nr: number, size: number): number
 
 /** `_IO(type, nr)`. @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { io } from "./ioctl.ts";
- * console.log(io(0x3b, 0x8d).toString(16)); // 3b8d
+ * assert.equal(io(0x3b, 0x8d), 0x3b8d);
  * ```
  */
 export function io(type: number, nr: number): number {
@@ -43,8 +45,9 @@ export function io(type: number, nr: number): number {
 }
 /** `_IOR(type, nr, size)`. @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { ior } from "./ioctl.ts";
- * console.log(ior(0x54, 0x01, 60) > 2 ** 31); // true
+ * assert.equal(ior(0x54, 0x01, 60), 0x803c5401); // unsigned: above 2 ** 31, never negative
  * ```
  */
 export function ior(type: number, nr: number, size: number): number {
@@ -52,8 +55,9 @@ export function ior(type: number, nr: number, size: number): number {
 }
 /** `_IOW(type, nr, size)`. @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { iow } from "./ioctl.ts";
- * console.log(iow(0xae, 0x46, 32).toString(16)); // 4020ae46
+ * assert.equal(iow(0xae, 0x46, 32), 0x4020ae46);
  * ```
  */
 export function iow(type: number, nr: number, size: number): number {
@@ -61,8 +65,9 @@ export function iow(type: number, nr: number, size: number): number {
 }
 /** `_IOWR(type, nr, size)`. @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { iowr } from "./ioctl.ts";
- * console.log(iowr(0xae, 0x02, 4).toString(16)); // c004ae02
+ * assert.equal(iowr(0xae, 0x02, 4), 0xc004ae02);
  * ```
  */
 export function iowr(type: number, nr: number, size: number): number {
@@ -89,9 +94,10 @@ export interface Ioctl {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { defineIoctl, io } from "./ioctl.ts";
  * const X = defineIoctl({ name: "X", request: io(0x3b, 0x80), struct: undefined, since: "6.2" });
- * console.log(X.request); // 15232
+ * assert.equal(X.request, 0x3b80);
  * ```
  */
 export function defineIoctl(
@@ -120,9 +126,10 @@ export interface ConstantGroup<T extends Record<string, number>> {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { defineConstants } from "./ioctl.ts";
  * const G = defineConstants({ name: "g", header: "x.h", since: "6.2", values: { A: 1, B: 2 } as const });
- * console.log(G.values.B); // 2
+ * assert.equal(G.values.B, 2);
  * ```
  */
 export function defineConstants<const T extends Record<string, number>>(group: ConstantGroup<T>): ConstantGroup<T> {
@@ -137,9 +144,11 @@ export interface IocArch {
   readonly dirShift: number;
   /** Largest size the encoding carries. sparc's 13-bit field is "actually 14": sizes overlap the direction. */
   readonly maxSize: number;
-  /** `_IOC_NONE`, `_IOC_READ`, `_IOC_WRITE`. */
+  /** `_IOC_NONE`: the direction value of an ioctl that passes no data. */
   readonly none: number;
+  /** `_IOC_READ`: the direction bit for "the kernel writes, userspace reads". */
   readonly read: number;
+  /** `_IOC_WRITE`: the direction bit for "userspace writes, the kernel reads". */
   readonly write: number;
 }
 
@@ -159,8 +168,9 @@ export type IocDirection = "none" | "read" | "write" | "readwrite";
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { IOC_ARCHES, iocFor } from "./ioctl.ts";
- * console.log(iocFor(IOC_ARCHES.powerpc, "none", 0x3b, 0x8d, 0).toString(16)); // 20003b8d
+ * assert.equal(iocFor(IOC_ARCHES.powerpc, "none", 0x3b, 0x8d, 0), 0x20003b8d);
  * ```
  */
 export function iocFor(arch: IocArch, dir: IocDirection, type: number, nr: number, size: number): number {

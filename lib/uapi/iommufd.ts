@@ -5,16 +5,16 @@
  *
  * @module
  */
-import { defineStruct } from "./struct.ts";
-import { defineConstants, defineIoctl, io } from "./ioctl.ts";
+import { defineStruct, type Struct } from "./struct.ts";
+import { type ConstantGroup, defineConstants, defineIoctl, io, type Ioctl } from "./ioctl.ts";
 
 const H = "linux/iommufd.h";
 
 /** `IOMMUFD_TYPE`: the ioctl type byte, `';'`. */
 export const IOMMUFD_TYPE = 0x3b;
 
-/** `IOMMUFD_CMD_*`: ioctl numbers (the `nr` byte). */
-export const IommufdCmd = defineConstants({
+/** The declaration of `iommufd_cmd` behind {@linkcode IommufdCmd}: its one definition. */
+export const IommufdCmdDeclaration = {
   name: "iommufd_cmd",
   header: H,
   since: "6.2",
@@ -43,12 +43,15 @@ export const IommufdCmd = defineConstants({
     IOMMUFD_CMD_HW_QUEUE_ALLOC: 0x94,
     IOMMUFD_CMD_IOAS_NOIOMMU_GET_PA: 0x95,
   } as const,
-});
+} as const;
+
+/** `IOMMUFD_CMD_*`: ioctl numbers (the `nr` byte). */
+export const IommufdCmd: ConstantGroup<typeof IommufdCmdDeclaration.values> = defineConstants(IommufdCmdDeclaration);
 
 // ---------------------------------------------------------------------------------------------------- objects
 
-/** `struct iommu_destroy` (6.2): destroy any iommufd object by id. */
-export const IommuDestroy = defineStruct({
+/** The declaration of `struct iommu_destroy` behind {@linkcode IommuDestroy}: its one definition. */
+export const IommuDestroyLayout = {
   name: "iommu_destroy",
   since: "6.2",
   header: H,
@@ -58,10 +61,13 @@ export const IommuDestroy = defineStruct({
     size: { type: "u32", offset: 0, role: "size", doc: "sizeof(struct iommu_destroy)" },
     id: { type: "u32", offset: 4, doc: "iommufd object id to destroy" },
   },
-});
+} as const;
 
-/** `struct iommu_ioas_alloc` (6.2): allocate an IO address space. */
-export const IommuIoasAlloc = defineStruct({
+/** `struct iommu_destroy` (6.2): destroy any iommufd object by id. */
+export const IommuDestroy: Struct<typeof IommuDestroyLayout.fields> = defineStruct(IommuDestroyLayout);
+
+/** The declaration of `struct iommu_ioas_alloc` behind {@linkcode IommuIoasAlloc}: its one definition. */
+export const IommuIoasAllocLayout = {
   name: "iommu_ioas_alloc",
   since: "6.2",
   header: H,
@@ -72,10 +78,13 @@ export const IommuIoasAlloc = defineStruct({
     flags: { type: "u32", offset: 4, reserved: true, doc: "must be 0" },
     out_ioas_id: { type: "u32", offset: 8, doc: "output: id of the new IOAS" },
   },
-});
+} as const;
 
-/** `struct iommu_iova_range` (6.2): one inclusive IOVA interval. */
-export const IommuIovaRange = defineStruct({
+/** `struct iommu_ioas_alloc` (6.2): allocate an IO address space. */
+export const IommuIoasAlloc: Struct<typeof IommuIoasAllocLayout.fields> = defineStruct(IommuIoasAllocLayout);
+
+/** The declaration of `struct iommu_iova_range` behind {@linkcode IommuIovaRange}: its one definition. */
+export const IommuIovaRangeLayout = {
   name: "iommu_iova_range",
   since: "6.2",
   header: H,
@@ -85,10 +94,13 @@ export const IommuIovaRange = defineStruct({
     start: { type: "u64", offset: 0, doc: "first IOVA" },
     last: { type: "u64", offset: 8, doc: "last IOVA (inclusive)" },
   },
-});
+} as const;
 
-/** `struct iommu_ioas_iova_ranges` (6.2): query the usable IOVA ranges of an IOAS. */
-export const IommuIoasIovaRanges = defineStruct({
+/** `struct iommu_iova_range` (6.2): one inclusive IOVA interval. */
+export const IommuIovaRange: Struct<typeof IommuIovaRangeLayout.fields> = defineStruct(IommuIovaRangeLayout);
+
+/** The declaration of `struct iommu_ioas_iova_ranges` behind {@linkcode IommuIoasIovaRanges}: its one definition. */
+export const IommuIoasIovaRangesLayout = {
   name: "iommu_ioas_iova_ranges",
   since: "6.2",
   header: H,
@@ -102,10 +114,15 @@ export const IommuIoasIovaRanges = defineStruct({
     allowed_iovas: { type: "u64", offset: 16, doc: "user pointer to struct iommu_iova_range[num_iovas]" },
     out_iova_alignment: { type: "u64", offset: 24, doc: "output: minimum IOVA alignment for a map" },
   },
-});
+} as const;
 
-/** `enum iommufd_ioas_map_flags` (6.2). */
-export const IoasMapFlags = defineConstants({
+/** `struct iommu_ioas_iova_ranges` (6.2): query the usable IOVA ranges of an IOAS. */
+export const IommuIoasIovaRanges: Struct<typeof IommuIoasIovaRangesLayout.fields> = defineStruct(
+  IommuIoasIovaRangesLayout,
+);
+
+/** The declaration of `iommufd_ioas_map_flags` behind {@linkcode IoasMapFlags}: its one definition. */
+export const IoasMapFlagsDeclaration = {
   name: "iommufd_ioas_map_flags",
   header: H,
   since: "6.2",
@@ -114,10 +131,15 @@ export const IoasMapFlags = defineConstants({
     IOMMU_IOAS_MAP_WRITEABLE: 1 << 1,
     IOMMU_IOAS_MAP_READABLE: 1 << 2,
   } as const,
-});
+} as const;
 
-/** `struct iommu_ioas_map` (6.2): map user memory into an IOAS. */
-export const IommuIoasMap = defineStruct({
+/** `enum iommufd_ioas_map_flags` (6.2). */
+export const IoasMapFlags: ConstantGroup<typeof IoasMapFlagsDeclaration.values> = defineConstants(
+  IoasMapFlagsDeclaration,
+);
+
+/** The declaration of `struct iommu_ioas_map` behind {@linkcode IommuIoasMap}: its one definition. */
+export const IommuIoasMapLayout = {
   name: "iommu_ioas_map",
   since: "6.2",
   header: H,
@@ -132,10 +154,13 @@ export const IommuIoasMap = defineStruct({
     length: { type: "u64", offset: 24, doc: "bytes to map" },
     iova: { type: "u64", offset: 32, doc: "input with FIXED_IOVA, else output: where it was mapped" },
   },
-});
+} as const;
 
-/** `struct iommu_ioas_unmap` (6.2): unmap an IOVA range. */
-export const IommuIoasUnmap = defineStruct({
+/** `struct iommu_ioas_map` (6.2): map user memory into an IOAS. */
+export const IommuIoasMap: Struct<typeof IommuIoasMapLayout.fields> = defineStruct(IommuIoasMapLayout);
+
+/** The declaration of `struct iommu_ioas_unmap` behind {@linkcode IommuIoasUnmap}: its one definition. */
+export const IommuIoasUnmapLayout = {
   name: "iommu_ioas_unmap",
   since: "6.2",
   header: H,
@@ -147,10 +172,13 @@ export const IommuIoasUnmap = defineStruct({
     iova: { type: "u64", offset: 8, doc: "first IOVA to unmap" },
     length: { type: "u64", offset: 16, doc: "input: bytes to unmap; output: bytes unmapped" },
   },
-});
+} as const;
 
-/** `enum iommufd_option` and `enum iommufd_option_ops` (6.2). */
-export const IommufdOption = defineConstants({
+/** `struct iommu_ioas_unmap` (6.2): unmap an IOVA range. */
+export const IommuIoasUnmap: Struct<typeof IommuIoasUnmapLayout.fields> = defineStruct(IommuIoasUnmapLayout);
+
+/** The declaration of `iommufd_option` behind {@linkcode IommufdOption}: its one definition. */
+export const IommufdOptionDeclaration = {
   name: "iommufd_option",
   header: H,
   since: "6.2",
@@ -160,10 +188,15 @@ export const IommufdOption = defineConstants({
     IOMMU_OPTION_OP_SET: 0,
     IOMMU_OPTION_OP_GET: 1,
   } as const,
-});
+} as const;
 
-/** `struct iommu_option` (6.2): get or set an iommufd or IOAS option. */
-export const IommuOption = defineStruct({
+/** `enum iommufd_option` and `enum iommufd_option_ops` (6.2). */
+export const IommufdOption: ConstantGroup<typeof IommufdOptionDeclaration.values> = defineConstants(
+  IommufdOptionDeclaration,
+);
+
+/** The declaration of `struct iommu_option` behind {@linkcode IommuOption}: its one definition. */
+export const IommuOptionLayout = {
   name: "iommu_option",
   since: "6.2",
   header: H,
@@ -187,12 +220,15 @@ export const IommuOption = defineStruct({
     object_id: { type: "u32", offset: 12, doc: "IOAS id for per-IOAS options, 0 for global ones" },
     val64: { type: "u64", offset: 16, doc: "value to set, or the value read" },
   },
-});
+} as const;
+
+/** `struct iommu_option` (6.2): get or set an iommufd or IOAS option. */
+export const IommuOption: Struct<typeof IommuOptionLayout.fields> = defineStruct(IommuOptionLayout);
 
 // ------------------------------------------------------------------------------------------------- HW pagetables
 
-/** `enum iommufd_hwpt_alloc_flags` (6.6; DIRTY_TRACKING 6.7, FAULT_ID_VALID 6.11, PASID 6.15). */
-export const HwptAllocFlags = defineConstants({
+/** The declaration of `iommufd_hwpt_alloc_flags` behind {@linkcode HwptAllocFlags}: its one definition. */
+export const HwptAllocFlagsDeclaration = {
   name: "iommufd_hwpt_alloc_flags",
   header: H,
   since: "6.6",
@@ -202,10 +238,15 @@ export const HwptAllocFlags = defineConstants({
     IOMMU_HWPT_FAULT_ID_VALID: 1 << 2,
     IOMMU_HWPT_ALLOC_PASID: 1 << 3,
   } as const,
-});
+} as const;
 
-/** `enum iommu_hwpt_data_type` (6.7; ARM_SMMUV3 6.14, AMD_GUEST 7.x). The selftest's 0xdead is in selftest.ts. */
-export const HwptDataType = defineConstants({
+/** `enum iommufd_hwpt_alloc_flags` (6.6; DIRTY_TRACKING 6.7, FAULT_ID_VALID 6.11, PASID 6.15). */
+export const HwptAllocFlags: ConstantGroup<typeof HwptAllocFlagsDeclaration.values> = defineConstants(
+  HwptAllocFlagsDeclaration,
+);
+
+/** The declaration of `iommu_hwpt_data_type` behind {@linkcode HwptDataType}: its one definition. */
+export const HwptDataTypeDeclaration = {
   name: "iommu_hwpt_data_type",
   header: H,
   since: "6.7",
@@ -215,18 +256,26 @@ export const HwptDataType = defineConstants({
     IOMMU_HWPT_DATA_ARM_SMMUV3: 2,
     IOMMU_HWPT_DATA_AMD_GUEST: 3,
   } as const,
-});
+} as const;
 
-/** `enum iommu_hwpt_vtd_s1_flags` (6.7). */
-export const VtdS1Flags = defineConstants({
+/** `enum iommu_hwpt_data_type` (6.7; ARM_SMMUV3 6.14, AMD_GUEST 7.x). The selftest's 0xdead is in selftest.ts. */
+export const HwptDataType: ConstantGroup<typeof HwptDataTypeDeclaration.values> = defineConstants(
+  HwptDataTypeDeclaration,
+);
+
+/** The declaration of `iommu_hwpt_vtd_s1_flags` behind {@linkcode VtdS1Flags}: its one definition. */
+export const VtdS1FlagsDeclaration = {
   name: "iommu_hwpt_vtd_s1_flags",
   header: H,
   since: "6.7",
   values: { IOMMU_VTD_S1_SRE: 1 << 0, IOMMU_VTD_S1_EAFE: 1 << 1, IOMMU_VTD_S1_WPE: 1 << 2 } as const,
-});
+} as const;
 
-/** `struct iommu_hwpt_vtd_s1` (6.7): a guest's VT-d stage-1 (first-level) table for a nested HWPT. */
-export const IommuHwptVtdS1 = defineStruct({
+/** `enum iommu_hwpt_vtd_s1_flags` (6.7). */
+export const VtdS1Flags: ConstantGroup<typeof VtdS1FlagsDeclaration.values> = defineConstants(VtdS1FlagsDeclaration);
+
+/** The declaration of `struct iommu_hwpt_vtd_s1` behind {@linkcode IommuHwptVtdS1}: its one definition. */
+export const IommuHwptVtdS1Layout = {
   name: "iommu_hwpt_vtd_s1",
   since: "6.7",
   header: H,
@@ -238,10 +287,13 @@ export const IommuHwptVtdS1 = defineStruct({
     addr_width: { type: "u32", offset: 16, doc: "input address width of the stage-1 table (48 or 57)" },
     __reserved: { type: "u32", offset: 20, reserved: true, doc: "must be 0" },
   },
-});
+} as const;
 
-/** `struct iommu_hwpt_arm_smmuv3` (6.14): a guest's SMMUv3 stream table entry for a nested HWPT. */
-export const IommuHwptArmSmmuv3 = defineStruct({
+/** `struct iommu_hwpt_vtd_s1` (6.7): a guest's VT-d stage-1 (first-level) table for a nested HWPT. */
+export const IommuHwptVtdS1: Struct<typeof IommuHwptVtdS1Layout.fields> = defineStruct(IommuHwptVtdS1Layout);
+
+/** The declaration of `struct iommu_hwpt_arm_smmuv3` behind {@linkcode IommuHwptArmSmmuv3}: its one definition. */
+export const IommuHwptArmSmmuv3Layout = {
   name: "iommu_hwpt_arm_smmuv3",
   since: "6.14",
   header: H,
@@ -250,10 +302,15 @@ export const IommuHwptArmSmmuv3 = defineStruct({
   fields: {
     ste: { type: "u64", offset: 0, count: 2, doc: "STE words 0-1, little-endian" },
   },
-});
+} as const;
 
-/** `struct iommu_hwpt_alloc` (6.6; data 6.7, fault_id 6.11): allocate a hardware page table. */
-export const IommuHwptAlloc = defineStruct({
+/** `struct iommu_hwpt_arm_smmuv3` (6.14): a guest's SMMUv3 stream table entry for a nested HWPT. */
+export const IommuHwptArmSmmuv3: Struct<typeof IommuHwptArmSmmuv3Layout.fields> = defineStruct(
+  IommuHwptArmSmmuv3Layout,
+);
+
+/** The declaration of `struct iommu_hwpt_alloc` behind {@linkcode IommuHwptAlloc}: its one definition. */
+export const IommuHwptAllocLayout = {
   name: "iommu_hwpt_alloc",
   since: "6.6",
   header: H,
@@ -273,12 +330,15 @@ export const IommuHwptAlloc = defineStruct({
     fault_id: { type: "u32", offset: 40, doc: "fault queue id, with IOMMU_HWPT_FAULT_ID_VALID" },
     __reserved2: { type: "u32", offset: 44, reserved: true, doc: "must be 0" },
   },
-});
+} as const;
+
+/** `struct iommu_hwpt_alloc` (6.6; data 6.7, fault_id 6.11): allocate a hardware page table. */
+export const IommuHwptAlloc: Struct<typeof IommuHwptAllocLayout.fields> = defineStruct(IommuHwptAllocLayout);
 
 // ----------------------------------------------------------------------------------------------------- hw info
 
-/** `enum iommu_hw_info_type` (6.6; SMMUv3 6.13, TEGRA241 6.17, AMD 7.x). Selftest's type is in selftest.ts. */
-export const HwInfoType = defineConstants({
+/** The declaration of `iommu_hw_info_type` behind {@linkcode HwInfoType}: its one definition. */
+export const HwInfoTypeDeclaration = {
   name: "iommu_hw_info_type",
   header: H,
   since: "6.6",
@@ -290,10 +350,13 @@ export const HwInfoType = defineConstants({
     IOMMU_HW_INFO_TYPE_TEGRA241_CMDQV: 3,
     IOMMU_HW_INFO_TYPE_AMD: 4,
   } as const,
-});
+} as const;
 
-/** `enum iommufd_hw_capabilities` (6.7; PASID bits 6.15, ATS_NOT_SUPPORTED 6.18) and `iommufd_hw_info_flags` (6.17). */
-export const HwCapabilities = defineConstants({
+/** `enum iommu_hw_info_type` (6.6; SMMUv3 6.13, TEGRA241 6.17, AMD 7.x). Selftest's type is in selftest.ts. */
+export const HwInfoType: ConstantGroup<typeof HwInfoTypeDeclaration.values> = defineConstants(HwInfoTypeDeclaration);
+
+/** The declaration of `iommufd_hw_capabilities` behind {@linkcode HwCapabilities}: its one definition. */
+export const HwCapabilitiesDeclaration = {
   name: "iommufd_hw_capabilities",
   header: H,
   since: "6.7",
@@ -306,10 +369,15 @@ export const HwCapabilities = defineConstants({
     IOMMU_HW_INFO_VTD_ERRATA_772415_SPR17: 1 << 0,
     IOMMU_HW_INFO_ARM_SMMUV3_ERRATA_REPEAT_TLBI_CFGI: 1 << 0,
   } as const,
-});
+} as const;
 
-/** `struct iommu_hw_info` (6.6; capabilities 6.7, PASID width 6.15, in_data_type 6.17). */
-export const IommuHwInfo = defineStruct({
+/** `enum iommufd_hw_capabilities` (6.7; PASID bits 6.15, ATS_NOT_SUPPORTED 6.18) and `iommufd_hw_info_flags` (6.17). */
+export const HwCapabilities: ConstantGroup<typeof HwCapabilitiesDeclaration.values> = defineConstants(
+  HwCapabilitiesDeclaration,
+);
+
+/** The declaration of `struct iommu_hw_info` behind {@linkcode IommuHwInfo}: its one definition. */
+export const IommuHwInfoLayout = {
   name: "iommu_hw_info",
   since: "6.6",
   header: H,
@@ -333,10 +401,13 @@ export const IommuHwInfo = defineStruct({
     __reserved: { type: "u8", offset: 29, count: 3, reserved: true, doc: "must be 0" },
     out_capabilities: { type: "u64", offset: 32, doc: "output: enum iommufd_hw_capabilities" },
   },
-});
+} as const;
 
-/** `struct iommu_hw_info_vtd` (6.6): VT-d capability registers. */
-export const IommuHwInfoVtd = defineStruct({
+/** `struct iommu_hw_info` (6.6; capabilities 6.7, PASID width 6.15, in_data_type 6.17). */
+export const IommuHwInfo: Struct<typeof IommuHwInfoLayout.fields> = defineStruct(IommuHwInfoLayout);
+
+/** The declaration of `struct iommu_hw_info_vtd` behind {@linkcode IommuHwInfoVtd}: its one definition. */
+export const IommuHwInfoVtdLayout = {
   name: "iommu_hw_info_vtd",
   since: "6.6",
   header: H,
@@ -353,10 +424,13 @@ export const IommuHwInfoVtd = defineStruct({
     cap_reg: { type: "u64", offset: 8, doc: "VT-d Capability Register (spec 11.4.2)" },
     ecap_reg: { type: "u64", offset: 16, doc: "VT-d Extended Capability Register (spec 11.4.3)" },
   },
-});
+} as const;
 
-/** `struct iommu_hw_info_arm_smmuv3` (6.13): SMMUv3 ID registers. */
-export const IommuHwInfoArmSmmuv3 = defineStruct({
+/** `struct iommu_hw_info_vtd` (6.6): VT-d capability registers. */
+export const IommuHwInfoVtd: Struct<typeof IommuHwInfoVtdLayout.fields> = defineStruct(IommuHwInfoVtdLayout);
+
+/** The declaration of `struct iommu_hw_info_arm_smmuv3` behind {@linkcode IommuHwInfoArmSmmuv3}: its one definition. */
+export const IommuHwInfoArmSmmuv3Layout = {
   name: "iommu_hw_info_arm_smmuv3",
   since: "6.13",
   header: H,
@@ -374,12 +448,17 @@ export const IommuHwInfoArmSmmuv3 = defineStruct({
     iidr: { type: "u32", offset: 32, doc: "SMMU_IIDR" },
     aidr: { type: "u32", offset: 36, doc: "SMMU_AIDR" },
   },
-});
+} as const;
+
+/** `struct iommu_hw_info_arm_smmuv3` (6.13): SMMUv3 ID registers. */
+export const IommuHwInfoArmSmmuv3: Struct<typeof IommuHwInfoArmSmmuv3Layout.fields> = defineStruct(
+  IommuHwInfoArmSmmuv3Layout,
+);
 
 // --------------------------------------------------------------------------------------------------- invalidation
 
-/** `enum iommu_hwpt_invalidate_data_type` (6.8; SMMUv3 6.14) and `iommu_hwpt_vtd_s1_invalidate_flags`. */
-export const HwptInvalidateDataType = defineConstants({
+/** The declaration of `iommu_hwpt_invalidate_data_type` behind {@linkcode HwptInvalidateDataType}: its one definition. */
+export const HwptInvalidateDataTypeDeclaration = {
   name: "iommu_hwpt_invalidate_data_type",
   header: H,
   since: "6.8",
@@ -388,10 +467,15 @@ export const HwptInvalidateDataType = defineConstants({
     IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3: 1,
     IOMMU_VTD_INV_FLAGS_LEAF: 1 << 0,
   } as const,
-});
+} as const;
 
-/** `struct iommu_hwpt_vtd_s1_invalidate` (6.8): one VT-d stage-1 IOTLB invalidation entry. */
-export const IommuHwptVtdS1Invalidate = defineStruct({
+/** `enum iommu_hwpt_invalidate_data_type` (6.8; SMMUv3 6.14) and `iommu_hwpt_vtd_s1_invalidate_flags`. */
+export const HwptInvalidateDataType: ConstantGroup<typeof HwptInvalidateDataTypeDeclaration.values> = defineConstants(
+  HwptInvalidateDataTypeDeclaration,
+);
+
+/** The declaration of `struct iommu_hwpt_vtd_s1_invalidate` behind {@linkcode IommuHwptVtdS1Invalidate}: its one definition. */
+export const IommuHwptVtdS1InvalidateLayout = {
   name: "iommu_hwpt_vtd_s1_invalidate",
   since: "6.8",
   header: H,
@@ -408,10 +492,15 @@ export const IommuHwptVtdS1Invalidate = defineStruct({
     },
     __reserved: { type: "u32", offset: 20, reserved: true, doc: "must be 0" },
   },
-});
+} as const;
 
-/** `struct iommu_viommu_arm_smmuv3_invalidate` (6.14): one raw SMMUv3 command. */
-export const IommuViommuArmSmmuv3Invalidate = defineStruct({
+/** `struct iommu_hwpt_vtd_s1_invalidate` (6.8): one VT-d stage-1 IOTLB invalidation entry. */
+export const IommuHwptVtdS1Invalidate: Struct<typeof IommuHwptVtdS1InvalidateLayout.fields> = defineStruct(
+  IommuHwptVtdS1InvalidateLayout,
+);
+
+/** The declaration of `struct iommu_viommu_arm_smmuv3_invalidate` behind {@linkcode IommuViommuArmSmmuv3Invalidate}: its one definition. */
+export const IommuViommuArmSmmuv3InvalidateLayout = {
   name: "iommu_viommu_arm_smmuv3_invalidate",
   since: "6.14",
   header: H,
@@ -420,10 +509,15 @@ export const IommuViommuArmSmmuv3Invalidate = defineStruct({
   fields: {
     cmd: { type: "u64", offset: 0, count: 2, doc: "command words 0-1, little-endian" },
   },
-});
+} as const;
 
-/** `struct iommu_hwpt_invalidate` (6.8; vIOMMU target 6.13): send an array of driver invalidation entries. */
-export const IommuHwptInvalidate = defineStruct({
+/** `struct iommu_viommu_arm_smmuv3_invalidate` (6.14): one raw SMMUv3 command. */
+export const IommuViommuArmSmmuv3Invalidate: Struct<typeof IommuViommuArmSmmuv3InvalidateLayout.fields> = defineStruct(
+  IommuViommuArmSmmuv3InvalidateLayout,
+);
+
+/** The declaration of `struct iommu_hwpt_invalidate` behind {@linkcode IommuHwptInvalidate}: its one definition. */
+export const IommuHwptInvalidateLayout = {
   name: "iommu_hwpt_invalidate",
   since: "6.8",
   header: H,
@@ -439,12 +533,17 @@ export const IommuHwptInvalidate = defineStruct({
     entry_num: { type: "u32", offset: 24, doc: "input: entries; output: entries handled" },
     __reserved: { type: "u32", offset: 28, reserved: true, doc: "must be 0" },
   },
-});
+} as const;
+
+/** `struct iommu_hwpt_invalidate` (6.8; vIOMMU target 6.13): send an array of driver invalidation entries. */
+export const IommuHwptInvalidate: Struct<typeof IommuHwptInvalidateLayout.fields> = defineStruct(
+  IommuHwptInvalidateLayout,
+);
 
 // ------------------------------------------------------------------------------------------------- fault queues
 
-/** Page fault flags, permissions and response codes (6.11). */
-export const PgfaultConstants = defineConstants({
+/** The declaration of `iommu_hwpt_pgfault` behind {@linkcode PgfaultConstants}: its one definition. */
+export const PgfaultConstantsDeclaration = {
   name: "iommu_hwpt_pgfault",
   header: H,
   since: "6.11",
@@ -458,10 +557,15 @@ export const PgfaultConstants = defineConstants({
     IOMMUFD_PAGE_RESP_SUCCESS: 0,
     IOMMUFD_PAGE_RESP_INVALID: 1,
   } as const,
-});
+} as const;
 
-/** `struct iommu_hwpt_pgfault` (6.11): one I/O page fault record read from a fault queue fd. */
-export const IommuHwptPgfault = defineStruct({
+/** Page fault flags, permissions and response codes (6.11). */
+export const PgfaultConstants: ConstantGroup<typeof PgfaultConstantsDeclaration.values> = defineConstants(
+  PgfaultConstantsDeclaration,
+);
+
+/** The declaration of `struct iommu_hwpt_pgfault` behind {@linkcode IommuHwptPgfault}: its one definition. */
+export const IommuHwptPgfaultLayout = {
   name: "iommu_hwpt_pgfault",
   since: "6.11",
   header: H,
@@ -488,10 +592,13 @@ export const IommuHwptPgfault = defineStruct({
     length: { type: "u32", offset: 32, doc: "bytes of the fault" },
     cookie: { type: "u32", offset: 36, doc: "kernel-chosen cookie to quote in the response" },
   },
-});
+} as const;
 
-/** `struct iommu_hwpt_page_response` (6.11): the answer to a fault group, written to the fault fd. */
-export const IommuHwptPageResponse = defineStruct({
+/** `struct iommu_hwpt_pgfault` (6.11): one I/O page fault record read from a fault queue fd. */
+export const IommuHwptPgfault: Struct<typeof IommuHwptPgfaultLayout.fields> = defineStruct(IommuHwptPgfaultLayout);
+
+/** The declaration of `struct iommu_hwpt_page_response` behind {@linkcode IommuHwptPageResponse}: its one definition. */
+export const IommuHwptPageResponseLayout = {
   name: "iommu_hwpt_page_response",
   since: "6.11",
   header: H,
@@ -506,10 +613,15 @@ export const IommuHwptPageResponse = defineStruct({
       doc: "enum iommufd_page_response_code",
     },
   },
-});
+} as const;
 
-/** `struct iommu_fault_alloc` (6.11): allocate a fault queue. */
-export const IommuFaultAlloc = defineStruct({
+/** `struct iommu_hwpt_page_response` (6.11): the answer to a fault group, written to the fault fd. */
+export const IommuHwptPageResponse: Struct<typeof IommuHwptPageResponseLayout.fields> = defineStruct(
+  IommuHwptPageResponseLayout,
+);
+
+/** The declaration of `struct iommu_fault_alloc` behind {@linkcode IommuFaultAlloc}: its one definition. */
+export const IommuFaultAllocLayout = {
   name: "iommu_fault_alloc",
   since: "6.11",
   header: H,
@@ -521,12 +633,15 @@ export const IommuFaultAlloc = defineStruct({
     out_fault_id: { type: "u32", offset: 8, doc: "output: fault queue id" },
     out_fault_fd: { type: "u32", offset: 12, doc: "output: fault queue fd" },
   },
-});
+} as const;
+
+/** `struct iommu_fault_alloc` (6.11): allocate a fault queue. */
+export const IommuFaultAlloc: Struct<typeof IommuFaultAllocLayout.fields> = defineStruct(IommuFaultAllocLayout);
 
 // ---------------------------------------------------------------------------------------------- vIOMMU / vDEVICE
 
-/** `enum iommu_viommu_type` (6.13). The selftest type is in selftest.ts. */
-export const ViommuType = defineConstants({
+/** The declaration of `iommu_viommu_type` behind {@linkcode ViommuType}: its one definition. */
+export const ViommuTypeDeclaration = {
   name: "iommu_viommu_type",
   header: H,
   since: "6.13",
@@ -535,10 +650,13 @@ export const ViommuType = defineConstants({
     IOMMU_VIOMMU_TYPE_ARM_SMMUV3: 1,
     IOMMU_VIOMMU_TYPE_TEGRA241_CMDQV: 2,
   } as const,
-});
+} as const;
 
-/** `struct iommu_viommu_alloc` (6.13; data_len/data_uptr 6.17): allocate a virtual IOMMU. */
-export const IommuViommuAlloc = defineStruct({
+/** `enum iommu_viommu_type` (6.13). The selftest type is in selftest.ts. */
+export const ViommuType: ConstantGroup<typeof ViommuTypeDeclaration.values> = defineConstants(ViommuTypeDeclaration);
+
+/** The declaration of `struct iommu_viommu_alloc` behind {@linkcode IommuViommuAlloc}: its one definition. */
+export const IommuViommuAllocLayout = {
   name: "iommu_viommu_alloc",
   since: "6.13",
   header: H,
@@ -556,10 +674,13 @@ export const IommuViommuAlloc = defineStruct({
     __reserved: { type: "u32", offset: 28, reserved: true, doc: "must be 0" },
     data_uptr: { type: "u64", offset: 32, doc: "user pointer to type-specific data" },
   },
-});
+} as const;
 
-/** `struct iommu_vdevice_alloc` (6.13): tell a vIOMMU a device's guest-visible id. */
-export const IommuVdeviceAlloc = defineStruct({
+/** `struct iommu_viommu_alloc` (6.13; data_len/data_uptr 6.17): allocate a virtual IOMMU. */
+export const IommuViommuAlloc: Struct<typeof IommuViommuAllocLayout.fields> = defineStruct(IommuViommuAllocLayout);
+
+/** The declaration of `struct iommu_vdevice_alloc` behind {@linkcode IommuVdeviceAlloc}: its one definition. */
+export const IommuVdeviceAllocLayout = {
   name: "iommu_vdevice_alloc",
   since: "6.13",
   header: H,
@@ -572,10 +693,13 @@ export const IommuVdeviceAlloc = defineStruct({
     out_vdevice_id: { type: "u32", offset: 12, doc: "output: vDEVICE id" },
     virt_id: { type: "u64", offset: 16, doc: "the device's id as the guest sees it" },
   },
-});
+} as const;
 
-/** vEVENTQ flags and types (6.15). The selftest type is in selftest.ts. */
-export const VeventqConstants = defineConstants({
+/** `struct iommu_vdevice_alloc` (6.13): tell a vIOMMU a device's guest-visible id. */
+export const IommuVdeviceAlloc: Struct<typeof IommuVdeviceAllocLayout.fields> = defineStruct(IommuVdeviceAllocLayout);
+
+/** The declaration of `iommu_veventq` behind {@linkcode VeventqConstants}: its one definition. */
+export const VeventqConstantsDeclaration = {
   name: "iommu_veventq",
   header: H,
   since: "6.15",
@@ -585,10 +709,15 @@ export const VeventqConstants = defineConstants({
     IOMMU_VEVENTQ_TYPE_ARM_SMMUV3: 1,
     IOMMU_VEVENTQ_TYPE_TEGRA241_CMDQV: 2,
   } as const,
-});
+} as const;
 
-/** `struct iommufd_vevent_header` (6.15): precedes every vEVENTQ record. */
-export const IommufdVeventHeader = defineStruct({
+/** vEVENTQ flags and types (6.15). The selftest type is in selftest.ts. */
+export const VeventqConstants: ConstantGroup<typeof VeventqConstantsDeclaration.values> = defineConstants(
+  VeventqConstantsDeclaration,
+);
+
+/** The declaration of `struct iommufd_vevent_header` behind {@linkcode IommufdVeventHeader}: its one definition. */
+export const IommufdVeventHeaderLayout = {
   name: "iommufd_vevent_header",
   since: "6.15",
   header: H,
@@ -598,10 +727,15 @@ export const IommufdVeventHeader = defineStruct({
     flags: { type: "u32", offset: 0, flags: { IOMMU_VEVENTQ_FLAG_LOST_EVENTS: 1 }, doc: "iommu_veventq_flag" },
     sequence: { type: "u32", offset: 4, doc: "record sequence number, 0..INT_MAX" },
   },
-});
+} as const;
 
-/** `struct iommu_vevent_arm_smmuv3` (6.15): an SMMUv3 event record for the guest's EVTQ. */
-export const IommuVeventArmSmmuv3 = defineStruct({
+/** `struct iommufd_vevent_header` (6.15): precedes every vEVENTQ record. */
+export const IommufdVeventHeader: Struct<typeof IommufdVeventHeaderLayout.fields> = defineStruct(
+  IommufdVeventHeaderLayout,
+);
+
+/** The declaration of `struct iommu_vevent_arm_smmuv3` behind {@linkcode IommuVeventArmSmmuv3}: its one definition. */
+export const IommuVeventArmSmmuv3Layout = {
   name: "iommu_vevent_arm_smmuv3",
   since: "6.15",
   header: H,
@@ -610,10 +744,15 @@ export const IommuVeventArmSmmuv3 = defineStruct({
   fields: {
     evt: { type: "u64", offset: 0, count: 4, doc: "event record words, little-endian" },
   },
-});
+} as const;
 
-/** `struct iommu_veventq_alloc` (6.15): allocate a vEVENTQ on a vIOMMU. */
-export const IommuVeventqAlloc = defineStruct({
+/** `struct iommu_vevent_arm_smmuv3` (6.15): an SMMUv3 event record for the guest's EVTQ. */
+export const IommuVeventArmSmmuv3: Struct<typeof IommuVeventArmSmmuv3Layout.fields> = defineStruct(
+  IommuVeventArmSmmuv3Layout,
+);
+
+/** The declaration of `struct iommu_veventq_alloc` behind {@linkcode IommuVeventqAlloc}: its one definition. */
+export const IommuVeventqAllocLayout = {
   name: "iommu_veventq_alloc",
   since: "6.15",
   header: H,
@@ -629,97 +768,100 @@ export const IommuVeventqAlloc = defineStruct({
     out_veventq_fd: { type: "u32", offset: 24, doc: "output: vEVENTQ fd" },
     __reserved: { type: "u32", offset: 28, reserved: true, doc: "must be 0" },
   },
-});
+} as const;
+
+/** `struct iommu_veventq_alloc` (6.15): allocate a vEVENTQ on a vIOMMU. */
+export const IommuVeventqAlloc: Struct<typeof IommuVeventqAllocLayout.fields> = defineStruct(IommuVeventqAllocLayout);
 
 // ------------------------------------------------------------------------------------------------------ ioctls
 
 const cmd = IommufdCmd.values;
 /** `IOMMU_DESTROY`. */
-export const IOMMU_DESTROY = defineIoctl({
+export const IOMMU_DESTROY: Ioctl = defineIoctl({
   name: "IOMMU_DESTROY",
   request: io(IOMMUFD_TYPE, cmd.IOMMUFD_CMD_DESTROY),
   struct: IommuDestroy,
   since: "6.2",
 });
 /** `IOMMU_IOAS_ALLOC`. */
-export const IOMMU_IOAS_ALLOC = defineIoctl({
+export const IOMMU_IOAS_ALLOC: Ioctl = defineIoctl({
   name: "IOMMU_IOAS_ALLOC",
   request: io(IOMMUFD_TYPE, cmd.IOMMUFD_CMD_IOAS_ALLOC),
   struct: IommuIoasAlloc,
   since: "6.2",
 });
 /** `IOMMU_IOAS_IOVA_RANGES`. */
-export const IOMMU_IOAS_IOVA_RANGES = defineIoctl({
+export const IOMMU_IOAS_IOVA_RANGES: Ioctl = defineIoctl({
   name: "IOMMU_IOAS_IOVA_RANGES",
   request: io(IOMMUFD_TYPE, cmd.IOMMUFD_CMD_IOAS_IOVA_RANGES),
   struct: IommuIoasIovaRanges,
   since: "6.2",
 });
 /** `IOMMU_IOAS_MAP`. */
-export const IOMMU_IOAS_MAP = defineIoctl({
+export const IOMMU_IOAS_MAP: Ioctl = defineIoctl({
   name: "IOMMU_IOAS_MAP",
   request: io(IOMMUFD_TYPE, cmd.IOMMUFD_CMD_IOAS_MAP),
   struct: IommuIoasMap,
   since: "6.2",
 });
 /** `IOMMU_IOAS_UNMAP`. */
-export const IOMMU_IOAS_UNMAP = defineIoctl({
+export const IOMMU_IOAS_UNMAP: Ioctl = defineIoctl({
   name: "IOMMU_IOAS_UNMAP",
   request: io(IOMMUFD_TYPE, cmd.IOMMUFD_CMD_IOAS_UNMAP),
   struct: IommuIoasUnmap,
   since: "6.2",
 });
 /** `IOMMU_OPTION`. */
-export const IOMMU_OPTION = defineIoctl({
+export const IOMMU_OPTION: Ioctl = defineIoctl({
   name: "IOMMU_OPTION",
   request: io(IOMMUFD_TYPE, cmd.IOMMUFD_CMD_OPTION),
   struct: IommuOption,
   since: "6.2",
 });
 /** `IOMMU_HWPT_ALLOC`. */
-export const IOMMU_HWPT_ALLOC = defineIoctl({
+export const IOMMU_HWPT_ALLOC: Ioctl = defineIoctl({
   name: "IOMMU_HWPT_ALLOC",
   request: io(IOMMUFD_TYPE, cmd.IOMMUFD_CMD_HWPT_ALLOC),
   struct: IommuHwptAlloc,
   since: "6.6",
 });
 /** `IOMMU_GET_HW_INFO`. */
-export const IOMMU_GET_HW_INFO = defineIoctl({
+export const IOMMU_GET_HW_INFO: Ioctl = defineIoctl({
   name: "IOMMU_GET_HW_INFO",
   request: io(IOMMUFD_TYPE, cmd.IOMMUFD_CMD_GET_HW_INFO),
   struct: IommuHwInfo,
   since: "6.6",
 });
 /** `IOMMU_HWPT_INVALIDATE`. */
-export const IOMMU_HWPT_INVALIDATE = defineIoctl({
+export const IOMMU_HWPT_INVALIDATE: Ioctl = defineIoctl({
   name: "IOMMU_HWPT_INVALIDATE",
   request: io(IOMMUFD_TYPE, cmd.IOMMUFD_CMD_HWPT_INVALIDATE),
   struct: IommuHwptInvalidate,
   since: "6.8",
 });
 /** `IOMMU_FAULT_QUEUE_ALLOC`. */
-export const IOMMU_FAULT_QUEUE_ALLOC = defineIoctl({
+export const IOMMU_FAULT_QUEUE_ALLOC: Ioctl = defineIoctl({
   name: "IOMMU_FAULT_QUEUE_ALLOC",
   request: io(IOMMUFD_TYPE, cmd.IOMMUFD_CMD_FAULT_QUEUE_ALLOC),
   struct: IommuFaultAlloc,
   since: "6.11",
 });
 /** `IOMMU_VIOMMU_ALLOC`. */
-export const IOMMU_VIOMMU_ALLOC = defineIoctl({
+export const IOMMU_VIOMMU_ALLOC: Ioctl = defineIoctl({
   name: "IOMMU_VIOMMU_ALLOC",
   request: io(IOMMUFD_TYPE, cmd.IOMMUFD_CMD_VIOMMU_ALLOC),
   struct: IommuViommuAlloc,
   since: "6.13",
 });
 /** `IOMMU_VDEVICE_ALLOC`. */
-export const IOMMU_VDEVICE_ALLOC = defineIoctl({
+export const IOMMU_VDEVICE_ALLOC: Ioctl = defineIoctl({
   name: "IOMMU_VDEVICE_ALLOC",
   request: io(IOMMUFD_TYPE, cmd.IOMMUFD_CMD_VDEVICE_ALLOC),
   struct: IommuVdeviceAlloc,
   since: "6.13",
 });
 /** `IOMMU_VEVENTQ_ALLOC`. */
-export const IOMMU_VEVENTQ_ALLOC = defineIoctl({
+export const IOMMU_VEVENTQ_ALLOC: Ioctl = defineIoctl({
   name: "IOMMU_VEVENTQ_ALLOC",
   request: io(IOMMUFD_TYPE, cmd.IOMMUFD_CMD_VEVENTQ_ALLOC),
   struct: IommuVeventqAlloc,

@@ -5,21 +5,24 @@
  *
  * @module
  */
-import { defineStruct } from "./struct.ts";
-import { defineConstants, defineIoctl, io, ior, iow } from "./ioctl.ts";
+import { defineStruct, type Struct } from "./struct.ts";
+import { type ConstantGroup, defineConstants, defineIoctl, io, type Ioctl, ior, iow } from "./ioctl.ts";
 
 const H = "linux/kvm.h";
 
-/** `KVMIO` and the API version KVM has answered since 2.6.22. */
-export const KvmBase = defineConstants({
+/** The declaration of `kvm_base` behind {@linkcode KvmBase}: its one definition. */
+export const KvmBaseDeclaration = {
   name: "kvm_base",
   header: H,
   since: "2.6.20",
   values: { KVMIO: 0xae, KVM_API_VERSION: 12 } as const,
-});
+} as const;
 
-/** `kvm_run.exit_reason` values the mini-VMM handles (anything else stops the vCPU, named). */
-export const KvmExitReason = defineConstants({
+/** `KVMIO` and the API version KVM has answered since 2.6.22. */
+export const KvmBase: ConstantGroup<typeof KvmBaseDeclaration.values> = defineConstants(KvmBaseDeclaration);
+
+/** The declaration of `kvm_exit_reason` behind {@linkcode KvmExitReason}: its one definition. */
+export const KvmExitReasonDeclaration = {
   name: "kvm_exit_reason",
   header: H,
   since: "2.6.20",
@@ -36,10 +39,15 @@ export const KvmExitReason = defineConstants({
     KVM_EXIT_IO_IN: 0,
     KVM_EXIT_IO_OUT: 1,
   } as const,
-});
+} as const;
 
-/** `struct kvm_userspace_memory_region`: back a guest-physical range with process memory. */
-export const KvmUserspaceMemoryRegion = defineStruct({
+/** `kvm_run.exit_reason` values the mini-VMM handles (anything else stops the vCPU, named). */
+export const KvmExitReason: ConstantGroup<typeof KvmExitReasonDeclaration.values> = defineConstants(
+  KvmExitReasonDeclaration,
+);
+
+/** The declaration of `struct kvm_userspace_memory_region` behind {@linkcode KvmUserspaceMemoryRegion}: its one definition. */
+export const KvmUserspaceMemoryRegionLayout = {
   name: "kvm_userspace_memory_region",
   since: "2.6.29",
   header: H,
@@ -52,36 +60,39 @@ export const KvmUserspaceMemoryRegion = defineStruct({
     memory_size: { type: "u64", offset: 16, doc: "bytes, a page multiple; 0 deletes the slot" },
     userspace_addr: { type: "u64", offset: 24, doc: "process address of the backing memory, page aligned" },
   },
-});
+} as const;
 
-const reg = (offset: number, doc: string) => ({ type: "u64" as const, offset, doc });
+/** `struct kvm_userspace_memory_region`: back a guest-physical range with process memory. */
+export const KvmUserspaceMemoryRegion: Struct<typeof KvmUserspaceMemoryRegionLayout.fields> = defineStruct(
+  KvmUserspaceMemoryRegionLayout,
+);
 
-/** `struct kvm_regs` (x86): the general-purpose registers, RIP and RFLAGS. */
-export const KvmRegs = defineStruct({
+/** The declaration of `struct kvm_regs` behind {@linkcode KvmRegs}: its one definition. */
+export const KvmRegsLayout = {
   name: "kvm_regs",
   since: "2.6.20",
   header: "asm/kvm.h",
   size: 144,
   doc: "General-purpose registers of a vCPU (KVM_GET_REGS / KVM_SET_REGS).",
   fields: {
-    rax: reg(0, "RAX"),
-    rbx: reg(8, "RBX"),
-    rcx: reg(16, "RCX"),
-    rdx: reg(24, "RDX"),
-    rsi: reg(32, "RSI"),
-    rdi: reg(40, "RDI"),
-    rsp: reg(48, "RSP"),
-    rbp: reg(56, "RBP"),
-    rip: reg(128, "RIP: where the vCPU resumes"),
-    rflags: reg(136, "RFLAGS (bit 1 always set)"),
+    rax: { type: "u64", offset: 0, doc: "RAX" },
+    rbx: { type: "u64", offset: 8, doc: "RBX" },
+    rcx: { type: "u64", offset: 16, doc: "RCX" },
+    rdx: { type: "u64", offset: 24, doc: "RDX" },
+    rsi: { type: "u64", offset: 32, doc: "RSI" },
+    rdi: { type: "u64", offset: 40, doc: "RDI" },
+    rsp: { type: "u64", offset: 48, doc: "RSP" },
+    rbp: { type: "u64", offset: 56, doc: "RBP" },
+    rip: { type: "u64", offset: 128, doc: "RIP: where the vCPU resumes" },
+    rflags: { type: "u64", offset: 136, doc: "RFLAGS (bit 1 always set)" },
   },
-});
+} as const;
 
-/**
- * `struct kvm_sregs` (x86), the part a real-mode VMM touches: the code segment (a reset vCPU starts at
- * F000:FFF0 with base 0xffff0000) and CR0, whose PE bit says whether the guest is still in real mode.
- */
-export const KvmSregs = defineStruct({
+/** `struct kvm_regs` (x86): the general-purpose registers, RIP and RFLAGS. */
+export const KvmRegs: Struct<typeof KvmRegsLayout.fields> = defineStruct(KvmRegsLayout);
+
+/** The declaration of `struct kvm_sregs` behind {@linkcode KvmSregs}: its one definition. */
+export const KvmSregsLayout = {
   name: "kvm_sregs",
   since: "2.6.20",
   header: "asm/kvm.h",
@@ -96,10 +107,16 @@ export const KvmSregs = defineStruct({
     cr0: { type: "u64", offset: 224, doc: "CR0; PE (bit 0) clear in real mode" },
     efer: { type: "u64", offset: 264, doc: "EFER" },
   },
-});
+} as const;
 
-/** `struct kvm_run`: the page shared with KVM, mapped from the vCPU fd; the header part every exit fills. */
-export const KvmRun = defineStruct({
+/**
+ * `struct kvm_sregs` (x86), the part a real-mode VMM touches: the code segment (a reset vCPU starts at
+ * F000:FFF0 with base 0xffff0000) and CR0, whose PE bit says whether the guest is still in real mode.
+ */
+export const KvmSregs: Struct<typeof KvmSregsLayout.fields> = defineStruct(KvmSregsLayout);
+
+/** The declaration of `struct kvm_run` behind {@linkcode KvmRun}: its one definition. */
+export const KvmRunLayout = {
   name: "kvm_run",
   since: "2.6.20",
   header: H,
@@ -115,10 +132,13 @@ export const KvmRun = defineStruct({
     cr8: { type: "u64", offset: 16, doc: "in/out: CR8" },
     apic_base: { type: "u64", offset: 24, doc: "in/out: APIC base MSR" },
   },
-});
+} as const;
 
-/** `kvm_run.io` (KVM_EXIT_IO): a port access; the data lives in the mapping at `data_offset`. */
-export const KvmRunIo = defineStruct({
+/** `struct kvm_run`: the page shared with KVM, mapped from the vCPU fd; the header part every exit fills. */
+export const KvmRun: Struct<typeof KvmRunLayout.fields> = defineStruct(KvmRunLayout);
+
+/** The declaration of `struct kvm_run.io` behind {@linkcode KvmRunIo}: its one definition. */
+export const KvmRunIoLayout = {
   name: "kvm_run.io",
   cType: "struct kvm_run",
   since: "2.6.20",
@@ -132,10 +152,13 @@ export const KvmRunIo = defineStruct({
     count: { type: "u32", offset: 36, c: "io.count", doc: "accesses (string instructions repeat)" },
     data_offset: { type: "u64", offset: 40, c: "io.data_offset", doc: "where in the kvm_run mapping the data is" },
   },
-});
+} as const;
 
-/** `kvm_run.mmio` (KVM_EXIT_MMIO): an access to guest-physical memory no slot backs. */
-export const KvmRunMmio = defineStruct({
+/** `kvm_run.io` (KVM_EXIT_IO): a port access; the data lives in the mapping at `data_offset`. */
+export const KvmRunIo: Struct<typeof KvmRunIoLayout.fields> = defineStruct(KvmRunIoLayout);
+
+/** The declaration of `struct kvm_run.mmio` behind {@linkcode KvmRunMmio}: its one definition. */
+export const KvmRunMmioLayout = {
   name: "kvm_run.mmio",
   cType: "struct kvm_run",
   since: "2.6.20",
@@ -148,10 +171,13 @@ export const KvmRunMmio = defineStruct({
     len: { type: "u32", offset: 48, c: "mmio.len", doc: "access width in bytes (1..8)" },
     is_write: { type: "u8", offset: 52, c: "mmio.is_write", doc: "1 for a write" },
   },
-});
+} as const;
 
-/** `kvm_run.fail_entry` (KVM_EXIT_FAIL_ENTRY) and `kvm_run.internal` (KVM_EXIT_INTERNAL_ERROR): why it stopped. */
-export const KvmRunFailure = defineStruct({
+/** `kvm_run.mmio` (KVM_EXIT_MMIO): an access to guest-physical memory no slot backs. */
+export const KvmRunMmio: Struct<typeof KvmRunMmioLayout.fields> = defineStruct(KvmRunMmioLayout);
+
+/** The declaration of `struct kvm_run.fail_entry` behind {@linkcode KvmRunFailure}: its one definition. */
+export const KvmRunFailureLayout = {
   name: "kvm_run.fail_entry",
   cType: "struct kvm_run",
   since: "2.6.20",
@@ -173,76 +199,84 @@ export const KvmRunFailure = defineStruct({
       doc: "KVM_INTERNAL_ERROR_*",
     },
   },
-});
+} as const;
+
+/** `kvm_run.fail_entry` (KVM_EXIT_FAIL_ENTRY) and `kvm_run.internal` (KVM_EXIT_INTERNAL_ERROR): why it stopped. */
+export const KvmRunFailure: Struct<typeof KvmRunFailureLayout.fields> = defineStruct(KvmRunFailureLayout);
 
 const K = KvmBase.values.KVMIO;
 /** `KVM_GET_API_VERSION` = `_IO(KVMIO, 0x00)`: 12 on every kernel since 2.6.22. */
-export const KVM_GET_API_VERSION = defineIoctl({
+export const KVM_GET_API_VERSION: Ioctl = defineIoctl({
   name: "KVM_GET_API_VERSION",
   request: io(K, 0x00),
   struct: undefined,
   since: "2.6.20",
 });
 /** `KVM_CREATE_VM` = `_IO(KVMIO, 0x01)`: returns a VM fd. */
-export const KVM_CREATE_VM = defineIoctl({
+export const KVM_CREATE_VM: Ioctl = defineIoctl({
   name: "KVM_CREATE_VM",
   request: io(K, 0x01),
   struct: undefined,
   since: "2.6.20",
 });
 /** `KVM_GET_VCPU_MMAP_SIZE` = `_IO(KVMIO, 0x04)`: bytes to map from a vCPU fd. */
-export const KVM_GET_VCPU_MMAP_SIZE = defineIoctl({
+export const KVM_GET_VCPU_MMAP_SIZE: Ioctl = defineIoctl({
   name: "KVM_GET_VCPU_MMAP_SIZE",
   request: io(K, 0x04),
   struct: undefined,
   since: "2.6.20",
 });
 /** `KVM_CREATE_VCPU` = `_IO(KVMIO, 0x41)`: returns a vCPU fd. */
-export const KVM_CREATE_VCPU = defineIoctl({
+export const KVM_CREATE_VCPU: Ioctl = defineIoctl({
   name: "KVM_CREATE_VCPU",
   request: io(K, 0x41),
   struct: undefined,
   since: "2.6.20",
 });
 /** `KVM_SET_USER_MEMORY_REGION` = `_IOW(KVMIO, 0x46, struct kvm_userspace_memory_region)`. */
-export const KVM_SET_USER_MEMORY_REGION = defineIoctl({
+export const KVM_SET_USER_MEMORY_REGION: Ioctl = defineIoctl({
   name: "KVM_SET_USER_MEMORY_REGION",
   request: iow(K, 0x46, KvmUserspaceMemoryRegion.size),
   struct: KvmUserspaceMemoryRegion,
   since: "2.6.29",
 });
 /** `KVM_SET_TSS_ADDR` = `_IO(KVMIO, 0x47)`: three pages VMX needs for real mode without unrestricted guest. */
-export const KVM_SET_TSS_ADDR = defineIoctl({
+export const KVM_SET_TSS_ADDR: Ioctl = defineIoctl({
   name: "KVM_SET_TSS_ADDR",
   request: io(K, 0x47),
   struct: undefined,
   since: "2.6.24",
 });
 /** `KVM_RUN` = `_IO(KVMIO, 0x80)`: run the vCPU until an exit userspace must handle. */
-export const KVM_RUN = defineIoctl({ name: "KVM_RUN", request: io(K, 0x80), struct: undefined, since: "2.6.20" });
+export const KVM_RUN: Ioctl = defineIoctl({
+  name: "KVM_RUN",
+  request: io(K, 0x80),
+  struct: undefined,
+  since: "2.6.20",
+});
 /** `KVM_GET_REGS` = `_IOR(KVMIO, 0x81, struct kvm_regs)`. */
-export const KVM_GET_REGS = defineIoctl({
+export const KVM_GET_REGS: Ioctl = defineIoctl({
   name: "KVM_GET_REGS",
   request: ior(K, 0x81, KvmRegs.size),
   struct: KvmRegs,
   since: "2.6.20",
 });
 /** `KVM_SET_REGS` = `_IOW(KVMIO, 0x82, struct kvm_regs)`. */
-export const KVM_SET_REGS = defineIoctl({
+export const KVM_SET_REGS: Ioctl = defineIoctl({
   name: "KVM_SET_REGS",
   request: iow(K, 0x82, KvmRegs.size),
   struct: KvmRegs,
   since: "2.6.20",
 });
 /** `KVM_GET_SREGS` = `_IOR(KVMIO, 0x83, struct kvm_sregs)`. */
-export const KVM_GET_SREGS = defineIoctl({
+export const KVM_GET_SREGS: Ioctl = defineIoctl({
   name: "KVM_GET_SREGS",
   request: ior(K, 0x83, KvmSregs.size),
   struct: KvmSregs,
   since: "2.6.20",
 });
 /** `KVM_SET_SREGS` = `_IOW(KVMIO, 0x84, struct kvm_sregs)`. */
-export const KVM_SET_SREGS = defineIoctl({
+export const KVM_SET_SREGS: Ioctl = defineIoctl({
   name: "KVM_SET_SREGS",
   request: iow(K, 0x84, KvmSregs.size),
   struct: KvmSregs,

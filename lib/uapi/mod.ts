@@ -4,9 +4,11 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { IOMMU_HWPT_INVALIDATE, IommuHwptInvalidate } from "./mod.ts";
  * const args = IommuHwptInvalidate.buffer().set("hwpt_id", 3);
- * console.log(IOMMU_HWPT_INVALIDATE.request.toString(16), args.bytes.length); // 3b8d 32
+ * assert.equal(IOMMU_HWPT_INVALIDATE.request, 0x3b8d);
+ * assert.equal(args.bytes.length, 32);
  * ```
  *
  * @module

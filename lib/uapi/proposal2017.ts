@@ -9,14 +9,14 @@
  *
  * @module
  */
-import { defineStruct } from "./struct.ts";
-import { defineConstants, defineIoctl, io } from "./ioctl.ts";
+import { defineStruct, type Struct } from "./struct.ts";
+import { type ConstantGroup, defineConstants, defineIoctl, io, type Ioctl } from "./ioctl.ts";
 import { VfioBase } from "./vfio.ts";
 
 const H = "2017 proposal (never merged)";
 
-/** Scope bits (from the thread) and flags (iommu-relay's own values). */
-export const TlbInvalidate2017 = defineConstants({
+/** The declaration of `vfio_iommu_tlb_invalidate` behind {@linkcode TlbInvalidate2017}: its one definition. */
+export const TlbInvalidate2017Declaration = {
   name: "vfio_iommu_tlb_invalidate",
   header: H,
   since: "proposal",
@@ -27,10 +27,15 @@ export const TlbInvalidate2017 = defineConstants({
     VFIO_IOMMU_INVALIDATE_NO_PASID: 1 << 0,
     VFIO_IOMMU_INVALIDATE_VADDR_LEAF: 1 << 1,
   } as const,
-});
+} as const;
 
-/** `struct vfio_iommu_tlb_invalidate` (2017): 32 bytes, then an opaque little-endian vendor tail. */
-export const VfioIommuTlbInvalidate = defineStruct({
+/** Scope bits (from the thread) and flags (iommu-relay's own values). */
+export const TlbInvalidate2017: ConstantGroup<typeof TlbInvalidate2017Declaration.values> = defineConstants(
+  TlbInvalidate2017Declaration,
+);
+
+/** The declaration of `struct vfio_iommu_tlb_invalidate` behind {@linkcode VfioIommuTlbInvalidate}: its one definition. */
+export const VfioIommuTlbInvalidateLayout = {
   name: "vfio_iommu_tlb_invalidate",
   since: "proposal",
   inHeaders: false,
@@ -55,13 +60,15 @@ export const VfioIommuTlbInvalidate = defineStruct({
     vaddr: { type: "u64", offset: 16, doc: "first byte address, with scope VADDR" },
     size: { type: "u64", offset: 24, doc: "bytes, with scope VADDR" },
   },
-});
+} as const;
 
-/**
- * iommu-relay's vendor tail (16 bytes after the 32-byte head): the 2017 "opaque, little-endian, model-specific"
- * data, given a fixed layout here.
- */
-export const TlbInvalidate2017Tail = defineStruct({
+/** `struct vfio_iommu_tlb_invalidate` (2017): 32 bytes, then an opaque little-endian vendor tail. */
+export const VfioIommuTlbInvalidate: Struct<typeof VfioIommuTlbInvalidateLayout.fields> = defineStruct(
+  VfioIommuTlbInvalidateLayout,
+);
+
+/** The declaration of `struct vfio_iommu_tlb_invalidate.tail` behind {@linkcode TlbInvalidate2017Tail}: its one definition. */
+export const TlbInvalidate2017TailLayout = {
   name: "vfio_iommu_tlb_invalidate.tail",
   since: "proposal",
   inHeaders: false,
@@ -74,18 +81,31 @@ export const TlbInvalidate2017Tail = defineStruct({
     ttl: { type: "u32", offset: 8, values: { UNKNOWN: 0, L1: 1, L2: 2, L3: 3 }, doc: "SMMUv3 TTL hint, 0 = unknown" },
     __reserved: { type: "u32", offset: 12, reserved: true, doc: "must be 0" },
   },
-});
+} as const;
 
-/** `VFIO_SVM_*` flags of `struct vfio_device_svm` (Liu Yi L, 2017). */
-export const DeviceSvm2017 = defineConstants({
+/**
+ * iommu-relay's vendor tail (16 bytes after the 32-byte head): the 2017 "opaque, little-endian, model-specific"
+ * data, given a fixed layout here.
+ */
+export const TlbInvalidate2017Tail: Struct<typeof TlbInvalidate2017TailLayout.fields> = defineStruct(
+  TlbInvalidate2017TailLayout,
+);
+
+/** The declaration of `vfio_device_svm` behind {@linkcode DeviceSvm2017}: its one definition. */
+export const DeviceSvm2017Declaration = {
   name: "vfio_device_svm",
   header: H,
   since: "proposal",
   values: { VFIO_SVM_BIND_PASIDTBL: 1 << 0, VFIO_SVM_BIND_PASID: 1 << 1, VFIO_SVM_BIND_PGTABLE: 1 << 2 } as const,
-});
+} as const;
 
-/** `struct vfio_device_svm` (2017): 12 bytes, then `length` bytes of bind data. */
-export const VfioDeviceSvm = defineStruct({
+/** `VFIO_SVM_*` flags of `struct vfio_device_svm` (Liu Yi L, 2017). */
+export const DeviceSvm2017: ConstantGroup<typeof DeviceSvm2017Declaration.values> = defineConstants(
+  DeviceSvm2017Declaration,
+);
+
+/** The declaration of `struct vfio_device_svm` behind {@linkcode VfioDeviceSvm}: its one definition. */
+export const VfioDeviceSvmLayout = {
   name: "vfio_device_svm",
   since: "proposal",
   inHeaders: false,
@@ -102,12 +122,13 @@ export const VfioDeviceSvm = defineStruct({
     },
     length: { type: "u32", offset: 8, doc: "bytes of data after the head" },
   },
-});
+} as const;
 
-/**
- * iommu-relay's bind data for `VFIO_SVM_BIND_PGTABLE` (24 bytes): which PASID gets which guest page table.
- */
-export const SvmBindPgtable2017 = defineStruct({
+/** `struct vfio_device_svm` (2017): 12 bytes, then `length` bytes of bind data. */
+export const VfioDeviceSvm: Struct<typeof VfioDeviceSvmLayout.fields> = defineStruct(VfioDeviceSvmLayout);
+
+/** The declaration of `struct vfio_device_svm.pgtable` behind {@linkcode SvmBindPgtable2017}: its one definition. */
+export const SvmBindPgtable2017Layout = {
   name: "vfio_device_svm.pgtable",
   since: "proposal",
   inHeaders: false,
@@ -126,11 +147,18 @@ export const SvmBindPgtable2017 = defineStruct({
     addr_width: { type: "u32", offset: 16, values: { W48: 48, W57: 57 }, doc: "48 or 57" },
     flags: { type: "u32", offset: 20, flags: { SRE: 1, EAFE: 2, WPE: 4 }, doc: "VT-d S1 flags" },
   },
-});
+} as const;
+
+/**
+ * iommu-relay's bind data for `VFIO_SVM_BIND_PGTABLE` (24 bytes): which PASID gets which guest page table.
+ */
+export const SvmBindPgtable2017: Struct<typeof SvmBindPgtable2017Layout.fields> = defineStruct(
+  SvmBindPgtable2017Layout,
+);
 
 const base = VfioBase.values;
 /** `VFIO_IOMMU_SVM_BIND_TASK` = `_IO(VFIO_TYPE, VFIO_BASE + 22)` (2017, never merged). */
-export const VFIO_IOMMU_SVM_BIND_TASK = defineIoctl({
+export const VFIO_IOMMU_SVM_BIND_TASK: Ioctl = defineIoctl({
   name: "VFIO_IOMMU_SVM_BIND_TASK",
   request: io(base.VFIO_TYPE, base.VFIO_BASE + 22),
   struct: VfioDeviceSvm,
@@ -138,7 +166,7 @@ export const VFIO_IOMMU_SVM_BIND_TASK = defineIoctl({
   inHeaders: false,
 });
 /** `VFIO_IOMMU_TLB_INVALIDATE` = `_IO(VFIO_TYPE, VFIO_BASE + 23)` (2017, never merged). */
-export const VFIO_IOMMU_TLB_INVALIDATE = defineIoctl({
+export const VFIO_IOMMU_TLB_INVALIDATE: Ioctl = defineIoctl({
   name: "VFIO_IOMMU_TLB_INVALIDATE",
   request: io(base.VFIO_TYPE, base.VFIO_BASE + 23),
   struct: VfioIommuTlbInvalidate,

@@ -60,8 +60,10 @@ export interface StructSpec<F extends Record<string, FieldSpec>> {
   readonly fields: F;
 }
 
-type IsU64<S> = S extends { type: "u64" } ? true : false;
-type IsArray<S> = S extends { count: number } ? true : false;
+/** `true` when field spec `S` is a 64-bit scalar or array (read back as bigint), else `false`. */
+export type IsU64<S> = S extends { type: "u64" } ? true : false;
+/** `true` when field spec `S` is an array member (it has a `count`), else `false`. */
+export type IsArray<S> = S extends { count: number } ? true : false;
 
 /** Names of the scalar fields up to 32 bits. */
 export type NumberField<F> =
@@ -189,6 +191,7 @@ export interface FieldLayout extends FieldSpec {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { defineStruct } from "./struct.ts";
  * const Pair = defineStruct({
  *   name: "pair", since: "proposal", size: 8, header: "none", doc: "two numbers", inHeaders: false,
@@ -199,7 +202,7 @@ export interface FieldLayout extends FieldSpec {
  * });
  * const bytes = new Uint8Array(8);
  * Pair.encode({ a: 1, b: 2 }, bytes);
- * console.log(Pair.decode(bytes)); // { a: 1, b: 2 }
+ * assert.deepEqual(Pair.decode(bytes), { a: 1, b: 2 });
  * ```
  */
 export class Struct<F extends Record<string, FieldSpec>> {
@@ -227,6 +230,10 @@ export class Struct<F extends Record<string, FieldSpec>> {
   readonly sizeField: FieldLayout | undefined;
   readonly #byName: Record<string, FieldLayout>;
 
+  /**
+   * Derive the layout from `spec`; throws if a field is misaligned for its type, runs past `size`, or overlaps
+   * another field that is not its declared alias, or if `minSize` exceeds `size`.
+   */
   constructor(spec: StructSpec<F>) {
     this.name = spec.name;
     this.cType = spec.cType ?? `struct ${spec.name}`;
@@ -395,12 +402,13 @@ export class Struct<F extends Record<string, FieldSpec>> {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { defineStruct } from "./struct.ts";
  * const S = defineStruct({
  *   name: "s", since: "proposal", size: 4, header: "none", doc: "one u32", inHeaders: false,
  *   fields: { v: { type: "u32", offset: 0, doc: "value" } },
  * });
- * console.log(S.size); // 4
+ * assert.equal(S.size, 4);
  * ```
  */
 export function defineStruct<const F extends Record<string, FieldSpec>>(spec: StructSpec<F>): Struct<F> {
@@ -413,10 +421,12 @@ export function defineStruct<const F extends Record<string, FieldSpec>>(spec: St
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { IommuHwptInvalidate } from "./iommufd.ts";
  * const inv = IommuHwptInvalidate.buffer();
  * inv.set("hwpt_id", 7).set("entry_len", 8).set("entry_num", 1);
- * console.log(inv.get("size"), inv.get("entry_num")); // 32 1
+ * assert.equal(inv.get("size"), 32);
+ * assert.equal(inv.get("entry_num"), 1);
  * ```
  */
 export class StructBuffer<F extends Record<string, FieldSpec>> {
@@ -427,6 +437,10 @@ export class StructBuffer<F extends Record<string, FieldSpec>> {
   /** The layout. */
   readonly layout: Struct<F>;
 
+  /**
+   * A buffer for `layout` over `bytes` (default: a new `layout.size`-byte array), cleared and with its size field
+   * set; throws a {@linkcode UapiError} (`short-buffer`) when `bytes` is shorter than the struct.
+   */
   constructor(layout: Struct<F>, bytes?: Uint8Array) {
     this.layout = layout;
     this.bytes = bytes ?? new Uint8Array(layout.size);

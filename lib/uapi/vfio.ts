@@ -3,21 +3,24 @@
  *
  * @module
  */
-import { defineStruct } from "./struct.ts";
-import { defineConstants, defineIoctl, io } from "./ioctl.ts";
+import { defineStruct, type Struct } from "./struct.ts";
+import { type ConstantGroup, defineConstants, defineIoctl, io, type Ioctl } from "./ioctl.ts";
 
 const H = "linux/vfio.h";
 
-/** `VFIO_TYPE` (`';'`, shared with iommufd) and `VFIO_BASE`. */
-export const VfioBase = defineConstants({
+/** The declaration of `vfio_base` behind {@linkcode VfioBase}: its one definition. */
+export const VfioBaseDeclaration = {
   name: "vfio_base",
   header: H,
   since: "3.6",
   values: { VFIO_TYPE: 0x3b, VFIO_BASE: 100, VFIO_API_VERSION: 0 } as const,
-});
+} as const;
 
-/** Flags of the cdev bind/attach/detach calls (TOKEN 6.17, PASID 6.15). */
-export const VfioCdevFlags = defineConstants({
+/** `VFIO_TYPE` (`';'`, shared with iommufd) and `VFIO_BASE`. */
+export const VfioBase: ConstantGroup<typeof VfioBaseDeclaration.values> = defineConstants(VfioBaseDeclaration);
+
+/** The declaration of `vfio_cdev_flags` behind {@linkcode VfioCdevFlags}: its one definition. */
+export const VfioCdevFlagsDeclaration = {
   name: "vfio_cdev_flags",
   header: H,
   since: "6.6",
@@ -26,10 +29,15 @@ export const VfioCdevFlags = defineConstants({
     VFIO_DEVICE_ATTACH_PASID: 1 << 0,
     VFIO_DEVICE_DETACH_PASID: 1 << 0,
   } as const,
-});
+} as const;
 
-/** `struct vfio_device_bind_iommufd` (6.6; token 6.17): bind a VFIO device cdev to an iommufd. */
-export const VfioDeviceBindIommufd = defineStruct({
+/** Flags of the cdev bind/attach/detach calls (TOKEN 6.17, PASID 6.15). */
+export const VfioCdevFlags: ConstantGroup<typeof VfioCdevFlagsDeclaration.values> = defineConstants(
+  VfioCdevFlagsDeclaration,
+);
+
+/** The declaration of `struct vfio_device_bind_iommufd` behind {@linkcode VfioDeviceBindIommufd}: its one definition. */
+export const VfioDeviceBindIommufdLayout = {
   name: "vfio_device_bind_iommufd",
   since: "6.6",
   header: H,
@@ -43,10 +51,15 @@ export const VfioDeviceBindIommufd = defineStruct({
     out_devid: { type: "u32", offset: 12, doc: "output: the device's id in that iommufd" },
     token_uuid_ptr: { type: "u64", offset: 16, doc: "user pointer to a 16-byte VF token UUID, with FLAG_TOKEN" },
   },
-});
+} as const;
 
-/** `struct vfio_device_attach_iommufd_pt` (6.6; pasid 6.15): attach the device (or one PASID) to an IOAS/HWPT. */
-export const VfioDeviceAttachIommufdPt = defineStruct({
+/** `struct vfio_device_bind_iommufd` (6.6; token 6.17): bind a VFIO device cdev to an iommufd. */
+export const VfioDeviceBindIommufd: Struct<typeof VfioDeviceBindIommufdLayout.fields> = defineStruct(
+  VfioDeviceBindIommufdLayout,
+);
+
+/** The declaration of `struct vfio_device_attach_iommufd_pt` behind {@linkcode VfioDeviceAttachIommufdPt}: its one definition. */
+export const VfioDeviceAttachIommufdPtLayout = {
   name: "vfio_device_attach_iommufd_pt",
   since: "6.6",
   header: H,
@@ -60,10 +73,15 @@ export const VfioDeviceAttachIommufdPt = defineStruct({
     pt_id: { type: "u32", offset: 8, doc: "input: IOAS or HWPT id; output: the HWPT actually attached" },
     pasid: { type: "u32", offset: 12, doc: "PASID, with VFIO_DEVICE_ATTACH_PASID" },
   },
-});
+} as const;
 
-/** `struct vfio_device_detach_iommufd_pt` (6.6; pasid 6.15): detach the device (or one PASID). */
-export const VfioDeviceDetachIommufdPt = defineStruct({
+/** `struct vfio_device_attach_iommufd_pt` (6.6; pasid 6.15): attach the device (or one PASID) to an IOAS/HWPT. */
+export const VfioDeviceAttachIommufdPt: Struct<typeof VfioDeviceAttachIommufdPtLayout.fields> = defineStruct(
+  VfioDeviceAttachIommufdPtLayout,
+);
+
+/** The declaration of `struct vfio_device_detach_iommufd_pt` behind {@linkcode VfioDeviceDetachIommufdPt}: its one definition. */
+export const VfioDeviceDetachIommufdPtLayout = {
   name: "vfio_device_detach_iommufd_pt",
   since: "6.6",
   header: H,
@@ -75,25 +93,30 @@ export const VfioDeviceDetachIommufdPt = defineStruct({
     flags: { type: "u32", offset: 4, flags: { VFIO_DEVICE_DETACH_PASID: 1 }, doc: "VFIO_DEVICE_DETACH_PASID" },
     pasid: { type: "u32", offset: 8, doc: "PASID, with VFIO_DEVICE_DETACH_PASID" },
   },
-});
+} as const;
+
+/** `struct vfio_device_detach_iommufd_pt` (6.6; pasid 6.15): detach the device (or one PASID). */
+export const VfioDeviceDetachIommufdPt: Struct<typeof VfioDeviceDetachIommufdPtLayout.fields> = defineStruct(
+  VfioDeviceDetachIommufdPtLayout,
+);
 
 const base = VfioBase.values;
 /** `VFIO_DEVICE_BIND_IOMMUFD` = `_IO(VFIO_TYPE, VFIO_BASE + 18)`. */
-export const VFIO_DEVICE_BIND_IOMMUFD = defineIoctl({
+export const VFIO_DEVICE_BIND_IOMMUFD: Ioctl = defineIoctl({
   name: "VFIO_DEVICE_BIND_IOMMUFD",
   request: io(base.VFIO_TYPE, base.VFIO_BASE + 18),
   struct: VfioDeviceBindIommufd,
   since: "6.6",
 });
 /** `VFIO_DEVICE_ATTACH_IOMMUFD_PT` = `_IO(VFIO_TYPE, VFIO_BASE + 19)`. */
-export const VFIO_DEVICE_ATTACH_IOMMUFD_PT = defineIoctl({
+export const VFIO_DEVICE_ATTACH_IOMMUFD_PT: Ioctl = defineIoctl({
   name: "VFIO_DEVICE_ATTACH_IOMMUFD_PT",
   request: io(base.VFIO_TYPE, base.VFIO_BASE + 19),
   struct: VfioDeviceAttachIommufdPt,
   since: "6.6",
 });
 /** `VFIO_DEVICE_DETACH_IOMMUFD_PT` = `_IO(VFIO_TYPE, VFIO_BASE + 20)`. */
-export const VFIO_DEVICE_DETACH_IOMMUFD_PT = defineIoctl({
+export const VFIO_DEVICE_DETACH_IOMMUFD_PT: Ioctl = defineIoctl({
   name: "VFIO_DEVICE_DETACH_IOMMUFD_PT",
   request: io(base.VFIO_TYPE, base.VFIO_BASE + 20),
   struct: VfioDeviceDetachIommufdPt,

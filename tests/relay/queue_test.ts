@@ -3,6 +3,7 @@
 // host, failures are reported against a request that really reached the failing entry, no request is lost, and
 // waits report exactly the failures before them.
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { type Binding, type DrainReport, RelayQueue } from "../../lib/relay/queue.ts";
 import { type InvalidateRequest, PAGE_SPACE, type PasidOrRid, RequestError } from "../../lib/request/request.ts";
 import { ModelHost } from "../../lib/host/model.ts";
@@ -109,22 +110,130 @@ Deno.test("queue: invalid requests are refused with a typed error and never queu
 });
 
 // ----------------------------------------------------------------------------------------- property tests
+//
+// A stream is data (fast-check arbitraries) and is replayed deterministically against a fresh host and queue, so
+// a failing stream shrinks to a minimal one; the report names the seed and the shrunk stream.
 
-function rng(seed: number) {
-  let s = seed >>> 0;
-  return (n: number) => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(s ^ (s >>> 15), 1 | s);
-    t ^= t + Math.imul(t ^ (t >>> 7), 61 | t);
-    return (((t ^ (t >>> 14)) >>> 0) % n);
+const DOMAINS = [1, 2, 3] as const;
+const PASIDS: readonly PasidOrRid[] = ["rid", 1, 2, 3, 1000, 2 ** 20 - 1];
+const ERRNOS = [22, 95, 4, 11, 12, 5] as const;
+
+/** One guest or host event of a stream. Domain 3 is all-SMMUv3, domains 1 and 2 VT-d. */
+type StreamOp =
+  | {
+    op: "bind";
+    domain: number;
+    pasid: PasidOrRid;
+    /** replace: unbind then bind (a rebind); add: a second target at the PASID; unbind: leave it unbound. */
+    mode: "replace" | "add" | "unbind";
+    /** VT-d: the table shared by many PASIDs or a fresh one; SMMUv3 always binds the one vIOMMU. */
+    table: "shared" | "fresh";
+    asid: number;
+  }
+  | { op: "sync" }
+  | { op: "drain" }
+  | {
+    op: "inject";
+    /** Index (mod the number of bound targets) of the target the failure is injected at. */
+    target: number;
+    atEntry: number;
+    errno: number;
+    /** SMMUv3 only, and only for non-validation errors: a count that may overstate what completed. */
+    overstated: number | undefined;
+  }
+  | {
+    op: "invalidate";
+    domain: number;
+    pasid: number;
+    kind: "all" | "pasid" | "range" | "pasid-range";
+    firstPage: number;
+    pages: number;
+    noPasid: boolean;
+    leaf: boolean;
+    /** Picks the third sampled page of the check (first and last are always checked). */
+    probe: number;
   };
+
+interface StreamCase {
+  ril: boolean;
+  maxRanges: number;
+  maxPages: number;
+  maxPendingInvalidations: number | undefined;
+  ops: StreamOp[];
 }
+
+const streamOp: fc.Arbitrary<StreamOp> = fc.oneof(
+  {
+    weight: 55,
+    arbitrary: fc.record({
+      op: fc.constant("invalidate" as const),
+      domain: fc.constantFrom(...DOMAINS),
+      pasid: fc.constantFrom(...(PASIDS.slice(1) as number[])),
+      kind: fc.constantFrom("all" as const, "pasid" as const, "range" as const, "pasid-range" as const),
+      firstPage: fc.oneof(
+        { weight: 3, arbitrary: fc.integer({ min: 0, max: (1 << 20) - 1 }) },
+        { weight: 1, arbitrary: fc.integer({ min: 0, max: 99 }).map((d) => PAGE_SPACE - 1 - d) },
+      ),
+      pages: fc.oneof(
+        fc.constant(1),
+        fc.integer({ min: 1, max: 32 }),
+        fc.integer({ min: 1, max: 512 }),
+        fc.integer({ min: 1, max: 262144 }),
+      ),
+      noPasid: fc.oneof({ weight: 2, arbitrary: fc.constant(false) }, { weight: 1, arbitrary: fc.constant(true) }),
+      leaf: fc.boolean(),
+      probe: fc.nat(),
+    }),
+  },
+  { weight: 18, arbitrary: fc.constant({ op: "sync" as const }) },
+  { weight: 10, arbitrary: fc.constant({ op: "drain" as const }) },
+  {
+    weight: 12,
+    arbitrary: fc.record({
+      op: fc.constant("bind" as const),
+      domain: fc.constantFrom(...DOMAINS),
+      pasid: fc.constantFrom(...PASIDS),
+      mode: fc.oneof(
+        { weight: 3, arbitrary: fc.constant("replace" as const) },
+        { weight: 1, arbitrary: fc.constant("add" as const) },
+        { weight: 1, arbitrary: fc.constant("unbind" as const) },
+      ),
+      table: fc.oneof({ weight: 2, arbitrary: fc.constant("shared" as const) }, {
+        weight: 1,
+        arbitrary: fc.constant("fresh" as const),
+      }),
+      asid: fc.integer({ min: 0, max: 0xffff }),
+    }),
+  },
+  {
+    weight: 5,
+    arbitrary: fc.record({
+      op: fc.constant("inject" as const),
+      target: fc.nat(),
+      atEntry: fc.integer({ min: 0, max: 2 }),
+      errno: fc.constantFrom(...ERRNOS),
+      overstated: fc.oneof({ weight: 2, arbitrary: fc.constant(undefined) }, {
+        weight: 1,
+        arbitrary: fc.integer({ min: 0, max: 3 }),
+      }),
+    }),
+  },
+);
+
+const streamCase: fc.Arbitrary<StreamCase> = fc.record({
+  ril: fc.boolean(),
+  maxRanges: fc.integer({ min: 1, max: 8 }),
+  maxPages: fc.integer({ min: 1, max: 4096 }),
+  maxPendingInvalidations: fc.option(fc.integer({ min: 1, max: 12 }), { nil: undefined }),
+  ops: fc.array(streamOp, { maxLength: 40, size: "max" }),
+});
 
 interface Sent {
   seq: number;
   request: InvalidateRequest;
   /** The bindings it reached when submitted. */
   reached: { pasid: PasidOrRid; binding: Binding }[];
+  probe: number;
 }
 
 function matches(r: InvalidateRequest, pasid: PasidOrRid): boolean {
@@ -133,30 +242,30 @@ function matches(r: InvalidateRequest, pasid: PasidOrRid): boolean {
   return !r.noPasid || pasid === "rid";
 }
 
-function samplePages(r: InvalidateRequest, rnd: (n: number) => number): number[] {
+function samplePages(r: InvalidateRequest, probe: number): number[] {
   const s = r.scope;
-  if (s.kind === "all" || s.kind === "pasid") return [0, PAGE_SPACE - 1, rnd(PAGE_SPACE)];
+  if (s.kind === "all" || s.kind === "pasid") return [0, PAGE_SPACE - 1, probe];
   const last = s.firstPage + s.pages - 1;
-  return [s.firstPage, last, s.firstPage + rnd(s.pages)];
+  return [s.firstPage, last, s.firstPage + (probe % s.pages)];
 }
 
-function check(host: ModelHost, sent: Sent[], report: DrainReport, rnd: (n: number) => number, seed: number) {
+/** The invariants checked after every drain; throws with what broke. */
+type DrainCheck = (host: ModelHost, sent: Sent[], report: DrainReport) => void;
+
+function check(host: ModelHost, sent: Sent[], report: DrainReport) {
   const failed = new Set(report.failures.map((f) => f.seq));
   for (const f of report.failures) {
     const s = sent.find((x) => x.seq === f.seq);
-    assert.ok(s, `seed ${seed}: failure for unknown request ${f.seq}`);
-    assert.ok(
-      s.reached.some((x) => x.binding.targetId === f.targetId),
-      `seed ${seed}: ${f.seq} never reached ${f.targetId}`,
-    );
+    assert.ok(s, `failure for unknown request ${f.seq}`);
+    assert.ok(s.reached.some((x) => x.binding.targetId === f.targetId), `${f.seq} never reached ${f.targetId}`);
   }
   for (const s of sent) {
     if (failed.has(s.seq)) continue;
     for (const { binding } of s.reached) {
-      for (const page of samplePages(s.request, rnd)) {
+      for (const page of samplePages(s.request, s.probe)) {
         assert.ok(
           host.covered(binding.targetId, page, binding.asid),
-          `seed ${seed}: request ${s.seq} ${
+          `request ${s.seq} ${
             JSON.stringify(s.request.scope)
           } not invalidated at page ${page} of target ${binding.targetId}`,
         );
@@ -165,38 +274,22 @@ function check(host: ModelHost, sent: Sent[], report: DrainReport, rnd: (n: numb
   }
   for (const w of report.waits) {
     const before = report.failures.filter((f) => f.seq < w.seq).map((f) => f.seq);
-    assert.equal(w.ok, before.length === 0, `seed ${seed}: wait ${w.seq}`);
+    assert.equal(w.ok, before.length === 0, `wait ${w.seq}`);
     if (before.length) assert.equal(w.firstFailed, Math.min(...before));
   }
-  host.resetCoverage();
 }
 
-function runCase(seed: number): number {
-  const rnd = rng(seed);
+/** Replays one stream on a fresh host and queue, checking after every drain; returns the number of drains checked. */
+function runStream(c: StreamCase, checkDrain: DrainCheck = check): number {
   const host = new ModelHost();
-  const ril = rnd(2) === 0;
   const q = new RelayQueue(host, {
-    maxRanges: 1 + rnd(8),
-    maxPages: 1 + rnd(4096),
-    smmuRil: ril,
-    maxPendingInvalidations: rnd(2) ? 1 + rnd(12) : undefined,
+    maxRanges: c.maxRanges,
+    maxPages: c.maxPages,
+    smmuRil: c.ril,
+    maxPendingInvalidations: c.maxPendingInvalidations,
   });
-  const domains = [1, 2, 3];
-  const pasids: PasidOrRid[] = ["rid", 1, 2, 3, 1000, 2 ** 20 - 1];
   const vsmmu = host.createTarget("smmuv3");
   const shared = host.createTarget("vtd-s1");
-  const bindRandom = (): { domain: number; pasid: PasidOrRid; binding: Binding } => {
-    const domain = domains[rnd(3)];
-    const pasid = pasids[rnd(pasids.length)];
-    const kind = rnd(3);
-    const binding: Binding = kind === 0
-      ? { targetId: vsmmu, format: "smmuv3", asid: rnd(1 << 16) }
-      : kind === 1
-      ? { targetId: shared, format: "vtd-s1" }
-      : { targetId: host.createTarget("vtd-s1"), format: "vtd-s1" };
-    return { domain, pasid, binding };
-  };
-  // Domain 3 is all-SMMUv3, domains 1 and 2 VT-d (one vIOMMU format per queue domain keeps scopes meaningful).
   // "domain/pasid/i" → binding, mirroring the queue's table.
   const bound = new Map<string, Binding>();
   const bindings = (domain: number) =>
@@ -209,77 +302,100 @@ function runCase(seed: number): number {
   };
   let sent: Sent[] = [];
   let checks = 0;
-  for (let op = 0; op < 40; op++) {
-    const roll = rnd(100);
-    if (roll < 12) {
-      let { domain, pasid, binding } = bindRandom();
-      if ((domain === 3) !== (binding.format === "smmuv3")) {
-        binding = domain === 3
-          ? { targetId: vsmmu, format: "smmuv3", asid: rnd(1 << 16) }
-          : { targetId: shared, format: "vtd-s1" };
-      }
-      // Replace what is bound at (domain, pasid), or unbind it; sometimes add a second target there.
+  const drainAndCheck = (report: DrainReport) => {
+    checkDrain(host, sent, report);
+    host.resetCoverage();
+    checks++;
+    sent = [];
+  };
+  for (const op of c.ops) {
+    if (op.op === "bind") {
+      const { domain, pasid } = op;
+      const binding: Binding = domain === 3
+        ? { targetId: vsmmu, format: "smmuv3", asid: op.asid }
+        : { targetId: op.table === "shared" ? shared : host.createTarget("vtd-s1"), format: "vtd-s1" };
       const key = `${domain}/${pasid}`;
-      const second = rnd(5) === 0;
       // A binding change is a barrier: it sends what is pending and keeps the outcomes for the next drain.
-      if (second) q.bind(domain, pasid, binding);
+      if (op.mode === "add") q.bind(domain, pasid, binding);
       else q.unbind(domain, pasid);
-      if (!second && rnd(4) !== 0) q.bind(domain, pasid, binding);
-      const report = q.drain();
-      check(host, sent, report, rnd, seed);
-      checks++;
-      sent = [];
+      if (op.mode === "replace") q.bind(domain, pasid, binding);
+      drainAndCheck(q.drain());
       forget(key);
       q.bindings(domain, pasid).forEach((b, i) => bound.set(`${key}/${i}`, b));
-    } else if (roll < 30) {
+    } else if (op.op === "sync") {
       q.submit({ op: "sync" });
-    } else if (roll < 35) {
+    } else if (op.op === "inject") {
       const targets = [...new Set([...bound.values()].map((b) => b.targetId))];
       if (targets.length) {
-        const targetId = targets[rnd(targets.length)];
-        const errno = [22, 95, 4, 11, 12, 5][rnd(6)];
+        const targetId = targets[op.target % targets.length];
         // Only SMMUv3 reports a count that may overstate what completed, and only for non-validation errors
         // (the 7.3 driver's chunking); everywhere else the kernel's count is exact.
-        const overstated = targetId === vsmmu && errno !== 22 && errno !== 95 && rnd(3) === 0;
-        host.inject.push({ targetId, atEntry: rnd(3), errno, reportHandled: overstated ? rnd(4) : undefined });
+        const overstated = targetId === vsmmu && op.errno !== 22 && op.errno !== 95 ? op.overstated : undefined;
+        host.inject.push({ targetId, atEntry: op.atEntry, errno: op.errno, reportHandled: overstated });
       }
-    } else if (roll < 45) {
-      const report = q.drain();
-      check(host, sent, report, rnd, seed);
-      checks++;
-      sent = [];
+    } else if (op.op === "drain") {
+      drainAndCheck(q.drain());
       host.inject.length = 0;
     } else {
-      const domain = domains[rnd(3)];
-      const pasid = pasids[1 + rnd(pasids.length - 1)] as number;
-      const first = rnd(4) === 0 ? PAGE_SPACE - 1 - rnd(100) : rnd(1 << 20);
-      const pages = 1 + rnd(Math.min(PAGE_SPACE - first, [1, 32, 512, 262144][rnd(4)]));
-      const kind = rnd(4);
-      const scope = kind === 0
+      const first = op.firstPage;
+      const pages = Math.min(op.pages, PAGE_SPACE - first);
+      const scope = op.kind === "all"
         ? { kind: "all" as const }
-        : kind === 1
-        ? { kind: "pasid" as const, pasid }
-        : kind === 2
+        : op.kind === "pasid"
+        ? { kind: "pasid" as const, pasid: op.pasid }
+        : op.kind === "range"
         ? { kind: "range" as const, firstPage: first, pages }
-        : { kind: "pasid-range" as const, pasid, firstPage: first, pages };
-      const noPasid = (kind === 0 || kind === 2) && rnd(3) === 0;
-      const request: InvalidateRequest = { op: "invalidate", domain, scope, noPasid, leaf: rnd(2) === 0 };
+        : { kind: "pasid-range" as const, pasid: op.pasid, firstPage: first, pages };
+      const noPasid = (op.kind === "all" || op.kind === "range") && op.noPasid;
+      const request: InvalidateRequest = { op: "invalidate", domain: op.domain, scope, noPasid, leaf: op.leaf };
       const seq = q.submit(request);
-      sent.push({ seq, request, reached: bindings(domain).filter((x) => matches(request, x.pasid)) });
+      sent.push({
+        seq,
+        request,
+        reached: bindings(op.domain).filter((x) => matches(request, x.pasid)),
+        probe: op.probe,
+      });
     }
   }
-  const report = q.drain();
-  check(host, sent, report, rnd, seed);
-  return checks + 1;
+  drainAndCheck(q.drain());
+  return checks;
+}
+
+/** The seed for a property: `IOMMU_RELAY_SEED` when set (to replay a reported failure), else the test's own. */
+function propertySeed(fallback: number): number {
+  const env = Deno.env.get("IOMMU_RELAY_SEED");
+  return env === undefined ? fallback : Number(env);
 }
 
 Deno.test("queue property: 10,000 random streams — never under-invalidate, failures attributed, waits exact", () => {
-  const base = Number(Deno.env.get("IOMMU_RELAY_SEED") ?? 0x5eed);
+  const seed = propertySeed(0x5eed);
   let checks = 0;
-  for (let i = 0; i < 10_000; i++) checks += runCase(base + i);
+  fc.assert(fc.property(streamCase, (c) => void (checks += runStream(c))), { seed, numRuns: 10_000 });
   console.log(
-    `queue property: 10,000 streams from seed ${base} (set IOMMU_RELAY_SEED to replay), ${checks} drains checked`,
+    `queue property: 10,000 streams from seed ${seed} (set IOMMU_RELAY_SEED to replay), ${checks} drains checked`,
   );
+});
+
+Deno.test("queue property shrinks: a checker broken on purpose reports a minimal stream and its seed", () => {
+  // The broken invariant: "a drain never reports a failure". The smallest stream that refutes it binds a target,
+  // injects a failure there and sends one invalidation to it (the final drain reports it): three operations.
+  const broken: DrainCheck = (host, sent, report) => {
+    check(host, sent, report);
+    assert.deepEqual(report.failures, []);
+  };
+  const seed = propertySeed(0xb40c);
+  const details = fc.check(fc.property(streamCase, (c) => void runStream(c, broken)), { seed, numRuns: 10_000 });
+  assert.ok(details.failed, "the broken checker must be refuted");
+  assert.equal(details.seed, seed);
+  const [shrunk] = details.counterexample!;
+  assert.equal(shrunk.ops.length, 3, `shrunk to ${JSON.stringify(shrunk.ops)}`);
+  assert.deepEqual(new Set(shrunk.ops.map((o) => o.op)), new Set(["bind", "inject", "invalidate"]));
+  assert.ok(details.numShrinks > 0);
+  // fast-check's own report, the one fc.assert throws: the seed and path to replay, and the shrunk stream.
+  const message = fc.defaultReportMessage(details) ?? "";
+  assert.match(message, new RegExp(`seed: ${seed}, path: "[0-9:]+"`));
+  assert.match(message, /Counterexample: .*"op":"inject"/s);
+  assert.match(message, /Shrunk \d+ time/);
 });
 
 Deno.test("queue: vIOMMU targets get one entry per virtual device, in one ioctl", () => {

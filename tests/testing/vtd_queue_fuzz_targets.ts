@@ -1,4 +1,4 @@
-// Fuzz targets for the VT-d queue models, run in a Worker by tests/testing/vtd_queue_fuzz_test.ts (so a hang fails
+// Fuzz targets for the VT-d queue models, run in a Worker by tests/testing/fuzz_deadline_test.ts (so a hang fails
 // with its seed). Every input is hostile guest state: register values and queue contents. Nothing may throw — the
 // queue models sit under a VMM's MMIO handler — so no thrown value counts as typed.
 import { guestMemoryOver } from "../../lib/memory/guest_memory.ts";

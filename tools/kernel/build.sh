@@ -1,38 +1,57 @@
 #!/usr/bin/env bash
 # Build a test kernel with the iommufd selftest mock from Debian's linux-source package.
 #
-#   tools/kernel/build.sh PACKAGE/SUITE        e.g. linux-source-7.3/trixie-backports
+#   tools/kernel/build.sh [--cached-only] PACKAGE/SUITE        e.g. linux-source-7.3/trixie-backports
 #
 # Prints the path of the cached bzImage as its last line. The image is cached under
-# $cache/kernel-<version>-<config hash>/, so a second run returns at once.
+# $cache/kernel-<version>-<config hash>/, so a second run returns at once. A new image is copied to a temporary
+# folder, checked (x86 boot signature 0x55AA at 510, "HdrS" at 0x202, a believable size) and only then moved into
+# place; a cached one is checked the same way before it is used, and a bad one is deleted and built again.
+# With --cached-only nothing is built: exit 4 if no good image is cached.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/cache.sh"
 cache="${IOMMU_RELAY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/iommu-relay}"
+cached_only=0
+if [ "${1:-}" = --cached-only ]; then cached_only=1; shift; fi
 spec="$1"
-read -r pkg version srcdeb < <("$here/../debian-fetch.sh" "$spec" | tail -n 1)
+# A command substitution, not `< <(...)`, so a failed fetch stops the build.
+fetched=$("$here/../debian-fetch.sh" "$spec")
+read -r pkg version srcdeb <<<"${fetched##*$'\n'}"
 series="${pkg#linux-source-}"              # 7.3
 major="${series%%.*}"                      # 7
 fragments=("$here/config.fragment")
 [ -f "$here/config-$major.x.fragment" ] && fragments+=("$here/config-$major.x.fragment")
 hash=$( (echo "$version"; cat "${fragments[@]}") | sha256sum | cut -c1-12)
 out="$cache/kernel-$version-$hash"
-if [ -f "$out/bzImage" ]; then
-  echo "kernel: cached $out/bzImage ($pkg $version)" >&2
-  echo "$out/bzImage"
-  exit 0
+if [ -e "$out" ]; then
+  problem=$(bzimage_problem "$out/bzImage")
+  if [ -z "$problem" ]; then
+    echo "kernel: cached $out/bzImage ($pkg $version)" >&2
+    echo "$out/bzImage"
+    exit 0
+  fi
+  echo "kernel: the cached $out/bzImage is bad ($problem); deleting it and building it again" >&2
+  rm -rf "$out"
+fi
+if [ "$cached_only" = 1 ]; then
+  echo "kernel: $pkg $version is not built yet" >&2
+  exit 4
 fi
 "$here/../require.sh" make:make gcc:gcc bc:bc bison:bison flex:flex xz:xz-utils cpio:cpio \
   /usr/include/libelf.h:libelf-dev /usr/include/openssl/ssl.h:libssl-dev
 build="$cache/build/$pkg-$version"
-if [ ! -f "$build/.unpacked" ]; then
-  rm -rf "$build"; mkdir -p "$build"
+if [ ! -f "$build/.unpacked" ] || [ ! -f "$build/Makefile" ]; then
+  rm -rf "$build" "$build.tmp"
+  mkdir -p "$build.tmp"
   echo "kernel: unpacking $pkg $version" >&2
-  tar -xaf "$srcdeb/usr/src/$pkg.tar.xz" -C "$build" --strip-components=1
-  touch "$build/.unpacked"
+  tar -xaf "$srcdeb/usr/src/$pkg.tar.xz" -C "$build.tmp" --strip-components=1
+  touch "$build.tmp/.unpacked"
+  mv "$build.tmp" "$build"
 fi
 cd "$build"
 make -s tinyconfig >&2
-cat "${fragments[@]}" | grep -E '^CONFIG_' > .fragment
+grep -hE '^CONFIG_' "${fragments[@]}" > .fragment
 ./scripts/kconfig/merge_config.sh -m .config .fragment >/dev/null
 make -s olddefconfig >&2
 missing=()
@@ -44,9 +63,18 @@ fi
 echo "kernel: building $pkg $version bzImage ($(nproc) jobs; 6-9 minutes on 2 cores)" >&2
 start=$(date +%s)
 make -s -j"$(nproc)" bzImage >&2
-mkdir -p "$out"
-cp arch/x86/boot/bzImage "$out/bzImage.tmp" && mv "$out/bzImage.tmp" "$out/bzImage"
-cp .config "$out/config"
-echo "$pkg $version" > "$out/version"
+tmp=$(mktemp -d "$cache/.kernel.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+cp arch/x86/boot/bzImage "$tmp/bzImage"
+cp .config "$tmp/config"
+echo "$pkg $version" > "$tmp/version"
+problem=$(bzimage_problem "$tmp/bzImage")
+if [ -n "$problem" ]; then
+  echo "kernel: the bzImage just built is bad ($problem); not caching it" >&2
+  exit 1
+fi
+rm -rf "$out"
+mv "$tmp" "$out"
+trap - EXIT
 echo "kernel: built in $(( $(date +%s) - start )) s" >&2
 echo "$out/bzImage"

@@ -112,7 +112,7 @@ export class SmmuCommandQueue {
   gerror = 0;
   gerrorn = 0;
   /** The CMDQ_BASE register, exactly as written. */
-  readonly baseRegister = new QueueBaseRegister(16);
+  readonly baseRegister: QueueBaseRegister = new QueueBaseRegister(16);
   /** Host failures seen, retries the guest made, and whether service failure mode was entered. */
   readonly telemetry = { hostFailures: 0, sinkExceptions: 0, hookExceptions: 0, msiAborts: 0, slices: 0 };
 
@@ -231,6 +231,16 @@ export class SmmuCommandQueue {
     }
     const entries = 1 << this.log2size;
     const start = this.#start = this.cons & ((entries << 1) - 1); // index + wrap
+    if ((this.prod - start + 2 * entries) % (2 * entries) > entries) {
+      // PROD more than the queue's size ahead of CONS: a queue holding more commands than it has slots. There is no
+      // CERROR for a register value (CERROR_ILL would make Linux skip the good command at CONS): nothing is taken
+      // until the guest writes a PROD the queue can hold.
+      return {
+        processed: 0,
+        syncsCompleted: 0,
+        error: { index: start & (entries - 1), reason: "PROD beyond the queue" },
+      };
+    }
     this.#syncsQueued = this.#syncsCompleted = this.#requestsSinceDrain = 0;
     this.#window.begin();
     let processed = 0;

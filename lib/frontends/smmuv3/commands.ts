@@ -130,6 +130,11 @@ export function decodeSmmuCommand(bytes: Uint8Array, at: number, scratch?: SmmuC
       return { op: "cfgi-cd-all", sid: w0hi };
     case 0x10:
     case 0x30: // TLBI_NSNH_ALL: everything non-secure, which for a guest is its stage 1
+    // TLBI_S12_VMALL and TLBI_S2_IPA: a guest that drives stage 2 (an SMMU advertising S2P) invalidates its VMID's
+    // stage-1 and stage-2 entries. The relay holds no guest stage 2, and every stage-1 entry of the VM may have been
+    // combined with it: all of them, an over-invalidation (safe) where CERROR_ILL would have the guest skip it.
+    case 0x28:
+    case 0x2a:
       return TLBI_NH_ALL;
     case 0x11: {
       const c = scratch ? scratch.asid : { op: "tlbi-nh-asid" as const, asid: 0 };

@@ -94,7 +94,7 @@ export function register32(value: number | bigint): number {
 export class QueueBaseRegister {
   low = 0;
   high = 0;
-  constructor(readonly entryBytes: number, readonly maxLog2size = MAX_QUEUE_LOG2SIZE) {}
+  constructor(readonly entryBytes: number, readonly maxLog2size: number = MAX_QUEUE_LOG2SIZE) {}
 
   /** The register as the guest last wrote it. */
   get value(): bigint {
@@ -158,10 +158,19 @@ export class SmmuOutputQueue {
     this.cons = 0;
   }
 
-  /** *Q_CONS: the guest consumed up to here (and acknowledges an overflow with OVACKFLG). Never throws. */
+  /**
+   * *Q_CONS: the guest consumed up to here (and acknowledges an overflow with OVACKFLG). Never throws. A CONS that is
+   * not between the current CONS and PROD (it would consume records never written, or go back) leaves the index as
+   * it was and takes OVACKFLG only: the architecture leaves such a write unpredictable, and taking it would make the
+   * queue look empty while full, so the next record would overwrite one the guest has not read.
+   */
   writeCons(value: number | bigint): void {
     const v = register32(value);
-    this.cons = ((v & ((2 << this.log2size) - 1)) | (v & OVFLG)) >>> 0;
+    const mask = (2 << this.log2size) - 1;
+    const from = this.cons & mask, to = v & mask;
+    const consumed = (to - from + 2 * (mask + 1)) % (mask + 1),
+      written = ((this.prod & mask) - from + mask + 1) % (mask + 1);
+    this.cons = ((consumed <= written ? to : from) | (v & OVFLG)) >>> 0;
   }
 
   /**

@@ -19,7 +19,7 @@
  * @module
  */
 import type { ShadowDomain } from "../../shadow/domain.ts";
-import { type VirtioIommuHooks, VirtioIommuStatus as S } from "./iommu.ts";
+import { type VirtioIommuHooks, type VirtioIommuRequest, VirtioIommuStatus as S } from "./iommu.ts";
 
 const READ = 1, WRITE = 2, MMIO = 4;
 
@@ -42,7 +42,15 @@ function status(errno: number): number {
 /** MAP/UNMAP hooks for the virtio-iommu front end over the shadowed domain `lookup(domain)` returns. */
 export function shadowMapHooks(
   lookup: (domain: number) => ShadowDomain | undefined,
-): Pick<VirtioIommuHooks, "map" | "unmap"> {
+): Pick<VirtioIommuHooks, "map" | "unmap" | "unmapMany"> {
+  const unmap = (r: VirtioIommuRequest & { type: "unmap" }): number => {
+    const d = lookup(r.domain);
+    if (!d) return S.NOENT;
+    const end = r.virtEnd + 1n;
+    if (r.virtStart % 4096n || end % 4096n) return S.INVAL;
+    return status(d.unmapDirect(Number(r.virtStart / 4096n), Number((end - r.virtStart) / 4096n)));
+  };
+  const accepted: { firstPage: number; pages: number }[] = [], at: number[] = [], errnos: number[] = [];
   return {
     map(r) {
       const d = lookup(r.domain);
@@ -62,12 +70,24 @@ export function shadowMapHooks(
         ),
       );
     },
-    unmap(r) {
-      const d = lookup(r.domain);
-      if (!d) return S.NOENT;
-      const end = r.virtEnd + 1n;
-      if (r.virtStart % 4096n || end % 4096n) return S.INVAL;
-      return status(d.unmapDirect(Number(r.virtStart / 4096n), Number((end - r.virtStart) / 4096n)));
+    unmap,
+    // One kick's UNMAPs for one domain: the aligned ones go to the shadowed domain as one batch (merged host calls,
+    // each request's status as if alone); the others are answered as `unmap` answers them.
+    unmapMany(requests, statuses) {
+      accepted.length = at.length = errnos.length = 0;
+      const d = lookup(requests[0]?.domain ?? 0);
+      for (let i = 0; i < requests.length; i++) {
+        const r = requests[i], end = r.virtEnd + 1n;
+        if (!d || r.domain !== requests[0].domain) statuses[i] = unmap(r);
+        else if (r.virtStart % 4096n || end % 4096n) statuses[i] = S.INVAL;
+        else {
+          at.push(i);
+          accepted.push({ firstPage: Number(r.virtStart / 4096n), pages: Number((end - r.virtStart) / 4096n) });
+        }
+      }
+      if (!d || accepted.length === 0) return;
+      d.unmapDirectBatch(accepted, errnos);
+      for (let k = 0; k < at.length; k++) statuses[at[k]] = status(errnos[k]);
     },
   };
 }

@@ -10,6 +10,7 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { VtdPasidBinder } from "./binder.ts";
  * import { encodeVtdPasidDirectoryEntry, encodeVtdPasidEntry } from "./pasid.ts";
  * const ram = new Uint8Array(1 << 16);
@@ -20,7 +21,8 @@
  * const binder = new VtdPasidBinder(memory);
  * binder.attach({ rid: 0x10, pasidDirectory: 0x1000, sink: { submit: (r) => binds.push(r) } });
  * binder.configChanged({ type: "pasid-cache", granularity: "pasid", did: 3, pasid: 0 });
- * console.log(binds.length, (binds[0] as { pasid: unknown }).pasid); // 1 rid
+ * assert.equal(binds.length, 1);
+ * assert.equal((binds[0] as { pasid: unknown }).pasid, "rid");
  * ```
  *
  * @module
@@ -43,7 +45,9 @@ export interface VtdBinderDevice {
 
 /** What the binder did. */
 export interface VtdBinderTelemetry {
+  /** Present PASID entries bound (a rebind after a change counts again). */
   binds: number;
+  /** Bound PASIDs unbound (entry cleared, or the device detached). */
   unbinds: number;
   /** Binds at a RID_PASID (made at "rid"). */
   ridBinds: number;
@@ -56,11 +60,13 @@ export type VtdTableFor = (entry: VtdPasidEntry & { present: true }) => StageOne
 
 /** Keeps each attached device's binds equal to its PASID entries. */
 export class VtdPasidBinder {
+  /** Counters, readable at any time. */
   readonly telemetry: VtdBinderTelemetry = { binds: 0, unbinds: 0, ridBinds: 0, badEntries: [] };
   readonly #devices = new Map<number, VtdBinderDevice>();
   /** Per device (rid): PASID → the domain it is bound in. */
   readonly #bound = new Map<number, Map<number, number>>();
 
+  /** A binder reading PASID tables from `memory`; `ridPasids` says which PASID is each device's RID_PASID, `tableFor` what host table an entry becomes. */
   constructor(
     readonly memory: GuestMemory,
     readonly ridPasids: VtdRidPasidMap = VTD_RID_PASID_ZERO,

@@ -82,7 +82,9 @@ export type VtdDescriptor =
 
 /** Why a descriptor was refused. */
 export class VtdDescriptorError extends Error {
+  /** Always `"VtdDescriptorError"`. */
   override name = "VtdDescriptorError";
+  /** The message is `<reason>: <detail>`. */
   constructor(
     readonly reason: "unknown-type" | "reserved-bits" | "reserved-granularity" | "misaligned" | "truncated",
     detail: string,
@@ -140,13 +142,21 @@ const M = {
   pgr1: mask([[2, 2], [3, 11]]),
 } as const;
 
-type Mutable<T> = { -readonly [K in keyof T]: T[K] };
-type Of<K extends VtdDescriptor["type"]> = Mutable<Extract<VtdDescriptor, { type: K }>>;
+/** A decoded descriptor of type `K` with writable fields: the object a {@linkcode VtdDescriptorScratch} reuses. */
+export type VtdScratchDescriptor<K extends VtdDescriptor["type"]> = {
+  -readonly [P in keyof Extract<VtdDescriptor, { type: K }>]: Extract<VtdDescriptor, { type: K }>[P];
+};
 
 /** A new, zeroed object of each descriptor type. */
 const FRESH = {
-  "context-cache": (): Of<"context-cache"> => ({ type: "context-cache", granularity: "global", did: 0, sid: 0, fm: 0 }),
-  iotlb: (): Of<"iotlb"> => ({
+  "context-cache": (): VtdScratchDescriptor<"context-cache"> => ({
+    type: "context-cache",
+    granularity: "global",
+    did: 0,
+    sid: 0,
+    fm: 0,
+  }),
+  iotlb: (): VtdScratchDescriptor<"iotlb"> => ({
     type: "iotlb",
     granularity: "global",
     did: 0,
@@ -156,14 +166,21 @@ const FRESH = {
     am: 0,
     ih: false,
   }),
-  "device-tlb": (): Of<"device-tlb"> => ({ type: "device-tlb", sid: 0, pfsid: 0, qdep: 0, page: 0, size: false }),
-  "interrupt-entry-cache": (): Of<"interrupt-entry-cache"> => ({
+  "device-tlb": (): VtdScratchDescriptor<"device-tlb"> => ({
+    type: "device-tlb",
+    sid: 0,
+    pfsid: 0,
+    qdep: 0,
+    page: 0,
+    size: false,
+  }),
+  "interrupt-entry-cache": (): VtdScratchDescriptor<"interrupt-entry-cache"> => ({
     type: "interrupt-entry-cache",
     selective: false,
     im: 0,
     iidx: 0,
   }),
-  wait: (): Of<"wait"> => ({
+  wait: (): VtdScratchDescriptor<"wait"> => ({
     type: "wait",
     interrupt: false,
     statusWrite: false,
@@ -172,7 +189,7 @@ const FRESH = {
     statusData: 0,
     statusAddress: 0,
   }),
-  "pasid-iotlb": (): Of<"pasid-iotlb"> => ({
+  "pasid-iotlb": (): VtdScratchDescriptor<"pasid-iotlb"> => ({
     type: "pasid-iotlb",
     granularity: "pasid",
     did: 0,
@@ -181,8 +198,13 @@ const FRESH = {
     am: 0,
     ih: false,
   }),
-  "pasid-cache": (): Of<"pasid-cache"> => ({ type: "pasid-cache", granularity: "domain", did: 0, pasid: 0 }),
-  "pasid-device-tlb": (): Of<"pasid-device-tlb"> => ({
+  "pasid-cache": (): VtdScratchDescriptor<"pasid-cache"> => ({
+    type: "pasid-cache",
+    granularity: "domain",
+    did: 0,
+    pasid: 0,
+  }),
+  "pasid-device-tlb": (): VtdScratchDescriptor<"pasid-device-tlb"> => ({
     type: "pasid-device-tlb",
     sid: 0,
     pfsid: 0,
@@ -192,7 +214,7 @@ const FRESH = {
     page: 0,
     size: false,
   }),
-  "page-group-response": (): Of<"page-group-response"> => ({
+  "page-group-response": (): VtdScratchDescriptor<"page-group-response"> => ({
     type: "page-group-response",
     pasidPresent: false,
     responseCode: 0,
@@ -209,15 +231,24 @@ const FRESH = {
  * nothing.
  */
 export class VtdDescriptorScratch {
-  readonly "context-cache": Of<"context-cache"> = FRESH["context-cache"]();
-  readonly iotlb: Of<"iotlb"> = FRESH.iotlb();
-  readonly "device-tlb": Of<"device-tlb"> = FRESH["device-tlb"]();
-  readonly "interrupt-entry-cache": Of<"interrupt-entry-cache"> = FRESH["interrupt-entry-cache"]();
-  readonly wait: Of<"wait"> = FRESH.wait();
-  readonly "pasid-iotlb": Of<"pasid-iotlb"> = FRESH["pasid-iotlb"]();
-  readonly "pasid-cache": Of<"pasid-cache"> = FRESH["pasid-cache"]();
-  readonly "pasid-device-tlb": Of<"pasid-device-tlb"> = FRESH["pasid-device-tlb"]();
-  readonly "page-group-response": Of<"page-group-response"> = FRESH["page-group-response"]();
+  /** Reused for context-cache invalidation descriptors (type 1). */
+  readonly "context-cache": VtdScratchDescriptor<"context-cache"> = FRESH["context-cache"]();
+  /** Reused for IOTLB invalidation descriptors (type 2). */
+  readonly iotlb: VtdScratchDescriptor<"iotlb"> = FRESH.iotlb();
+  /** Reused for device-TLB invalidation descriptors (type 3). */
+  readonly "device-tlb": VtdScratchDescriptor<"device-tlb"> = FRESH["device-tlb"]();
+  /** Reused for interrupt-entry-cache invalidation descriptors (type 4). */
+  readonly "interrupt-entry-cache": VtdScratchDescriptor<"interrupt-entry-cache"> = FRESH["interrupt-entry-cache"]();
+  /** Reused for invalidation-wait descriptors (type 5). */
+  readonly wait: VtdScratchDescriptor<"wait"> = FRESH.wait();
+  /** Reused for PASID-based IOTLB invalidation descriptors (type 6). */
+  readonly "pasid-iotlb": VtdScratchDescriptor<"pasid-iotlb"> = FRESH["pasid-iotlb"]();
+  /** Reused for PASID-cache invalidation descriptors (type 7). */
+  readonly "pasid-cache": VtdScratchDescriptor<"pasid-cache"> = FRESH["pasid-cache"]();
+  /** Reused for PASID-based device-TLB invalidation descriptors (type 8). */
+  readonly "pasid-device-tlb": VtdScratchDescriptor<"pasid-device-tlb"> = FRESH["pasid-device-tlb"]();
+  /** Reused for page group response descriptors (type 9). */
+  readonly "page-group-response": VtdScratchDescriptor<"page-group-response"> = FRESH["page-group-response"]();
 }
 
 const CONTEXT_GRANULARITY = ["global", "domain", "device"] as const;
@@ -228,13 +259,22 @@ const IOTLB_GRANULARITY = ["global", "domain", "page"] as const;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { decodeVtdDescriptor } from "./descriptors.ts";
  * const d = new Uint8Array(16);
  * const v = new DataView(d.buffer);
  * v.setUint32(0, 0x6 | (3 << 4) | (1 << 16), true); // PASID-IOTLB, page-selective, DID 1
  * v.setUint32(4, 5, true); // PASID 5
  * v.setUint32(8, 0x7f000000 | 9, true); // addr 0x7f000000, AM 9 (2 MiB)
- * console.log(decodeVtdDescriptor(d, 0, 16)); // { type: "pasid-iotlb", granularity: "page", did: 1, pasid: 5, page: 520192, am: 9, ih: false }
+ * assert.deepEqual(decodeVtdDescriptor(d, 0, 16), {
+ *   type: "pasid-iotlb",
+ *   granularity: "page",
+ *   did: 1,
+ *   pasid: 5,
+ *   page: 0x7f000,
+ *   am: 9,
+ *   ih: false,
+ * });
  * ```
  */
 export function decodeVtdDescriptor(

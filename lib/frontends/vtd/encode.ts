@@ -5,13 +5,14 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { vtdPasidIotlb } from "./encode.ts";
  * import { decodeVtdDescriptor } from "./descriptors.ts";
  * const [qw0, qw1] = vtdPasidIotlb(1, 5, { page: 0x7f000, am: 0 });
  * const bytes = new Uint8Array(16);
  * new DataView(bytes.buffer).setBigUint64(0, qw0, true);
  * new DataView(bytes.buffer).setBigUint64(8, qw1, true);
- * console.log(decodeVtdDescriptor(bytes, 0, 16).type); // pasid-iotlb
+ * assert.equal(decodeVtdDescriptor(bytes, 0, 16).type, "pasid-iotlb");
  * ```
  *
  * @module

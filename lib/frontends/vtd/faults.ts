@@ -3,17 +3,20 @@
  * (FRCD, 128 bits each) and the FSTS bits PPF, PFO and FRI, as the Linux driver reads them (`drivers/iommu/intel/
  * dmar.c` `dmar_fault`): FI (page address) in bits 63:12, SID 79:64, PP (PASID present) 95, FR (reason) 103:96,
  * PASID 123:104, T (1 = read) 126, F 127. The guest clears a record by writing 1 to F, and PFO by writing 1 to it.
- * A fault arriving while the record at FRI is still full sets PFO and is lost (counted), as on hardware.
+ * A fault arriving while the next record (the hardware pointer, circular) is still full sets PFO and is lost (counted), as on hardware.
  *
  * Sources: a shadowed domain's walk faults ({@linkcode vtdFaultFromWalk}: the pages the host left unmapped because
  * the guest's table was unusable), or a VMM's own DMA emulation.
  *
  * @example
  * ```ts
- * import { VtdFaultRecorder, VTD_FAULT_REASON } from "./faults.ts";
+ * import assert from "node:assert/strict";
+ * import { FSTS_FAULT, VtdFaultRecorder, VTD_FAULT_REASON } from "./faults.ts";
  * const rec = new VtdFaultRecorder(4);
  * rec.record({ sid: 0x18, address: 0x7f000000, read: false, reason: VTD_FAULT_REASON.WRITE_NOT_WRITABLE });
- * console.log(rec.fsts.toString(16), (rec.readFrcd(0, 3) >>> 31) & 1); // 2 1
+ * assert.equal(rec.fsts & 0xff, FSTS_FAULT.PPF); // a record is pending, none lost (no PFO)
+ * assert.equal((rec.readFrcd(0, 3) >>> 31) & 1, 1); // record 0 holds it: F (bit 127) set
+
  * ```
  *
  * @module
@@ -36,10 +39,13 @@ export const FSTS_FAULT = { PFO: 1 << 0, PPF: 1 << 1 } as const;
 export interface VtdFault {
   /** Requester id (bus/device/function) as the guest knows the device. */
   readonly sid: number;
+  /** The request's PASID; absent for a request without PASID (PP clear). */
   readonly pasid?: number;
   /** The faulting address (its page is recorded). */
   readonly address: number;
+  /** A read (T = 1) rather than a write. */
   readonly read: boolean;
+  /** Fault reason code (FR, bits 103:96), one of {@linkcode VTD_FAULT_REASON}. */
   readonly reason: number;
 }
 
@@ -47,10 +53,15 @@ export interface VtdFault {
 export class VtdFaultRecorder {
   /** Four 32-bit words per record. */
   readonly #records: Uint32Array;
+  /** Where the next fault is written (the hardware's internal pointer, circular over the records). */
+  #next = 0;
+  /** FSTS.FRI: the record the first pending fault went to when PPF was set (VT-d spec 11.4.9.2). */
   #fri = 0;
   #pfo = false;
+  /** Faults recorded, and faults lost because the next record was still full (PFO). */
   readonly telemetry = { recorded: 0, lost: 0 };
 
+  /** `count` fault recording registers (1..256, cap.NFR + 1); `hooks.interrupt` is called on every record or loss. */
   constructor(readonly count = 8, readonly hooks: { interrupt?(): void } = {}) {
     if (!Number.isInteger(count) || count < 1 || count > 256) throw new RangeError("1..256 fault recording registers");
     this.#records = new Uint32Array(count * 4);
@@ -83,9 +94,13 @@ export class VtdFaultRecorder {
     if (index >= 0 && index < this.count && dword === 3 && (value >>> 31) === 1) this.#records[index * 4 + 3] = 0;
   }
 
-  /** Record a fault; false when it was lost (the record at FRI still full: PFO). */
+  /**
+   * Record a fault; false when it was lost (the next record still full: PFO). FRI names the oldest pending record,
+   * where Linux's `dmar_fault` starts reading (it stops at the first record whose F is clear), so it moves only when
+   * no fault was pending.
+   */
   record(f: VtdFault): boolean {
-    const i = this.#fri;
+    const i = this.#next;
     if (this.#full(i)) {
       this.#pfo = true;
       this.telemetry.lost++;
@@ -98,7 +113,10 @@ export class VtdFaultRecorder {
     r[i * 4 + 1] = Math.floor(page / 0x10_0000) >>> 0;
     r[i * 4 + 2] = ((f.sid & 0xffff) | (f.pasid !== undefined ? 1 << 31 : 0)) >>> 0;
     r[i * 4 + 3] = ((f.reason & 0xff) | (((f.pasid ?? 0) & 0xfffff) << 8) | (f.read ? 1 << 30 : 0) | (1 << 31)) >>> 0;
-    this.#fri = (i + 1) % this.count;
+    let pending = false;
+    for (let k = 0; k < this.count && !pending; k++) pending = k !== i && this.#full(k);
+    if (!pending) this.#fri = i;
+    this.#next = (i + 1) % this.count;
     this.telemetry.recorded++;
     this.hooks.interrupt?.();
     return true;

@@ -10,9 +10,12 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { decodeVtdPasidEntry, encodeVtdPasidEntry } from "./pasid.ts";
  * const entry = encodeVtdPasidEntry({ did: 2, firstStagePage: 0x300, addressWidth: 48 });
- * console.log(decodeVtdPasidEntry(entry, 0)); // { present: true, translation: "first-stage", did: 2, ... }
+ * const decoded = decodeVtdPasidEntry(entry, 0);
+ * assert.ok(decoded.present && decoded.translation === "first-stage");
+ * assert.equal(decoded.did, 2);
  * ```
  *
  * @module
@@ -58,7 +61,9 @@ export type VtdPasidEntry =
 
 /** A guest PASID structure the VMM cannot use. */
 export class VtdPasidEntryError extends Error {
+  /** Always `"VtdPasidEntryError"`. */
   override name = "VtdPasidEntryError";
+  /** The message is `<reason>: <detail>`. */
   constructor(
     readonly reason: "reserved-pgtt" | "reserved-flpm" | "no-first-stage-table" | "pasid-out-of-range" | "unreadable",
     detail: string,

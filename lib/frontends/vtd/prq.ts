@@ -22,7 +22,7 @@ import {
   type RefusedResponse,
 } from "../page_requests.ts";
 
-export { HOST_RESPONSE, type HostResponder, type RefusedResponse };
+export { HOST_RESPONSE, type HostResponder, type PageRequestTelemetry, type RefusedResponse };
 
 /**
  * A page request the unit could not write to the guest's queue: the queue's base (PQA) is not guest RAM, or it was
@@ -30,7 +30,9 @@ export { HOST_RESPONSE, type HostResponder, type RefusedResponse };
  * the `fault` hook; as on hardware, the guest sees nothing more than a request that never arrived.
  */
 export class VtdPageRequestQueueError extends Error {
+  /** Always `"VtdPageRequestQueueError"`. */
   override name = "VtdPageRequestQueueError";
+  /** `gpa` is where the descriptor would have been written. */
   constructor(readonly reason: "queue-not-guest-ram", readonly gpa: number, detail: string) {
     super(`${reason}: page request descriptor at 0x${gpa.toString(16)}: ${detail}`);
   }
@@ -41,16 +43,23 @@ export const PRS = { PPR: 1, PRO: 2 } as const;
 
 /** A host fault to deliver (from an iommufd fault queue record). */
 export interface HostPageFault {
+  /** Requester id (bus/device/function) of the device as the guest knows it. */
   readonly rid: number;
   /** Absent: a request without PASID. */
   readonly pasid?: number;
   /** The faulting 4 KiB page. */
   readonly page: number;
+  /** Read access requested. */
   readonly read: boolean;
+  /** Write access requested. */
   readonly write: boolean;
+  /** Execute access requested. */
   readonly exec: boolean;
+  /** Privileged (supervisor) access requested. */
   readonly priv: boolean;
+  /** Last request of its page request group (LPIG): the one the guest answers. */
   readonly lastInGroup: boolean;
+  /** Page request group index (PRGI). */
   readonly grpid: number;
   /** The host's cookie, quoted back in the response. */
   readonly cookie: number;
@@ -64,6 +73,7 @@ export type PrqTelemetry = PageRequestTelemetry;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { VtdPageRequestQueue } from "./prq.ts";
  * const ram = new Uint8Array(1 << 16);
  * const memory = { read: (a: number, n: number) => ram.slice(a, a + n), write: (a: number, b: Uint8Array) => ram.set(b, a) };
@@ -71,19 +81,25 @@ export type PrqTelemetry = PageRequestTelemetry;
  * const prq = new VtdPageRequestQueue(memory, (cookie, code) => answers.push([cookie, code]));
  * prq.writePqa(0x2000); // one 4 KiB page: 128 descriptors
  * prq.deliver({ rid: 0x10, pasid: 5, page: 0x7f000, read: true, write: false, exec: false, priv: false, lastInGroup: true, grpid: 3, cookie: 77 });
- * console.log(prq.pqt, prq.prs); // 32 1
+ * assert.equal(prq.pqt, 32);
+ * assert.equal(prq.prs, 1);
  * ```
  */
 export class VtdPageRequestQueue {
+  /** Queue base (guest-physical, 4 KiB aligned), from PQA. */
   base = 0;
+  /** Queue size in 32-byte descriptors, from PQA.PQS (`2^PQS` pages). */
   entries = 128;
   /** PQH (guest-owned) and PQT (ours), byte offsets. */
   pqh = 0;
+  /** Page request queue tail: byte offset of the next descriptor the unit writes. */
   pqt = 0;
+  /** Page request status register: PPR (pending) and PRO (overflow) bits, write 1 to clear; see {@linkcode PRS}. */
   prs = 0;
   /** Pending groups by rid/pasid/grpid: only a group's last request (LPIG) is answered. */
   readonly #groups: PageRequestTracker;
 
+  /** A queue writing to `memory`; host faults it does not deliver or the guest answers go back through `respond`. */
   constructor(
     readonly memory: GuestMemory,
     readonly respond: HostResponder,

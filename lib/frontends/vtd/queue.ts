@@ -24,7 +24,9 @@ export const FSTS = { IQE: 1 << 4, ICE: 1 << 5, ITE: 1 << 6 } as const;
 
 /** Guest-physical memory, bounds-checked by the VMM (throw for anything outside guest RAM). */
 export interface GuestMemory {
+  /** `length` bytes at `gpa`; throws outside guest RAM. */
   read(gpa: number, length: number): Uint8Array;
+  /** Write `bytes` at `gpa` (wait descriptors' status writes); throws outside guest RAM. */
   write(gpa: number, bytes: Uint8Array): void;
   /** Copy `out.length` bytes at `gpa` into `out` (optional: lets a doorbell read descriptors without allocating). */
   readInto?(gpa: number, out: Uint8Array): void;
@@ -70,13 +72,15 @@ export interface VtdQueueOptions {
   readonly maxWaitsPerDrain?: number;
 }
 
-type DescriptorType = VtdDescriptor["type"];
+/** The type names of VT-d invalidation-queue descriptors, as {@linkcode VtdDescriptor} tags them. */
+export type VtdDescriptorType = VtdDescriptor["type"];
 
 /** Counters of the queue model, readable at any time. */
 export interface VtdQueueTelemetry {
+  /** IQT writes that moved the tail (each processes the queue up to it). */
   doorbells: number;
   /** Descriptors consumed, by type (whether forwarded, handed to a hook, or neither). */
-  readonly byType: Record<DescriptorType, number>;
+  readonly byType: Record<VtdDescriptorType, number>;
   /** PASID-granular descriptors for a RID_PASID, relayed as the device's no-PASID ("rid") translation. */
   ridPasid: number;
   /** Global invalidations that reached no domain (no router, no `domains` hook, nothing known). */
@@ -102,7 +106,7 @@ export interface DoorbellResult {
   readonly error?: { readonly index: number; readonly reason: string };
 }
 
-const DESCRIPTOR_TYPES: readonly DescriptorType[] = [
+const DESCRIPTOR_TYPES: readonly VtdDescriptorType[] = [
   "context-cache",
   "iotlb",
   "device-tlb",
@@ -119,6 +123,7 @@ const DESCRIPTOR_TYPES: readonly DescriptorType[] = [
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { VtdInvalidationQueue } from "./queue.ts";
  * import { RelayQueue } from "../../relay/queue.ts";
  * import { ModelHost } from "../../host/model.ts";
@@ -132,22 +137,27 @@ const DESCRIPTOR_TYPES: readonly DescriptorType[] = [
  * const d = new DataView(ram.buffer, 0x1000);
  * d.setUint32(0, 0x6 | (2 << 4) | (1 << 16), true); d.setUint32(4, 5, true); // PASID-IOTLB: all of PASID 5, DID 1
  * d.setUint32(16, 0x5 | (1 << 5), true); d.setUint32(20, 0xcafe, true); d.setUint32(24, 0x8000, true); // wait + status
- * console.log(qi.writeIqt(2 * 16), new DataView(ram.buffer).getUint32(0x8000, true).toString(16)); // { processed: 2, waitsCompleted: 1 } cafe
+ * assert.deepEqual(qi.writeIqt(2 * 16), { processed: 2, waitsCompleted: 1 });
+ * assert.equal(new DataView(ram.buffer).getUint32(0x8000, true), 0xcafe);
  * ```
  */
 export class VtdInvalidationQueue {
   /** Queue base (guest-physical), descriptor size and entries, from IQA. */
   base = 0;
+  /** Bytes per descriptor: 32 when IQA.DW (bit 11) is set, else 16. */
   descriptorSize: 16 | 32 = 16;
+  /** Queue size in descriptors, from IQA.QS (`2^QS` pages). */
   entries = 256;
   /** IQH and IQT as byte offsets, as the registers hold them. */
   iqh = 0;
+  /** Invalidation queue tail: byte offset past the last descriptor the guest wrote. */
   iqt = 0;
   /** Fault status bits owned by the queue (IQE, ICE, ITE). */
   fsts = 0;
+  /** Counters, readable at any time. */
   readonly telemetry: VtdQueueTelemetry = {
     doorbells: 0,
-    byType: Object.fromEntries(DESCRIPTOR_TYPES.map((t) => [t, 0])) as Record<DescriptorType, number>,
+    byType: Object.fromEntries(DESCRIPTOR_TYPES.map((t) => [t, 0])) as Record<VtdDescriptorType, number>,
     ridPasid: 0,
     globalUnrouted: 0,
     errors: { guest: 0, host: 0, refused: 0 },
@@ -159,6 +169,7 @@ export class VtdInvalidationQueue {
   /** Why the last IQA write cannot be used (reserved bits, not a register value), or "". */
   #iqaInvalid = "";
 
+  /** A queue reading descriptors from `memory` and relaying the requests to `sink`; `hooks` take what is not forwarded. */
   constructor(
     readonly memory: GuestMemory,
     readonly sink: RelaySink,

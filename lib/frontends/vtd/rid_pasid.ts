@@ -11,12 +11,16 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { VTD_RID_PASID_ZERO, VtdRidPasidTable } from "./rid_pasid.ts";
- * console.log(VTD_RID_PASID_ZERO.route(3, 0), VTD_RID_PASID_ZERO.route(3, 5)); // rid pasid
+ * assert.equal(VTD_RID_PASID_ZERO.route(3, 0), "rid");
+ * assert.equal(VTD_RID_PASID_ZERO.route(3, 5), "pasid");
  * const rps = new VtdRidPasidTable();
  * rps.assign(0x10, 3, 7); // device 00:02.0 in domain 3 uses PASID 7 as its RID_PASID
  * rps.assign(0x18, 3, 0);
- * console.log(rps.route(3, 7), rps.route(3, 0), rps.route(3, 9)); // rid-and-pasid rid-and-pasid pasid
+ * assert.equal(rps.route(3, 7), "rid-and-pasid");
+ * assert.equal(rps.route(3, 0), "rid-and-pasid");
+ * assert.equal(rps.route(3, 9), "pasid");
  * ```
  *
  * @module

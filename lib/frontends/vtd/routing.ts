@@ -13,6 +13,7 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { VtdDomainRouter } from "./routing.ts";
  * import { RelayQueue } from "../../relay/queue.ts";
  * import { ModelHost } from "../../host/model.ts";
@@ -25,7 +26,10 @@
  * router.assign(3, relay);
  * router.submit({ op: "invalidate", domain: 3, scope: { kind: "range", firstPage: 0xfffdf, pages: 1 }, noPasid: true });
  * router.submit({ op: "invalidate", domain: 5, scope: { kind: "all" }, noPasid: true }); // an emulated device's domain
- * console.log(router.drain().failures.length, host.covered(nvme, 0xfffdf), emulated, router.telemetry.emulated); // 0 true [ 5 ] 1
+ * assert.equal(router.drain().failures.length, 0);
+ * assert.equal(host.covered(nvme, 0xfffdf), true);
+ * assert.deepEqual(emulated, [5]);
+ * assert.equal(router.telemetry.emulated, 1);
  * ```
  *
  * @module
@@ -36,6 +40,7 @@ import type { RelaySink } from "../window.ts";
 
 /** A VT-d global invalidation (IOTLB or PASID-cache, global granularity): every domain of the unit. */
 export interface EveryDomainInvalidation {
+  /** Discriminant: reaches every domain of the unit, assigned or emulated. */
   readonly op: "invalidate-every-domain";
   /** Only the no-PASID translations (a global IOTLB invalidation); false: every PASID too. */
   readonly noPasid: boolean;
@@ -76,6 +81,7 @@ const EIO = 5;
 
 /** Routes one VT-d unit's requests to per-domain sinks and the emulated-domains hook. */
 export class VtdDomainRouter implements RelaySink {
+  /** Counters, readable at any time. */
   readonly telemetry: VtdRouterTelemetry = { assigned: 0, emulated: 0, refused: 0 };
   readonly #byDomain = new Map<number, SinkRecord>();
   /** Distinct sinks, in assignment order. */
@@ -91,6 +97,7 @@ export class VtdDomainRouter implements RelaySink {
   readonly #every = { op: "invalidate-every-domain" as const, noPasid: true };
   #seq = 0;
 
+  /** A router with no domain assigned yet; requests for unassigned domains go to `emulated`. */
   constructor(readonly emulated: EmulatedDomains) {}
 
   /** Serve guest domain `did` with `sink` (an assigned device's plugin, or a relay queue). Replaces an earlier sink. */
@@ -171,6 +178,7 @@ export class VtdDomainRouter implements RelaySink {
     }
   }
 
+  /** Drain every sink and merge their reports, in sequence numbers of this router. */
   drain(): DrainReport {
     return this.drainInto(this.#outcome).toReport();
   }

@@ -16,8 +16,13 @@ import { ModelHost } from "../../../lib/host/model.ts";
 
 const QBASE = 0x40_0000, MSI = 0x8000, RAM = 8 << 20;
 
-function setup(log2size = 6, options: SmmuQueueOptions = {}, sink?: (relay: RelayQueue) => RelaySink) {
-  const ram = new Uint8Array(RAM);
+function setup(
+  log2size = 6,
+  options: SmmuQueueOptions = {},
+  sink?: (relay: RelayQueue) => RelaySink,
+  qbase = QBASE,
+) {
+  const ram = new Uint8Array(Math.max(RAM, qbase + (16 << log2size)));
   const memory = {
     read: (a: number, n: number) => {
       if (a + n > ram.length) throw new RangeError("outside guest RAM");
@@ -43,10 +48,10 @@ function setup(log2size = 6, options: SmmuQueueOptions = {}, sink?: (relay: Rela
   };
   const cmdq = self.cmdq = new SmmuCommandQueue(memory, sink ? sink(relay) : relay, hooks, options);
   // As Linux writes it: RA (bit 62) | address | LOG2SIZE, one 64-bit write.
-  assert.equal(cmdq.writeBase((1n << 62n) | BigInt(QBASE) | BigInt(log2size)), true);
+  assert.equal(cmdq.writeBase((1n << 62n) | BigInt(qbase) | BigInt(log2size)), true);
   const entries = 1 << log2size;
   let prod = 0;
-  const slotOf = (p: number) => QBASE + (p % entries) * 16;
+  const slotOf = (p: number) => qbase + (p % entries) * 16;
   const put = (w0: bigint, w1: bigint) => {
     const v = new DataView(ram.buffer, slotOf(prod), 16);
     v.setBigUint64(0, w0, true);
@@ -191,6 +196,35 @@ Deno.test("smmuv3 cmdq: 70,000 CMD_SYNCs in one PROD write are processed whole, 
   t.sync(2);
   assert.deepEqual(t.cmdq.writeProd(t.prod()), { processed: 101, syncsCompleted: 1 });
   assert.ok(t.host.covered(t.vsmmu, 99, 7));
+});
+
+Deno.test("smmuv3 cmdq: a full 2^19-entry queue (Linux's largest) in one PROD write, across the wrap, then the next write", () => {
+  const t = setup(19, {}, undefined, 8 << 20);
+  for (let i = 0; i < 100; i++) t.sync(0);
+  assert.equal(t.cmdq.writeProd(t.prod()).processed, 100);
+  // Every slot: TLBI_NH_VA + CMD_SYNC pairs, PROD a whole queue ahead of CONS (index equal, wrap bit flipped).
+  for (let i = 0; i < t.entries / 2; i++) t.tlbi(i), t.sync(0);
+  assert.equal(t.prod(), (100 + t.entries) % (2 * t.entries));
+  const r = t.cmdq.writeProd(t.prod());
+  assert.equal(r.error, undefined);
+  assert.deepEqual([r.processed, r.syncsCompleted], [t.entries, t.entries / 2]);
+  assert.equal(t.cmdq.cons, t.prod());
+  assert.ok(t.host.covered(t.vsmmu, t.entries / 2 - 1, 7));
+  t.tlbi(1), t.sync(2);
+  assert.deepEqual(t.cmdq.writeProd(t.prod()), { processed: 2, syncsCompleted: 1 });
+});
+
+Deno.test("smmuv3 cmdq: a PROD more than the queue's size ahead of CONS is not taken (no CERROR); a good PROD then is", () => {
+  const t = setup(4);
+  t.tlbi(1), t.sync(2);
+  // 17 ahead in a 16-entry queue: over-full. CERROR_ILL would make Linux skip the good TLBI at CONS.
+  const r = t.cmdq.writeProd(17);
+  assert.equal(r.processed, 0);
+  assert.match(r.error?.reason ?? "", /beyond the queue/);
+  assert.equal(t.cmdq.cons, 0);
+  assert.equal(t.cmdq.gerror, 0, "no CMDQ_ERR: the guest's commands are fine, its register value is not");
+  assert.deepEqual(t.cmdq.writeProd(t.prod()), { processed: 2, syncsCompleted: 1 });
+  assert.ok(t.host.covered(t.vsmmu, 1, 7));
 });
 
 Deno.test("smmuv3 cmdq: CMD_SYNC completes in every CS form, CONS past it when it signals; MSI data lands", () => {

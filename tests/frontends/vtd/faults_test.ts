@@ -25,7 +25,7 @@ Deno.test("vtd faults: FRCD fields where dmar_fault reads them; FRI advances; W1
     [6, 0x12345, 1, 1],
     "FR, PASID, T, F",
   );
-  assert.equal(rec.fsts, FSTS_FAULT.PPF | (1 << 8), "PPF, FRI = 1");
+  assert.equal(rec.fsts, FSTS_FAULT.PPF, "PPF, FRI = 0: the oldest pending record, where Linux's dmar_fault starts");
   assert.ok(rec.record({ sid: 0x19, address: 0, read: false, reason: 5 }));
   assert.equal(rec.record({ sid: 0x1a, address: 0, read: false, reason: 5 }), false, "record 0 still full: lost");
   assert.equal(rec.fsts & FSTS_FAULT.PFO, FSTS_FAULT.PFO);
@@ -59,4 +59,26 @@ Deno.test("vtd faults: a shadowed guest's unusable table entries become primary 
   assert.equal(rec.telemetry.recorded, 2);
   const reasons = [0, 1].map((i) => rec.readFrcd(i, 3) & 0xff).toSorted((a, b) => a - b);
   assert.deepEqual(reasons, [VTD_FAULT_REASON.PAGING_ENTRY_ACCESS, VTD_FAULT_REASON.RESERVED_IN_PAGING_ENTRY]);
+});
+
+Deno.test("vtd faults: Linux's dmar_fault, reading from FRI until a clear record, sees every fault, across the wrap", () => {
+  const rec = new VtdFaultRecorder(4);
+  /** drivers/iommu/intel/dmar.c dmar_fault: start at FSTS.FRI, handle and clear records while F is set. */
+  const linuxHandler = (): number[] => {
+    const seen: number[] = [];
+    if (!(rec.fsts & FSTS_FAULT.PPF)) return seen;
+    let index = (rec.fsts >>> 8) & 0xff;
+    while (rec.readFrcd(index, 3) >>> 31) {
+      seen.push(rec.readFrcd(index, 2) & 0xffff);
+      rec.writeFrcd(index, 3, 1 << 31);
+      index = (index + 1) % rec.count;
+    }
+    return seen;
+  };
+  const fault = (sid: number) => assert.ok(rec.record({ sid, address: 0, read: true, reason: 6 }));
+  fault(1), fault(2), fault(3);
+  assert.deepEqual(linuxHandler(), [1, 2, 3]);
+  fault(4), fault(5); // records 3 and 0: the hardware pointer wraps
+  assert.deepEqual(linuxHandler(), [4, 5], "FRI names record 3, the first pending one");
+  assert.equal(rec.fsts & FSTS_FAULT.PPF, 0);
 });

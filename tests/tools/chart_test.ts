@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { renderBarChart } from "../tools/chart.ts";
+import { renderBarChart } from "../../tools/chart.ts";
 
 Deno.test("chart: one bar per (group, series), scaled to the largest value, text escaped", () => {
   const svg = renderBarChart({

@@ -2,10 +2,10 @@
 // queue model slot by slot, one PROD write per recorded doorbell. The checks decode the recording's raw words here,
 // per the SMMUv3 command layouts, independently of the front end's decoder.
 import assert from "node:assert/strict";
-import { CmdqReplayRig, parseCmdqRecording } from "../../../lib/testing/cmdq_replay.ts";
-import { readRecordingText } from "../../../lib/testing/recordings.ts";
+import { CmdqReplayRig, parseCmdqRecording } from "../../lib/testing/cmdq_replay.ts";
+import { readRecordingText } from "../../lib/testing/recordings.ts";
 
-const FIXTURES = new URL("../../fixtures/traces/", import.meta.url);
+const FIXTURES = new URL("../fixtures/traces/", import.meta.url);
 
 /** A command's fields straight from its words (SMMUv3: opcode 7:0; TLBI ASID 63:48, NUM 16:12, SCALE 24:20, TG w1 11:10). */
 function independent(w0: bigint, w1: bigint) {

@@ -2,8 +2,8 @@
 // typed errors may come out, no input may take longer than a second, and memory must stay bounded. IOMMU_RELAY_SEED
 // replays; `deno task fuzz` runs the same targets much longer.
 import assert from "node:assert/strict";
-import { fuzz } from "../lib/testing/fuzz.ts";
-import { fuzzTargets } from "./fuzz_targets.ts";
+import { fuzz } from "../../lib/testing/fuzz.ts";
+import { fuzzTargets } from "../fuzz_targets.ts";
 
 const BUDGET = 1_100_000;
 
