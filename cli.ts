@@ -23,7 +23,7 @@ import { BrokerClient, BrokerError, type RemoteDevice } from "./lib/broker/clien
 import { RelayQueue } from "./lib/relay/queue.ts";
 import { ModelHost } from "./lib/host/model.ts";
 import { type DeviceSource, RelayHost, type RelayPlugin, relayPlugin } from "./lib/plugin/plugin.ts";
-import { serveBroker } from "./lib/broker/server.ts";
+import { Broker, type BrokerLimits, type ListenerScope } from "./lib/broker/server.ts";
 import { errnoName, HwptAllocFlags, HwptDataType, IommuHwptVtdS1, UapiError } from "./lib/uapi/mod.ts";
 
 const HELP: Record<string, string> = {
@@ -53,13 +53,27 @@ Binds the VFIO cdev to a fresh iommufd and prints IOMMU_GET_HW_INFO decoded.`,
   probe: `usage: cli.ts probe <cdev> [--iommu /dev/iommu] [--json]
 
 Tries a nesting-parent HWPT and a nested VT-d stage-1 HWPT (never attached) and the zero-entry invalidation probe.`,
-  serve: `usage: cli.ts serve --socket <path> [--in-process] [--iommu /dev/iommu] [--device NAME=DOMAIN:KIND]...
+  serve:
+    `usage: cli.ts serve (--socket <path> | --listen PATH:DOMAINS:DEVICES[:MODE]...) [--in-process] [--iommu /dev/iommu]
+       [--iommufd-fd N] [--device NAME=DOMAIN:KIND]... [--max-connections N] [--max-devices N] [--max-pending N]
+       [--handshake-ms N] [--idle-ms N] [--stall-ms N]
 
 Privilege separation: this process holds the FFI and the device fds; a VMM's plugin talks to it over the socket
 (2017-format invalidation records, see lib/broker/protocol.ts) and needs no FFI permission. --in-process serves
 iommu-relay's in-process host instead of the kernel. --device creates a named device the broker owns until it stops,
 which bind-pasid / invalidate / unbind-pasid (any process) address by name; KIND is \`model\` (with --in-process),
-\`mock\` (the kernel's selftest mock) or a VFIO cdev path (granted read and write). Stops on SIGINT/SIGTERM.`,
+\`mock\` (the kernel's selftest mock), a VFIO cdev path (granted read and write), or \`fd:M\`: a VFIO cdev the parent
+handed in open as fd M. --iommufd-fd N takes the iommufd the parent opened as fd N (as QEMU's
+\`-object iommufd,fd=N\`), so a sandboxed broker opens no device path at all; the shim checks each with fstat.
+
+--socket serves every guest domain no named device is in, and every named device. --listen gives one socket per VMM:
+DOMAINS is what its clients may attach devices in (\`1,2,5-7\`, or \`-\` for none), DEVICES the named devices they
+may open (\`gpu,nic\`, or \`-\`), MODE the socket's file mode (octal, default 0600): the OS-level ACL. A guest domain
+belongs to one connection at a time. Caps (typed errors to the client): connections (default 64), devices per
+connection (16), invalidations pending per connection before a SYNC (4096). A connection is closed when its first
+frame takes over --handshake-ms (10000), when it holds no device and sends nothing for --idle-ms (60000), or when it
+does not read its answers for --stall-ms (10000). SIGUSR1 prints the broker's counters, heap and fd count as one JSON
+line (after a GC when run with --v8-flags=--expose-gc). Stops on SIGINT/SIGTERM.`,
   "bind-pasid": `usage: cli.ts bind-pasid --socket <path> --device NAME --pasid N|rid --table FORMAT:VALUE [--json]
 
 FORMAT:VALUE is vtd-s1:<table address>[:48|57] or selftest:<IOTLB value>. The binding lives in the broker, so it
@@ -99,6 +113,14 @@ const { values, positionals } = parseArgs({
     range: { type: "string" },
     table: { type: "string" },
     leaf: { type: "boolean", default: false },
+    listen: { type: "string", multiple: true, default: [] },
+    "iommufd-fd": { type: "string" },
+    "max-connections": { type: "string" },
+    "max-devices": { type: "string" },
+    "max-pending": { type: "string" },
+    "handshake-ms": { type: "string" },
+    "idle-ms": { type: "string" },
+    "stall-ms": { type: "string" },
   },
 });
 const [command = "", ...rest] = positionals;
@@ -182,6 +204,51 @@ async function openRemote(): Promise<{ client: BrokerClient; device: RemoteDevic
     await client[Symbol.asyncDispose]();
     throw e;
   }
+}
+
+/** The sockets `serve` listens on: `--socket` (everything) or each `--listen PATH:DOMAINS:DEVICES[:MODE]`. */
+function listenArgs(): { path: string; scope: Required<ListenerScope>; mode?: number }[] {
+  const out: { path: string; scope: Required<ListenerScope>; mode?: number }[] = [];
+  if (values.socket) out.push({ path: values.socket, scope: { domains: "any", devices: "all" } });
+  for (const spec of values.listen) {
+    const m = /^(\/[^:\0]+):([0-9,-]+|-):([A-Za-z0-9_.,-]+|-)(?::([0-7]{3,4}))?$/.exec(spec);
+    if (!m) throw new CliError(`--listen takes PATH:DOMAINS:DEVICES[:MODE], not '${spec}'\n${HELP.serve}`, 2);
+    const [, path, domainList, deviceList, mode] = m;
+    const domains = new Set<number>();
+    if (domainList !== "-") {
+      for (const part of domainList.split(",")) {
+        const r = /^([0-9]+)(?:-([0-9]+))?$/.exec(part);
+        if (!r) throw new CliError(`--listen ${path}: '${part}' is not a domain or a range of domains`, 2);
+        const first = number(r[1], "--listen domain"), last = number(r[2] ?? r[1], "--listen domain");
+        if (last < first || last - first >= 65_536) throw new CliError(`--listen ${path}: bad range '${part}'`, 2);
+        for (let d = first; d <= last; d++) domains.add(d);
+      }
+    }
+    const devices = deviceList === "-" ? [] : deviceList.split(",");
+    out.push({ path, scope: { domains, devices }, mode: Number.parseInt(mode ?? "600", 8) });
+  }
+  if (!out.length) throw new CliError(`serve needs --socket <path> or --listen\n${HELP.serve}`, 2);
+  if (new Set(out.map((l) => l.path)).size !== out.length) throw new CliError("serve: a socket given twice", 2);
+  return out;
+}
+
+function limitArgs(): BrokerLimits {
+  const n = (flag: keyof typeof values) => {
+    const v = values[flag];
+    if (typeof v !== "string") return undefined;
+    const x = number(v, `--${flag}`);
+    if (x < 1) throw new CliError(`--${flag} must be at least 1`, 2);
+    return x;
+  };
+  const limits: Record<string, number | undefined> = {
+    maxConnections: n("max-connections"),
+    maxDevicesPerConnection: n("max-devices"),
+    maxPendingPerConnection: n("max-pending"),
+    handshakeMs: n("handshake-ms"),
+    idleMs: n("idle-ms"),
+    stallMs: n("stall-ms"),
+  };
+  return Object.fromEntries(Object.entries(limits).filter(([, v]) => v !== undefined)) as BrokerLimits;
 }
 
 async function shim(): Promise<NativeShim> {
@@ -397,20 +464,37 @@ async function main(): Promise<void> {
       return;
     }
     case "serve": {
-      const path = values.socket;
-      if (!path) throw new CliError(`serve needs --socket <path>\n${HELP.serve}`, 2);
+      const listens = listenArgs();
       let host: RelayHost;
       let s: NativeShim | undefined;
+      const iommufdFd = values["iommufd-fd"] === undefined ? undefined : number(values["iommufd-fd"], "--iommufd-fd");
       if (values["in-process"]) host = RelayHost.inProcess();
-      else {
+      else if (iommufdFd !== undefined) {
+        // Handed in by the parent, already open: no device path is opened (or needs a grant).
+        s = await shim();
+        try {
+          host = RelayHost.kernel(s, { fd: iommufdFd });
+        } catch (e) {
+          s[Symbol.dispose]();
+          throw e;
+        }
+      } else {
         await requireGrant(values.iommu);
         s = await shim();
         host = RelayHost.kernel(s, { path: values.iommu });
       }
-      try {
-        await Deno.remove(path);
-      } catch { /* no stale socket */ }
       const named = new Map<string, RelayPlugin>();
+      const listeners: Deno.Listener[] = [];
+      const release = () => {
+        for (const l of listeners) {
+          try {
+            l.close();
+          } catch { /* closed */ }
+        }
+        for (const p of named.values()) p[Symbol.dispose]();
+        host[Symbol.dispose]();
+        s?.[Symbol.dispose]();
+      };
       try {
         for (const spec of values.device) {
           const m = /^([A-Za-z0-9_.-]{1,64})=([0-9]+):(.+)$/.exec(spec);
@@ -420,28 +504,53 @@ async function main(): Promise<void> {
           let device: DeviceSource;
           if (kind === "model") device = { kind: "model" };
           else if (kind === "mock") device = { kind: "mock", pasid: true };
+          else if (kind.startsWith("fd:")) device = { kind: "vfio-fd", fd: number(kind.slice(3), "--device fd") };
           else {
             await requireGrant(kind);
             device = { kind: "vfio", path: kind };
           }
           named.set(name, relayPlugin.create(host, { domain: number(domain, "--device domain"), device }));
         }
+        for (const l of listens) {
+          const unknown = l.scope.devices === "all" ? [] : [...l.scope.devices].filter((n) => !named.has(n));
+          if (unknown.length) throw new CliError(`--listen ${l.path}: no --device named ${unknown.join(", ")}`, 2);
+          try {
+            await Deno.remove(l.path);
+          } catch { /* no stale socket */ }
+          const listener = Deno.listen({ transport: "unix", path: l.path });
+          listeners.push(listener);
+          // Created with the process's umask; narrowed before the first accept().
+          if (l.mode !== undefined) await Deno.chmod(l.path, l.mode);
+        }
       } catch (e) {
-        for (const p of named.values()) p[Symbol.dispose]();
-        host[Symbol.dispose]();
-        s?.[Symbol.dispose]();
+        release();
         throw e;
       }
-      const listener = Deno.listen({ transport: "unix", path });
-      const stop = () => listener.close();
+      const broker = new Broker(host, { named, limits: limitArgs() });
+      const stop = () => {
+        for (const l of listeners) {
+          try {
+            l.close();
+          } catch { /* closed */ }
+        }
+      };
       Deno.addSignalListener("SIGTERM", stop);
       Deno.addSignalListener("SIGINT", stop);
-      console.log(`listening on ${path}`);
+      const report = () => {
+        (globalThis as { gc?: () => void }).gc?.();
+        let fds = -1;
+        try {
+          fds = [...Deno.readDirSync(`/proc/${Deno.pid}/fd`)].length;
+        } catch { /* not granted: -1 */ }
+        console.log(`stats ${JSON.stringify({ ...broker.stats, heapUsed: Deno.memoryUsage().heapUsed, fds })}`);
+      };
+      Deno.addSignalListener("SIGUSR1", report);
+      for (const l of listens) console.log(`listening on ${l.path}`);
       if (named.size) console.log(`devices: ${[...named.keys()].join(", ")}`);
-      const stats = await serveBroker(listener, host, undefined, named);
-      for (const p of named.values()) p[Symbol.dispose]();
-      host[Symbol.dispose]();
-      s?.[Symbol.dispose]();
+      await Promise.all(listeners.map((listener, i) => broker.serve(listener, listens[i].scope)));
+      Deno.removeSignalListener("SIGUSR1", report);
+      release();
+      const stats = broker.stats;
       console.log(`broker: ${stats.connections} connections, ${stats.frames} frames, ${stats.errors} refused`);
       return;
     }

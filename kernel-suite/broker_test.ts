@@ -41,7 +41,7 @@ kernelTest(
       }
       assert.deepEqual(
         await dev.sync(),
-        { ok: true, firstFailedRequest: 0, failures: 0, hostIoctls: 1 },
+        { ok: true, firstFailedRequest: 0, failures: 0, hostIoctls: 1, firstErrno: 0 },
         "one real ioctl",
       );
       // A VT-d table is refused by the mock IOMMU, and the broker says so.
@@ -104,6 +104,68 @@ kernelTest(
       assert.equal(after.hostIoctls, 0, "nothing bound any more");
     } finally {
       await broker.stop();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
+
+kernelTest(
+  "broker (kernel): a parent opens /dev/iommu as fd 3; the broker adopts it (--iommufd-fd 3) and opens no device path",
+  ["selftest-pasid"],
+  async () => {
+    const dir = await Deno.makeTempDir();
+    const sock = `${dir}/relay.sock`;
+    // Granted the shim and the socket's folder only: no read or write of /dev/iommu, so only the handed-in fd works.
+    const child = new Deno.Command("sh", {
+      args: [
+        "-c",
+        `exec 3<>/dev/iommu; exec "$0" "$@"`,
+        Deno.execPath(),
+        "run",
+        "--no-check",
+        "--no-lock",
+        "--quiet",
+        "--no-prompt",
+        `--allow-ffi=${shim.path}`,
+        "--allow-env=IOMMU_RELAY_SHIM",
+        `--allow-read=${dir}`,
+        `--allow-write=${dir}`,
+        `--allow-net=unix:${sock}`,
+        cli,
+        "serve",
+        "--socket",
+        sock,
+        "--iommufd-fd",
+        "3",
+      ],
+      env: { IOMMU_RELAY_SHIM: shim.path, NO_COLOR: "1" },
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    try {
+      let seen = "";
+      while (!seen.includes("listening on")) {
+        const { value, done } = await reader.read();
+        if (done) throw new Error(`the broker exited: ${seen} ${await new Response(child.stderr).text()}`);
+        seen += value;
+      }
+      await using relay = await BrokerClient.connect(sock);
+      const dev = await relay.attach(1, 1);
+      await dev.bind({ op: "bind", domain: 1, pasid: 6, table: { format: "selftest", iotlb: 0x66 } });
+      await dev.invalidate({ op: "invalidate", domain: 1, scope: { kind: "pasid", pasid: 6 } });
+      assert.deepEqual(await dev.sync(), {
+        ok: true,
+        firstFailedRequest: 0,
+        failures: 0,
+        hostIoctls: 1,
+        firstErrno: 0,
+      });
+    } finally {
+      child.kill("SIGTERM");
+      await reader.cancel();
+      await child.status;
+      await child.stderr.cancel().catch(() => {});
       await Deno.remove(dir, { recursive: true });
     }
   },

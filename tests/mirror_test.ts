@@ -8,9 +8,6 @@ const root = new URL("..", import.meta.url);
 /** Modules without a test file of their own, and why (each reason names where the module is exercised). */
 const EXEMPT: Readonly<Record<string, string>> = {
   "broker/client.ts": "driven in a separate process by tests/broker/broker_test.ts (tests/broker/remote_client.ts)",
-  "broker/protocol.ts":
-    "its framing is tested end to end by tests/broker/broker_test.ts (malformed and oversized frames)",
-  "broker/server.ts": "runs as `cli.ts serve` in a subprocess of tests/broker/broker_test.ts",
   "compile/entries.ts":
     "the entry writer every compiler test writes into (tests/compile/) and tests/relay/send_test.ts",
   "compile/shadow.ts":
@@ -49,6 +46,8 @@ const EXEMPT: Readonly<Record<string, string>> = {
 /** Test files that mirror no module, and what they test. */
 const OTHER_TESTS: Readonly<Record<string, string>> = {
   "broker/broker_test.ts": "the broker (server, client, protocol) in separate processes",
+  "broker/handed_fds_test.ts": "`cli.ts serve --iommufd-fd`: fds a parent shell hands in, checked by the shim",
+  "broker/soak_test.ts": "the broker as a subprocess under a lowered RLIMIT_NOFILE: survival, fds and heap",
   "device/errata_test.ts": "host errata across the device layer on both hosts",
   "examples/mini_vmm_test.ts": "examples/mini-vmm",
   "ffi/adopt_test.ts": "ffi/: handed-in fds",

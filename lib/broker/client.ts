@@ -6,14 +6,57 @@
  */
 import { encodeSvmBind2017, encodeTlbInvalidate2017 } from "../compile/wire2017.ts";
 import type { BindRequest, InvalidateRequest, PasidOrRid } from "../request/request.ts";
-import { BrokerOp, encodeFrame, type Frame, takeFrames, u32s } from "./protocol.ts";
+import { BrokerErrno, BrokerOp, decodeError, encodeFrame, type Frame, takeFrames, u32s } from "./protocol.ts";
 
-/** An error the broker answered. */
+/**
+ * An error the broker answered.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { BrokerError, brokerError } from "./client.ts";
+ * const e = brokerError(16, "guest domain 2 is another connection's");
+ * assert.ok(e instanceof BrokerError && e.errno === 16);
+ * ```
+ */
 export class BrokerError extends Error {
   override name = "BrokerError";
   constructor(readonly errno: number, message: string) {
     super(message);
   }
+}
+
+/** Which of the broker's caps a {@linkcode BrokerLimitError} hit. */
+export type BrokerLimit = "connections" | "devices-per-connection" | "pending-per-connection";
+
+/**
+ * The broker refused because one of its caps was reached.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { BrokerLimitError, brokerError } from "./client.ts";
+ * const e = brokerError(105, "4096 invalidations are pending on this connection: SYNC first");
+ * assert.ok(e instanceof BrokerLimitError && e.limit === "pending-per-connection");
+ * ```
+ */
+export class BrokerLimitError extends BrokerError {
+  override name = "BrokerLimitError";
+  constructor(readonly limit: BrokerLimit, errno: number, message: string) {
+    super(errno, message);
+  }
+}
+
+const LIMITS: Record<number, BrokerLimit> = {
+  [BrokerErrno.EUSERS]: "connections",
+  [BrokerErrno.ENOSPC]: "devices-per-connection",
+  [BrokerErrno.ENOBUFS]: "pending-per-connection",
+};
+
+/** The typed error for an error frame's errno and message (see {@linkcode BrokerErrno}). */
+export function brokerError(errno: number, message: string): BrokerError {
+  const limit = LIMITS[errno];
+  return limit ? new BrokerLimitError(limit, errno, message) : new BrokerError(errno, message);
 }
 
 /** The outcome of a remote sync. */
@@ -24,6 +67,8 @@ export interface RemoteSync {
   readonly failures: number;
   /** Host ioctls the broker made for this sync's flush. */
   readonly hostIoctls: number;
+  /** The host's errno for the earliest failed invalidation (0 if none). */
+  readonly firstErrno: number;
 }
 
 /**
@@ -53,11 +98,12 @@ export class BrokerClient implements AsyncDisposable {
     for (;;) {
       const { frames, rest } = takeFrames(this.#buffered);
       this.#buffered = rest;
-      const f = frames.find((x) => x.request === request);
+      // Request 0 is the broker speaking for the connection (a cap, a timeout, lost framing): it closes after it.
+      const f = frames.find((x) => x.request === request || (x.request === 0 && x.op === BrokerOp.ERROR));
       if (f) {
         if (f.op === BrokerOp.ERROR) {
-          const v = new DataView(f.payload.buffer);
-          throw new BrokerError(v.getUint32(0, true), new TextDecoder().decode(f.payload.subarray(4)));
+          const { errno, message } = decodeError(f.payload);
+          throw brokerError(errno, message);
         }
         return f;
       }
@@ -118,6 +164,7 @@ export class RemoteDevice {
       firstFailedRequest: v.getUint32(4, true),
       failures: v.getUint32(8, true),
       hostIoctls: v.getUint32(12, true),
+      firstErrno: f.payload.byteLength >= 20 ? v.getUint32(16, true) : 0,
     };
   }
 

@@ -10,11 +10,16 @@
  * | INVALIDATE 2 | a 2017 `vfio_iommu_tlb_invalidate` record (32 or 48 bytes, little-endian tail) | `seq u32` |
  * | BIND 3 | a 2017 `vfio_device_svm` + `VFIO_SVM_BIND_PGTABLE` record | — |
  * | UNBIND 4 | `pasid u32` (0xffffffff: the RID) | — |
- * | SYNC 5 | — | `ok u32, firstFailedRequest u32, failures u32, hostIoctls u32` |
+ * | SYNC 5 | — | `ok u32, firstFailedRequest u32, failures u32, hostIoctls u32, firstErrno u32` |
  * | DETACH 6 | — | — |
  * | OPEN 7 | a device name (UTF-8, 1..64 bytes) the broker was started with | `device u32, domain u32` |
  *
  * Answers carry `op | 0x80` and the request id; an error is op 0xff with `errno u32` and a UTF-8 message.
+ * SYNC reports every outcome of the connection's own invalidations since its previous SYNC, on all its devices,
+ * whoever's action sent them; UNBIND of a PASID that is not bound is ENOENT. A connection may ATTACH only in guest
+ * domains its listener serves and no other connection (nor a named device) is in (EACCES, EBUSY). The broker's caps
+ * answer with their own errnos ({@linkcode BrokerErrno}): connections, devices per connection, invalidations
+ * pending per connection; a connection that sends no frame in time, or does not read its answers, is closed.
  * ATTACH makes a device the connection owns (released when it closes); OPEN takes a handle on a named device the
  * broker owns (`serve --device`), which outlives the connection, so one-shot tools can bind, invalidate and unbind
  * across processes; DETACH of an opened handle only drops the handle. A frame
@@ -38,6 +43,28 @@ export const BrokerOp = {
   ERROR: 0xff,
 } as const;
 
+/** The errnos of the broker's own refusals (the host's errors pass through with theirs). */
+export const BrokerErrno = {
+  /** OPEN of a name this listener does not serve; DETACH / any op on a handle this connection does not hold. */
+  ENOENT: 2,
+  /** A payload over {@linkcode MAX_PAYLOAD}: the connection is closed. */
+  E2BIG: 7,
+  /** ATTACH in a guest domain this listener does not serve. */
+  EACCES: 13,
+  /** ATTACH in a guest domain another connection or a named device is in. */
+  EBUSY: 16,
+  /** A malformed frame or payload. */
+  EINVAL: 22,
+  /** Cap: devices (attached and opened) per connection. */
+  ENOSPC: 28,
+  /** Cap: connections (sent once, request 0, then the connection is closed). */
+  EUSERS: 87,
+  /** Cap: invalidations per connection not yet reported by a SYNC. */
+  ENOBUFS: 105,
+  /** No frame in time after connecting, or the connection stopped reading its answers: closed after this. */
+  ETIMEDOUT: 110,
+} as const;
+
 /** A frame. */
 export interface Frame {
   readonly op: number;
@@ -46,7 +73,18 @@ export interface Frame {
   readonly payload: Uint8Array;
 }
 
-/** Encode a frame. */
+/**
+ * Encode a frame.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { BrokerOp, encodeFrame, takeFrames, u32s } from "./protocol.ts";
+ * const bytes = encodeFrame({ op: BrokerOp.ATTACH, device: 0, request: 7, payload: u32s(1, 0) });
+ * const { frames, rest } = takeFrames(bytes);
+ * assert.deepEqual([frames[0].op, frames[0].request, frames[0].payload.byteLength, rest.byteLength], [1, 7, 8, 0]);
+ * ```
+ */
 export function encodeFrame(f: Frame): Uint8Array {
   const b = new Uint8Array(HEADER_BYTES + f.payload.byteLength);
   const v = new DataView(b.buffer);
@@ -109,4 +147,77 @@ export function u32s(...values: number[]): Uint8Array {
   const b = new Uint8Array(values.length * 4);
   values.forEach((x, i) => new DataView(b.buffer).setUint32(i * 4, x >>> 0, true));
   return b;
+}
+
+/** An ATTACH payload. */
+export interface AttachPayload {
+  readonly domain: number;
+  /** 0: an in-process model device; 1: a selftest mock device. */
+  readonly kind: 0 | 1;
+}
+
+/**
+ * Decode an ATTACH payload (`domain u32, kind u32`); a wrong length or an unknown kind is a {@linkcode FrameError}.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { decodeAttach, FrameError, u32s } from "./protocol.ts";
+ * assert.deepEqual(decodeAttach(u32s(3, 1)), { domain: 3, kind: 1 });
+ * assert.throws(() => decodeAttach(u32s(3, 9)), FrameError);
+ * ```
+ */
+export function decodeAttach(payload: Uint8Array): AttachPayload {
+  if (payload.byteLength !== 8) throw new FrameError(22, "ATTACH takes domain u32, kind u32", false);
+  const v = new DataView(payload.buffer, payload.byteOffset, 8);
+  const kind = v.getUint32(4, true);
+  if (kind !== 0 && kind !== 1) throw new FrameError(22, `unknown device kind ${kind}`, false);
+  return { domain: v.getUint32(0, true), kind };
+}
+
+/**
+ * Decode an OPEN payload: a device name, UTF-8, 1..64 bytes of letters, digits, `_`, `.` and `-` (what
+ * `serve --device` accepts).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { decodeOpen, FrameError } from "./protocol.ts";
+ * assert.equal(decodeOpen(new TextEncoder().encode("gpu")), "gpu");
+ * assert.throws(() => decodeOpen(new Uint8Array([0xff])), FrameError);
+ * ```
+ */
+export function decodeOpen(payload: Uint8Array): string {
+  let name: string | undefined;
+  try {
+    name = new TextDecoder("utf-8", { fatal: true }).decode(payload);
+  } catch { /* not UTF-8: refused below */ }
+  if (name === undefined || !/^[A-Za-z0-9_.-]{1,64}$/.test(name)) {
+    throw new FrameError(22, "OPEN takes a device name of 1..64 letters, digits, '_', '.' or '-'", false);
+  }
+  return name;
+}
+
+/**
+ * Decode an UNBIND payload: `pasid u32`, 0xffffffff for the RID.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { decodeUnbind, u32s } from "./protocol.ts";
+ * assert.equal(decodeUnbind(u32s(5)), 5);
+ * assert.equal(decodeUnbind(u32s(0xffff_ffff)), "rid");
+ * ```
+ */
+export function decodeUnbind(payload: Uint8Array): number | "rid" {
+  if (payload.byteLength !== 4) throw new FrameError(22, "UNBIND takes pasid u32", false);
+  const p = new DataView(payload.buffer, payload.byteOffset, 4).getUint32(0, true);
+  return p === 0xffff_ffff ? "rid" : p;
+}
+
+/** The errno and message of an error frame's payload (a short payload is errno 0, no message). */
+export function decodeError(payload: Uint8Array): { errno: number; message: string } {
+  if (payload.byteLength < 4) return { errno: 0, message: "" };
+  const v = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
+  return { errno: v.getUint32(0, true), message: new TextDecoder().decode(payload.subarray(4)) };
 }

@@ -35,6 +35,16 @@ export class VfioPort implements DevicePort {
     }
   }
 
+  /** Bind a cdev already open (e.g. {@linkcode VfioDevice.fromFd}); a failed bind closes it. */
+  static bind(device: VfioDevice, iommufd: Iommufd): VfioPort {
+    try {
+      return new VfioPort(device, device.bind(iommufd));
+    } catch (e) {
+      device[Symbol.dispose]();
+      throw e;
+    }
+  }
+
   get label(): string {
     return this.device.path;
   }

@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { IOCTL, IOCTL_WITH_POINTER, type NativeShim } from "../../ffi/native.ts";
+import { FD_KIND, IOCTL, IOCTL_WITH_POINTER, type NativeShim } from "../../ffi/native.ts";
 import { KernelError, UnsupportedError } from "./errors.ts";
 import {
   type FieldSpec,
@@ -91,6 +91,25 @@ export class Iommufd implements Disposable {
   static open(shim: NativeShim, path = "/dev/iommu"): Iommufd {
     const fd = shim.open(path);
     if (fd < 0) throw new KernelError(fd, `open ${path}`, "open");
+    return new Iommufd(shim, fd);
+  }
+
+  /**
+   * An iommufd this process was handed already open (as QEMU takes `-object iommufd,fd=N`): the shim checks it with
+   * `fstat` and takes it into its table, so no device path is opened. An fd that is not an iommufd is refused by the
+   * shim ({@linkcode ShimRefusedError}), or, if it is another device a relay uses, closed and refused here with a
+   * {@linkcode KernelError} (ENOTTY).
+   *
+   * @example
+   * ```ts ignore
+   * // The parent ran: exec 3<>/dev/iommu
+   * using shim = await NativeShim.load();
+   * using iommufd = Iommufd.fromFd(shim, 3);
+   * using ioas = iommufd.allocIoas();
+   * ```
+   */
+  static fromFd(shim: NativeShim, fd: number): Iommufd {
+    adoptAs(shim, fd, FD_KIND.IOMMUFD, "an iommufd");
     return new Iommufd(shim, fd);
   }
 
@@ -533,4 +552,14 @@ export interface VeventRecord {
   readonly lostEvents: boolean;
   /** Type-specific payload. */
   readonly payload: Uint8Array;
+}
+
+/** @internal Adopt a handed-in `fd` of kind `kind`; another kind is closed and refused (ENOTTY). */
+export function adoptAs(shim: NativeShim, fd: number, kind: number, what: string): void {
+  if (!Number.isInteger(fd) || fd < 0) throw new KernelError(-9, `adopt fd ${fd} as ${what}`, "fstat");
+  const got = shim.adoptFd(fd);
+  if (got === kind) return;
+  shim.close(fd);
+  const name = Object.entries(FD_KIND).find(([, v]) => v === got)?.[0] ?? `kind ${got}`;
+  throw new KernelError(-25, `adopt fd ${fd} as ${what} (it is ${name})`, "fstat");
 }

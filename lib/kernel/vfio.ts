@@ -4,9 +4,9 @@
  *
  * @module
  */
-import { IOCTL, type NativeShim } from "../../ffi/native.ts";
+import { FD_KIND, IOCTL, type NativeShim } from "../../ffi/native.ts";
 import { KernelError } from "./errors.ts";
-import type { Iommufd } from "./iommufd.ts";
+import { adoptAs, type Iommufd } from "./iommufd.ts";
 import {
   VFIO_DEVICE_ATTACH_IOMMUFD_PT,
   VFIO_DEVICE_BIND_IOMMUFD,
@@ -52,6 +52,23 @@ export class VfioDevice implements Disposable {
     const fd = shim.open(path);
     if (fd < 0) throw new KernelError(fd, `open ${path}`, "open");
     return new VfioDevice(shim, fd, path);
+  }
+
+  /**
+   * A VFIO device cdev this process was handed already open (fd `fd`; `label` names it in errors): checked by the
+   * shim with `fstat`, no path opened. Another kind of fd is refused (see {@linkcode Iommufd.fromFd}).
+   *
+   * @example
+   * ```ts ignore
+   * // The parent ran: exec 3<>/dev/iommu 4<>/dev/vfio/devices/vfio0
+   * using iommufd = Iommufd.fromFd(shim, 3);
+   * using dev = VfioDevice.fromFd(shim, 4);
+   * dev.bind(iommufd);
+   * ```
+   */
+  static fromFd(shim: NativeShim, fd: number, label = `vfio cdev fd ${fd}`): VfioDevice {
+    adoptAs(shim, fd, FD_KIND.VFIO_CDEV, "a VFIO cdev");
+    return new VfioDevice(shim, fd, label);
   }
 
   #call(ioctl: typeof VFIO_DEVICE_BIND_IOMMUFD, bytes: Uint8Array, op: string): void {

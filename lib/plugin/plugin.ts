@@ -4,9 +4,11 @@
  * relays one device's guest requests through it. Plugins are defined with {@linkcode definePlugin} and can be
  * loaded by module specifier with {@linkcode loadPlugin}, so a third-party plugin is one `import()` away.
  *
- * Lifecycle: created → attached (device assigned, ready for requests) → disposed. Isolation: a plugin relays only
- * requests of its own guest domain (others are refused with a typed error), and nothing of one `RelayHost`
- * reaches another's objects.
+ * Lifecycle: created → attached (device assigned, ready for requests) → disposed. Isolation: a plugin holds a
+ * {@linkcode DeviceHandle} — a capability for its own device in its own guest domain — never the `RelayHost`, the
+ * shared queue or the device layer; a request for another domain is refused with a typed error. A third-party
+ * plugin loaded with {@linkcode loadPlugin} runs in a Worker of its own (its own realm and built-ins) and reaches
+ * its handle only by message passing.
  *
  * @module
  */
@@ -27,14 +29,18 @@ import type { ShadowDomain, ShadowTelemetry } from "../shadow/domain.ts";
 import type { WalkFault } from "../shadow/walk.ts";
 import { KernelShadowIoas } from "../shadow/kernel_ioas.ts";
 import { Iommufd } from "../kernel/iommufd.ts";
+import { VfioDevice } from "../kernel/vfio.ts";
 import type { Ioas } from "../kernel/iommufd.ts";
 import { ModelHost } from "../host/model.ts";
+import { Channel, ChannelState, errorToChannel } from "./channel.ts";
 import { Errno } from "../uapi/errno.ts";
 import { MockConstants } from "../uapi/mod.ts";
 
 /** The host device behind a plugin instance. */
 export type DeviceSource =
   | { readonly kind: "vfio"; readonly path: string }
+  /** A VFIO cdev handed in already open (fd `fd`): no device path is opened. */
+  | { readonly kind: "vfio-fd"; readonly fd: number }
   | { readonly kind: "mock"; readonly pasid?: boolean }
   | { readonly kind: "model" };
 
@@ -98,9 +104,13 @@ export class RelayHost implements Disposable {
     return new RelayHost(new ModelHost(), undefined, undefined, undefined);
   }
 
-  /** A VM on the kernel: opens `/dev/iommu` (or `path`) and allocates the guest-physical IOAS. */
-  static kernel(shim: NativeShim, opts: { path?: string; viommu?: ViommuMode } = {}): RelayHost {
-    const iommufd = Iommufd.open(shim, opts.path);
+  /**
+   * A VM on the kernel: opens `/dev/iommu` (or `path`) — or adopts `fd`, an iommufd handed in already open — and
+   * allocates the guest-physical IOAS.
+   */
+  static kernel(shim: NativeShim, opts: { path?: string; fd?: number; viommu?: ViommuMode } = {}): RelayHost {
+    if (opts.fd !== undefined && opts.path !== undefined) throw new TypeError("RelayHost.kernel takes a path or an fd");
+    const iommufd = opts.fd !== undefined ? Iommufd.fromFd(shim, opts.fd) : Iommufd.open(shim, opts.path);
     try {
       return new RelayHost(undefined, iommufd, iommufd.allocIoas(), opts.viommu);
     } catch (e) {
@@ -138,6 +148,7 @@ export class RelayHost implements Disposable {
       return this.#host.port();
     }
     if (src.kind === "model") throw new TypeError("a kernel RelayHost takes vfio or mock devices");
+    if (src.kind === "vfio-fd") return VfioPort.bind(VfioDevice.fromFd(this.iommufd!.shim, src.fd), this.iommufd!);
     return src.kind === "vfio"
       ? VfioPort.open(this.iommufd!.shim, this.iommufd!, src.path)
       : MockPort.create(this.iommufd!, this.ioas!.id, src.pasid ? MockConstants.values.MOCK_FLAGS_DEVICE_PASID : 0);
@@ -218,28 +229,239 @@ export interface RelayPlugin extends Disposable {
   on(listener: (event: PluginEvent) => void): () => void;
 }
 
+/**
+ * What a plugin holds: a capability for one assigned device, in its guest domain — submit, drain, its telemetry
+ * (copies) and its own events. It is a frozen object of closures: no property, prototype or getter of it leads to
+ * the device layer, the shared queue, another device, the iommufd or the shim. A plugin made with
+ * {@linkcode definePlugin} gets one per instance, and may return it as its {@linkcode RelayPlugin} as it is.
+ */
+export interface DeviceHandle extends RelayPlugin {
+  /** The device's guest domain: the only one its requests may name. */
+  readonly domain: number;
+}
+
+/** What {@linkcode definePlugin} takes. */
+export interface PluginSpec {
+  readonly name: string;
+  readonly version: string;
+  /** Make one instance around its device's handle (the host assigned the device already). */
+  create(device: DeviceHandle, config: DeviceConfig): RelayPlugin;
+}
+
 /** A plugin definition, as {@linkcode definePlugin} makes and {@linkcode loadPlugin} returns. */
 export interface PluginDefinition {
   readonly kind: "iommu-relay-plugin";
   readonly name: string;
   readonly version: string;
+  /**
+   * Where the plugin's code runs: "host" (made with {@linkcode definePlugin} in the host's realm: code as trusted as
+   * the VMM), "worker" (loaded with {@linkcode loadPlugin}: a Worker of its own per instance, holding the process's
+   * Deno permissions), "worker-no-permissions" (the same, with none: needs `--unstable-worker-options`).
+   */
+  readonly isolation: "host" | "worker" | "worker-no-permissions";
+  /** Assign the device on `host` and make the plugin instance around its handle; the host is never handed over. */
   create(host: RelayHost, config: DeviceConfig): RelayPlugin;
 }
 
+/** Specs behind the definitions this module made (a module's own object claiming to be one is not). */
+const SPECS = new WeakMap<object, PluginSpec>();
+
+/** @internal The spec behind a definition {@linkcode definePlugin} made (the Worker side's loader uses it). */
+export function pluginSpecOf(definition: unknown): PluginSpec | undefined {
+  return typeof definition === "object" && definition !== null ? SPECS.get(definition) : undefined;
+}
+
 /**
- * Define a plugin.
+ * Define a plugin: `create` gets a {@linkcode DeviceHandle} for its device, never the host.
  *
  * @example
  * ```ts
- * import { definePlugin, relayPlugin } from "./plugin.ts";
- * export default definePlugin({ name: "my-relay", version: "1.0.0", create: (host, config) => relayPlugin.create(host, config) });
+ * import assert from "node:assert/strict";
+ * import { definePlugin, RelayHost } from "./plugin.ts";
+ * const counting = definePlugin({
+ *   name: "counting",
+ *   version: "1.0.0",
+ *   create: (device) => device, // a plugin may relay through its handle as it is
+ * });
+ * using host = RelayHost.inProcess();
+ * using nic = counting.create(host, { domain: 1, device: { kind: "model" } });
+ * assert.deepEqual(Object.keys(nic).sort(), ["config", "domain", "drain", "drainInto", "name", "on", "state", "submit", "telemetry"]);
+ * assert.throws(() => nic.submit({ op: "invalidate", domain: 2, scope: { kind: "all" } }), /domain/);
  * ```
  */
-export function definePlugin(spec: Omit<PluginDefinition, "kind">): PluginDefinition {
-  if (!spec.name || typeof spec.create !== "function") {
+export function definePlugin(spec: PluginSpec): PluginDefinition {
+  if (!spec || !spec.name || typeof spec.create !== "function") {
     throw new TypeError("definePlugin needs a name and a create function");
   }
-  return Object.freeze({ kind: "iommu-relay-plugin" as const, ...spec });
+  const frozen: PluginSpec = Object.freeze({
+    name: String(spec.name),
+    version: String(spec.version),
+    create: spec.create,
+  });
+  const definition: PluginDefinition = Object.freeze({
+    kind: "iommu-relay-plugin" as const,
+    name: frozen.name,
+    version: frozen.version,
+    isolation: "host" as const,
+    create(host: RelayHost, config: DeviceConfig): RelayPlugin {
+      const handle = deviceHandle(frozen.name, host, config);
+      let plugin: RelayPlugin;
+      try {
+        plugin = frozen.create(handle, config);
+      } catch (e) {
+        handle[Symbol.dispose]();
+        throw e;
+      }
+      return plugin === handle ? handle : owning(plugin, handle);
+    },
+  });
+  SPECS.set(definition, frozen);
+  return definition;
+}
+
+/** A plugin that returned its own object: disposing it also releases the device (whatever the plugin does). */
+function owning(plugin: RelayPlugin, handle: DeviceHandle): RelayPlugin {
+  return Object.freeze({
+    get name() {
+      return plugin.name;
+    },
+    get state() {
+      return handle.state;
+    },
+    get config() {
+      return handle.config;
+    },
+    submit: (request: Request) => plugin.submit(request),
+    drain: () => plugin.drain(),
+    ...(plugin.drainInto ? { drainInto: (out: DrainOutcome) => plugin.drainInto!(out) } : {}),
+    get telemetry() {
+      return plugin.telemetry;
+    },
+    on: (listener: (event: PluginEvent) => void) => plugin.on(listener),
+    [Symbol.dispose]() {
+      try {
+        plugin[Symbol.dispose]();
+      } finally {
+        handle[Symbol.dispose]();
+      }
+    },
+  });
+}
+
+/** A deep, frozen copy of a device config (the guest RAM stays the VMM's own buffer). */
+function frozenConfig(config: DeviceConfig): DeviceConfig {
+  const { shadow, ...rest } = config;
+  const copy = structuredClone(rest) as DeviceConfig;
+  const deepFreeze = (o: unknown) => {
+    if (o && typeof o === "object") { for (const v of Object.values(Object.freeze(o))) deepFreeze(v); }
+  };
+  deepFreeze(copy);
+  return Object.freeze(shadow ? { ...copy, shadow: Object.freeze({ ram: shadow.ram }) } : copy);
+}
+
+/**
+ * Assign a device on `host` and make its capability: closures over the device, nothing else.
+ */
+function deviceHandle(name: string, host: RelayHost, config: DeviceConfig): DeviceHandle {
+  const device = host.assign(config);
+  const domain = config.domain;
+  const frozen = frozenConfig(config);
+  const maxPasids = config.maxPasids ?? 4096;
+  const pasids = new Set<number>();
+  const listeners = new Set<(event: PluginEvent) => void>();
+  let state: "attached" | "disposed" = "attached";
+  const emit = (event: PluginEvent) => {
+    for (const l of [...listeners]) l(event);
+  };
+  const unsubscribe = device.onShadowFault?.((fault) => emit({ type: "shadow-fault", fault: structuredClone(fault) }));
+  const refuse = (request: Request, error: Error): never => {
+    emit({ type: "refused", request, error });
+    throw error;
+  };
+  const handle: DeviceHandle = {
+    name,
+    domain,
+    config: frozen,
+    get state() {
+      return state;
+    },
+    submit(request: Request): number | undefined {
+      if (state === "disposed") throw new Error(`${name}: the plugin was disposed`);
+      // A structured copy: a getter or a proxy of the caller's cannot change the request between checks and use.
+      let r: Request;
+      try {
+        r = structuredClone(request);
+      } catch {
+        return refuse(request, new RequestError("conflicting-flags", "request", "a request is plain data"));
+      }
+      if (r === null || typeof r !== "object") {
+        return refuse(request, new RequestError("conflicting-flags", "request", "a request is an object"));
+      }
+      if (r.op !== "sync" && r.domain !== domain) {
+        return refuse(
+          request,
+          new RequestError(
+            "conflicting-flags",
+            "domain",
+            `this device is in guest domain ${domain}; a request for domain ${r.domain} is not its to relay`,
+          ),
+        );
+      }
+      const newPasid = r.op === "bind" && typeof r.pasid === "number" && !pasids.has(r.pasid);
+      if (newPasid && pasids.size >= maxPasids) {
+        return refuse(
+          request,
+          new LimitError("pasids-per-device", maxPasids, "unbind a PASID first, or raise DeviceConfig.maxPasids"),
+        );
+      }
+      try {
+        const seq = device.handle(r);
+        if (r.op === "bind" && typeof r.pasid === "number") pasids.add(r.pasid);
+        if (r.op === "unbind" && typeof r.pasid === "number") pasids.delete(r.pasid);
+        return seq;
+      } catch (e) {
+        return refuse(request, e as Error);
+      }
+    },
+    drain(): DrainReport {
+      const report = device.drain();
+      if (listeners.size) emit({ type: "drained", report: structuredClone(report) });
+      return report;
+    },
+    drainInto(out: DrainOutcome): DrainOutcome {
+      device.drainInto(out);
+      // The event carries a plain report: made only when someone listens.
+      if (listeners.size) emit({ type: "drained", report: out.toReport() });
+      return out;
+    },
+    get telemetry(): PluginTelemetry {
+      // Copies: the queue's counters are shared by the vIOMMU's devices.
+      const shadow = device.shadow;
+      return {
+        mode: device.mode ?? "nested",
+        device: { ...device.telemetry },
+        queue: structuredClone(device.guest.queue.telemetry),
+        ...(shadow ? { shadow: structuredClone(shadow) } : {}),
+      };
+    },
+    on(listener: (event: PluginEvent) => void): () => void {
+      if (typeof listener !== "function") throw new TypeError("a listener is a function");
+      listeners.add(listener);
+      return () => void listeners.delete(listener);
+    },
+    [Symbol.dispose](): void {
+      if (state === "disposed") return;
+      state = "disposed";
+      unsubscribe?.();
+      try {
+        device[Symbol.dispose]();
+      } finally {
+        emit({ type: "disposed" });
+        listeners.clear();
+      }
+    },
+  };
+  return Object.freeze(handle);
 }
 
 /** A module that could not be loaded as a plugin. */
@@ -247,8 +469,39 @@ export class PluginLoadError extends Error {
   override name = "PluginLoadError";
 }
 
+/** A plugin running in a Worker broke the channel: it did not answer in time, or answered garbage. */
+export class PluginCallError extends Error {
+  override name = "PluginCallError";
+  constructor(
+    /** The plugin's name. */
+    readonly plugin: string,
+    /** What the host asked for. */
+    readonly method: string,
+    message: string,
+  ) {
+    super(`${plugin}: ${method}: ${message}`);
+  }
+}
+
+/** Options of {@linkcode loadPlugin}. */
+export interface LoadOptions {
+  /**
+   * The Workers' Deno permissions: "inherit" (default: the process's, so a plugin could do what the process may —
+   * load the shim itself, if FFI is granted) or "none" (Deno exits at the first load unless the process runs with
+   * `--unstable-worker-options`; there is no way to ask beforehand). For untrusted code in a process with FFI, use
+   * "none", or keep the FFI in a broker (`cli.ts serve`) and the plugin in a process without it.
+   */
+  readonly permissions?: "none" | "inherit";
+  /** How long one call into the plugin may take before its Worker is terminated (default 5000 ms). */
+  readonly callTimeoutMs?: number;
+}
+
 /**
- * Load a plugin definition from a module specifier (its default export, made with {@linkcode definePlugin}).
+ * Load a third-party plugin from a module specifier (its default export, made with {@linkcode definePlugin}). Its
+ * code runs in a Worker of its own per instance — its own realm, so replacing built-ins (`Map.prototype.get`)
+ * changes nothing of the host's — and talks to its device through a message-passing handle: calls are synchronous
+ * round trips over shared memory, requests and answers are copied as data, and the handle's host side takes only
+ * submit, drain and telemetry, each checked as for any plugin. Events of the device are the host side's.
  *
  * @example
  * ```ts ignore
@@ -256,118 +509,163 @@ export class PluginLoadError extends Error {
  * using plugin = definition.create(host, { domain: 1, device: { kind: "vfio", path: "/dev/vfio/devices/vfio0" } });
  * ```
  */
-export async function loadPlugin(specifier: string | URL): Promise<PluginDefinition> {
-  let module: Record<string, unknown>;
+export async function loadPlugin(specifier: string | URL, options: LoadOptions = {}): Promise<PluginDefinition> {
+  const href = String(specifier);
+  const permissions = options.permissions ?? "inherit";
+  const timeoutMs = options.callTimeoutMs ?? 5000;
+  // A first Worker checks that the module is a plugin (and reads its name), so a bad module fails here, not at create.
+  let name: string, version: string;
   try {
-    module = await import(String(specifier));
+    const probe = startWorker(href, undefined, permissions, Math.max(timeoutMs, 30_000));
+    ({ name, version } = probe.info);
+    probe.worker.terminate();
   } catch (e) {
-    throw new PluginLoadError(`cannot import ${specifier}: ${(e as Error).message}`);
+    throw e instanceof PluginLoadError ? e : new PluginLoadError(`cannot load ${href}: ${(e as Error).message}`);
   }
-  const d = module.default as Partial<PluginDefinition> | undefined;
-  if (!d || d.kind !== "iommu-relay-plugin" || typeof d.create !== "function") {
-    throw new PluginLoadError(`${specifier} has no default export made with definePlugin`);
-  }
-  return d as PluginDefinition;
+  await Promise.resolve();
+  const isolation = permissions === "none" ? "worker-no-permissions" as const : "worker" as const;
+  return Object.freeze({
+    kind: "iommu-relay-plugin" as const,
+    name,
+    version,
+    isolation,
+    create(host: RelayHost, config: DeviceConfig): RelayPlugin {
+      const handle = deviceHandle(name, host, config);
+      try {
+        return workerPlugin(name, href, handle, permissions, timeoutMs);
+      } catch (e) {
+        handle[Symbol.dispose]();
+        throw e;
+      }
+    },
+  });
 }
 
-class DevicePlugin implements RelayPlugin {
-  #state: "attached" | "disposed" = "attached";
-  readonly #listeners = new Set<(event: PluginEvent) => void>();
-
-  /** PASIDs bound through this plugin (for the per-device cap). */
-  readonly #pasids = new Set<number>();
-  /** Shadow devices: walk faults become "shadow-fault" events. */
-  readonly #unsubscribe: (() => void) | undefined;
-
-  constructor(
-    readonly name: string,
-    readonly config: DeviceConfig,
-    readonly device: RelayDevice,
-    readonly queue: RelayQueue,
-  ) {
-    this.#unsubscribe = device.onShadowFault?.((fault) => this.#emit({ type: "shadow-fault", fault }));
+/** Start a plugin Worker and wait (blocking) until its plugin exists; `config` undefined: only check the module. */
+function startWorker(
+  href: string,
+  config: DeviceConfig | undefined,
+  permissions: "none" | "inherit",
+  timeoutMs: number,
+  serve?: (channel: Channel) => void,
+): { worker: Worker; channel: Channel; info: { name: string; version: string } } {
+  const channel = Channel.create();
+  const worker = new Worker(new URL("./worker.ts", import.meta.url), {
+    type: "module",
+    ...(permissions === "none" ? { deno: { permissions: "none" } } : {}),
+  } as WorkerOptions);
+  // Nothing the Worker posts is read: its one way in is the channel.
+  worker.onmessage = null;
+  worker.onerror = (e) => e.preventDefault();
+  const { shadow: _ram, ...data } = config ?? { domain: 0, device: { kind: "model" } };
+  worker.postMessage({ buffer: channel.buffer, specifier: href, config: config ? data : undefined });
+  const deadline = performance.now() + timeoutMs;
+  let s = channel.waitWhile([ChannelState.STARTING, ChannelState.HANDLE_RETURN], timeoutMs);
+  // The plugin's create may already use its handle.
+  while (s === ChannelState.HANDLE_CALL && serve) {
+    serve(channel);
+    s = channel.waitWhile([ChannelState.HANDLE_RETURN], deadline - performance.now());
   }
-
-  get state(): "attached" | "disposed" {
-    return this.#state;
+  if (s !== ChannelState.READY) {
+    worker.terminate();
+    const m = s === undefined ? undefined : channel.read();
+    throw new PluginLoadError(
+      s === undefined ? `${href}: the plugin did not start within ${timeoutMs} ms` : `${href}: ${m?.error?.message}`,
+    );
   }
+  const v = channel.read().value as { name?: unknown; version?: unknown } | undefined;
+  return { worker, channel, info: { name: String(v?.name ?? "?"), version: String(v?.version ?? "?") } };
+}
 
-  get telemetry(): PluginTelemetry {
-    return {
-      mode: this.device.mode ?? "nested",
-      device: this.device.telemetry,
-      queue: this.queue.telemetry,
-      ...(this.device.shadow ? { shadow: this.device.shadow } : {}),
-    };
-  }
-
-  #emit(event: PluginEvent): void {
-    for (const l of this.#listeners) l(event);
-  }
-
-  on(listener: (event: PluginEvent) => void): () => void {
-    this.#listeners.add(listener);
-    return () => this.#listeners.delete(listener);
-  }
-
-  submit(request: Request): number | undefined {
-    if (this.#state === "disposed") throw new Error(`${this.name}: the plugin was disposed`);
-    if (request.op !== "sync" && request.domain !== this.config.domain) {
-      const error = new RequestError(
-        "conflicting-flags",
-        "domain",
-        `this device is in guest domain ${this.config.domain}; a request for domain ${request.domain} is not its to relay`,
-      );
-      this.#emit({ type: "refused", request, error });
-      throw error;
-    }
-    const newPasid = request.op === "bind" && typeof request.pasid === "number" && !this.#pasids.has(request.pasid);
-    const max = this.config.maxPasids ?? 4096;
-    if (newPasid && this.#pasids.size >= max) {
-      const error = new LimitError("pasids-per-device", max, "unbind a PASID first, or raise DeviceConfig.maxPasids");
-      this.#emit({ type: "refused", request, error });
-      throw error;
-    }
+/** The host side of a plugin in a Worker: a RelayPlugin whose calls are round trips into the Worker. */
+function workerPlugin(
+  name: string,
+  href: string,
+  handle: DeviceHandle,
+  permissions: "none" | "inherit",
+  timeoutMs: number,
+): RelayPlugin {
+  let dead: string | undefined;
+  /** The last error the handle threw, by id: rethrown as itself when the plugin passes it on. */
+  let lastError: { id: number; error: unknown } | undefined;
+  let errors = 0;
+  const serveHandle = (channel: Channel) => {
+    const m = channel.read();
     try {
-      const seq = this.device.handle(request);
-      if (request.op === "bind" && typeof request.pasid === "number") this.#pasids.add(request.pasid);
-      if (request.op === "unbind" && typeof request.pasid === "number") this.#pasids.delete(request.pasid);
-      return seq;
+      const args = Array.isArray(m.args) ? m.args : [];
+      let value: unknown;
+      // The only ways in: the handle's own checks apply to each.
+      if (m.method === "submit") value = handle.submit(args[0] as Request);
+      else if (m.method === "drain") value = handle.drain();
+      else if (m.method === "telemetry") value = handle.telemetry;
+      else throw new TypeError(`a plugin's handle has no ${String(m.method)}`);
+      channel.send(ChannelState.HANDLE_RETURN, { value: value ?? null });
     } catch (e) {
-      this.#emit({ type: "refused", request, error: e as Error });
-      throw e;
+      const id = ++errors;
+      lastError = { id, error: e };
+      const error = errorToChannel(e);
+      channel.send(ChannelState.HANDLE_RETURN, { error: { ...error, fields: { ...error.fields, $handleError: id } } });
     }
-  }
-
-  drain(): DrainReport {
-    const report = this.device.drain();
-    this.#emit({ type: "drained", report });
-    return report;
-  }
-
-  drainInto(out: DrainOutcome): DrainOutcome {
-    this.device.drainInto(out);
-    // The event carries a plain report: made only when someone listens.
-    if (this.#listeners.size) this.#emit({ type: "drained", report: out.toReport() });
-    return out;
-  }
-
-  [Symbol.dispose](): void {
-    if (this.#state === "disposed") return;
-    this.#state = "disposed";
-    this.#unsubscribe?.();
-    this.device[Symbol.dispose]();
-    this.#emit({ type: "disposed" });
-    this.#listeners.clear();
-  }
+  };
+  // Starting may take a type check and a module load: a start has a deadline of its own.
+  const { worker, channel } = startWorker(href, handle.config, permissions, Math.max(timeoutMs, 30_000), serveHandle);
+  let disposed = false;
+  const call = (method: string, args: unknown[]): unknown => {
+    if (disposed && method !== "dispose") throw new Error(`${name}: the plugin was disposed`);
+    if (dead) throw new PluginCallError(name, method, dead);
+    channel.send(ChannelState.CALL, { method, args });
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      const s = channel.waitWhile([ChannelState.CALL, ChannelState.HANDLE_RETURN], deadline - performance.now());
+      if (s === ChannelState.HANDLE_CALL) {
+        serveHandle(channel);
+        continue;
+      }
+      if (s === ChannelState.RETURN) {
+        const m = channel.read();
+        if (!m.error) return m.value;
+        if (lastError && m.error.fields?.$handleError === lastError.id) throw lastError.error;
+        const e = new PluginCallError(name, method, `${m.error.name}: ${m.error.message}`);
+        throw e;
+      }
+      dead = s === undefined ? `no answer within ${timeoutMs} ms: the Worker was terminated` : `bad channel state ${s}`;
+      worker.terminate();
+      throw new PluginCallError(name, method, dead);
+    }
+  };
+  return Object.freeze({
+    name,
+    get state() {
+      return handle.state;
+    },
+    get config() {
+      return handle.config;
+    },
+    submit: (request: Request) => call("submit", [structuredClone(request)]) as number | undefined,
+    drain: () => call("drain", []) as DrainReport,
+    // The host's own counters: a plugin cannot make them say something else.
+    get telemetry() {
+      return handle.telemetry;
+    },
+    on: (listener: (event: PluginEvent) => void) => handle.on(listener),
+    [Symbol.dispose]() {
+      if (disposed) return;
+      disposed = true;
+      try {
+        if (!dead) call("dispose", []);
+      } catch {
+        /* its own business */
+      } finally {
+        worker.terminate();
+        handle[Symbol.dispose]();
+      }
+    },
+  });
 }
 
-/** iommu-relay's own plugin: the device layer and relay queue, unchanged. */
+/** iommu-relay's own plugin: the device's handle, unchanged. */
 export const relayPlugin: PluginDefinition = definePlugin({
   name: "iommu-relay",
   version: "0.1.0",
-  create(host, config) {
-    const device = host.assign(config);
-    return new DevicePlugin("iommu-relay", config, device, host.queue(config.viommu ?? "0"));
-  },
+  create: (device) => device,
 });
