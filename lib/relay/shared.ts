@@ -365,11 +365,18 @@ export class SharedRelay {
       return out;
     }
     out.combined = false;
-    const last = this.#slotBase + this.#claimed[claimed - 1] * SLOT_INTS + S_STATE;
-    for (;;) {
-      if (Atomics.load(this.#i32, last) === DONE) break;
-      Atomics.wait(this.#i32, last, Atomics.load(this.#i32, last), 2);
-      if (Atomics.load(this.#i32, last) !== DONE && this.#tryLock()) {
+    // Wait for every slot of the doorbell, not only its last: a combiner scanning the ring may take a later slot
+    // (the wait) in one pass and an earlier one (an invalidation it passed before it was READY) in its next, so the
+    // last slot being DONE does not mean the ones before it were relayed.
+    for (let k = 0; k < claimed;) {
+      const at = this.#slotBase + this.#claimed[k] * SLOT_INTS + S_STATE;
+      const state = Atomics.load(this.#i32, at);
+      if (state === DONE) {
+        k++;
+        continue;
+      }
+      Atomics.wait(this.#i32, at, state, 2);
+      if (Atomics.load(this.#i32, at) !== DONE && this.#tryLock()) {
         // The lock holder finished without our slots (or went away): combine ourselves; that takes our slots too.
         this.#combine(NONE, 0, null);
       }

@@ -9,6 +9,8 @@ import { SharedRelay, type SharedRelayLayout } from "../../lib/relay/shared.ts";
 import { VtdInvalidationQueue } from "../../lib/frontends/vtd/queue.ts";
 import { vtdPasidIotlb, vtdWait, writeVtdDescriptor } from "../../lib/frontends/vtd/encode.ts";
 import { guestMemoryOver } from "../../lib/memory/guest_memory.ts";
+import { NativeShim } from "../../ffi/native.ts";
+import { CheapIoctlBackend } from "./paths.ts";
 
 /** What the Worker is told. */
 export interface VcpuStart {
@@ -24,6 +26,8 @@ export interface VcpuStart {
   readonly invalidations: number;
   /** Host time per ioctl, µs (a busy wait: the ioctl in flight). */
   readonly ioctlUs: number;
+  /** Also make the pipeline bench's real cheap ioctl per batch (needs /dev/kvm). */
+  readonly cheapIoctl?: boolean;
   /** Start together: every Worker waits on [2] of coverage until it is 1. */
   readonly barrier: boolean;
 }
@@ -51,7 +55,7 @@ export const COVERAGE_PAGES_AT = 16;
 export const REGION_PAGES = 4096;
 
 class SharedCoverageBackend implements Backend {
-  constructor(readonly cells: Int32Array, readonly ioctlUs: number) {}
+  constructor(readonly cells: Int32Array, readonly ioctlUs: number, readonly cheap?: CheapIoctlBackend) {}
   invalidate(_t: number, _f: Format, entries: Uint8Array, count: number, status: InvalidateStatus): void {
     const v = new DataView(entries.buffer, entries.byteOffset);
     const pages = this.cells.length - COVERAGE_PAGES_AT;
@@ -64,6 +68,7 @@ class SharedCoverageBackend implements Backend {
     }
     Atomics.add(this.cells, 0, 1);
     Atomics.add(this.cells, 1, count);
+    if (this.cheap) this.cheap.invalidate(_t, _f, entries, count, status);
     if (this.ioctlUs > 0) {
       const until = performance.now() + this.ioctlUs / 1000;
       while (performance.now() < until) { /* the ioctl in flight */ }
@@ -76,9 +81,10 @@ class SharedCoverageBackend implements Backend {
 const QUEUE_ENTRIES = 256;
 
 /** Run one vCPU (in a Worker, or inline for a test). */
-export function runVcpu(m: VcpuStart): VcpuReport {
+export async function runVcpu(m: VcpuStart): Promise<VcpuReport> {
   const cells = new Int32Array(m.coverage);
-  const relay = new SharedRelay(m.sab, m.layout, new RelayQueue(new SharedCoverageBackend(cells, m.ioctlUs)));
+  const cheap = m.cheapIoctl ? new CheapIoctlBackend(await NativeShim.load()) : undefined;
+  const relay = new SharedRelay(m.sab, m.layout, new RelayQueue(new SharedCoverageBackend(cells, m.ioctlUs, cheap)));
   const ram = new Uint8Array(m.ram);
   // This vCPU's queue (its own IQ at its own base) and status dword.
   const qBase = 0x10000 + m.vcpu * 0x1000, statusAt = 0x8000 + m.vcpu * 4;
@@ -155,5 +161,5 @@ const scope = self as unknown as {
   postMessage(message: unknown): void;
 };
 if (typeof (self as { WorkerGlobalScope?: unknown }).WorkerGlobalScope !== "undefined") {
-  scope.onmessage = (e: MessageEvent<VcpuStart>) => scope.postMessage(runVcpu(e.data));
+  scope.onmessage = async (e: MessageEvent<VcpuStart>) => scope.postMessage(await runVcpu(e.data));
 }
