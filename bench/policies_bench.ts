@@ -1,16 +1,20 @@
-// Policy comparison on recorded-shape guest workloads (issue 8 item 2): host ioctls and entries per 1,000 guest
+// Policy comparison on guest workloads (issue 8 item 2, issue 19 item 2): host ioctls and entries per 1,000 guest
 // descriptors for QEMU's per-descriptor policy, OpenVMM's batch-to-sync, and iommu-relay — printed as a table — and
-// the time per descriptor of each policy on the in-process host, measured by deno bench.
+// the time per descriptor of each policy on the in-process host, measured by deno bench. The workloads are the three
+// Linux guest recordings (tests/fixtures/traces, replayed descriptor by descriptor: bench/recorded_workloads.ts)
+// beside the synthetic shapes, whose statistics are printed next to the recordings' (lib/testing/workloads.ts).
 import { comparePolicies, type PolicyHost, type PolicySetup, runPolicy } from "../lib/testing/policies.ts";
 import {
   cachingWorkload,
   lazyWorkload,
+  shapeStatistics,
   smmuWorkload,
   strictWorkload,
   svaWorkload,
   type Workload,
 } from "../lib/testing/workloads.ts";
 import { renderBarChart } from "../tools/chart.ts";
+import { recordedWorkload, VTD_RECORDINGS } from "./recorded_workloads.ts";
 
 const rid: PolicySetup = { bindings: [{ domain: 1, pasid: "rid", format: "vtd-s1" }] };
 const cases: [Workload, PolicySetup][] = [
@@ -25,6 +29,23 @@ const cases: [Workload, PolicySetup][] = [
   }],
   [svaWorkload({ munmaps: 400, seed: 6, pasid: 5 }), { bindings: [{ domain: 1, pasid: 5, format: "vtd-s1" }] }],
 ];
+const recorded = await Promise.all(VTD_RECORDINGS.map((n) => recordedWorkload(n)));
+for (const r of recorded) {
+  cases.unshift([r.workload, {
+    bindings: r.domains.map((domain) => ({ domain, pasid: "rid" as const, format: "vtd-s1" })),
+  }]);
+}
+cases.unshift(...cases.splice(0, recorded.length).reverse());
+
+// The synthetic VT-d shapes against the recordings, by the recorder's own statistics.
+console.log("| workload | range invalidations | 4 KiB | repeat the previous range | IH=1 (leaf) |");
+console.log("|---|---:|---:|---:|---:|");
+for (const [w] of cases.slice(0, recorded.length + 4)) {
+  if (w.name.startsWith("lazy")) continue;
+  const s = shapeStatistics(w);
+  console.log(`| ${w.name} | ${s.ranges} | ${s.small} % | ${s.repeats} % | ${s.leaf} % |`);
+}
+console.log();
 
 console.log(
   "| workload | policy | host ioctls / 1000 desc | host entries / 1000 desc | under-invalidated | over-invalidated pages | escalations |",

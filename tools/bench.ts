@@ -1,8 +1,8 @@
 /**
  * `deno task bench`: runs every suite under bench/ in one `deno bench` (each file's own tables print as they run),
  * then prints one table of ratios — each case's mean time over its group's baseline (the C loop, the reused buffer,
- * the allocation-free relay, QEMU's per-descriptor policy…; ungrouped cases with their time only) — and writes it to
- * bench/ratios.json.
+ * the allocation-free relay, QEMU's per-descriptor policy…; ungrouped cases with their time only), with the pipeline
+ * bench's rows against its C twin (bench/pipeline.json) — and writes it to bench/ratios.json.
  *
  * @module
  */
@@ -47,6 +47,24 @@ for (const benches of groups.values()) {
     const ratio = base && b.group ? Number((avg / base).toFixed(2)) : null;
     rows.push({ suite, group: b.group ?? "—", name: b.name, avgNs: Math.round(avg), ratio });
   }
+}
+// The pipeline bench times its C twin in a process of its own, so its rows come from the file it wrote: each case's
+// mean time per doorbell over the C twin's (bench/pipeline_bench.ts).
+try {
+  const pipeline = JSON.parse(await Deno.readTextFile(new URL("bench/pipeline.json", root))) as {
+    rows: { path: string; sink: string; invalidations: number; meanNs: number; ratioMean: number }[];
+  };
+  for (const r of pipeline.rows) {
+    rows.push({
+      suite: "pipeline_bench.ts",
+      group: `VT-d doorbell, ${r.invalidations} invalidation(s), sink ${r.sink}`,
+      name: r.path,
+      avgNs: r.meanNs,
+      ratio: r.ratioMean,
+    });
+  }
+} catch (e) {
+  if (!(e instanceof Deno.errors.NotFound)) throw e;
 }
 console.log(`\nRatios to each group's baseline (${report.runtime}, ${report.cpu}; mean time per iteration):\n`);
 console.log("| suite | group | case | mean | ratio |");

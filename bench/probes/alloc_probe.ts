@@ -1,7 +1,8 @@
 // Run by bench/hotpath_bench.ts and the hot-path tests (tests/alloc_probe.ts) under --trace-gc: one hot path of
 // bench/probes/paths.ts, warmed up (50,000 iterations by default), then N more. The callers compare the scavenges of
 // a run with N and one without.
-// Usage: alloc_probe.ts <encode|relay|doorbell|smmu-cmdq|shared|kernel> <N> [warm-up]
+// Usage: alloc_probe.ts <encode|relay|doorbell|smmu-cmdq|shared|shared-vtd|doorbell-ioctl|batch64-ioctl|kernel> <N>
+// [warm-up]
 import { RelayQueue } from "../../lib/relay/queue.ts";
 import { SharedDoorbell, SharedRelay, sharedRelayBytes } from "../../lib/relay/shared.ts";
 import { IommuHwptInvalidate } from "../../lib/uapi/mod.ts";
@@ -9,7 +10,7 @@ import { NativeShim } from "../../ffi/native.ts";
 import { Iommufd } from "../../lib/kernel/iommufd.ts";
 import { mockNestedChain } from "../../lib/kernel/selftest.ts";
 import { KernelBackend } from "../../lib/host/kernel.ts";
-import { nullBackend, relayStep, smmuProdStep, vtdDoorbellStep } from "./paths.ts";
+import { CheapIoctlBackend, nullBackend, relayStep, smmuProdStep, vtdDoorbellStep, vtdPipelineStep } from "./paths.ts";
 
 const path = Deno.args[0];
 const N = Number(Deno.args[1] ?? 1_000_000);
@@ -40,6 +41,17 @@ if (path === "encode") {
   step = () => {
     if (relay.doorbellInto(requests, out).errno(1) !== 0) throw new Error("shared relay: the wait failed");
   };
+} else if (path === "shared-vtd") {
+  // A vCPU's VT-d doorbell with a SharedRelay as the queue model's sink (uncontended: every doorbell combines).
+  const layout = { slots: 64, bindings: 16 };
+  const relay = new SharedRelay(new SharedArrayBuffer(sharedRelayBytes(layout)), layout, new RelayQueue(nullBackend));
+  relay.bind(1, 5, { targetId: 7, format: "vtd-s1" });
+  step = vtdDoorbellStep(relay);
+} else if (path === "doorbell-ioctl" || path === "batch64-ioctl") {
+  // The pipeline bench's TypeScript doorbell with the cheap-ioctl sink (needs /dev/kvm).
+  const q = new RelayQueue(new CheapIoctlBackend(await NativeShim.load()));
+  q.bind(1, 5, { targetId: 7, format: "vtd-s1" });
+  step = vtdPipelineStep(q, path === "doorbell-ioctl" ? "single" : "batch64");
 } else if (path === "kernel") {
   // On a kernel with the iommufd selftest (the test VM): the relay's whole host side — compile, the uAPI struct,
   // the FFI call, the real IOMMU_HWPT_INVALIDATE — for one invalidation + wait to a mock nested HWPT.

@@ -12,12 +12,18 @@
  * The binding table lives in the shared memory too, versioned: binding changes happen under the lock (so they
  * are barriers for every Worker), and each combiner reloads the table when the version moved.
  *
+ * A SharedRelay is also a front end's sink: it has the `submit` / `drain` / `drainInto` of a relay sink (matched
+ * structurally, so this layer needs nothing of the front ends'), so a vCPU Worker gives its own VT-d invalidation
+ * queue or SMMUv3 command queue model a SharedRelay and serves its doorbell exits itself: the requests a doorbell
+ * submits are copied, and its drain relays them as one {@linkcode SharedRelay.doorbellInto}.
+ *
  * @module
  */
 import { FORMATS } from "../compile/formats.ts";
 import type { Binding, RelayQueue } from "./queue.ts";
-import { DrainOutcome } from "./outcome.ts";
-import type { PasidOrRid, Request } from "../request/request.ts";
+import { DrainOutcome, type DrainReport } from "./outcome.ts";
+import { requestFailure } from "./send.ts";
+import { type PasidOrRid, type Request, validateRequest } from "../request/request.ts";
 
 const SCOPES = ["all", "pasid", "range", "pasid-range"] as const;
 
@@ -151,6 +157,16 @@ export class SharedRelay {
     },
   };
   readonly #sync = { op: "sync" as const };
+  // The sink side (submit / drainInto): the requests submitted since the last drain, copied into pooled objects.
+  readonly #sinkRequests: Request[] = [];
+  #sinkCount = 0;
+  /** The sequence number of the first request since the last drain, minus one. */
+  #sinkBase = 0;
+  readonly #sinkPool: SinkRequest[] = [];
+  readonly #sinkOut = new SharedDoorbell();
+  readonly #sinkOutcome = new DrainOutcome();
+  #sinkIoctls = 0;
+  #sinkEntries = 0;
 
   /** The relay side over `sab` (at least {@linkcode sharedRelayBytes}(`layout`) bytes): doorbells rung in it are submitted to `queue`. */
   constructor(sab: SharedArrayBuffer, readonly layout: SharedRelayLayout, readonly queue: RelayQueue) {
@@ -265,34 +281,107 @@ export class SharedRelay {
 
   /** The same, refilling `out` in place: the allocation-free form for a vCPU's doorbell. */
   doorbellInto(requests: readonly Request[], out: SharedDoorbell): SharedDoorbell {
-    for (let k = 0; k < requests.length; k++) {
+    return this.#doorbell(requests, requests.length, out);
+  }
+
+  /**
+   * Queue a request for this Worker's next drain (the relay sink's `submit`): an invalidation or a wait, validated
+   * and copied (the caller may reuse its object). Vendor hints are not carried (no Worker-to-Worker field holds
+   * them; no kernel interface takes them). Returns the request's sequence number, ascending per handle.
+   */
+  submit(request: Request): number {
+    if (request.op !== "invalidate" && request.op !== "sync") {
+      throw new TypeError(`${request.op}: binds and unbinds go through SharedRelay.bind/unbind`);
+    }
+    validateRequest(request);
+    const k = this.#sinkCount++;
+    if (request.op === "sync") this.#sinkRequests[k] = this.#sync;
+    else {
+      if (k === this.#sinkPool.length) this.#sinkPool.push(new SinkRequest());
+      const copy = this.#sinkPool[k];
+      copy.fill(request);
+      this.#sinkRequests[k] = copy.request;
+    }
+    return this.#sinkBase + k + 1;
+  }
+
+  /** Relay what was submitted since the last drain as one doorbell; a plain report (allocates; see drainInto). */
+  drain(): DrainReport {
+    return this.drainInto(this.#sinkOutcome).toReport();
+  }
+
+  /**
+   * Relay what was submitted since the last drain as one doorbell (combining with other Workers' doorbells, or
+   * handing them to the Worker whose ioctl is in flight) and refill `out`: the failed invalidations of this handle
+   * and its waits. A wait is reported failed when anything relayed before it in the same host batch failed — its own
+   * failed invalidation (`firstFailed`), or another Worker's in a combined batch (then `firstFailed` is the wait
+   * itself). `ioctls` and `entries` are what this Worker's queue sent since its last drain (for other Workers'
+   * requests too when it combined); `unrouted` is not known here (0: see each queue's telemetry).
+   */
+  drainInto(out: DrainOutcome): DrainOutcome {
+    const n = this.#sinkCount, base = this.#sinkBase;
+    const result = this.#doorbell(this.#sinkRequests, n, this.#sinkOut);
+    this.#sinkCount = 0;
+    this.#sinkBase = base + n;
+    out.reset();
+    const t = this.queue.telemetry;
+    out.ioctls = t.ioctls - this.#sinkIoctls;
+    out.entries = t.entriesOut - this.#sinkEntries;
+    this.#sinkIoctls = t.ioctls;
+    this.#sinkEntries = t.entriesOut;
+    let firstFailed = 0, invalidations = 0;
+    for (let k = 0; k < n; k++) {
+      const seq = base + k + 1, errno = result.errno(k);
+      if (this.#sinkRequests[k] === this.#sync) {
+        out.addWait(seq, errno === 0 ? 0 : firstFailed !== 0 ? firstFailed : seq);
+        continue;
+      }
+      invalidations++;
+      if (errno !== 0) {
+        out.failures.push(requestFailure(seq, errno, -1, -1, true));
+        if (firstFailed === 0) firstFailed = seq;
+      }
+    }
+    out.invalidations = invalidations;
+    return out;
+  }
+
+  #doorbell(requests: readonly Request[], count: number, out: SharedDoorbell): SharedDoorbell {
+    for (let k = 0; k < count; k++) {
       const op = requests[k].op;
       if (op !== "invalidate" && op !== "sync") {
         throw new TypeError(`${op}: binds and unbinds go through SharedRelay.bind/unbind`);
       }
     }
-    out.reset(requests.length);
+    out.reset(count);
     out.combined = true;
     if (this.#tryLock()) {
-      this.#combine(requests, out);
+      this.#combine(requests, count, out);
       return out;
     }
     // An ioctl is in flight in another Worker: hand the requests over and wait.
-    const claimed = this.#publish(requests);
+    const claimed = this.#publish(requests, count);
     if (claimed === 0) {
       // The ring is full: wait for the lock and relay ourselves.
       this.#lock();
-      this.#combine(requests, out);
+      this.#combine(requests, count, out);
       return out;
     }
     out.combined = false;
-    const last = this.#slotBase + this.#claimed[claimed - 1] * SLOT_INTS + S_STATE;
-    for (;;) {
-      if (Atomics.load(this.#i32, last) === DONE) break;
-      Atomics.wait(this.#i32, last, Atomics.load(this.#i32, last), 2);
-      if (Atomics.load(this.#i32, last) !== DONE && this.#tryLock()) {
+    // Wait for every slot of the doorbell, not only its last: a combiner scanning the ring may take a later slot
+    // (the wait) in one pass and an earlier one (an invalidation it passed before it was READY) in its next, so the
+    // last slot being DONE does not mean the ones before it were relayed.
+    for (let k = 0; k < claimed;) {
+      const at = this.#slotBase + this.#claimed[k] * SLOT_INTS + S_STATE;
+      const state = Atomics.load(this.#i32, at);
+      if (state === DONE) {
+        k++;
+        continue;
+      }
+      Atomics.wait(this.#i32, at, state, 2);
+      if (Atomics.load(this.#i32, at) !== DONE && this.#tryLock()) {
         // The lock holder finished without our slots (or went away): combine ourselves; that takes our slots too.
-        this.#combine(NONE, null);
+        this.#combine(NONE, 0, null);
       }
     }
     for (let k = 0; k < claimed; k++) {
@@ -304,15 +393,15 @@ export class SharedRelay {
   }
 
   /** Claim one ring slot per request (into #claimed) and write them; returns how many, or 0 when the ring is full. */
-  #publish(requests: readonly Request[]): number {
+  #publish(requests: readonly Request[], count: number): number {
     const claimed = this.#claimed;
     let n = 0;
-    for (let s = 0; s < this.layout.slots && n < requests.length; s++) {
+    for (let s = 0; s < this.layout.slots && n < count; s++) {
       if (Atomics.compareExchange(this.#i32, this.#slotBase + s * SLOT_INTS + S_STATE, FREE, WRITING) === FREE) {
         claimed[n++] = s;
       }
     }
-    if (n < requests.length) {
+    if (n < count) {
       for (let k = 0; k < n; k++) Atomics.store(this.#i32, this.#slotBase + claimed[k] * SLOT_INTS + S_STATE, FREE);
       return 0;
     }
@@ -376,7 +465,7 @@ export class SharedRelay {
    * Holding the lock: relay `own` plus every ready slot, batch after batch, then unlock. Own errnos go to `out`
    * (null: no own requests).
    */
-  #combine(own: readonly Request[], out: SharedDoorbell | null): void {
+  #combine(own: readonly Request[], ownCount: number, out: SharedDoorbell | null): void {
     try {
       Atomics.add(this.#i32, H_COMBINES, 1);
       // The version check stays here, not in the (large, cold) reload: calling it only to compare allocated on every
@@ -388,14 +477,18 @@ export class SharedRelay {
         let count = 0;
         for (let s = 0; s < this.layout.slots; s++) {
           const at = this.#slotBase + s * SLOT_INTS + S_STATE;
-          if (Atomics.compareExchange(this.#i32, at, READY, TAKEN) === READY) taken[count++] = s;
+          // A plain load first: a compare-exchange on each of the ring's slots, twice per combine, cost more than the
+          // rest of an uncontended doorbell.
+          if (Atomics.load(this.#i32, at) === READY && Atomics.compareExchange(this.#i32, at, READY, TAKEN) === READY) {
+            taken[count++] = s;
+          }
         }
         this.#sortByTicket(count);
-        const mine = first ? own : NONE;
+        const mine = first ? ownCount : 0;
         first = false;
-        if (count === 0 && mine.length === 0) break;
+        if (count === 0 && mine === 0) break;
         let n = 0;
-        for (let k = 0; k < mine.length; k++) this.#track(n++, this.queue.submit(mine[k]), k);
+        for (let k = 0; k < mine; k++) this.#track(n++, this.queue.submit(own[k]), k);
         for (let k = 0; k < count; k++) this.#track(n++, this.queue.submit(this.#readSlot(taken[k])), -(taken[k] + 1));
         const drained = this.queue.drainInto(this.#drained);
         Atomics.add(this.#i32, H_REMOTE, count);
@@ -442,5 +535,53 @@ export class SharedRelay {
 }
 
 const NONE: readonly Request[] = [];
+
+/** A submitted request's copy (the sink side): one object per scope kind, refilled, so a copy allocates nothing. */
+class SinkRequest {
+  readonly all = { op: "invalidate" as const, domain: 0, scope: { kind: "all" as const }, noPasid: false, leaf: false };
+  readonly pasid = {
+    op: "invalidate" as const,
+    domain: 0,
+    scope: { kind: "pasid" as const, pasid: 0 },
+    noPasid: false,
+    leaf: false,
+  };
+  readonly range = {
+    op: "invalidate" as const,
+    domain: 0,
+    scope: { kind: "range" as const, firstPage: 0, pages: 1 },
+    noPasid: false,
+    leaf: false,
+  };
+  readonly pasidRange = {
+    op: "invalidate" as const,
+    domain: 0,
+    scope: { kind: "pasid-range" as const, pasid: 0, firstPage: 0, pages: 1 },
+    noPasid: false,
+    leaf: false,
+  };
+  /** The filled copy. */
+  request: Request = this.all;
+
+  fill(r: Request & { op: "invalidate" }): void {
+    const s = r.scope;
+    const c = s.kind === "all"
+      ? this.all
+      : s.kind === "pasid"
+      ? this.pasid
+      : s.kind === "range"
+      ? this.range
+      : this.pasidRange;
+    c.domain = r.domain;
+    c.noPasid = r.noPasid === true;
+    c.leaf = r.leaf === true;
+    if (s.kind === "pasid" || s.kind === "pasid-range") (c.scope as { pasid: number }).pasid = s.pasid;
+    if (s.kind === "range" || s.kind === "pasid-range") {
+      (c.scope as { firstPage: number; pages: number }).firstPage = s.firstPage;
+      (c.scope as { firstPage: number; pages: number }).pages = s.pages;
+    }
+    this.request = c;
+  }
+}
 /** A wait after a failure. */
 const EIO = 5;
