@@ -51,6 +51,8 @@ const OTHER_TESTS: Readonly<Record<string, string>> = {
   "device/errata_test.ts": "host errata across the device layer on both hosts",
   "examples/mini_vmm_test.ts": "examples/mini-vmm",
   "ffi/adopt_test.ts": "ffi/: handed-in fds",
+  "bench/workload_shapes_test.ts": "the benches' workloads against the recordings' stats.json",
+  "relay/shared_sink_test.ts": "lib/relay/shared.ts as a front end's sink (a second file beside shared_test.ts)",
   "ffi/unload_test.ts": "ffi/: the shim stays mapped after its last NativeShim closes (-z nodelete)",
   "frontends/smmuv3/replay_synthetic_test.ts":
     "lib/testing/cmdq_replay.ts on synthetic recordings of every command form",
