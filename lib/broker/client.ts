@@ -20,7 +20,9 @@ import { BrokerErrno, BrokerOp, decodeError, encodeFrame, type Frame, takeFrames
  * ```
  */
 export class BrokerError extends Error {
+  /** Always `BrokerError`. */
   override name = "BrokerError";
+  /** The broker's refusal: its errno and message. */
   constructor(readonly errno: number, message: string) {
     super(message);
   }
@@ -41,7 +43,9 @@ export type BrokerLimit = "connections" | "devices-per-connection" | "pending-pe
  * ```
  */
 export class BrokerLimitError extends BrokerError {
+  /** Always `BrokerLimitError`. */
   override name = "BrokerLimitError";
+  /** A cap the broker enforces was reached: which one, its errno and message. */
   constructor(readonly limit: BrokerLimit, errno: number, message: string) {
     super(errno, message);
   }
@@ -61,9 +65,11 @@ export function brokerError(errno: number, message: string): BrokerError {
 
 /** The outcome of a remote sync. */
 export interface RemoteSync {
+  /** Every invalidation of this connection since its previous SYNC reached the host. */
   readonly ok: boolean;
   /** The request id of the earliest failed invalidation (0 if none). */
   readonly firstFailedRequest: number;
+  /** How many of them failed. */
   readonly failures: number;
   /** Host ioctls the broker made for this sync's flush. */
   readonly hostIoctls: number;
@@ -76,10 +82,12 @@ export interface RemoteSync {
  *
  * @example
  * ```ts ignore
+ * // Needs a broker listening on the socket (`cli.ts serve`); tests/broker/ runs this for real.
  * await using relay = await BrokerClient.connect("/run/iommu-relay.sock");
  * const dev = await relay.attach(1);
  * await dev.invalidate({ op: "invalidate", domain: 1, scope: { kind: "all" } });
- * console.log((await dev.sync()).ok);
+ * const sync = await dev.sync();
+ * if (!sync.ok) throw new Error(`invalidation failed on the host: errno ${sync.firstErrno}`);
  * ```
  */
 export class BrokerClient implements AsyncDisposable {
@@ -87,6 +95,7 @@ export class BrokerClient implements AsyncDisposable {
   #request = 0;
   private constructor(readonly conn: Deno.Conn) {}
 
+  /** Connect to the broker's unix socket at `path`. */
   static async connect(path: string): Promise<BrokerClient> {
     return new BrokerClient(await Deno.connect({ transport: "unix", path }));
   }
@@ -130,6 +139,7 @@ export class BrokerClient implements AsyncDisposable {
     return new RemoteDevice(this, v.getUint32(0, true), v.getUint32(4, true));
   }
 
+  /** Close the connection (the broker then forgets everything it held for it). */
   [Symbol.asyncDispose](): Promise<void> {
     try {
       this.conn.close();
@@ -140,6 +150,7 @@ export class BrokerClient implements AsyncDisposable {
 
 /** A device attached through the broker. */
 export class RemoteDevice {
+  /** A device `handle` of `client`, in guest domain `domain` (made by the client's attach or open). */
   constructor(readonly client: BrokerClient, readonly handle: number, readonly domain: number) {}
 
   /** Relay an invalidation in the 2017 wire format; returns the broker-side sequence number. */
@@ -148,14 +159,17 @@ export class RemoteDevice {
     return new DataView(f.payload.buffer).getUint32(0, true);
   }
 
+  /** Bind a PASID (or the RID) to a stage-1 table, in the 2017 `VFIO_IOMMU_SVM_BIND_TASK` encoding. */
   async bind(request: BindRequest): Promise<void> {
     await this.client.call(BrokerOp.BIND, this.handle, encodeSvmBind2017(request));
   }
 
+  /** Unbind a PASID (or the RID); ENOENT when nothing is bound there. */
   async unbind(pasid: PasidOrRid): Promise<void> {
     await this.client.call(BrokerOp.UNBIND, this.handle, u32s(pasid === "rid" ? 0xffff_ffff : pasid));
   }
 
+  /** A guest wait: the broker sends what is pending and reports this connection's outcomes since its previous SYNC. */
   async sync(): Promise<RemoteSync> {
     const f = await this.client.call(BrokerOp.SYNC, this.handle);
     const v = new DataView(f.payload.buffer);
@@ -168,6 +182,7 @@ export class RemoteDevice {
     };
   }
 
+  /** Detach the device: its bindings go and its handle is no longer valid. */
   async detach(): Promise<void> {
     await this.client.call(BrokerOp.DETACH, this.handle);
   }

@@ -30,8 +30,11 @@
  */
 
 export const PROTOCOL_VERSION = 1;
+/** Bytes of a frame header: op, device handle, request id and payload length, four little-endian u32s. */
 export const HEADER_BYTES = 16;
+/** The largest payload a frame may carry; a longer one is a framing error that closes the connection. */
 export const MAX_PAYLOAD = 4096;
+/** Frame operations (the header's `op`). */
 export const BrokerOp = {
   ATTACH: 1,
   INVALIDATE: 2,
@@ -67,9 +70,13 @@ export const BrokerErrno = {
 
 /** A frame. */
 export interface Frame {
+  /** The operation (`BrokerOp`). */
   readonly op: number;
+  /** The device handle the operation is for (0 before one is attached or opened). */
   readonly device: number;
+  /** The client's request id, echoed in the answer. */
   readonly request: number;
+  /** The operation's payload (at most `MAX_PAYLOAD` bytes). */
   readonly payload: Uint8Array;
 }
 
@@ -99,7 +106,9 @@ export function encodeFrame(f: Frame): Uint8Array {
 
 /** Why a frame could not be taken. */
 export class FrameError extends Error {
+  /** Always `FrameError`. */
   override name = "FrameError";
+  /** A frame refused with `errno`; `fatal` when the connection cannot continue after it. */
   constructor(readonly errno: number, message: string, readonly fatal: boolean) {
     super(message);
   }
@@ -151,6 +160,7 @@ export function u32s(...values: number[]): Uint8Array {
 
 /** An ATTACH payload. */
 export interface AttachPayload {
+  /** The guest domain the new device is in (the listener must serve it; one connection per domain). */
   readonly domain: number;
   /** 0: an in-process model device; 1: a selftest mock device. */
   readonly kind: 0 | 1;

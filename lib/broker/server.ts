@@ -45,6 +45,7 @@ export interface BrokerStats {
   closed: number;
   /** Connections open now. */
   live: number;
+  /** Frames received. */
   frames: number;
   /** Frames answered with an error. */
   errors: number;
@@ -86,6 +87,7 @@ export interface ListenerScope {
 export interface BrokerOptions {
   /** Devices the broker's caller made (`serve --device`): any connection whose listener lists them may open them. */
   readonly named?: ReadonlyMap<string, RelayPlugin>;
+  /** Caps per broker and per connection (each defaults to the broker's built-in limit). */
   readonly limits?: BrokerLimits;
 }
 
@@ -188,6 +190,7 @@ export class Broker {
   #syncs = 0;
   #sweeper: ReturnType<typeof setInterval> | undefined;
 
+  /** A broker over `host`'s devices, with named devices and limits from `options`; `serve` it on a listener. */
   constructor(host: RelayHost, options: BrokerOptions = {}) {
     this.#host = host;
     this.#limits = { ...DEFAULTS, ...options.limits };

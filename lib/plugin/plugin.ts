@@ -50,6 +50,7 @@ export interface DeviceConfig {
   readonly domain: number;
   /** Which guest vIOMMU the device is behind; devices of one vIOMMU share its relay queue. Default "0". */
   readonly viommu?: string;
+  /** Which host device backs it. */
   readonly device: DeviceSource;
   /** The device's guest-visible id, in vIOMMU mode. */
   readonly virtId?: number;
@@ -74,13 +75,14 @@ export type RelayDevice = AssignedDevice;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { RelayHost, relayPlugin } from "./plugin.ts";
  * using host = RelayHost.inProcess();
  * using nic = relayPlugin.create(host, { domain: 1, device: { kind: "model" } });
  * nic.submit({ op: "bind", domain: 1, pasid: 2, table: { format: "vtd-s1", tableAddress: 0x1000, addressWidth: 48 } });
  * nic.submit({ op: "invalidate", domain: 1, scope: { kind: "pasid", pasid: 2 } });
  * nic.submit({ op: "sync" });
- * console.log(nic.drain().waits[0].ok); // true
+ * assert.ok(nic.drain().waits[0].ok);
  * ```
  */
 export class RelayHost implements Disposable {
@@ -207,16 +209,23 @@ export type PluginEvent =
 
 /** A plugin's counters: its device's, its queue's (shared by the vIOMMU), its mode and, shadowed, the domain's. */
 export interface PluginTelemetry {
+  /** Nested translation or shadow mode. */
   readonly mode: "nested" | "shadow";
+  /** The device's own counters (requests, binds, replaces, unbinds, refusals). */
   readonly device: DeviceTelemetry;
+  /** The relay queue's counters, shared by every device behind the same guest vIOMMU. */
   readonly queue: QueueTelemetry;
+  /** Shadow mode: the shadowed domain's counters (maps, unmaps, areas kept, walk faults). */
   readonly shadow?: ShadowTelemetry;
 }
 
 /** A plugin instance: one device's relay. */
 export interface RelayPlugin extends Disposable {
+  /** The plugin definition's name. */
   readonly name: string;
+  /** `attached` until disposed; a disposed plugin refuses every call. */
   readonly state: "attached" | "disposed";
+  /** The configuration the device was assigned with. */
   readonly config: DeviceConfig;
   /** Relay a guest request; returns its sequence number (binds and unbinds: undefined). Refusals throw typed errors. */
   submit(request: Request): number | undefined;
@@ -224,6 +233,7 @@ export interface RelayPlugin extends Disposable {
   drain(): DrainReport;
   /** The same, refilling `out` in place (the allocation-free form for a doorbell; optional for third parties). */
   drainInto?(out: DrainOutcome): DrainOutcome;
+  /** Counters, as copies taken when read. */
   readonly telemetry: PluginTelemetry;
   /** Subscribe to events; returns the unsubscribe function. */
   on(listener: (event: PluginEvent) => void): () => void;
@@ -242,7 +252,9 @@ export interface DeviceHandle extends RelayPlugin {
 
 /** What {@linkcode definePlugin} takes. */
 export interface PluginSpec {
+  /** The plugin's name, as `loadPlugin` and telemetry report it. */
   readonly name: string;
+  /** Its version (free-form, semver by convention). */
   readonly version: string;
   /** Make one instance around its device's handle (the host assigned the device already). */
   create(device: DeviceHandle, config: DeviceConfig): RelayPlugin;
@@ -250,8 +262,11 @@ export interface PluginSpec {
 
 /** A plugin definition, as {@linkcode definePlugin} makes and {@linkcode loadPlugin} returns. */
 export interface PluginDefinition {
+  /** Marks a value made by `definePlugin`: what `loadPlugin` checks a module's default export for. */
   readonly kind: "iommu-relay-plugin";
+  /** The plugin's name. */
   readonly name: string;
+  /** Its version. */
   readonly version: string;
   /**
    * Where the plugin's code runs: "host" (made with {@linkcode definePlugin} in the host's realm: code as trusted as
@@ -466,12 +481,15 @@ function deviceHandle(name: string, host: RelayHost, config: DeviceConfig): Devi
 
 /** A module that could not be loaded as a plugin. */
 export class PluginLoadError extends Error {
+  /** Always `PluginLoadError`. */
   override name = "PluginLoadError";
 }
 
 /** A plugin running in a Worker broke the channel: it did not answer in time, or answered garbage. */
 export class PluginCallError extends Error {
+  /** Always `PluginCallError`. */
   override name = "PluginCallError";
+  /** A broken call of `method` on plugin `plugin`, with what went wrong. */
   constructor(
     /** The plugin's name. */
     readonly plugin: string,
