@@ -108,10 +108,21 @@ export function writeU64(view: DataView, offset: number, value: number | bigint)
 
 /**
  * Write the byte address of 4 KiB page `page` (an integer below 2^52) as a u64, without BigInt: addresses up
- * to 2^64 - 4096 are exact although most of them are not representable as a JS number.
+ * to 2^64 - 4096 are exact although most of them are not representable as a JS number. `lowBits` (below 4096) fill
+ * bits 11:0, where queue records keep their flags beside the page address (VT-d page requests, SMMUv3 PRI and event
+ * records).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { writePageAddress } from "./struct.ts";
+ * const v = new DataView(new ArrayBuffer(8));
+ * writePageAddress(v, 0, 2 ** 52 - 1, 0x5);
+ * assert.equal(v.getBigUint64(0, true), 0xffff_ffff_ffff_f005n);
+ * ```
  */
-export function writePageAddress(view: DataView, offset: number, page: number): void {
-  view.setUint32(offset, (page % 0x10_0000) * 4096, true);
+export function writePageAddress(view: DataView, offset: number, page: number, lowBits = 0): void {
+  view.setUint32(offset, ((page % 0x10_0000) * 4096 + (lowBits & 0xfff)) >>> 0, true);
   view.setUint32(offset + 4, Math.floor(page / 0x10_0000), true);
 }
 

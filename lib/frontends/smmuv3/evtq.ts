@@ -24,6 +24,7 @@
  *
  * @module
  */
+import { writePageAddress } from "../../uapi/struct.ts";
 import type { GuestMemory } from "../vtd/queue.ts";
 import { SmmuOutputQueue } from "./outq.ts";
 import type { HostPageFault } from "../vtd/prq.ts";
@@ -95,8 +96,7 @@ export class SmmuEventQueue extends SmmuOutputQueue {
     // dword 1: STAG [15:0], Stall [31], PnU [32], InD [34], RnW [35] (1 = read)
     v.setUint32(8, (stag | (1 << 31)) >>> 0, true);
     v.setUint32(12, (f.priv ? 1 : 0) | (f.exec ? 4 : 0) | (f.write ? 0 : 8), true);
-    v.setUint32(16, (f.page % 0x10_0000) * 4096, true);
-    v.setUint32(20, Math.floor(f.page / 0x10_0000), true);
+    writePageAddress(v, 16, f.page);
     if (!this.post(r)) {
       stalls.overflow(f.cookie);
       return false;

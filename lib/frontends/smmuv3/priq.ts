@@ -26,6 +26,7 @@
  *
  * @module
  */
+import { writePageAddress } from "../../uapi/struct.ts";
 import type { GuestMemory } from "../vtd/queue.ts";
 import type { HostPageFault } from "../vtd/prq.ts";
 import type { SmmuCommand } from "./commands.ts";
@@ -82,8 +83,7 @@ export class SmmuPriQueue extends SmmuOutputQueue {
         (f.write ? 1 << 29 : 0) | (f.lastInGroup ? 1 << 30 : 0) | (f.pasid !== undefined ? 1 << 31 : 0)) >>> 0,
       true,
     );
-    v.setUint32(8, (((f.page % 0x10_0000) * 4096) | (f.grpid & 0x1ff)) >>> 0, true);
-    v.setUint32(12, Math.floor(f.page / 0x10_0000), true);
+    writePageAddress(v, 8, f.page, f.grpid & 0x1ff);
     if (!this.writeRecord(e)) {
       this.raiseOverflow();
       this.#groups.overflow(f.lastInGroup ? f.cookie : undefined);

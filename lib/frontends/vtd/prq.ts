@@ -11,6 +11,7 @@
  *
  * @module
  */
+import { writePageAddress } from "../../uapi/struct.ts";
 import type { GuestMemory } from "./queue.ts";
 import type { VtdDescriptor } from "./descriptors.ts";
 import { VTD_RID_PASID_ZERO, type VtdRidPasidMap } from "./rid_pasid.ts";
@@ -156,13 +157,12 @@ export class VtdPageRequestQueue {
     v.setUint32(0, 1 | (f.pasid !== undefined ? 1 << 8 : 0) | ((f.rid & 0xffff) << 16), true);
     v.setUint32(4, ((f.pasid ?? 0) & 0xfffff) | (f.exec ? 1 << 20 : 0) | (f.priv ? 1 << 21 : 0), true);
     // qw1: read 0, write 1, LPIG 2, PRG index 11:3, address 63:12
-    v.setUint32(
+    writePageAddress(
+      v,
       8,
-      ((f.page % 0x10_0000) * 4096 + ((f.grpid & 0x1ff) << 3) + (f.lastInGroup ? 4 : 0) + (f.write ? 2 : 0) +
-        (f.read ? 1 : 0)) >>> 0,
-      true,
+      f.page,
+      ((f.grpid & 0x1ff) << 3) | (f.lastInGroup ? 4 : 0) | (f.write ? 2 : 0) | (f.read ? 1 : 0),
     );
-    v.setUint32(12, Math.floor(f.page / 0x10_0000), true);
     const gpa = this.base + this.pqt;
     try {
       this.memory.write(gpa, d);
