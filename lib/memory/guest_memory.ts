@@ -17,12 +17,22 @@
  * @module
  */
 
-/** Bounds-checked guest memory. */
-export interface BoundedGuestMemory {
+/** What a page-table walker needs of guest memory: reads, bounds-checked (throws outside guest RAM). */
+export interface GuestMemoryReader {
   /** `length` bytes at guest-physical `gpa`; throws for anything outside guest RAM. */
   read(gpa: number, length: number): Uint8Array;
-  /** Write `bytes` at guest-physical `gpa`; throws for anything outside guest RAM. */
+}
+
+/** Guest-physical memory as the front ends use it: reads and writes, bounds-checked by the VMM. */
+export interface GuestMemory extends GuestMemoryReader {
+  /** Write `bytes` at guest-physical `gpa` (a wait's status, a queue record); throws outside guest RAM. */
   write(gpa: number, bytes: Uint8Array): void;
+  /** Copy `out.length` bytes at `gpa` into `out` (optional: lets a doorbell read descriptors without allocating). */
+  readInto?(gpa: number, out: Uint8Array): void;
+}
+
+/** Bounds-checked guest memory. */
+export interface BoundedGuestMemory extends GuestMemory {
   /** Copy `out.length` bytes at `gpa` into `out`: a read that allocates nothing. */
   readInto(gpa: number, out: Uint8Array): void;
 }

@@ -31,11 +31,8 @@
  * @module
  */
 
-/** Guest-physical memory, bounds-checked by the VMM (throws outside guest RAM). */
-export interface GuestMemoryReader {
-  /** `length` bytes at guest-physical `gpa`; throws for anything outside guest RAM. */
-  read(gpa: number, length: number): Uint8Array;
-}
+import type { GuestMemoryReader } from "../memory/guest_memory.ts";
+export type { GuestMemoryReader } from "../memory/guest_memory.ts";
 
 /** Which table, where. */
 export interface PageTableConfig {

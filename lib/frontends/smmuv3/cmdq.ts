@@ -31,7 +31,7 @@
  */
 import type { PasidOrRid } from "../../request/request.ts";
 import { PAGE_SPACE } from "../../request/request.ts";
-import type { GuestMemory } from "../vtd/queue.ts";
+import type { GuestMemory } from "../../memory/guest_memory.ts";
 import { type RelaySink, RelayWindow, type WaitCompleter } from "../window.ts";
 import { decodeSmmuCommand, type SmmuCommand, SmmuCommandScratch } from "./commands.ts";
 import { QueueBaseRegister, register32 } from "./outq.ts";

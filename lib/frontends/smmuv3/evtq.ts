@@ -25,7 +25,7 @@
  * @module
  */
 import { writePageAddress } from "../../uapi/struct.ts";
-import type { GuestMemory } from "../vtd/queue.ts";
+import type { GuestMemory } from "../../memory/guest_memory.ts";
 import { SmmuOutputQueue } from "./outq.ts";
 import type { HostPageFault } from "../vtd/prq.ts";
 import type { SmmuCommand } from "./commands.ts";

@@ -11,7 +11,7 @@
  *
  * @module
  */
-import type { GuestMemory } from "../vtd/queue.ts";
+import type { GuestMemory } from "../../memory/guest_memory.ts";
 
 /** PROD.OVFLG / CONS.OVACKFLG. */
 const OVFLG = 1 << 31;

@@ -22,7 +22,7 @@
  *
  * @module
  */
-import type { GuestMemory } from "../vtd/queue.ts";
+import type { GuestMemory } from "../../memory/guest_memory.ts";
 import type { HostPageFault } from "../vtd/prq.ts";
 import {
   type HostResponder,

@@ -30,7 +30,7 @@
 import type { BindRequest, PasidOrRid, StageOneTable, UnbindRequest } from "../../request/request.ts";
 import type { VtdDescriptor } from "./descriptors.ts";
 import { lookupVtdPasidEntry, type VtdPasidEntry, vtdPasidEntryAnyTable } from "./pasid.ts";
-import type { GuestMemory } from "./queue.ts";
+import type { GuestMemory } from "../../memory/guest_memory.ts";
 import { VTD_RID_PASID_ZERO, vtdBindingKey, type VtdRidPasidMap } from "./rid_pasid.ts";
 
 /** A device behind the unit, as the VMM knows it from the device's scalable-mode context entry. */

@@ -21,7 +21,7 @@
  * @module
  */
 import type { StageOneTable, VtdStageOne } from "../../request/request.ts";
-import type { GuestMemory } from "./queue.ts";
+import type { GuestMemory } from "../../memory/guest_memory.ts";
 
 /** PASIDs per PASID table (PASID_PDE_SHIFT = 6). */
 export const VTD_PASIDS_PER_TABLE = 64;

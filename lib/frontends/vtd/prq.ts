@@ -12,7 +12,7 @@
  * @module
  */
 import { writePageAddress } from "../../uapi/struct.ts";
-import type { GuestMemory } from "./queue.ts";
+import type { GuestMemory } from "../../memory/guest_memory.ts";
 import type { VtdDescriptor } from "./descriptors.ts";
 import { VTD_RID_PASID_ZERO, type VtdRidPasidMap } from "./rid_pasid.ts";
 import {

@@ -22,15 +22,8 @@ import { VtdDomainRouter } from "./routing.ts";
 /** FSTS bits the queue sets (write 1 to clear). */
 export const FSTS = { IQE: 1 << 4, ICE: 1 << 5, ITE: 1 << 6 } as const;
 
-/** Guest-physical memory, bounds-checked by the VMM (throw for anything outside guest RAM). */
-export interface GuestMemory {
-  /** `length` bytes at `gpa`; throws outside guest RAM. */
-  read(gpa: number, length: number): Uint8Array;
-  /** Write `bytes` at `gpa` (wait descriptors' status writes); throws outside guest RAM. */
-  write(gpa: number, bytes: Uint8Array): void;
-  /** Copy `out.length` bytes at `gpa` into `out` (optional: lets a doorbell read descriptors without allocating). */
-  readInto?(gpa: number, out: Uint8Array): void;
-}
+import type { GuestMemory } from "../../memory/guest_memory.ts";
+export type { GuestMemory } from "../../memory/guest_memory.ts";
 
 export type { RelaySink } from "../window.ts";
 
