@@ -5,11 +5,12 @@
  *
  * @module
  */
+import { Errno } from "../../lib/uapi/errno.ts";
 import { IOCTL, type NativeShim } from "../../ffi/native.ts";
 import { KVM_RUN, KvmExitReason } from "../../lib/uapi/mod.ts";
 import { KIND } from "./mailbox.ts";
 
-const EINTR = 4, EAGAIN = 11;
+const { EINTR, EAGAIN } = Errno.values;
 const X = KvmExitReason.values;
 
 /** Who serves a vCPU's exits. */

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { Errno } from "../uapi/errno.ts";
 import { IOCTL } from "../../ffi/native.ts";
 import { UnsupportedError } from "./errors.ts";
 import type { Iommufd } from "./iommufd.ts";
@@ -25,8 +26,7 @@ import {
   TestOp,
 } from "../uapi/mod.ts";
 
-const ENOTTY = 25;
-const EOPNOTSUPP = 95;
+const { ENOTTY, EOPNOTSUPP } = Errno.values;
 
 /** A feature, the release that brought it, how it is probed, and which answers mean "absent". */
 interface Probe {

@@ -20,6 +20,7 @@
  *
  * @module
  */
+import { Errno } from "../uapi/errno.ts";
 import { KernelError } from "./errors.ts";
 import type { FaultQueue, Veventq } from "./iommufd.ts";
 import type { IommuHwptPgfault } from "../uapi/mod.ts";
@@ -52,7 +53,7 @@ export interface StreamStats {
 /** Sequence numbers wrap at INT_MAX (the kernel counts in a signed int). */
 const SEQ_SPAN = 2 ** 31;
 
-const EAGAIN = 11;
+const { EAGAIN } = Errno.values;
 
 async function readable(
   q: { iommufd: { shim: { pollAsync(fd: number, e: number, t: number): Promise<number> } }; fd: number },

@@ -19,6 +19,7 @@
  *
  * @module
  */
+import { Errno } from "../uapi/errno.ts";
 import { FORMATS } from "../compile/formats.ts";
 import type { Binding, RelayQueue } from "./queue.ts";
 import { DrainOutcome, type DrainReport } from "./outcome.ts";
@@ -584,4 +585,4 @@ class SinkRequest {
   }
 }
 /** A wait after a failure. */
-const EIO = 5;
+const { EIO } = Errno.values;

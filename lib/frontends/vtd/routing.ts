@@ -34,6 +34,7 @@
  *
  * @module
  */
+import { Errno } from "../../uapi/errno.ts";
 import { DrainOutcome, type DrainReport, type RequestFailure } from "../../relay/outcome.ts";
 import type { InvalidateRequest, Request } from "../../request/request.ts";
 import type { RelaySink } from "../window.ts";
@@ -77,7 +78,7 @@ interface SinkRecord {
   count: number;
 }
 
-const EIO = 5;
+const { EIO } = Errno.values;
 
 /** Routes one VT-d unit's requests to per-domain sinks and the emulated-domains hook. */
 export class VtdDomainRouter implements RelaySink {
