@@ -1,13 +1,13 @@
-// Broker mode on the real kernel: `cli.ts serve` holds /dev/iommu (granted that one path and the shim only) and
+// Broker mode on the real kernel: `cli/main.ts serve` holds /dev/iommu (granted that one path and the shim only) and
 // relays for a client in this process that attaches a selftest mock device over the socket.
 import assert from "node:assert/strict";
 import { BrokerClient } from "../lib/broker/client.ts";
 import { kernelTest, shim } from "./harness.ts";
 import { startBroker } from "../tests/broker/process.ts";
 
-const cli = new URL("../cli.ts", import.meta.url).pathname;
+const cli = new URL("../cli/main.ts", import.meta.url).pathname;
 
-/** `cli.ts serve` on /dev/iommu with the least flags: the shim, /dev/iommu and the socket's folder. */
+/** `cli/main.ts serve` on /dev/iommu with the least flags: the shim, /dev/iommu and the socket's folder. */
 function startKernelBroker(dir: string, sock: string, serve: string[] = []) {
   return startBroker({
     sock,

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { noKernel, shim } from "./harness.ts";
 
 const CDEV = "/dev/vfio/devices/vfio0";
-const cli = new URL("../cli.ts", import.meta.url).pathname;
+const cli = new URL("../cli/main.ts", import.meta.url).pathname;
 const noCdev = noKernel ?? (shim.open(CDEV) < 0 ? `${CDEV} does not exist in this VM` : undefined);
 
 async function run(args: string[], read: string[] = []): Promise<{ code: number; stdout: string; stderr: string }> {

@@ -132,7 +132,7 @@ export class BrokerClient implements AsyncDisposable {
     return new RemoteDevice(this, new DataView(f.payload.buffer).getUint32(0, true), domain);
   }
 
-  /** A handle on a device the broker was started with (`cli.ts serve --device NAME=...`); it outlives this client. */
+  /** A handle on a device the broker was started with (`cli/main.ts serve --device NAME=...`); outlives this client. */
   async open(name: string): Promise<RemoteDevice> {
     const f = await this.call(BrokerOp.OPEN, 0, new TextEncoder().encode(name));
     const v = new DataView(f.payload.buffer);

@@ -507,7 +507,7 @@ export interface LoadOptions {
    * The Workers' Deno permissions: "inherit" (default: the process's, so a plugin could do what the process may —
    * load the shim itself, if FFI is granted) or "none" (Deno exits at the first load unless the process runs with
    * `--unstable-worker-options`; there is no way to ask beforehand). For untrusted code in a process with FFI, use
-   * "none", or keep the FFI in a broker (`cli.ts serve`) and the plugin in a process without it.
+   * "none", or keep the FFI in a broker (`cli/main.ts serve`) and the plugin in a process without it.
    */
   readonly permissions?: "none" | "inherit";
   /** How long one call into the plugin may take before its Worker is terminated (default 5000 ms). */

@@ -1,4 +1,4 @@
-// Broker mode end to end: the broker (cli.ts serve) in one subprocess, a VMM-side client with no FFI permission in
+// Broker mode end to end: the broker (cli/main.ts serve) in one subprocess, a VMM-side client with no FFI permission in
 // another, plus misbehaving raw clients — a malformed record, an oversized frame, a disconnect mid-batch.
 import assert from "node:assert/strict";
 import { encodeFrame } from "../../lib/broker/protocol.ts";

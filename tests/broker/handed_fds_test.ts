@@ -1,7 +1,7 @@
-// Handed-in fds (issue 16 item 4): `cli.ts serve --iommufd-fd N` takes an fd its parent opened, checked by the shim
-// with fstat, and opens no device path. This host has no /dev/iommu, so the plumbing is shown with what it has: a
-// parent shell hands in /dev/kvm (a device the shim knows, but not an iommufd) and /dev/null (one it refuses), and
-// the broker refuses each with a typed error naming what it got. kernel-suite/broker_test.ts hands in /dev/iommu.
+// Handed-in fds (issue 16 item 4): `cli/main.ts serve --iommufd-fd N` takes an fd its parent opened, checked by the
+// shim with fstat, and opens no device path. This host has no /dev/iommu, so the plumbing is shown with what it has: a
+// parent shell hands in /dev/kvm (a device the shim knows, but not an iommufd) and /dev/null (one it refuses), and the
+// broker refuses each with a typed error naming what it got. kernel-suite/broker_test.ts hands in /dev/iommu.
 import assert from "node:assert/strict";
 import { ensureShim } from "../../ffi/build.ts";
 import { NativeShim } from "../../ffi/native.ts";
@@ -12,9 +12,9 @@ const kvm = await (async () => {
   if (fd >= 0) shim.close(fd);
   return fd;
 })();
-const cli = new URL("../../cli.ts", import.meta.url).pathname;
+const cli = new URL("../../cli/main.ts", import.meta.url).pathname;
 
-/** `cli.ts serve` with fds 3 (/dev/kvm) and 4 (/dev/null) opened by a parent shell, granted the shim only. */
+/** `cli/main.ts serve` with fds 3 (/dev/kvm) and 4 (/dev/null) opened by a parent shell, granted the shim only. */
 async function serveWithFds(serveArgs: string[]): Promise<{ code: number; stderr: string }> {
   const shim = await ensureShim();
   const dir = await Deno.makeTempDir();

@@ -1,6 +1,6 @@
-// `cli.ts serve` as a subprocess for the tests that talk to a broker (tests/broker, tests/cli_test.ts and, inside the
+// `cli/main.ts serve` as a subprocess for the tests that talk to a broker (tests/broker, tests/cli/ and, inside the
 // test VM, kernel-suite/broker_test.ts): started with exactly the flags a test grants, awaited until it says `until`.
-const cli = new URL("../../cli.ts", import.meta.url).pathname;
+const cli = new URL("../../cli/main.ts", import.meta.url).pathname;
 
 /** A running broker: its process, its stdout reader (already past `until`), and a clean stop. */
 export interface BrokerProcess {
@@ -10,7 +10,7 @@ export interface BrokerProcess {
 }
 
 /**
- * Start `cli.ts serve --socket <sock> <serve...>` granted read and write of `read` / `write` (default: `dir`), the
+ * Start `cli/main.ts serve --socket <sock> <serve...>` granted read and write of `read` / `write` (default: `dir`), the
  * socket, and `flags`; resolve once its output contains `until` (default "listening on").
  */
 export async function startBroker(opts: {

@@ -1,7 +1,7 @@
-// The broker soak: `cli.ts serve --in-process` as a subprocess under a lowered RLIMIT_NOFILE (a shell's `ulimit -n`),
-// put through idle connections past its fd limit (accept() fails with EMFILE), connect/close churn, ATTACH and
-// INVALIDATE floods, a client that never reads, and invalidate+sync rounds. It must end up: still serving a good
-// client, its fd count back at the baseline and its heap after a GC within 1 MiB of the baseline.
+// The broker soak: `cli/main.ts serve --in-process` as a subprocess under a lowered RLIMIT_NOFILE (a shell's
+// `ulimit -n`), put through idle connections past its fd limit (accept() fails with EMFILE), connect/close churn,
+// ATTACH and INVALIDATE floods, a client that never reads, and invalidate+sync rounds. It must end up: still serving a
+// good client, its fd count back at the baseline and its heap after a GC within 1 MiB of the baseline.
 //
 // CI-sized by default; IOMMU_RELAY_BROKER_SOAK=full runs the figures RELIABILITY.md records (200,000 invalidate+sync,
 // 10,000 connect/close).
@@ -14,7 +14,7 @@ const FULL = Deno.env.get("IOMMU_RELAY_BROKER_SOAK") === "full";
 const FIGURES = FULL
   ? { invalidateSyncs: 200_000, churn: 10_000, idle: 200, nofile: 128 }
   : { invalidateSyncs: 10_000, churn: 500, idle: 80, nofile: 64 };
-const cli = new URL("../../cli.ts", import.meta.url).pathname;
+const cli = new URL("../../cli/main.ts", import.meta.url).pathname;
 
 interface BrokerReport {
   heapUsed: number;

@@ -1,9 +1,9 @@
-// cli.ts grants are exact paths: a grant on a folder is not a grant on the node in it, a granted symlink's target is
-// not opened, and a granted path the shim does not open is refused by the shim.
+// The CLI's grants (cli/grants.ts) are exact paths: a grant on a folder is not a grant on the node in it, a granted
+// symlink's target is not opened, and a granted path the shim does not open is refused by the shim.
 import assert from "node:assert/strict";
 import { ensureShim } from "../../ffi/build.ts";
 
-const cli = new URL("../../cli.ts", import.meta.url).pathname;
+const cli = new URL("../../cli/main.ts", import.meta.url).pathname;
 const shim = await ensureShim();
 
 async function info(grants: string[], path: string): Promise<Record<string, unknown>> {
