@@ -82,7 +82,7 @@ export interface RemoteSync {
  *
  * @example
  * ```ts ignore
- * // Needs a broker listening on the socket (`cli.ts serve`); tests/broker/ runs this for real.
+ * // Needs a broker listening on the socket (`cli/main.ts serve`); tests/broker/ runs this for real.
  * await using relay = await BrokerClient.connect("/run/iommu-relay.sock");
  * const dev = await relay.attach(1);
  * await dev.invalidate({ op: "invalidate", domain: 1, scope: { kind: "all" } });
