@@ -19,6 +19,7 @@ const { values } = parseArgs({
     strict: { type: "boolean", default: false },
     timeout: { type: "string", default: "900" },
     quiet: { type: "boolean", default: false },
+    "verify-hits": { type: "boolean", default: false },
   },
 });
 const root = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
@@ -74,7 +75,7 @@ await Deno.writeTextFile(
 export HOME=/run TMPDIR=/run DENO_DIR=/run/deno NO_COLOR=1 DENO_NO_UPDATE_CHECK=1 IOMMU_RELAY_SHIM='${shim}'
 cd '${root}'
 '${Deno.execPath()}' run --no-lock -A examples/linux-vmm/main.ts --kernel '${bzImage}' --initrd '${guestDir}/initramfs.cpio' \\
-  ${values.strict ? "--strict" : ""} ${values.quiet ? "--quiet" : ""}
+  ${values.strict ? "--strict" : ""} ${values.quiet ? "--quiet" : ""} ${values["verify-hits"] ? "--verify-hits" : ""}
 `,
 );
 const args = [

@@ -143,14 +143,19 @@ export class KvmVm implements Disposable {
     check("KVM_IRQ_LINE", this.kvm.shim[IOCTL](this.fd, KVM_IRQ_LINE.request, this.#irq));
   }
 
-  /** Deliver the MSI a device writes (`address`, `data`). Returns KVM's answer (>0 delivered, 0 blocked). */
+  /** MSIs KVM refused (a guest-programmed address or data it rejects): counted, never thrown into a device. */
+  msiErrors = 0;
+
+  /** Deliver the MSI a device writes (`address`, `data`). Returns KVM's answer (>0 delivered, 0 blocked, <0 refused). */
   signalMsi(address: number, data: number): number {
     const v = new DataView(this.#msi.buffer);
     v.setUint32(0, address >>> 0, true);
     v.setUint32(4, Math.floor(address / 2 ** 32), true);
     v.setUint32(8, data >>> 0, true);
     v.setUint32(12, 0, true);
-    return check("KVM_SIGNAL_MSI", this.kvm.shim[IOCTL](this.fd, KVM_SIGNAL_MSI.request, this.#msi));
+    const r = this.kvm.shim[IOCTL](this.fd, KVM_SIGNAL_MSI.request, this.#msi);
+    if (r < 0) this.msiErrors++;
+    return r;
   }
 
   /** The VM's one vCPU (id 0). */

@@ -24,6 +24,7 @@ const { values } = parseArgs({
     timeout: { type: "string", default: "300" },
     json: { type: "boolean", default: false },
     quiet: { type: "boolean", default: false },
+    "verify-hits": { type: "boolean", default: false },
   },
 });
 
@@ -53,14 +54,15 @@ const report = runLinuxVmm({
   append: values.strict ? "iommu.strict=1" : "iommu.strict=0",
   timeoutMs: Number(values.timeout) * 1000,
   tableFor: onKernel ? (entry) => ({ format: "selftest", iotlb: entry.firstStagePage }) : undefined,
+  verifyHits: values["verify-hits"],
   onConsole: values.quiet ? undefined : (line) => console.log(`  guest| ${line}`),
 });
-if (values.json) console.log(JSON.stringify({ ...report, console: report.console.length }));
+const { console: lines, workload, ...rest } = report;
+if (values.json) console.log(JSON.stringify({ ...rest, console: lines.length, doorbells: workload.doorbells.length }));
 else {
-  const { console: lines, ...rest } = report;
   console.log(`linux-vmm: ${lines.length} console lines`);
   console.log(JSON.stringify(rest, null, 1));
 }
-const ok = report.end.kind === "exit-port" && report.end.status === 0;
+const ok = report.end.kind === "guest-exit" && report.end.status === 0;
 console.log(`linux-vmm: end ${JSON.stringify(report.end)}, ${ok ? "ok" : "FAILED"}`);
 Deno.exit(ok ? 0 : 1);

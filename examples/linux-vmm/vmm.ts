@@ -8,7 +8,7 @@
  */
 import { IOCTL, type NativeShim } from "../../ffi/native.ts";
 import { KVM_RUN, KvmExitReason, type PluginDefinition, type RelayHost, relayPlugin } from "../../mod.ts";
-import type { RelayPlugin, StageOneTable, VtdPasidEntry } from "../../mod.ts";
+import type { RelayPlugin, StageOneTable, VtdPasidEntry, Workload } from "../../mod.ts";
 import { ACPI_PM, buildAcpi } from "./acpi.ts";
 import { BOOT, type E820Entry, parseBzImage, placeBoot } from "./boot.ts";
 import { conservativeCpuid, Kvm, KvmError } from "./kvm.ts";
@@ -31,6 +31,7 @@ export interface LinuxVmmOptions {
   /** Extra kernel parameters (e.g. `iommu.strict=1`). */
   readonly append?: string;
   readonly ramMiB?: number;
+  /** The RAM disk, MiB (default 1: the guest's /init passes over it three times reading, twice writing). */
   readonly diskMiB?: number;
   readonly timeoutMs?: number;
   /** Host devices behind the guest's domains (default: selftest mocks on a kernel host, model devices in-process). */
@@ -41,10 +42,13 @@ export interface LinuxVmmOptions {
   /** Every console line, as it comes. */
   readonly onConsole?: (line: string) => void;
   readonly kvmPath?: string;
+  /** Diagnosis: re-walk the guest's table on every DMA cache hit and report disagreements (slower). */
+  readonly verifyHits?: boolean;
 }
 
 export type LinuxVmmEnd =
-  | { readonly kind: "exit-port"; readonly status: number }
+  /** The guest's /init ended with `status`: through the exit port, or by rebooting after its "exit" line. */
+  | { readonly kind: "guest-exit"; readonly status: number; readonly via: "port" | "reboot" }
   | { readonly kind: "shutdown" | "timeout" | "halted" }
   | { readonly kind: "error"; readonly detail: string };
 
@@ -65,6 +69,10 @@ export interface LinuxVmmReport {
   readonly binder: { binds: number; unbinds: number; ridBinds: number; badEntries: string[] };
   /** Descriptors of the guest's invalidation queue, by type. */
   readonly descriptorsByType: Record<string, number>;
+  /** The relay requests of the run, doorbell by doorbell (a `lib/testing` workload, for policy replays). */
+  readonly workload: Workload;
+  /** MSIs KVM refused. */
+  readonly msiErrors: number;
   /** Lines of the guest's log that report DMAR faults. */
   readonly dmarFaultLines: string[];
 }
@@ -118,8 +126,15 @@ export function runLinuxVmm(opts: LinuxVmmOptions): LinuxVmmReport {
     },
     tableFor: opts.tableFor,
   }, msi);
-  stack.defer(() => vtd.dispose());
-  const blk = new VirtioBlk((opts.diskMiB ?? 2) * MiB, { bytes: ram }, vtd, msi);
+  stack.defer(() => {
+    try {
+      vtd.dispose();
+    } catch (e) {
+      console.error(`linux-vmm: disposing the VT-d unit's plugins failed: ${e}`);
+    }
+  });
+  vtd.verifyHits = opts.verifyHits ?? false;
+  const blk = new VirtioBlk((opts.diskMiB ?? 1) * MiB, { bytes: ram }, vtd, msi);
 
   const kvm = stack.use(Kvm.open(shim, opts.kvmPath));
   const vm = vmRef.vm = stack.use(kvm.createVm());
@@ -161,6 +176,7 @@ export function runLinuxVmm(opts: LinuxVmmOptions): LinuxVmmReport {
 
   // Port and MMIO exits.
   let pciAddress = 0;
+  let pm1Enable = 0;
   let end: LinuxVmmEnd | undefined;
   const io = (port: number, size: number, out: boolean, value: number): number => {
     if (port >= UART_BASE && port < UART_BASE + 8) {
@@ -181,8 +197,13 @@ export function runLinuxVmm(opts: LinuxVmmOptions): LinuxVmmReport {
       return out ? 0 : blk.configRead(offset, size);
     }
     if (port === ACPI_PM.cnt && !out) return 1; // SCI_EN: ACPI mode is on
+    if (port >= ACPI_PM.evt + 2 && port < ACPI_PM.evt + 4) {
+      // PM1 enable: kept (the driver checks its global-lock enable reads back); nothing ever raises an event.
+      if (out) pm1Enable = value & 0xffff;
+      return out ? 0 : pm1Enable;
+    }
     if (port === EXIT_PORT && out) {
-      end = { kind: "exit-port", status: value & 0xff };
+      end = { kind: "guest-exit", status: value & 0xff, via: "port" };
       return 0;
     }
     if ((port === 0x64 && out && (value & 0xff) === 0xfe) || (port === 0xcf9 && out && (value & 4))) {
@@ -270,11 +291,21 @@ export function runLinuxVmm(opts: LinuxVmmOptions): LinuxVmmReport {
         end = { kind: "error", detail };
       }
     }
+  } catch (e) {
+    // A device model that throws is a VMM bug, not the guest's: the run ends, with the report.
+    end = { kind: "error", detail: `VMM: ${(e as Error).stack ?? e}` };
   } finally {
     shim.deadlineTimer(0);
     uart.flush();
   }
 
+  // A reboot right after /init's "exit" line (no panic in between) is its end; any other reboot is a shutdown.
+  const exitAt = consoleLines.findLastIndex((l) => /linux-guest: exit \d+$/.test(l));
+  if (
+    end?.kind === "shutdown" && exitAt >= 0 && !consoleLines.slice(exitAt).some((l) => /Kernel panic|Oops|BUG:/.test(l))
+  ) {
+    end = { kind: "guest-exit", status: Number(consoleLines[exitAt].match(/exit (\d+)$/)![1]), via: "reboot" };
+  }
   const resultLine = consoleLines.findLast((l) => l.includes("linux-guest: result "));
   const result = resultLine
     ? Object.fromEntries(
@@ -299,6 +330,12 @@ export function runLinuxVmm(opts: LinuxVmmOptions): LinuxVmmReport {
     relay: { invalidationsIn: t.invalidationsIn, ioctls: t.ioctls, entriesOut: t.entriesOut, failures: t.failures },
     binder: structuredClone(vtd.binder.telemetry),
     descriptorsByType: { ...vtd.queue.telemetry.byType },
+    msiErrors: vm.msiErrors,
+    workload: {
+      name: `linux-guest ${opts.append ?? ""}`.trim(),
+      doorbells: vtd.doorbellLog.map((d, i) => ({ at: i * 1000, vcpu: 0, requests: d.requests })),
+      descriptors: vtd.stats.descriptors,
+    },
     dmarFaultLines: consoleLines.filter((l) => /DMAR: \[DMA|DRHD: handling fault|fault reason/i.test(l)),
   };
 }

@@ -116,6 +116,9 @@ export interface VtdStats {
   walks: number;
   dropped: number;
   faults: DmaFault[];
+  /** Diagnosis (with `verifyHits`): cache hits the guest's table no longer agrees with, and the first few. */
+  staleHits: number;
+  staleDetails: string[];
   /** Doorbell time in the unit, µs (each). */
   doorbellUs: number[];
   /** Queue errors (IQE) with why. */
@@ -143,6 +146,8 @@ export class VtdUnit {
     walks: 0,
     dropped: 0,
     faults: [],
+    staleHits: 0,
+    staleDetails: [],
     doorbellUs: [],
     queueErrors: [],
     uncovered: [],
@@ -163,6 +168,21 @@ export class VtdUnit {
   /** Ranges sent to the host in this doorbell, for the independent check: [did, firstPage, pages] (pages -1: all). */
   #sent: [number, number, number][] = [];
   readonly #scratch = new VtdDescriptorScratch();
+  /** Re-walk on every cache hit and count disagreements (diagnosis; costs a walk per DMA page). */
+  verifyHits = false;
+  /** The last invalidations and drops, for fault and stale-hit reports. */
+  readonly recent: string[] = [];
+  #note(what: string): void {
+    this.recent.push(what);
+    if (this.recent.length > 64) this.recent.splice(0, 32);
+  }
+  /** The run as the relay saw it, doorbell by doorbell (invalidations, then the doorbell's wait), for replays. */
+  readonly doorbellLog: { requests: Request[] }[] = [];
+  #current: Request[] = [];
+
+  #record(request: Request): void {
+    if (this.doorbellLog.length < 200_000) this.#current.push(request);
+  }
 
   constructor(
     readonly memory: Memory,
@@ -217,7 +237,11 @@ export class VtdUnit {
     const plugin = this.#plugins.get(did)!;
     return {
       submit: (request: Request): number | undefined => {
-        if (request.op === "invalidate") this.#submitted.push(structuredClone(request));
+        if (request.op === "invalidate") {
+          const copy = structuredClone(request);
+          this.#submitted.push(copy);
+          this.#record(copy);
+        }
         return plugin.submit(request);
       },
       drain: (): DrainReport => {
@@ -235,7 +259,10 @@ export class VtdUnit {
             this.#drop(r);
             this.#noteSent(r);
           }
-        } else this.stats.unsent += this.#submitted.length;
+        } else {
+          this.stats.unsent += this.#submitted.length;
+          if (this.#submitted.length) this.#note(`unsent ${this.#submitted.length} (sent ${sent})`);
+        }
         this.#submitted = [];
         return report;
       },
@@ -283,12 +310,14 @@ export class VtdUnit {
   }
 
   #dropAll(): void {
+    this.#note("drop-all");
     this.stats.dropped += this.#cache.size;
     this.#cache.clear();
   }
 
   #drop(r: InvalidateRequest): void {
     const s = r.scope;
+    this.#note(`drop d${r.domain} ${s.kind}${"firstPage" in s ? ` 0x${s.firstPage.toString(16)}+${s.pages}` : ""}`);
     if (s.kind === "range" || s.kind === "pasid-range") {
       if (s.kind === "pasid-range" && s.pasid !== 0) return; // only PASID 0 (RID_PASID) carries this device's DMA
       if (s.pages > this.#cache.size) {
@@ -442,8 +471,13 @@ export class VtdUnit {
         const t0 = performance.now();
         const expected = this.#expected(value);
         this.#sent = [];
+        this.#current = [];
         const r = this.queue.writeIqt(value);
         this.stats.doorbellUs.push((performance.now() - t0) * 1000);
+        if (r.waitsCompleted > 0) this.#current.push({ op: "sync" });
+        if (this.#current.length && this.doorbellLog.length < 200_000) {
+          this.doorbellLog.push({ requests: this.#current });
+        }
         this.stats.doorbells++;
         this.stats.descriptors += r.processed;
         this.stats.waits += r.waitsCompleted;
@@ -487,12 +521,45 @@ export class VtdUnit {
       t = this.#walk(page, iova, write);
       if (!t) return undefined;
       this.#cache.set(page, t);
+    } else if (this.verifyHits) {
+      // Diagnosis: a hit whose page the guest's table no longer maps the same way is DMA through a stale entry
+      // (Linux invalidates before it reuses an IOVA, and in caching mode after it maps one).
+      const fresh = this.#walkQuiet(page);
+      if (!fresh || fresh.gpaPage !== t.gpaPage) {
+        this.stats.staleHits++;
+        if (this.stats.staleDetails.length < 16) {
+          this.stats.staleDetails.push(
+            `iova 0x${iova.toString(16)} cached gpa page 0x${t.gpaPage.toString(16)}, table now ${
+              fresh ? `0x${fresh.gpaPage.toString(16)}` : "not present"
+            }; recent: ${this.recent.slice(-12).join(" | ")}`,
+          );
+        }
+      }
     }
     if (write && !t.write) {
       this.#fault(iova, write, "write to a read-only page");
       return undefined;
     }
     return t.gpaPage * 4096 + (iova % 4096);
+  }
+
+  /** A walk without recording a fault (diagnosis only). */
+  #walkQuiet(page: number): CachedTranslation | undefined {
+    try {
+      if (this.#pasidDirectory < 0) return undefined;
+      const entry = lookupVtdPasidEntry(this.memory, this.#pasidDirectory, 0);
+      if (!entry.present || entry.translation !== "first-stage") return undefined;
+      const w = walkRange(
+        this.memory,
+        { format: "vtd-fl", root: entry.firstStagePage * 4096, levels: entry.addressWidth === 57 ? 5 : 4 },
+        page,
+        1,
+        this.ramBytes,
+      );
+      return w.runs[0] ? { gpaPage: w.runs[0].gpaPage, write: w.runs[0].write } : undefined;
+    } catch {
+      return undefined;
+    }
   }
 
   #walk(page: number, iova: number, write: boolean): CachedTranslation | undefined {
@@ -529,7 +596,9 @@ export class VtdUnit {
   }
 
   #fault(iova: number, write: boolean, reason: string): void {
-    if (this.stats.faults.length < 64) this.stats.faults.push({ iova, write, reason });
+    if (this.stats.faults.length < 64) {
+      this.stats.faults.push({ iova, write, reason: `${reason}; recent: ${this.recent.slice(-12).join(" | ")}` });
+    }
     if (this.#faultBits & 2) return; // the one fault record is full: the guest sees the first
     // FRCD: FI (page) in bits 63:12, SID in 79:64, FR (reason 0x71-ish: first-stage not present) 103:96, T 126, F 127.
     const fi = iova - (iova % 4096);
