@@ -243,11 +243,14 @@ RELAY_EXPORT int32_t relay_close(int32_t fd)
 #define KVM_IO(nr) (((uint32_t)KVMIO << 8) | (nr))
 #define KVM_IOW(nr, size) ((1u << 30) | ((uint32_t)(size) << 16) | KVM_IO(nr))
 #define KVM_IOR(nr, size) ((2u << 30) | ((uint32_t)(size) << 16) | KVM_IO(nr))
+#define KVM_IOWR(nr, size) ((3u << 30) | ((uint32_t)(size) << 16) | KVM_IO(nr))
 
 enum arg_shape {
 	ARG_NONE,  /* no argument: the shim passes 0 whatever the caller gave */
 	ARG_SIZED, /* u32 size (iommufd `size`, VFIO `argsz`) at offset 0: the kernel touches that many bytes */
 	ARG_FIXED, /* _IOR/_IOW: the kernel touches _IOC_SIZE(request) bytes */
+	ARG_COUNTED, /* KVM's flexible arrays (kvm_cpuid2): u32 count at offset 0, an 8-byte header, then count entries
+		      * of len_a bytes, at most len_b of them; the kernel touches 8 + count * len_a bytes */
 };
 
 enum len_rule {
@@ -309,12 +312,23 @@ static const struct ioctl_rule RULES[] = {
 	{ KIND_KVM, KVM_IO(0x01), ARG_NONE, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, KIND_KVM_VM, "KVM_CREATE_VM" },
 	{ KIND_KVM, KVM_IO(0x03), ARG_NONE, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "KVM_CHECK_EXTENSION" },
 	{ KIND_KVM, KVM_IO(0x04), ARG_NONE, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "KVM_GET_VCPU_MMAP_SIZE" },
+	/* the Linux-guest VMM (examples/linux-vmm): struct kvm_cpuid2 {nent, padding, entries[nent] of 40 bytes};
+	 * KVM_MAX_CPUID_ENTRIES is 256 */
+	{ KIND_KVM, KVM_IOWR(0x05, 8), ARG_COUNTED, NO_OFFSET, LEN_NONE, 40, 256, NO_OFFSET, NO_OFFSET, 0,
+	  "KVM_GET_SUPPORTED_CPUID" },
 	/* a VM fd */
 	{ KIND_KVM_VM, KVM_IO(0x03), ARG_NONE, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "KVM_CHECK_EXTENSION" },
 	{ KIND_KVM_VM, KVM_IO(0x41), ARG_NONE, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, KIND_KVM_VCPU,
 	  "KVM_CREATE_VCPU" },
 	{ KIND_KVM_VM, KVM_IOW(0x46, 32), ARG_FIXED, 24, LEN_U64, 16, 0, NO_OFFSET, NO_OFFSET, 0,
 	  "KVM_SET_USER_MEMORY_REGION" },
+	/* the Linux-guest VMM: in-kernel PIC + IOAPIC + LAPICs, the in-kernel PIT (struct kvm_pit_config, 64 bytes),
+	 * a GSI level (struct kvm_irq_level, 8 bytes) and an MSI (struct kvm_msi, 32 bytes) */
+	{ KIND_KVM_VM, KVM_IO(0x60), ARG_NONE, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "KVM_CREATE_IRQCHIP" },
+	{ KIND_KVM_VM, KVM_IOW(0x61, 8), ARG_FIXED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "KVM_IRQ_LINE" },
+	{ KIND_KVM_VM, KVM_IOW(0x77, 64), ARG_FIXED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0,
+	  "KVM_CREATE_PIT2" },
+	{ KIND_KVM_VM, KVM_IOW(0xa5, 32), ARG_FIXED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "KVM_SIGNAL_MSI" },
 	/* a vCPU fd */
 	{ KIND_KVM_VCPU, KVM_IO(0x80), ARG_NONE, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "KVM_RUN" },
 	{ KIND_KVM_VCPU, KVM_IOR(0x81, 144), ARG_FIXED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "KVM_GET_REGS" },
@@ -323,6 +337,9 @@ static const struct ioctl_rule RULES[] = {
 	  "KVM_GET_SREGS" },
 	{ KIND_KVM_VCPU, KVM_IOW(0x84, 312), ARG_FIXED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0,
 	  "KVM_SET_SREGS" },
+	/* the Linux-guest VMM: the vCPU's CPUID (struct kvm_cpuid2, as KVM_GET_SUPPORTED_CPUID) */
+	{ KIND_KVM_VCPU, KVM_IOW(0x90, 8), ARG_COUNTED, NO_OFFSET, LEN_NONE, 40, 256, NO_OFFSET, NO_OFFSET, 0,
+	  "KVM_SET_CPUID2" },
 };
 
 /* IOMMU_TEST_CMD ops the library makes (lib/kernel/selftest.ts, lib/kernel/features.ts): struct iommu_test_cmd
@@ -373,8 +390,8 @@ RELAY_EXPORT int32_t relay_policy_allows(int32_t kind, uint32_t request)
 	return find_rule(kind, request) != NULL;
 }
 
-/* The largest argument struct of the list (kvm_sregs, 312 bytes) fits; a bigger `size` is refused. */
-#define ARG_MAX 512
+/* The largest argument of the list fits: a kvm_cpuid2 of 256 entries (8 + 256 * 40 bytes); a bigger one is refused. */
+#define ARG_MAX (8 + 256 * 40)
 
 /* An ioctl call, validated: the argument copied into `local`, the rule refined for the argument's content. */
 struct checked {
@@ -418,6 +435,14 @@ static int32_t check_call(struct checked *c, int32_t fd, uint32_t request, const
 		return REFUSE(EPERM);
 	if (rule->shape == ARG_FIXED) {
 		c->bytes = (request >> 16) & 0x3fff;
+	} else if (rule->shape == ARG_COUNTED) {
+		if (arg_len < 8)
+			return REFUSE(EPERM);
+		uint32_t count;
+		memcpy(&count, arg, 4);
+		if (count > rule->len_b)
+			return REFUSE(EPERM);
+		c->bytes = 8 + count * rule->len_a;
 	} else {
 		if (arg_len < 4)
 			return REFUSE(EPERM);

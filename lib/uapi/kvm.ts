@@ -1,12 +1,14 @@
 /**
  * `include/uapi/linux/kvm.h` and x86's `asm/kvm.h` (Linux 7.3): the few KVM calls a minimal VMM needs to run a
- * real-mode guest — create a VM and a vCPU, give it memory, set its registers, run it and read why it exited.
- * The mini-VMM example (examples/mini-vmm/) is their user; iommu-relay itself never touches KVM.
+ * real-mode guest — create a VM and a vCPU, give it memory, set its registers, run it and read why it exited — and
+ * the few more a VMM booting Linux needs: the in-kernel interrupt controllers and PIT, a GSI level or an MSI, and
+ * the vCPU's CPUID. The mini-VMM (examples/mini-vmm/) and the Linux-guest VMM (examples/linux-vmm/) are their users;
+ * iommu-relay itself never touches KVM.
  *
  * @module
  */
 import { defineStruct, type Struct } from "./struct.ts";
-import { type ConstantGroup, defineConstants, defineIoctl, io, type Ioctl, ior, iow } from "./ioctl.ts";
+import { type ConstantGroup, defineConstants, defineIoctl, io, type Ioctl, ior, iow, iowr } from "./ioctl.ts";
 
 const H = "linux/kvm.h";
 
@@ -104,8 +106,19 @@ export const KvmSregsLayout = {
     cs_selector: { type: "u16", offset: 12, c: "cs.selector", doc: "CS selector (base >> 4 in real mode)" },
     ds_base: { type: "u64", offset: 24, c: "ds.base", doc: "DS base" },
     ds_selector: { type: "u16", offset: 36, c: "ds.selector", doc: "DS selector" },
+    es_base: { type: "u64", offset: 48, c: "es.base", doc: "ES (a kvm_segment at 48)" },
+    fs_base: { type: "u64", offset: 72, c: "fs.base", doc: "FS (a kvm_segment at 72)" },
+    gs_base: { type: "u64", offset: 96, c: "gs.base", doc: "GS (a kvm_segment at 96)" },
+    ss_base: { type: "u64", offset: 120, c: "ss.base", doc: "SS (a kvm_segment at 120)" },
+    tr_base: { type: "u64", offset: 144, c: "tr.base", doc: "TR (a kvm_segment at 144)" },
+    ldt_base: { type: "u64", offset: 168, c: "ldt.base", doc: "LDTR (a kvm_segment at 168)" },
+    gdt_base: { type: "u64", offset: 192, c: "gdt.base", doc: "GDTR (a kvm_dtable at 192)" },
+    idt_base: { type: "u64", offset: 208, c: "idt.base", doc: "IDTR (a kvm_dtable at 208)" },
     cr0: { type: "u64", offset: 224, doc: "CR0; PE (bit 0) clear in real mode" },
-    efer: { type: "u64", offset: 264, doc: "EFER" },
+    cr3: { type: "u64", offset: 240, doc: "CR3: the page-table root" },
+    cr4: { type: "u64", offset: 248, doc: "CR4 (PAE is bit 5)" },
+    efer: { type: "u64", offset: 264, doc: "EFER (LME bit 8, LMA bit 10)" },
+    apic_base: { type: "u64", offset: 272, doc: "the APIC base MSR" },
   },
 } as const;
 
@@ -114,6 +127,50 @@ export const KvmSregsLayout = {
  * F000:FFF0 with base 0xffff0000) and CR0, whose PE bit says whether the guest is still in real mode.
  */
 export const KvmSregs: Struct<typeof KvmSregsLayout.fields> = defineStruct(KvmSregsLayout);
+
+/** The declaration of `struct kvm_segment` behind {@linkcode KvmSegment}: its one definition. */
+export const KvmSegmentLayout = {
+  name: "kvm_segment",
+  since: "2.6.20",
+  header: "asm/kvm.h",
+  size: 24,
+  doc: "A segment register: base, limit, selector and the descriptor's attribute bits, one byte each.",
+  fields: {
+    base: { type: "u64", offset: 0, doc: "base address" },
+    limit: { type: "u32", offset: 8, doc: "limit in bytes (already scaled by G)" },
+    selector: { type: "u16", offset: 12, doc: "selector" },
+    type: { type: "u8", offset: 14, doc: "descriptor type (e.g. 11: execute/read, accessed; 3: read/write, accessed)" },
+    present: { type: "u8", offset: 15, doc: "P" },
+    dpl: { type: "u8", offset: 16, doc: "DPL" },
+    db: { type: "u8", offset: 17, doc: "D/B (0 for 64-bit code)" },
+    s: { type: "u8", offset: 18, doc: "S: code or data (1), system (0)" },
+    l: { type: "u8", offset: 19, doc: "L: 64-bit code" },
+    g: { type: "u8", offset: 20, doc: "G: 4 KiB granularity" },
+    avl: { type: "u8", offset: 21, doc: "AVL" },
+    unusable: { type: "u8", offset: 22, doc: "unusable (a null selector)" },
+    padding: { type: "u8", offset: 23, reserved: true, doc: "padding" },
+  },
+} as const;
+
+/** `struct kvm_segment` (x86): one segment register as KVM_GET_SREGS / KVM_SET_SREGS carry it (8 of them, from 0). */
+export const KvmSegment: Struct<typeof KvmSegmentLayout.fields> = defineStruct(KvmSegmentLayout);
+
+/** The declaration of `struct kvm_dtable` behind {@linkcode KvmDtable}: its one definition. */
+export const KvmDtableLayout = {
+  name: "kvm_dtable",
+  since: "2.6.20",
+  header: "asm/kvm.h",
+  size: 16,
+  doc: "A descriptor-table register: base and limit.",
+  fields: {
+    base: { type: "u64", offset: 0, doc: "base address" },
+    limit: { type: "u16", offset: 8, doc: "limit (bytes - 1)" },
+    padding: { type: "u16", offset: 10, count: 3, reserved: true, doc: "padding" },
+  },
+} as const;
+
+/** `struct kvm_dtable` (x86): GDTR or IDTR. */
+export const KvmDtable: Struct<typeof KvmDtableLayout.fields> = defineStruct(KvmDtableLayout);
 
 /** The declaration of `struct kvm_run` behind {@linkcode KvmRun}: its one definition. */
 export const KvmRunLayout = {
@@ -204,6 +261,101 @@ export const KvmRunFailureLayout = {
 /** `kvm_run.fail_entry` (KVM_EXIT_FAIL_ENTRY) and `kvm_run.internal` (KVM_EXIT_INTERNAL_ERROR): why it stopped. */
 export const KvmRunFailure: Struct<typeof KvmRunFailureLayout.fields> = defineStruct(KvmRunFailureLayout);
 
+/** The declaration of `struct kvm_cpuid_entry2` behind {@linkcode KvmCpuidEntry2}: its one definition. */
+export const KvmCpuidEntry2Layout = {
+  name: "kvm_cpuid_entry2",
+  since: "2.6.25",
+  header: H,
+  size: 40,
+  doc: "One CPUID leaf as KVM_GET_SUPPORTED_CPUID reports and KVM_SET_CPUID2 takes it.",
+  fields: {
+    function: { type: "u32", offset: 0, doc: "EAX in: the leaf" },
+    index: { type: "u32", offset: 4, doc: "ECX in: the subleaf" },
+    flags: {
+      type: "u32",
+      offset: 8,
+      flags: { KVM_CPUID_FLAG_SIGNIFCANT_INDEX: 1, KVM_CPUID_FLAG_STATEFUL_FUNC: 2, KVM_CPUID_FLAG_STATE_READ_NEXT: 4 },
+      doc: "KVM_CPUID_FLAG_*",
+    },
+    eax: { type: "u32", offset: 12, doc: "EAX out" },
+    ebx: { type: "u32", offset: 16, doc: "EBX out" },
+    ecx: { type: "u32", offset: 20, doc: "ECX out" },
+    edx: { type: "u32", offset: 24, doc: "EDX out" },
+    padding: { type: "u32", offset: 28, count: 3, reserved: true, doc: "padding" },
+  },
+} as const;
+
+/** `struct kvm_cpuid_entry2`: one CPUID leaf (function, index) and its four registers. */
+export const KvmCpuidEntry2: Struct<typeof KvmCpuidEntry2Layout.fields> = defineStruct(KvmCpuidEntry2Layout);
+
+/** The declaration of `struct kvm_cpuid2` behind {@linkcode KvmCpuid2}: its one definition. */
+export const KvmCpuid2Layout = {
+  name: "kvm_cpuid2",
+  since: "2.6.25",
+  header: H,
+  size: 8,
+  doc: "nent, then a flexible array of kvm_cpuid_entry2 (40 bytes each) from offset 8.",
+  fields: {
+    nent: { type: "u32", offset: 0, doc: "entries that follow (in: room for; out: filled)" },
+    padding: { type: "u32", offset: 4, reserved: true, doc: "padding" },
+  },
+} as const;
+
+/** `struct kvm_cpuid2`: the header of a CPUID list; `nent` entries of kvm_cpuid_entry2 follow at offset 8. */
+export const KvmCpuid2: Struct<typeof KvmCpuid2Layout.fields> = defineStruct(KvmCpuid2Layout);
+
+/** The declaration of `struct kvm_pit_config` behind {@linkcode KvmPitConfig}: its one definition. */
+export const KvmPitConfigLayout = {
+  name: "kvm_pit_config",
+  since: "2.6.31",
+  header: H,
+  size: 64,
+  doc: "Flags of the in-kernel i8254 PIT.",
+  fields: {
+    flags: { type: "u32", offset: 0, flags: { KVM_PIT_SPEAKER_DUMMY: 1 }, doc: "KVM_PIT_SPEAKER_DUMMY: port 0x61 too" },
+    pad: { type: "u32", offset: 4, count: 15, reserved: true, doc: "padding" },
+  },
+} as const;
+
+/** `struct kvm_pit_config`: KVM_CREATE_PIT2's argument. */
+export const KvmPitConfig: Struct<typeof KvmPitConfigLayout.fields> = defineStruct(KvmPitConfigLayout);
+
+/** The declaration of `struct kvm_irq_level` behind {@linkcode KvmIrqLevel}: its one definition. */
+export const KvmIrqLevelLayout = {
+  name: "kvm_irq_level",
+  since: "2.6.20",
+  header: H,
+  size: 8,
+  doc: "Set a GSI's level on the in-kernel PIC and IOAPIC.",
+  fields: {
+    irq: { type: "u32", offset: 0, doc: "the GSI (ISA IRQs 0-15 reach both the PIC and the IOAPIC)" },
+    level: { type: "u32", offset: 4, doc: "1 asserted, 0 deasserted" },
+  },
+} as const;
+
+/** `struct kvm_irq_level`: KVM_IRQ_LINE's argument. */
+export const KvmIrqLevel: Struct<typeof KvmIrqLevelLayout.fields> = defineStruct(KvmIrqLevelLayout);
+
+/** The declaration of `struct kvm_msi` behind {@linkcode KvmMsi}: its one definition. */
+export const KvmMsiLayout = {
+  name: "kvm_msi",
+  since: "3.5",
+  header: H,
+  size: 32,
+  doc: "One message-signalled interrupt, as a device would write it (address, data).",
+  fields: {
+    address_lo: { type: "u32", offset: 0, doc: "MSI address, low half (0xfeeXXXXX)" },
+    address_hi: { type: "u32", offset: 4, doc: "MSI address, high half" },
+    data: { type: "u32", offset: 8, doc: "MSI data (vector, delivery mode)" },
+    flags: { type: "u32", offset: 12, flags: { KVM_MSI_VALID_DEVID: 1 }, doc: "KVM_MSI_VALID_DEVID" },
+    devid: { type: "u32", offset: 16, doc: "requester id, with KVM_MSI_VALID_DEVID" },
+    pad: { type: "u8", offset: 20, count: 12, reserved: true, doc: "padding" },
+  },
+} as const;
+
+/** `struct kvm_msi`: KVM_SIGNAL_MSI's argument. */
+export const KvmMsi: Struct<typeof KvmMsiLayout.fields> = defineStruct(KvmMsiLayout);
+
 const K = KvmBase.values.KVMIO;
 /** `KVM_GET_API_VERSION` = `_IO(KVMIO, 0x00)`: 12 on every kernel since 2.6.22. */
 export const KVM_GET_API_VERSION: Ioctl = defineIoctl({
@@ -283,9 +435,67 @@ export const KVM_SET_SREGS: Ioctl = defineIoctl({
   since: "2.6.20",
 });
 
+/** `KVM_GET_SUPPORTED_CPUID` = `_IOWR(KVMIO, 0x05, struct kvm_cpuid2)` on /dev/kvm: what a vCPU can be given. */
+export const KVM_GET_SUPPORTED_CPUID: Ioctl = defineIoctl({
+  name: "KVM_GET_SUPPORTED_CPUID",
+  request: iowr(K, 0x05, KvmCpuid2.size),
+  struct: KvmCpuid2,
+  since: "2.6.25",
+});
+/** `KVM_CREATE_IRQCHIP` = `_IO(KVMIO, 0x60)`: the in-kernel PIC, IOAPIC and local APICs (before any vCPU). */
+export const KVM_CREATE_IRQCHIP: Ioctl = defineIoctl({
+  name: "KVM_CREATE_IRQCHIP",
+  request: io(K, 0x60),
+  struct: undefined,
+  since: "2.6.20",
+});
+/** `KVM_IRQ_LINE` = `_IOW(KVMIO, 0x61, struct kvm_irq_level)`: set a GSI's level. */
+export const KVM_IRQ_LINE: Ioctl = defineIoctl({
+  name: "KVM_IRQ_LINE",
+  request: iow(K, 0x61, KvmIrqLevel.size),
+  struct: KvmIrqLevel,
+  since: "2.6.20",
+});
+/** `KVM_CREATE_PIT2` = `_IOW(KVMIO, 0x77, struct kvm_pit_config)`: the in-kernel i8254 (after the irqchip). */
+export const KVM_CREATE_PIT2: Ioctl = defineIoctl({
+  name: "KVM_CREATE_PIT2",
+  request: iow(K, 0x77, KvmPitConfig.size),
+  struct: KvmPitConfig,
+  since: "2.6.31",
+});
+/** `KVM_SET_CPUID2` = `_IOW(KVMIO, 0x90, struct kvm_cpuid2)` on a vCPU: the CPUID leaves the guest sees. */
+export const KVM_SET_CPUID2: Ioctl = defineIoctl({
+  name: "KVM_SET_CPUID2",
+  request: iow(K, 0x90, KvmCpuid2.size),
+  struct: KvmCpuid2,
+  since: "2.6.25",
+});
+/** `KVM_SIGNAL_MSI` = `_IOW(KVMIO, 0xa5, struct kvm_msi)`: inject an MSI (needs KVM_CAP_SIGNAL_MSI). */
+export const KVM_SIGNAL_MSI: Ioctl = defineIoctl({
+  name: "KVM_SIGNAL_MSI",
+  request: iow(K, 0xa5, KvmMsi.size),
+  struct: KvmMsi,
+  since: "3.5",
+});
+
 /** Everything this module defines. */
 export const KVM_UAPI = {
-  structs: [KvmUserspaceMemoryRegion, KvmRegs, KvmSregs, KvmRun, KvmRunIo, KvmRunMmio, KvmRunFailure],
+  structs: [
+    KvmUserspaceMemoryRegion,
+    KvmRegs,
+    KvmSegment,
+    KvmDtable,
+    KvmSregs,
+    KvmRun,
+    KvmRunIo,
+    KvmRunMmio,
+    KvmRunFailure,
+    KvmCpuidEntry2,
+    KvmCpuid2,
+    KvmPitConfig,
+    KvmIrqLevel,
+    KvmMsi,
+  ],
   constants: [KvmBase, KvmExitReason],
   ioctls: [
     KVM_GET_API_VERSION,
@@ -299,5 +509,11 @@ export const KVM_UAPI = {
     KVM_SET_REGS,
     KVM_GET_SREGS,
     KVM_SET_SREGS,
+    KVM_GET_SUPPORTED_CPUID,
+    KVM_CREATE_IRQCHIP,
+    KVM_IRQ_LINE,
+    KVM_CREATE_PIT2,
+    KVM_SET_CPUID2,
+    KVM_SIGNAL_MSI,
   ],
 } as const;

@@ -11,7 +11,18 @@ import {
   ShimClosedError,
   ShimRefusedError,
 } from "../../ffi/native.ts";
-import { IOMMU_TEST_CMD, IOMMUFD_UAPI, KVM_UAPI, KvmUserspaceMemoryRegion, VFIO_UAPI } from "../../lib/uapi/mod.ts";
+import {
+  IOMMU_TEST_CMD,
+  IOMMUFD_UAPI,
+  KVM_CREATE_IRQCHIP,
+  KVM_CREATE_PIT2,
+  KVM_GET_SUPPORTED_CPUID,
+  KVM_IRQ_LINE,
+  KVM_SIGNAL_MSI,
+  KVM_UAPI,
+  KvmUserspaceMemoryRegion,
+  VFIO_UAPI,
+} from "../../lib/uapi/mod.ts";
 
 const EINVAL = 22, EINTR = 4;
 const TCGETS = 0x5401;
@@ -82,11 +93,25 @@ Deno.test("shim: the allow-list is per fd kind — every ioctl the library makes
   const lists: [number, number[]][] = [
     [FD_KIND.IOMMUFD, [...IOMMUFD_UAPI.ioctls.map((i) => i.request), IOMMU_TEST_CMD.request]],
     [FD_KIND.VFIO_CDEV, VFIO_UAPI.ioctls.map((i) => i.request)],
-    [FD_KIND.KVM, [KVM_GET_API_VERSION, KVM_CREATE_VM, KVM_CHECK_EXTENSION, KVM_GET_VCPU_MMAP_SIZE]],
-    [FD_KIND.KVM_VM, [KVM_CHECK_EXTENSION, KVM_CREATE_VCPU, KVM_SET_USER_MEMORY_REGION]],
+    [FD_KIND.KVM, [
+      KVM_GET_API_VERSION,
+      KVM_CREATE_VM,
+      KVM_CHECK_EXTENSION,
+      KVM_GET_VCPU_MMAP_SIZE,
+      KVM_GET_SUPPORTED_CPUID.request,
+    ]],
+    [FD_KIND.KVM_VM, [
+      KVM_CHECK_EXTENSION,
+      KVM_CREATE_VCPU,
+      KVM_SET_USER_MEMORY_REGION,
+      KVM_CREATE_IRQCHIP.request,
+      KVM_IRQ_LINE.request,
+      KVM_CREATE_PIT2.request,
+      KVM_SIGNAL_MSI.request,
+    ]],
     [
       FD_KIND.KVM_VCPU,
-      KVM_UAPI.ioctls.filter((i) => /^KVM_(RUN|[GS]ET_S?REGS)$/.test(i.name)).map((i) => i.request),
+      KVM_UAPI.ioctls.filter((i) => /^KVM_(RUN|[GS]ET_S?REGS|SET_CPUID2)$/.test(i.name)).map((i) => i.request),
     ],
     [FD_KIND.FAULT_QUEUE, []],
     [FD_KIND.VEVENTQ, []],
@@ -104,6 +129,57 @@ Deno.test("shim: the allow-list is per fd kind — every ioctl the library makes
   }
   // iommufd and VFIO share the type byte ';': the list is per kind, not per type.
   assert.equal(shim.policyAllows(FD_KIND.VFIO_CDEV, IOMMUFD_UAPI.ioctls[0].request), false);
+});
+
+Deno.test({
+  name: "shim: an empty second buffer (Deno passes null) is allowed where the struct covers 0 bytes, only there",
+  ignore: !hasKvm,
+  fn() {
+    const kvm = shim.open("/dev/kvm");
+    const vm = shim[IOCTL](kvm, KVM_CREATE_VM, null);
+    try {
+      // KVM_SET_USER_MEMORY_REGION's userspace_addr is the pointer, memory_size (u64 at 16) its length: 0 here, so
+      // the call reaches KVM (which answers for itself) instead of being refused, as the zero-entry
+      // IOMMU_HWPT_INVALIDATE probe must.
+      const region = new Uint8Array(32);
+      const r = shim[IOCTL_WITH_POINTER](vm, KVM_SET_USER_MEMORY_REGION, region, 24, new Uint8Array(0));
+      assert.ok(r <= 0, `the kernel's answer: ${r}`);
+      // A length the empty buffer does not cover is still refused.
+      new DataView(region.buffer).setUint32(16, 4096, true);
+      refused(() => shim[IOCTL_WITH_POINTER](vm, KVM_SET_USER_MEMORY_REGION, region, 24, new Uint8Array(0)), "EPERM");
+    } finally {
+      shim.close(vm);
+      shim.close(kvm);
+    }
+  },
+});
+
+Deno.test({
+  name: "shim: a counted KVM argument (kvm_cpuid2) reaches the kernel whole; a count past 256 entries is refused",
+  ignore: !hasKvm,
+  fn() {
+    const fd = shim.open("/dev/kvm");
+    try {
+      const entries = 256;
+      const cpuid = new Uint8Array(8 + entries * 40);
+      new DataView(cpuid.buffer).setUint32(0, entries, true);
+      const r = shim[IOCTL](fd, KVM_GET_SUPPORTED_CPUID.request, cpuid);
+      assert.equal(r, 0, `KVM_GET_SUPPORTED_CPUID: ${r}`);
+      const nent = new DataView(cpuid.buffer).getUint32(0, true);
+      assert.ok(nent > 0 && nent <= entries, `nent ${nent}`);
+      // Leaf 0 is always reported; its entry lies past the 8-byte header, so the kernel wrote the shim's whole copy.
+      assert.ok(
+        Array.from({ length: nent }, (_, i) => new DataView(cpuid.buffer).getUint32(8 + i * 40, true)).includes(0),
+      );
+      new DataView(cpuid.buffer).setUint32(0, entries + 1, true);
+      refused(() => shim[IOCTL](fd, KVM_GET_SUPPORTED_CPUID.request, cpuid), "EPERM");
+      // A count the caller's buffer does not cover is refused, not read past the buffer.
+      new DataView(cpuid.buffer).setUint32(0, 2, true);
+      refused(() => shim[IOCTL](fd, KVM_GET_SUPPORTED_CPUID.request, cpuid.subarray(0, 8 + 40)), "EPERM");
+    } finally {
+      shim.close(fd);
+    }
+  },
 });
 
 Deno.test({
