@@ -12,7 +12,7 @@
 //   - no DMA fault in the VMM, no DMAR fault line in the guest's log, no queue error, no host failure.
 import assert from "node:assert/strict";
 import { comparePolicies } from "../lib/testing/mod.ts";
-import { definePlugin, type PluginDefinition, RelayHost, type RelayPlugin, relayPlugin } from "../mod.ts";
+import { definePlugin, type PluginDefinition, RelayHost, type RelayPlugin } from "../mod.ts";
 import { buildGuestInitramfs, runningKernelImage } from "../examples/linux-vmm/guest.ts";
 import { type LinuxVmmReport, runLinuxVmm } from "../examples/linux-vmm/vmm.ts";
 import { kernelTest, noKernel, shim } from "./harness.ts";

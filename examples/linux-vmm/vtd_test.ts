@@ -7,6 +7,7 @@ import {
   type PluginDefinition,
   RelayHost,
   type RelayPlugin,
+  relayPlugin,
   vtdPasidCache,
   vtdPasidIotlb,
   vtdWait,
