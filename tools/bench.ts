@@ -7,7 +7,7 @@
  * @module
  */
 const root = new URL("../", import.meta.url);
-const flags = ["--allow-read", "--allow-write", "--allow-env", "--allow-run", "--allow-ffi"];
+const flags = ["--allow-read", "--allow-write", "--allow-env", "--allow-run", "--allow-ffi", "--allow-sys=loadavg"];
 const out = await new Deno.Command(Deno.execPath(), {
   args: ["bench", "--json", "--v8-flags=--expose-gc", ...flags, ...Deno.args, "bench/"],
   cwd: root.pathname,
