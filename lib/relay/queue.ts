@@ -529,14 +529,7 @@ export class RelayQueue {
       this.#waitOwners[kept++] = this.#waitOwners[i];
     }
     this.#waitCount = kept;
-    kept = 0;
-    const all = this.#carriedFailures, owners = this.#carriedOwners;
-    for (let i = 0; i < all.length; i++) {
-      if (owners[i] === owner) continue;
-      all[kept] = all[i];
-      owners[kept++] = owners[i];
-    }
-    all.length = owners.length = kept;
+    if (this.#carriedFailures.length) this.#takeFailures(owner, []); // taken, and told to nobody
   }
 
   /** Whether `owner` has waits or failures not yet reported. */
