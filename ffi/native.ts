@@ -161,6 +161,25 @@ export class ShimVersionError extends Error {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
+const LOADED_PATHS = new Set<string>();
+
+/**
+ * Every path this process has loaded a shim from. A scoped `--allow-ffi=<shim>` grant is invisible to a bare
+ * `Deno.permissions.query({ name: "ffi" })`; code that must know whether untrusted code could load the shim too
+ * (`loadPlugin`) asks for each of these paths.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { loadedShimPaths, NativeShim } from "./native.ts";
+ * using shim = await NativeShim.load();
+ * assert.ok(loadedShimPaths().includes(shim.path));
+ * ```
+ */
+export function loadedShimPaths(): readonly string[] {
+  return [...LOADED_PATHS];
+}
+
 /**
  * The loaded shim. Load it once per process with {@linkcode NativeShim.load} and close it last (`using`), after
  * every fd opened through it is closed.
@@ -184,6 +203,7 @@ export class NativeShim implements Disposable {
   private constructor(path: string) {
     this.path = path;
     this.#lib = Deno.dlopen(path, SYMBOLS);
+    LOADED_PATHS.add(path);
     this.#sym = this.#lib.symbols;
     const version = this.#sym.relay_shim_version();
     if (version !== SHIM_ABI_VERSION) {

@@ -8,7 +8,9 @@ import { kernelTest, shim } from "./harness.ts";
 kernelTest("plugin (kernel): two devices, two domains, one queue — each device's invalidations reach only its HWPT", [
   "selftest-pasid",
 ], async () => {
-  const definition = await loadPlugin(new URL("../tests/plugin/fixtures/third_party_plugin.ts", import.meta.url));
+  const definition = await loadPlugin(new URL("../tests/plugin/fixtures/third_party_plugin.ts", import.meta.url), {
+    permissions: "none",
+  });
   using host = RelayHost.kernel(shim);
   using a = definition.create(host, { domain: 1, device: { kind: "mock", pasid: true } });
   using b = definition.create(host, { domain: 2, device: { kind: "mock", pasid: true } });

@@ -75,7 +75,7 @@ if (values.iommu) {
   Deno.exit(2);
 }
 using host = values.iommu ? RelayHost.kernel(shim, { path: values.iommu }) : RelayHost.inProcess();
-const plugin = values.plugin ? await loadPlugin(values.plugin) : undefined;
+const plugin = values.plugin ? await loadPlugin(values.plugin, { permissions: "none" }) : undefined;
 say(`host: ${values.iommu ? `kernel iommufd ${values.iommu}` : "in-process"}; plugin ${plugin?.name ?? "iommu-relay"}`);
 
 const step = Math.max(1, Math.floor(doorbells / 4));

@@ -12,7 +12,7 @@
  *
  * @module
  */
-import type { NativeShim } from "../../ffi/native.ts";
+import { loadedShimPaths, type NativeShim } from "../../ffi/native.ts";
 import type { DrainReport, QueueTelemetry } from "../relay/queue.ts";
 import type { DrainOutcome } from "../relay/outcome.ts";
 import { type Request, RequestError } from "../request/request.ts";
@@ -501,17 +501,52 @@ export class PluginCallError extends Error {
   }
 }
 
+/**
+ * `loadPlugin` was asked to run a plugin with the process's permissions (the default) while the process holds a
+ * permission through which the plugin's code could reach every device of the process: FFI on a loaded shim (its fd
+ * table is per process), FFI on everything, or `run` (a child with all permissions). Nothing was started.
+ */
+export class PluginPermissionError extends PluginLoadError {
+  /** Always `PluginPermissionError`. */
+  override name = "PluginPermissionError";
+  /** A refusal naming the permissions the plugin would have inherited. */
+  constructor(
+    /** The plugin's module specifier. */
+    readonly specifier: string,
+    /** What the Worker would have inherited, e.g. `["ffi:/path/libiommu_relay_shim.so", "run"]`. */
+    readonly held: readonly string[],
+  ) {
+    super(
+      `${specifier}: a plugin Worker would inherit ${held.join(", ")}: load it with { permissions: "none" } ` +
+        `(needs --unstable-worker-options, or "unstable": ["worker-options"] in deno.json), or state the trust ` +
+        `with { permissions: "inherit" }`,
+    );
+  }
+}
+
 /** Options of {@linkcode loadPlugin}. */
 export interface LoadOptions {
   /**
-   * The Workers' Deno permissions: "inherit" (default: the process's, so a plugin could do what the process may —
-   * load the shim itself, if FFI is granted) or "none" (Deno exits at the first load unless the process runs with
-   * `--unstable-worker-options`; there is no way to ask beforehand). For untrusted code in a process with FFI, use
-   * "none", or keep the FFI in a broker (`cli/main.ts serve`) and the plugin in a process without it.
+   * The Workers' Deno permissions. "none": the plugin's Worker has no permission at all (Deno exits the process at
+   * the first load unless it runs with `--unstable-worker-options` or `"unstable": ["worker-options"]` in its
+   * deno.json — Deno offers no way to ask beforehand). "inherit": the process's permissions, a statement that the
+   * plugin is trusted like the VMM's own code. Unset: "inherit" where that gives the plugin nothing of the relay's
+   * host, and a {@linkcode PluginPermissionError} where the process holds FFI on a loaded shim, FFI on everything or
+   * `run` — checked at load and again at each `create`, whose host may have loaded a shim since.
    */
   readonly permissions?: "none" | "inherit";
   /** How long one call into the plugin may take before its Worker is terminated (default 5000 ms). */
   readonly callTimeoutMs?: number;
+}
+
+/** The permissions this process holds through which code in an inheriting Worker could reach the relay's host. */
+function hostReachingPermissions(): string[] {
+  const held: string[] = [];
+  const granted = (d: Deno.PermissionDescriptor) => Deno.permissions.querySync(d).state === "granted";
+  if (granted({ name: "ffi" })) held.push("ffi");
+  else for (const path of loadedShimPaths()) if (granted({ name: "ffi", path })) held.push(`ffi:${path}`);
+  if (granted({ name: "run" })) held.push("run");
+  return held;
 }
 
 /**
@@ -530,13 +565,17 @@ export interface LoadOptions {
 export async function loadPlugin(specifier: string | URL, options: LoadOptions = {}): Promise<PluginDefinition> {
   const href = String(specifier);
   const permissions = options.permissions ?? "inherit";
+  const checkInherit = () => {
+    if (options.permissions !== undefined) return;
+    const held = hostReachingPermissions();
+    if (held.length) throw new PluginPermissionError(href, held);
+  };
+  checkInherit();
   const timeoutMs = options.callTimeoutMs ?? 5000;
   // A first Worker checks that the module is a plugin (and reads its name), so a bad module fails here, not at create.
   let name: string, version: string;
   try {
-    const probe = startWorker(href, undefined, permissions, Math.max(timeoutMs, 30_000));
-    ({ name, version } = probe.info);
-    probe.worker.terminate();
+    ({ name, version } = await probeWorker(href, permissions, Math.max(timeoutMs, 30_000)));
   } catch (e) {
     throw e instanceof PluginLoadError ? e : new PluginLoadError(`cannot load ${href}: ${(e as Error).message}`);
   }
@@ -548,6 +587,7 @@ export async function loadPlugin(specifier: string | URL, options: LoadOptions =
     version,
     isolation,
     create(host: RelayHost, config: DeviceConfig): RelayPlugin {
+      checkInherit();
       const handle = deviceHandle(name, host, config);
       try {
         return workerPlugin(name, href, handle, permissions, timeoutMs);
@@ -559,16 +599,23 @@ export async function loadPlugin(specifier: string | URL, options: LoadOptions =
   });
 }
 
-/** Start a plugin Worker and wait (blocking) until its plugin exists; `config` undefined: only check the module. */
-function startWorker(
-  href: string,
-  config: DeviceConfig | undefined,
-  permissions: "none" | "inherit",
-  timeoutMs: number,
-  serve?: (channel: Channel) => void,
-): { worker: Worker; channel: Channel; info: { name: string; version: string } } {
+/**
+ * The Worker for one plugin instance (or, with `config` undefined, a check of the module). With inherited
+ * permissions it runs worker.ts, which `import()`s the plugin. With none, `import()` of a file would need read access,
+ * so its main module is generated: it imports worker.ts and the plugin statically (a Worker's main module graph is
+ * loaded without permission checks) and hands the plugin in.
+ */
+function spawnWorker(href: string, config: DeviceConfig | undefined, permissions: "none" | "inherit") {
   const channel = Channel.create();
-  const worker = new Worker(new URL("./worker.ts", import.meta.url), {
+  const runner = new URL("./worker.ts", import.meta.url).href;
+  const main = permissions === "none"
+    ? "data:application/javascript," + encodeURIComponent(
+      `import { servePlugin } from ${JSON.stringify(runner)};\n` +
+        `import * as plugin from ${JSON.stringify(href)};\n` +
+        `servePlugin(() => Promise.resolve(plugin));\n`,
+    )
+    : runner;
+  const worker = new Worker(main, {
     type: "module",
     ...(permissions === "none" ? { deno: { permissions: "none" } } : {}),
   } as WorkerOptions);
@@ -577,6 +624,56 @@ function startWorker(
   worker.onerror = (e) => e.preventDefault();
   const { shadow: _ram, ...data } = config ?? { domain: 0, device: { kind: "model" } };
   worker.postMessage({ buffer: channel.buffer, specifier: href, config: config ? data : undefined });
+  return { worker, channel };
+}
+
+/** The plugin's name and version from its READY message. */
+function readyInfo(channel: Channel): { name: string; version: string } {
+  const v = channel.read().value as { name?: unknown; version?: unknown } | undefined;
+  return { name: String(v?.name ?? "?"), version: String(v?.version ?? "?") };
+}
+
+/**
+ * Check a plugin module in a Worker of its own, waiting without blocking so that the Worker's error event — a module
+ * that does not load (missing, a syntax error, a failing import) never reaches the channel — is seen at once.
+ */
+async function probeWorker(
+  href: string,
+  permissions: "none" | "inherit",
+  timeoutMs: number,
+): Promise<{ name: string; version: string }> {
+  const { worker, channel } = spawnWorker(href, undefined, permissions);
+  let failed: string | undefined;
+  worker.onerror = (e) => {
+    e.preventDefault();
+    failed = e.message;
+  };
+  const deadline = performance.now() + timeoutMs;
+  try {
+    for (;;) {
+      const s = channel.state;
+      if (s === ChannelState.READY) return readyInfo(channel);
+      if (s === ChannelState.FAILED) throw new PluginLoadError(`${href}: ${channel.read().error?.message}`);
+      if (failed !== undefined) throw new PluginLoadError(`${href}: ${failed}`);
+      if (performance.now() > deadline) {
+        throw new PluginLoadError(`${href}: the plugin did not start within ${timeoutMs} ms`);
+      }
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  } finally {
+    worker.terminate();
+  }
+}
+
+/** Start a plugin Worker and wait (blocking) until its plugin instance exists. */
+function startWorker(
+  href: string,
+  config: DeviceConfig,
+  permissions: "none" | "inherit",
+  timeoutMs: number,
+  serve?: (channel: Channel) => void,
+): { worker: Worker; channel: Channel; info: { name: string; version: string } } {
+  const { worker, channel } = spawnWorker(href, config, permissions);
   const deadline = performance.now() + timeoutMs;
   let s = channel.waitWhile([ChannelState.STARTING, ChannelState.HANDLE_RETURN], timeoutMs);
   // The plugin's create may already use its handle.
@@ -591,8 +688,7 @@ function startWorker(
       s === undefined ? `${href}: the plugin did not start within ${timeoutMs} ms` : `${href}: ${m?.error?.message}`,
     );
   }
-  const v = channel.read().value as { name?: unknown; version?: unknown } | undefined;
-  return { worker, channel, info: { name: String(v?.name ?? "?"), version: String(v?.version ?? "?") } };
+  return { worker, channel, info: readyInfo(channel) };
 }
 
 /** The host side of a plugin in a Worker: a RelayPlugin whose calls are round trips into the Worker. */

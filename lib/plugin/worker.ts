@@ -14,7 +14,19 @@ import type { DrainReport } from "../relay/queue.ts";
 /** The Worker's global scope, as much of it as is used. */
 const scope = globalThis as unknown as { onmessage: ((e: MessageEvent) => void) | null };
 
-scope.onmessage = async (e: MessageEvent) => {
+/**
+ * Serve the host from this Worker: wait for the start message, get the plugin module with `load` and serve the
+ * host's calls. A Worker loaded with inherited permissions runs this module itself and `import()`s the plugin; one
+ * with no permissions (where `import()` of a file needs read access) starts from a generated module that imports the
+ * plugin statically — the module graph of a Worker's main module is loaded without permission checks — and hands it in.
+ */
+export function servePlugin(load: (specifier: string) => Promise<{ default?: unknown }>): void {
+  scope.onmessage = (e: MessageEvent) => void serve(e, load);
+}
+
+if (import.meta.main) servePlugin((specifier) => import(specifier));
+
+async function serve(e: MessageEvent, load: (specifier: string) => Promise<{ default?: unknown }>): Promise<void> {
   scope.onmessage = null; // one start message; nothing else is read
   const { buffer, specifier, config } = e.data as {
     buffer: SharedArrayBuffer;
@@ -25,7 +37,7 @@ scope.onmessage = async (e: MessageEvent) => {
   let plugin: RelayPlugin | undefined;
   let name: string, version: string;
   try {
-    const module = await import(specifier);
+    const module = await load(specifier);
     const spec = pluginSpecOf(module.default);
     if (!spec) throw new Error(`${specifier} has no default export made with definePlugin`);
     ({ name, version } = spec);
@@ -52,7 +64,7 @@ scope.onmessage = async (e: MessageEvent) => {
     }
     if (m.method === "dispose") return;
   }
-};
+}
 
 /** An error the host's handle threw, rebuilt here as data (its name, message and fields). */
 function rebuilt(error: { name: string; message: string; fields: Record<string, unknown> }): Error {

@@ -1,11 +1,18 @@
 import assert from "node:assert/strict";
 import { RequestError } from "../../lib/request/request.ts";
-import { loadPlugin, PluginLoadError, RelayHost, relayPlugin } from "../../lib/plugin/plugin.ts";
+import { loadPlugin, PluginLoadError, PluginPermissionError, RelayHost, relayPlugin } from "../../lib/plugin/plugin.ts";
+import { shimPath } from "../../ffi/build.ts";
 
 Deno.test("plugin: two instances loaded from a module specifier — completions, isolation, disposal", async () => {
-  const definition = await loadPlugin(new URL("./fixtures/third_party_plugin.ts", import.meta.url));
+  const definition = await loadPlugin(new URL("./fixtures/third_party_plugin.ts", import.meta.url), {
+    permissions: "none",
+  });
   assert.equal(definition.name, "counting-relay");
-  assert.equal(definition.isolation, "worker", "third-party code runs in a Worker of its own");
+  assert.equal(
+    definition.isolation,
+    "worker-no-permissions",
+    "third-party code runs in a Worker of its own, with no permissions",
+  );
   using host = RelayHost.inProcess();
   const a = definition.create(host, { domain: 1, device: { kind: "model" } });
   const b = definition.create(host, { domain: 2, device: { kind: "model" } });
@@ -57,8 +64,14 @@ Deno.test("plugin: devices of one domain binding the same table share one host t
 });
 
 Deno.test("plugin: loading something that is not a plugin is a typed error", async () => {
-  await assert.rejects(loadPlugin(new URL("./fixtures/not_a_plugin.ts", import.meta.url)), PluginLoadError);
-  await assert.rejects(loadPlugin(new URL("./fixtures/missing.ts", import.meta.url)), PluginLoadError);
+  await assert.rejects(
+    loadPlugin(new URL("./fixtures/not_a_plugin.ts", import.meta.url), { permissions: "none" }),
+    PluginLoadError,
+  );
+  await assert.rejects(
+    loadPlugin(new URL("./fixtures/missing.ts", import.meta.url), { permissions: "none" }),
+    PluginLoadError,
+  );
   using host = RelayHost.inProcess();
   assert.throws(
     () => relayPlugin.create(host, { domain: 1, device: { kind: "vfio", path: "/dev/vfio/devices/vfio0" } }),
@@ -86,4 +99,50 @@ Deno.test("plugin limits: a bind past maxPasids is a LimitError; unbinding makes
   dev.submit({ op: "bind", domain: 1, pasid: 3, table });
   assert.equal(host.queue().bindings(1, 3).length, 1);
   assert.equal(host.queue().bindings(1, 1).length, 0);
+});
+
+/** Run the permission probe in a child Deno with `flags` and no deno.json; its one JSON line. */
+async function probe(flags: string[], withShim: string | undefined): Promise<Record<string, string>> {
+  const fixture = new URL("./fixtures/third_party_plugin.ts", import.meta.url).href;
+  const script = new URL("./fixtures/permission_probe.ts", import.meta.url).pathname;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--no-config",
+      "--no-lock",
+      "--no-prompt",
+      ...flags,
+      script,
+      fixture,
+      ...(withShim ? [withShim] : []),
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout).trim();
+  assert.equal(out.code, 0, `the child exited ${out.code}: ${new TextDecoder().decode(out.stderr)}`);
+  return JSON.parse(text);
+}
+
+Deno.test("plugin permissions: by default a plugin never inherits a way to the shim — refused, typed, at load and at create", async () => {
+  const shim = await shimPath();
+  const read = `--allow-read=${new URL("../..", import.meta.url).pathname}`;
+  // Nothing host-reaching granted: the default inherits, which gives the plugin nothing of the relay's host.
+  assert.deepEqual(await probe([read], undefined), { load: "worker", create: "counting-relay" });
+  // FFI scoped to the shim: a bare query says "prompt", so the loaded shim's path is asked for. Before the process
+  // loads the shim the plugin loads; once it has, creating an instance is refused (its Worker could dlopen the shim).
+  assert.deepEqual(await probe([read, `--allow-ffi=${shim}`], shim), {
+    load: "worker",
+    create: `PluginPermissionError ${JSON.stringify([`ffi:${shim}`])}`,
+  });
+  // FFI on everything, or run: refused at load.
+  assert.deepEqual(await probe([read, "--allow-ffi"], undefined), { load: 'PluginPermissionError ["ffi"]' });
+  assert.deepEqual(await probe([read, "--allow-run"], undefined), { load: 'PluginPermissionError ["run"]' });
+});
+
+Deno.test("plugin permissions: in this FFI-holding process the default is refused; 'inherit' states the trust", async () => {
+  const fixture = new URL("./fixtures/third_party_plugin.ts", import.meta.url);
+  await assert.rejects(loadPlugin(fixture), (e) => e instanceof PluginPermissionError && e.held.includes("ffi"));
+  const trusted = await loadPlugin(fixture, { permissions: "inherit" });
+  assert.equal(trusted.isolation, "worker");
 });

@@ -52,7 +52,7 @@ Deno.test("plugin capability: nothing reachable from a device handle is the host
 });
 
 Deno.test("plugin capability: a hostile plugin in its Worker fails reflection, tampered built-ins, forged calls, other domains", async () => {
-  const hostile = await loadPlugin(new URL("../sandbox/hostile_plugin.ts", import.meta.url));
+  const hostile = await loadPlugin(new URL("../sandbox/hostile_plugin.ts", import.meta.url), { permissions: "none" });
   using host = RelayHost.inProcess();
   const mapGet = Map.prototype.get, push = Array.prototype.push;
   using victim = relayPlugin.create(host, { domain: 2, device: { kind: "model" } });
@@ -74,6 +74,10 @@ Deno.test("plugin capability: a hostile plugin in its Worker fails reflection, t
     forgedUnbindOther: "RequestError",
     forgedProto: "TypeError",
     intercepted: true, // its own realm's built-ins, that is
+    dlopenLibc: "NotCapable",
+    openIommu: "NotCapable",
+    readPasswd: "NotCapable",
+    spawn: "NotCapable",
   });
   assert.ok((seen.objectsWalked as number) > 10, "it did walk");
   assert.equal(Map.prototype.get, mapGet, "the host's built-ins are untouched");
@@ -89,7 +93,10 @@ Deno.test("plugin capability: a hostile plugin in its Worker fails reflection, t
 });
 
 Deno.test("plugin capability: a plugin that never returns is cut off with a typed error; its device is released", async () => {
-  const looping = await loadPlugin(new URL("./looping_plugin.ts", import.meta.url), { callTimeoutMs: 300 });
+  const looping = await loadPlugin(new URL("./looping_plugin.ts", import.meta.url), {
+    callTimeoutMs: 300,
+    permissions: "none",
+  });
   using host = RelayHost.inProcess();
   const plugin = looping.create(host, { domain: 4, device: { kind: "model" } });
   assert.throws(
@@ -126,7 +133,9 @@ Deno.test("plugin barriers: A's bind takes neither B's failed invalidation nor B
 });
 
 Deno.test("plugin barriers: in a Worker plugin too, A's drain does not report B's failure", async () => {
-  const definition = await loadPlugin(new URL("./fixtures/third_party_plugin.ts", import.meta.url));
+  const definition = await loadPlugin(new URL("./fixtures/third_party_plugin.ts", import.meta.url), {
+    permissions: "none",
+  });
   using host = RelayHost.inProcess();
   using a = definition.create(host, { domain: 1, device: { kind: "model" } });
   using b = relayPlugin.create(host, { domain: 2, device: { kind: "model" } });

@@ -113,6 +113,12 @@ export default definePlugin({
           seen.forgedProto = forge({ method: "__proto__", args: [] });
         }
         seen.intercepted = intercepted > 0;
+        // Around the handle: the process's own powers. Loaded with { permissions: "none" } its Worker has none: no
+        // library to load (the shim's fd table is per process), no device node, no file, no child process.
+        seen.dlopenLibc = outcome(() => Deno.dlopen("libc.so.6", { getpid: { parameters: [], result: "i32" } }));
+        seen.openIommu = outcome(() => Deno.openSync("/dev/iommu", { read: true, write: true }));
+        seen.readPasswd = outcome(() => Deno.readTextFileSync("/etc/passwd").length);
+        seen.spawn = outcome(() => new Deno.Command("true").outputSync().code);
         return { ioctls: 0, entries: 0, invalidations: 0, unrouted: 0, failures: [], waits: [], seen } as never;
       },
       [Symbol.dispose]() {},
