@@ -47,6 +47,7 @@ export { DrainOutcome } from "./lib/relay/outcome.ts";
 export type { DrainReport, RequestFailure, WaitOutcome } from "./lib/relay/outcome.ts";
 export type { QueueOptions, QueueTelemetry, UnroutedCounts } from "./lib/relay/queue.ts";
 export { KernelError, LimitError, UnsupportedError } from "./lib/kernel/errors.ts";
+export { type CpuidLeaf, Kvm, KvmError, KvmVcpu, KvmVm, type LongModeEntry, type Segment } from "./lib/kernel/kvm.ts";
 export { UapiError, type UapiErrorReason } from "./lib/uapi/errors.ts";
 export { NativeShim, ShimClosedError, ShimRefusedError, ShimVersionError } from "./ffi/native.ts";
 export { ensureShim, ShimBuildError } from "./ffi/build.ts";

@@ -8,7 +8,10 @@
 //     leaves a stale translation in the device's IOTLB model, so DMA lands in an old page: wrong bytes);
 //   - the driver negotiated VIRTIO_F_ACCESS_PLATFORM and the VMM bound the guest's PASID entry through the plugin;
 //   - the independent check: every IOTLB / PASID-IOTLB invalidation the guest's queue bytes asked for was covered
-//     by what the relay reported sent before that doorbell's waits completed;
+//     by an IOMMU_HWPT_INVALIDATE entry captured as the shim passed it to the kernel (RelayHost's
+//     observeHostInvalidations: the right nested HWPT, the binding's mock slot or all, within the kernel's handled
+//     count) before that doorbell's waits completed — never by the relay's own counters;
+//   - the guest's /init ended the run through the VMM's exit port with status 0;
 //   - no DMA fault in the VMM, no DMAR fault line in the guest's log, no queue error, no host failure.
 import assert from "node:assert/strict";
 import { comparePolicies } from "../lib/testing/mod.ts";
@@ -105,6 +108,7 @@ function checkRun(report: LinuxVmmReport, strict: boolean): void {
   assert.equal(report.result?.domain, strict ? "DMA" : "DMA-FQ", "the guest's IOMMU domain type (strict or lazy)");
   assert.equal(report.end.kind, "guest-exit", `the guest's /init ended the run (${JSON.stringify(report.end)})`);
   assert.equal((report.end as { status: number }).status, 0, "and reported success");
+  assert.equal((report.end as { via: string }).via, "port", "through the exit port (ioperm + outb in /init)");
   assert.equal(report.result?.ok, "1");
   assert.equal(report.result?.bad_words, "0");
   assert.ok(Number(report.result?.read) > 0 && Number(report.result?.written) > 0, "I/O in both directions");

@@ -7,7 +7,7 @@
  *
  * @module
  */
-import type { LongModeEntry } from "./kvm.ts";
+import type { LongModeEntry } from "../../mod.ts";
 
 /** A bzImage the VMM cannot boot. */
 export class BootError extends Error {

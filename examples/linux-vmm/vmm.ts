@@ -6,17 +6,18 @@
  *
  * @module
  */
-import { IOCTL, type NativeShim } from "../../ffi/native.ts";
+import type { NativeShim } from "../../mod.ts";
 import { type PluginDefinition, type RelayHost, relayPlugin } from "../../mod.ts";
 import type { RelayPlugin, StageOneTable, VtdPasidEntry } from "../../mod.ts";
-import { KVM_RUN, KvmExitReason } from "../../lib/uapi/mod.ts";
+import { KvmExitReason } from "../../lib/uapi/mod.ts";
 import type { Workload } from "../../lib/testing/mod.ts";
 import { ACPI_PM, buildAcpi } from "./acpi.ts";
 import { BOOT, type E820Entry, parseBzImage, placeBoot } from "./boot.ts";
-import { conservativeCpuid, Kvm, KvmError } from "./kvm.ts";
+import { Kvm, KvmError } from "../../mod.ts";
+import { conservativeCpuid } from "./cpuid.ts";
 import { Uart16550, UART_BASE, UART_IRQ } from "./uart.ts";
 import { hostBridgeConfig, PCI_CONFIG_ADDRESS, VIRTIO_DEV, VirtioBlk } from "./virtio_blk.ts";
-import { VtdUnit } from "./vtd.ts";
+import { VtdUnit, watchHostCalls } from "./vtd.ts";
 
 /** The guest's exit port: /init writes its status byte here. */
 export const EXIT_PORT = 0x501;
@@ -127,6 +128,7 @@ export function runLinuxVmm(opts: LinuxVmmOptions): LinuxVmmReport {
       return plugin;
     },
     tableFor: opts.tableFor,
+    hostCalls: stack.use(watchHostCalls(host)),
   }, msi);
   stack.defer(() => {
     try {
@@ -237,7 +239,7 @@ export function runLinuxVmm(opts: LinuxVmmOptions): LinuxVmmReport {
   const deadline = started + timeoutMs;
   shim.kickSetup();
   const armed = shim.deadlineTimer(Math.max(1, Math.ceil(timeoutMs)), 10);
-  if (armed < 0) throw new KvmError("arm the deadline timer", armed);
+  if (armed < 0) throw new KvmError("arm the deadline timer", undefined, armed);
   const view = new DataView(vcpu.run.buffer, vcpu.run.byteOffset, vcpu.run.byteLength);
   const X = KvmExitReason.values;
   let exits = 0;
@@ -247,7 +249,7 @@ export function runLinuxVmm(opts: LinuxVmmOptions): LinuxVmmReport {
         end = { kind: "timeout" };
         break;
       }
-      const r = shim[IOCTL](vcpu.fd, KVM_RUN.request, null);
+      const r = vcpu.runOnce();
       if (r === -4 || r === -11) continue; // EINTR (the deadline's kick), EAGAIN
       if (r < 0) {
         end = { kind: "error", detail: `KVM_RUN: errno ${-r}` };

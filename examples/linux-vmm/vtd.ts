@@ -35,6 +35,15 @@ import {
   VtdPasidBinder,
   type VtdPasidEntry,
 } from "../../mod.ts";
+import type { ObservedInvalidation } from "../../lib/kernel/mod.ts";
+import type { RelayHost } from "../../lib/plugin/mod.ts";
+import type { PasidOrRid } from "../../lib/request/mod.ts";
+import {
+  HwptInvalidateDataType,
+  IommuHwptInvalidateSelftestLayout,
+  IommuHwptVtdS1InvalidateLayout,
+  MockConstants,
+} from "../../lib/uapi/mod.ts";
 import { walkRange } from "../../lib/shadow/mod.ts";
 
 /** Register offsets (drivers/iommu/intel/iommu.h). */
@@ -100,6 +109,75 @@ export interface VtdHost {
   pluginFor(did: number): RelayPlugin;
   /** A bound PASID entry → the host's table (default: the VT-d stage-1 table). */
   tableFor?(entry: VtdPasidEntry & { present: true }): StageOneTable | undefined;
+  /** What the host took, read where it leaves for the host (the shim), for the independent check. */
+  readonly hostCalls: HostCalls;
+}
+
+/** The host's invalidation calls as they left for it, and where a guest domain's invalidations must land. */
+export interface HostCalls {
+  /** The calls since the last take. */
+  take(): ObservedInvalidation[];
+  /** The host target (nested HWPT) of domain `did`'s binding at `pasid`, if bound. */
+  targetOf(did: number, pasid: PasidOrRid): number | undefined;
+}
+
+/**
+ * The host calls of `host`, watched from now on: on a kernel host the `IOMMU_HWPT_INVALIDATE` calls as the shim
+ * passed them (`RelayHost.observeHostInvalidations`), not the relay's own counters.
+ */
+export function watchHostCalls(host: RelayHost): HostCalls & Disposable {
+  let calls: ObservedInvalidation[] = [];
+  const stop = host.observeHostInvalidations((call) => void calls.push(call));
+  return {
+    take: () => {
+      const taken = calls;
+      calls = [];
+      return taken;
+    },
+    targetOf: (did, pasid) => host.queue().bindings(did, pasid)[0]?.targetId,
+    [Symbol.dispose]: stop,
+  };
+}
+
+const SELFTEST = MockConstants.values.IOMMU_HWPT_INVALIDATE_DATA_SELFTEST;
+const SELFTEST_ALL = MockConstants.values.IOMMU_TEST_INVALIDATE_FLAG_ALL;
+const SELFTEST_FIELDS = IommuHwptInvalidateSelftestLayout.fields;
+const VTD_S1 = HwptInvalidateDataType.values.IOMMU_HWPT_INVALIDATE_DATA_VTD_S1;
+const VTD_S1_FIELDS = IommuHwptVtdS1InvalidateLayout.fields;
+
+/**
+ * Whether host calls `calls` invalidated what `r` asked for on host target `targetId`: a VT-d stage-1 entry whose
+ * range holds the request's pages (or the whole space), or a selftest mock entry flushing the binding's slot or all
+ * slots (the mock's entries carry no address: a slot flush covers every page). Entries past a failed call's handled
+ * count did not happen.
+ */
+export function hostCallsCover(
+  calls: readonly ObservedInvalidation[],
+  targetId: number,
+  slot: number,
+  r: InvalidateRequest,
+): boolean {
+  const s = r.scope;
+  const first = "firstPage" in s ? s.firstPage : 0, pages = "pages" in s ? s.pages : -1;
+  for (const c of calls) {
+    if (c.objectId !== targetId) continue;
+    const v = new DataView(c.entries.buffer, c.entries.byteOffset, c.entries.byteLength);
+    const done = c.errno ? Math.min(c.handled, c.count) : c.count;
+    for (let i = 0; i < done; i++) {
+      const at = i * c.entryLen;
+      if (c.dataType === SELFTEST) {
+        const flags = v.getUint32(at + SELFTEST_FIELDS.flags.offset, true);
+        if (flags & SELFTEST_ALL || v.getUint32(at + SELFTEST_FIELDS.iotlb_id.offset, true) === slot) return true;
+      } else if (c.dataType === VTD_S1) {
+        const addr = Number(v.getBigUint64(at + VTD_S1_FIELDS.addr.offset, true));
+        const npages = v.getBigUint64(at + VTD_S1_FIELDS.npages.offset, true);
+        if (npages === 0xffff_ffff_ffff_ffffn && addr === 0) return true;
+        const a = addr / 4096;
+        if (pages !== -1 && a <= first && first + pages <= a + Number(npages)) return true;
+      }
+    }
+  }
+  return false;
 }
 
 /** Counters of the unit. */
@@ -161,8 +239,6 @@ export class VtdUnit {
   #pasidDirectory = -1;
   readonly #cache = new Map<number, CachedTranslation>();
   readonly #plugins = new Map<number, RelayPlugin>();
-  /** The relay's host-side entry count at the last drain. */
-  #entriesOut = 0;
   /** Invalidations submitted to plugins since the last drain (copies: the queue reuses its request objects). */
   #submitted: InvalidateRequest[] = [];
   /** Ranges sent to the host in this doorbell, for the independent check: [did, firstPage, pages] (pages -1: all). */
@@ -246,22 +322,26 @@ export class VtdUnit {
       },
       drain: (): DrainReport => {
         const report = plugin.drain();
-        // What reached the host is read from the relay's own host-side counters (entries it sent to the host since
-        // the last drain), not from what was handed to the plugin: a plugin that swallows invalidations leaves the
-        // device's IOTLB stale. Entries carry no address on every host (the selftest mock's do not), so a drain
-        // that sent at least one entry without a failure counts for every invalidation submitted since the last.
-        const out = plugin.telemetry.queue.entriesOut;
-        const sent = out - this.#entriesOut;
-        this.#entriesOut = out;
-        if (report.failures.length === 0 && sent > 0) {
-          for (const r of this.#submitted) {
+        // What reached the host is read where it left for the host — the invalidation calls as the shim passed
+        // them — not from what was handed to the plugin nor from the relay's own counters: a plugin that swallows
+        // invalidations, or a relay that counts what it never sent, leaves the device's IOTLB stale and is caught.
+        const calls = this.host.hostCalls.take();
+        for (const r of this.#submitted) {
+          const s = r.scope;
+          const pasid: PasidOrRid = s.kind === "pasid" || s.kind === "pasid-range" ? s.pasid : "rid";
+          const targetId = this.host.hostCalls.targetOf(did, pasid) ??
+            (pasid === "rid" ? this.host.hostCalls.targetOf(did, 0) : undefined);
+          const slot = pasid === "rid" ? 0 : pasid % MockConstants.values.MOCK_NESTED_DOMAIN_IOTLB_NUM;
+          if (targetId !== undefined && hostCallsCover(calls, targetId, slot, r)) {
             this.stats.relayed++;
             this.#drop(r);
             this.#noteSent(r);
+          } else {
+            this.stats.unsent++;
+            this.#note(
+              `unsent d${did} ${s.kind}${"firstPage" in s ? ` 0x${s.firstPage.toString(16)}+${s.pages}` : ""}`,
+            );
           }
-        } else {
-          this.stats.unsent += this.#submitted.length;
-          if (this.#submitted.length) this.#note(`unsent ${this.#submitted.length} (sent ${sent})`);
         }
         this.#submitted = [];
         return report;

@@ -13,7 +13,8 @@ import {
   vtdWait,
   writeVtdDescriptor,
 } from "../../mod.ts";
-import { VTD, VTD_CAP, VTD_ECAP, VtdUnit } from "./vtd.ts";
+import { hostCallsCover, VTD, VTD_CAP, VTD_ECAP, VtdUnit, watchHostCalls } from "./vtd.ts";
+import { MockConstants } from "../../lib/uapi/mod.ts";
 
 const RID = 0x08; // 00:01.0
 const DID = 7;
@@ -41,6 +42,7 @@ function setup(plugin: PluginDefinition = relayPlugin) {
   const msis: [number, number][] = [];
   const unit = new VtdUnit(memory, ram.length, RID, {
     pluginFor: (did) => plugin.create(host, { domain: did, device: { kind: "model" } }),
+    hostCalls: watchHostCalls(host),
   }, (a, d) => void msis.push([a, d]));
   let tail = 0;
   /** Queue descriptors and a wait, ring the doorbell; returns the wait's status word. */
@@ -145,4 +147,40 @@ Deno.test("linux-vmm vtd: hostile tables end in faults, never in an exception", 
   unit.write(VTD.GCMD, 4, (1 << 26) | (1 << 31) | (1 << 30), 0);
   assert.equal(unit.translate(0x1000, false), undefined);
   assert.ok(unit.stats.faults.length >= 2);
+});
+
+Deno.test("linux-vmm vtd: the independent check reads entries as they left for the host — target, range, slot, handled", () => {
+  const vtdS1 = (entries: [number, bigint][], errno = 0, handled = entries.length, objectId = 9) => {
+    const bytes = new Uint8Array(24 * entries.length), v = new DataView(bytes.buffer);
+    entries.forEach(([addr, npages], i) => {
+      v.setBigUint64(i * 24, BigInt(addr), true);
+      v.setBigUint64(i * 24 + 8, npages, true);
+    });
+    return { objectId, dataType: 0, entryLen: 24, count: entries.length, entries: bytes, errno, handled };
+  };
+  const range = (firstPage: number, pages: number) => ({
+    op: "invalidate" as const,
+    domain: 1,
+    scope: { kind: "range" as const, firstPage, pages },
+  });
+  assert.ok(hostCallsCover([vtdS1([[0x10000, 4n]])], 9, 0, range(0x11, 2)));
+  assert.ok(!hostCallsCover([vtdS1([[0x10000, 4n]])], 9, 0, range(0x13, 2)), "one page past the entry's range");
+  assert.ok(!hostCallsCover([vtdS1([[0x10000, 4n]], 0, 1, 8)], 9, 0, range(0x11, 1)), "another target's entry");
+  assert.ok(hostCallsCover([vtdS1([[0, 0xffff_ffff_ffff_ffffn]])], 9, 0, range(0x123456, 9)), "the whole space");
+  // A failed call: the kernel handled the first entry only; the second never happened.
+  const failed = vtdS1([[0x10000, 1n], [0x20000, 1n]], 22, 1);
+  assert.ok(hostCallsCover([failed], 9, 0, range(0x10, 1)));
+  assert.ok(!hostCallsCover([failed], 9, 0, range(0x20, 1)));
+  // Selftest entries carry no address: the binding's slot (or all) covers every page; another slot does not.
+  const mock = (flags: number, slot: number) => {
+    const bytes = new Uint8Array(8), v = new DataView(bytes.buffer);
+    v.setUint32(0, flags, true);
+    v.setUint32(4, slot, true);
+    return { objectId: 9, dataType: 0xdead51, entryLen: 8, count: 1, entries: bytes, errno: 0, handled: 1 };
+  };
+  const SELFTEST = MockConstants.values.IOMMU_HWPT_INVALIDATE_DATA_SELFTEST;
+  assert.ok(hostCallsCover([{ ...mock(0, 0), dataType: SELFTEST }], 9, 0, range(0x11, 2)));
+  assert.ok(!hostCallsCover([{ ...mock(0, 2), dataType: SELFTEST }], 9, 0, range(0x11, 2)));
+  assert.ok(hostCallsCover([{ ...mock(1, 2), dataType: SELFTEST }], 9, 0, range(0x11, 2)));
+  assert.ok(!hostCallsCover([mock(1, 0)], 9, 0, range(0x11, 2)), "an unknown data type covers nothing");
 });

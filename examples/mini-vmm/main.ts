@@ -13,7 +13,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { NativeShim } from "../../ffi/native.ts";
+import { NativeShim } from "../../mod.ts";
 import { type DeviceSource, loadPlugin, RelayHost } from "../../lib/plugin/plugin.ts";
 import { type MiniVmmReport, runMiniVmm } from "./vmm.ts";
 import type { TableFor } from "./vtd_unit.ts";

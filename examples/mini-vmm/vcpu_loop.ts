@@ -6,8 +6,8 @@
  * @module
  */
 import { Errno } from "../../lib/uapi/errno.ts";
-import { IOCTL, type NativeShim } from "../../ffi/native.ts";
-import { KVM_RUN, KvmExitReason } from "../../lib/uapi/mod.ts";
+import type { KvmVcpu } from "../../mod.ts";
+import { KvmExitReason } from "../../lib/uapi/mod.ts";
 import { KIND } from "./mailbox.ts";
 
 const { EINTR, EAGAIN } = Errno.values;
@@ -37,15 +37,16 @@ export interface VcpuEnd {
  * @example
  * ```ts ignore
  * import { runVcpuLoop } from "./vcpu_loop.ts";
- * const end = runVcpuLoop(shim, vcpu.fd, vcpu.run, { mmio: () => 0, io: () => 0, stopped: () => false });
+ * const end = runVcpuLoop(vcpu, { mmio: () => 0, io: () => 0, stopped: () => false });
  * ```
  */
-export function runVcpuLoop(shim: NativeShim, vcpuFd: number, run: Uint8Array, sink: ExitSink): VcpuEnd {
+export function runVcpuLoop(vcpu: KvmVcpu, sink: ExitSink): VcpuEnd {
+  const run = vcpu.run;
   const view = new DataView(run.buffer, run.byteOffset, run.byteLength);
   let exits = 0;
   for (;;) {
     if (sink.stopped()) return { kind: KIND.CANCELLED, code: 0, exits };
-    const r = shim[IOCTL](vcpuFd, KVM_RUN.request, null);
+    const r = vcpu.runOnce();
     if (r === -EINTR || r === -EAGAIN) continue; // a kick: look at stopped()
     if (r < 0) return { kind: KIND.ERROR, code: -r, exits };
     exits++;

@@ -7,7 +7,7 @@
  * @module
  */
 /// <reference lib="deno.worker" />
-import { NativeShim } from "../../ffi/native.ts";
+import { KvmVcpu, NativeShim } from "../../mod.ts";
 import { KIND, MB, STATE } from "./mailbox.ts";
 import { runVcpuLoop } from "./vcpu_loop.ts";
 
@@ -29,7 +29,7 @@ self.onmessage = (e: MessageEvent<{ shimPath: string; vcpuFd: number; run: Uint8
     Atomics.store(mb, MB.STATE, STATE.RUNNING);
     return mb[MB.DATA_LO];
   };
-  const end = runVcpuLoop(shim, vcpuFd, run, {
+  const end = runVcpuLoop(KvmVcpu.inWorker(shim, vcpuFd, run), {
     mmio: (address, len, write, lo, hi) => exit(KIND.MMIO, address, len, write, lo, hi),
     io: (port, size, out, value) => exit(KIND.IO, port, size, out, value, 0),
     stopped: () => Atomics.load(mb, MB.STOP) === 1,

@@ -16,10 +16,10 @@
  *
  * @module
  */
-import type { NativeShim } from "../../ffi/native.ts";
+import type { NativeShim } from "../../mod.ts";
 import { type DeviceSource, type PluginDefinition, type RelayHost, relayPlugin } from "../../lib/plugin/plugin.ts";
 import { guestMemoryOver } from "../../lib/memory/guest_memory.ts";
-import { Kvm, KvmError, type KvmVcpu } from "./kvm.ts";
+import { Kvm, KvmError, type KvmVcpu } from "../../mod.ts";
 import { guestCode, LAYOUT } from "./layout.ts";
 import { buildWorkload, FAULT, FUNCTIONS, type Workload } from "./script.ts";
 import { mockIopfChain } from "../../lib/kernel/selftest.ts";
@@ -281,7 +281,7 @@ function runInline(shim: NativeShim, vcpu: KvmVcpu, bus: Bus, timeoutMs: number)
   const armed = shim.deadlineTimer(Math.max(1, Math.ceil(timeoutMs)), 10);
   if (armed < 0) throw new KvmError("arm the deadline timer", undefined, armed);
   try {
-    const r = runVcpuLoop(shim, vcpu.fd, vcpu.run, {
+    const r = runVcpuLoop(vcpu, {
       mmio: (address, len, write, lo) => bus.mmio(address >>> 0, len, write, lo >>> 0),
       io: (port, size, out, value) => bus.io(port, size, out, value >>> 0),
       stopped: () => performance.now() > deadline,

@@ -10,7 +10,8 @@
  * @module
  */
 import type { Backend, Format, InvalidateStatus } from "./backend.ts";
-import { ENTRY_LENGTH, MAX_ENTRIES_PER_CALL } from "../compile/formats.ts";
+import { ENTRY_LENGTH, FORMAT_SPECS, MAX_ENTRIES_PER_CALL } from "../compile/formats.ts";
+import type { ObservedInvalidation } from "../kernel/iommufd.ts";
 import { decodeAtcInv, decodeSmmuTlbi, SmmuOpcode } from "../compile/smmuv3.ts";
 import { PendingSet } from "../request/pending.ts";
 import { Errno } from "../uapi/errno.ts";
@@ -171,6 +172,45 @@ export class ModelHost implements Backend {
     // A test aid, not host state: bounded, so a long-lived in-process host (a broker, a soak) stays flat.
     if (calls.length >= 2 * CALL_LOG) calls.splice(0, calls.length - CALL_LOG);
     calls.push({ targetId, count, errno: status.errno, handled: status.handled });
+    if (this.#observers.size) {
+      const entryLen = ENTRY_LENGTH[format];
+      const call: ObservedInvalidation = {
+        objectId: targetId,
+        dataType: FORMAT_SPECS[format].dataType ?? -1,
+        entryLen,
+        count,
+        entries: entries.slice(0, entryLen * count),
+        errno: status.errno,
+        handled: status.handled,
+      };
+      for (const observer of this.#observers) observer(call);
+    }
+  }
+
+  readonly #observers = new Set<(call: ObservedInvalidation) => void>();
+
+  /**
+   * Watch every invalidation call this host takes, as `Iommufd.observeInvalidations` does on a kernel: a copy of
+   * the entries with the errno and handled count. Returns the function that stops watching.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { ModelHost } from "./model.ts";
+   * const host = new ModelHost();
+   * const seen: number[] = [];
+   * const stop = host.observeInvalidations((call) => seen.push(call.count));
+   * const target = host.createTarget("selftest");
+   * host.invalidate(target, "selftest", new Uint8Array(8), 1, { errno: 0, handled: 0 });
+   * stop();
+   * host.invalidate(target, "selftest", new Uint8Array(8), 1, { errno: 0, handled: 0 });
+   * assert.deepEqual(seen, [1]);
+   * ```
+   */
+  observeInvalidations(observer: (call: ObservedInvalidation) => void): () => void {
+    const own = (call: ObservedInvalidation) => observer(call);
+    this.#observers.add(own);
+    return () => void this.#observers.delete(own);
   }
 
   #current = 0;

@@ -60,6 +60,24 @@ function registered(ioctl: Ioctl): void {
   }
 }
 
+/** One `IOMMU_HWPT_INVALIDATE` as it left for the kernel (see {@linkcode Iommufd.observeInvalidations}). */
+export interface ObservedInvalidation {
+  /** The nested HWPT or vIOMMU it named. */
+  readonly objectId: number;
+  /** `data_type`: which vendor entry format (-1 from the in-process host for a format served in user space). */
+  readonly dataType: number;
+  /** `entry_len`: bytes per entry. */
+  readonly entryLen: number;
+  /** `entry_num` in: how many entries were passed. */
+  readonly count: number;
+  /** A copy of the entries' bytes. */
+  readonly entries: Uint8Array;
+  /** 0, or the errno the kernel returned. */
+  readonly errno: number;
+  /** `entry_num` out: how many entries the kernel handled. */
+  readonly handled: number;
+}
+
 /**
  * An open `/dev/iommu`. Close it last: its objects are destroyed by their own disposal first.
  *
@@ -167,7 +185,41 @@ export class Iommufd implements Disposable {
       entries,
     );
     this.invalidateHandled = v.getUint32(INVALIDATE_FIELDS.entry_num.offset, true);
+    if (this.#invalidationObservers.size) {
+      const call: ObservedInvalidation = {
+        objectId,
+        dataType,
+        entryLen,
+        count,
+        entries: entries.slice(0, entryLen * count),
+        errno: r < 0 ? -r : 0,
+        handled: this.invalidateHandled,
+      };
+      for (const observer of this.#invalidationObservers) observer(call);
+    }
     return r < 0 ? r : 0;
+  }
+
+  readonly #invalidationObservers = new Set<(call: ObservedInvalidation) => void>();
+
+  /**
+   * Watch every `IOMMU_HWPT_INVALIDATE` this iommufd makes, as it left for the kernel: the entries are a copy of the
+   * bytes the shim passed, with the kernel's errno and handled count. For a check that must not trust the relay's
+   * own counters (the Linux guest's suite compares them with what the guest's queue asked for); it costs nothing
+   * while nobody watches. Returns the function that stops watching.
+   *
+   * @example
+   * ```ts ignore
+   * const seen: ObservedInvalidation[] = [];
+   * const stop = iommufd.observeInvalidations((call) => seen.push(call));
+   * // ... the relay runs ...
+   * stop();
+   * ```
+   */
+  observeInvalidations(observer: (call: ObservedInvalidation) => void): () => void {
+    const own = (call: ObservedInvalidation) => observer(call);
+    this.#invalidationObservers.add(own);
+    return () => void this.#invalidationObservers.delete(own);
   }
 
   /** The kernel's `entry_num` after the last {@linkcode Iommufd.invalidateRaw}. */

@@ -11,3 +11,4 @@ export * from "./features.ts";
 export { KernelError, UnsupportedError } from "./errors.ts";
 export * from "./sysfs.ts";
 export * from "./streams.ts";
+export * from "./kvm.ts";

@@ -30,7 +30,7 @@ import type { WalkFault } from "../shadow/walk.ts";
 import { KernelShadowIoas } from "../shadow/kernel_ioas.ts";
 import { Iommufd } from "../kernel/iommufd.ts";
 import { VfioDevice } from "../kernel/vfio.ts";
-import type { Ioas } from "../kernel/iommufd.ts";
+import type { Ioas, ObservedInvalidation } from "../kernel/iommufd.ts";
 import { ModelHost } from "../host/model.ts";
 import { Channel, ChannelState, errorToChannel } from "./channel.ts";
 import { Errno } from "../uapi/errno.ts";
@@ -124,6 +124,32 @@ export class RelayHost implements Disposable {
   /** The relay queue of guest vIOMMU `name` (created on first use). */
   queue(name = "0"): RelayQueue {
     return this.#guest(name).queue;
+  }
+
+  /**
+   * Watch every invalidation call the host takes: on a kernel host each `IOMMU_HWPT_INVALIDATE` as the shim passed
+   * it ({@linkcode Iommufd.observeInvalidations}), in process the model's. For a VMM's own checks that must not
+   * trust the relay's counters; a plugin never holds the host, so it cannot watch another device. Returns the
+   * function that stops watching.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { RelayHost, relayPlugin } from "./plugin.ts";
+   * using host = RelayHost.inProcess();
+   * const seen: number[] = [];
+   * const stop = host.observeHostInvalidations((call) => seen.push(call.objectId));
+   * using nic = relayPlugin.create(host, { domain: 1, device: { kind: "model" } });
+   * nic.submit({ op: "bind", domain: 1, pasid: 5, table: { format: "vtd-s1", tableAddress: 0x4000, addressWidth: 48 } });
+   * nic.submit({ op: "invalidate", domain: 1, scope: { kind: "pasid", pasid: 5 } });
+   * nic.submit({ op: "sync" });
+   * stop();
+   * assert.deepEqual(seen, [host.queue().bindings(1, 5)[0].targetId]);
+   * ```
+   */
+  observeHostInvalidations(observer: (call: ObservedInvalidation) => void): () => void {
+    if (this.#disposed) throw new Error("the RelayHost was disposed");
+    return this.iommufd ? this.iommufd.observeInvalidations(observer) : this.model!.observeInvalidations(observer);
   }
 
   /** The shadowed domain `domain` of guest vIOMMU `name`, if a shadow-mode device of it is assigned. */
