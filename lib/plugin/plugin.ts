@@ -558,7 +558,9 @@ export interface LoadOptions {
    * deno.json — Deno offers no way to ask beforehand). "inherit": the process's permissions, a statement that the
    * plugin is trusted like the VMM's own code. Unset: "inherit" where that gives the plugin nothing of the relay's
    * host, and a {@linkcode PluginPermissionError} where the process holds FFI on a loaded shim, FFI on everything or
-   * `run` — checked at load and again at each `create`, whose host may have loaded a shim since.
+   * `run` — checked at load and again at each `create`, whose host may have loaded a shim since. On a terminal Deno
+   * asks the operator when code without a permission uses it, a Worker's too: run a VMM that loads untrusted plugins
+   * with `--no-prompt`.
    */
   readonly permissions?: "none" | "inherit";
   /** How long one call into the plugin may take before its Worker is terminated (default 5000 ms). */
