@@ -55,7 +55,7 @@ export type SnapshotErrorReason =
  * import assert from "node:assert/strict";
  * import { decodeGuestIommuState, SnapshotError } from "./snapshot.ts";
  * assert.throws(
- *   () => decodeGuestIommuState({ devices: [{ key: "a", domain: -1 }] }),
+ *   () => decodeGuestIommuState({ devices: [{ key: "a", mode: "nested", bound: [], ats: false, domain: -1 }] }),
  *   (e) => e instanceof SnapshotError && e.reason === "malformed" && e.path === "devices[0].domain",
  * );
  * ```
@@ -221,6 +221,38 @@ export function restoreGuestIommu(
     throw e;
   }
 }
+
+/**
+ * Field checks for a snapshot's JSON (hostile input): each returns the value typed, or throws a
+ * {@linkcode SnapshotError} ("malformed") naming the field's path.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { SnapshotError, SnapshotFields } from "./snapshot.ts";
+ * assert.equal(SnapshotFields.u32(7, "x"), 7);
+ * assert.equal(SnapshotFields.u64("0x4000000000000000", "base"), 1n << 62n);
+ * assert.throws(() => SnapshotFields.u32(-1, "queue.prod"), (e) => e instanceof SnapshotError && e.path === "queue.prod");
+ * ```
+ */
+export const SnapshotFields = {
+  /** A JSON object. */
+  object: (v: unknown, path: string): Record<string, unknown> => object(v, path),
+  /** A JSON array of at most 65,536 entries. */
+  array: (v: unknown, path: string): unknown[] => array(v, path),
+  /** An integer in [0, 2^32). */
+  u32: (v: unknown, path: string): number => u32(v, path),
+  /** A non-negative safe integer. */
+  uint: (v: unknown, path: string): number => safeAddress(v, path),
+  /** A boolean. */
+  boolean: (v: unknown, path: string): boolean => boolean(v, path),
+  /** A string of 1 to 256 characters. */
+  string: (v: unknown, path: string): string => string(v, path),
+  /** A 64-bit value written as a `0x` hex string. */
+  u64: (v: unknown, path: string): bigint => u64(v, path),
+  /** Throw the "malformed" error for `path`, expecting `what`. */
+  malformed: (path: string, what: string): never => malformed(path, what),
+} as const;
 
 function malformed(path: string, what: string): never {
   throw new SnapshotError("malformed", `expected ${what}`, path);
