@@ -3,7 +3,7 @@
 // queued, selftest mock devices destroyed in the middle of a batch and removed, and a device hot-plugged into a
 // running vIOMMU. Every effect is checked with the kernel's own selftest ops.
 import assert from "node:assert/strict";
-import { AssignedDevice, DeviceRemovedError, GuestIommu } from "../lib/device/mod.ts";
+import { type AssignedDevice, DeviceRemovedError, GuestIommu } from "../lib/device/mod.ts";
 import { KernelDeviceHost } from "../lib/host/kernel_device_host.ts";
 import { MockPort, VfioPort } from "../lib/host/ports.ts";
 import {

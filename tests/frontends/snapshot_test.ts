@@ -9,11 +9,11 @@ import {
   HOST_RESPONSE,
   type RelaySink,
   restoreRelay,
-  SNAPSHOT_VERSION,
-  snapshotRelay,
   SmmuCommandQueue,
   SmmuEventQueue,
   SmmuPriQueue,
+  SNAPSHOT_VERSION,
+  snapshotRelay,
 } from "../../lib/frontends/mod.ts";
 import {
   assignAndBind,

@@ -8,11 +8,11 @@ import type { GuestMemory } from "../../lib/memory/guest_memory.ts";
 import {
   type HostResponder,
   type RelaySink,
-  vtdPageGroupResponse,
-  vtdPasidIotlb,
-  VtdPageRequestQueue,
-  vtdWait,
   VtdInvalidationQueue,
+  vtdPageGroupResponse,
+  VtdPageRequestQueue,
+  vtdPasidIotlb,
+  vtdWait,
   writeVtdDescriptor,
 } from "../../lib/frontends/mod.ts";
 
