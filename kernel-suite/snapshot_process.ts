@@ -23,7 +23,8 @@ import { guestMemoryOver } from "../lib/memory/guest_memory.ts";
 import { MockConstants } from "../lib/uapi/mod.ts";
 
 const M = MockConstants.values;
-export const IOTLB_A = 0xa1, IOTLB_B = 0xb2;
+export const IOTLB_B = 0xb2;
+const PASIDS = [8, 9, 10, 11];
 const STATUS = 0x9000;
 const [phase, dir] = Deno.args;
 using shim = await NativeShim.load();
@@ -33,8 +34,9 @@ const host = new KernelDeviceHost(iommufd, ioas);
 const ram = phase === "first" ? new Uint8Array(1 << 16) : await Deno.readFile(`${dir}/ram`);
 const memory = guestMemoryOver(ram);
 
-// Descriptors 0-3 before the snapshot, 4-7 after: PASIDs 8..11 of mock-a share one nested table (slots 0..3), the
-// RID of mock-b has its own (a RID invalidation is its slot 0).
+// Descriptors 0-3 before the snapshot, 4-7 after: PASIDs 8..11 of mock-a each on a table of its own (IOTLB value
+// 0xa0 + PASID; an invalidation of PASID p zeroes slot p mod 4 of its table), the RID of mock-b on another (its
+// invalidation is slot 0).
 const descriptors = [
   vtdPasidIotlb(1, 8, { page: 0x100, am: 0 }),
   vtdPasidIotlb(1, 9, { page: 0x101, am: 0 }),
@@ -70,7 +72,7 @@ if (phase === "first") {
   guest = new GuestIommu(host);
   const a = guest.assign(MockPort.create(iommufd, ioas.id, M.MOCK_FLAGS_DEVICE_PASID), { domain: 1, key: "mock-a" });
   const b = guest.assign(MockPort.create(iommufd, ioas.id, M.MOCK_FLAGS_DEVICE_PASID), { domain: 2, key: "mock-b" });
-  for (const p of [8, 9, 10, 11]) a.bind(p, { format: "selftest", iotlb: IOTLB_A });
+  for (const p of PASIDS) a.bind(p, { format: "selftest", iotlb: 0xa0 + p });
   b.bind("rid", { format: "selftest", iotlb: IOTLB_B });
   qi.writeIqa(0x1000);
   prq.writePqa(0x4000);
@@ -95,7 +97,7 @@ if (phase === "first") {
   await Deno.writeFile(`${dir}/ram`, ram);
   console.log(JSON.stringify({
     first: { processed: first.processed, waits: first.waitsCompleted, error: first.error },
-    a: slots(a, 8, IOTLB_A),
+    a: PASIDS.map((p) => slots(a, p, 0xa0 + p)),
     b: slots(b, "rid", IOTLB_B),
     pendingBefore,
     answered: answered.map(([, code]) => code),
@@ -111,8 +113,8 @@ if (phase === "first") {
     { vtdQueue: qi, vtdPrq: prq },
   );
   const [a, b] = guest.devices;
-  const attached = [8, 9, 10, 11].every((p) => mock(a.port).pasidAttachedTo(p, a.boundTo(p)!));
-  const before = { a: slots(a, 8, IOTLB_A), b: slots(b, "rid", IOTLB_B) };
+  const attached = PASIDS.every((p) => mock(a.port).pasidAttachedTo(p, a.boundTo(p)!));
+  const before = { a: PASIDS.map((p) => slots(a, p, 0xa0 + p)), b: slots(b, "rid", IOTLB_B) };
   const rest = qi.writeIqt(8 * 16);
   const view = new DataView(ram.buffer);
   console.log(JSON.stringify({
@@ -120,7 +122,7 @@ if (phase === "first") {
     attached,
     before,
     rest: { processed: rest.processed, waits: rest.waitsCompleted, error: rest.error },
-    a: slots(a, 8, IOTLB_A),
+    a: PASIDS.map((p) => slots(a, p, 0xa0 + p)),
     b: slots(b, "rid", IOTLB_B),
     statuses: [0, 1, 2].map((k) => view.getUint32(STATUS + 4 * k, true)),
     carried: prq.telemetry,

@@ -5,7 +5,9 @@
 import assert from "node:assert/strict";
 import { kernelTest } from "./harness.ts";
 
-const A = 0xa1, B = 0xb2;
+const B = 0xb2;
+/** PASID p's table: IOTLB value 0xa0 + p in every slot, `zeroed` slots 0 (invalidated). */
+const table = (p: number, ...zeroed: number[]) => [0, 1, 2, 3].map((s) => zeroed.includes(s) ? 0 : 0xa0 + p);
 
 async function phase(name: "first" | "second", dir: string): Promise<Record<string, unknown>> {
   const out = await new Deno.Command(Deno.execPath(), {
@@ -33,7 +35,11 @@ kernelTest(
     try {
       const first = await phase("first", dir);
       assert.deepEqual(first.first, { processed: 4, waits: 2 });
-      assert.deepEqual(first.a, [0, 0, A, A], "PASIDs 8 and 9 (slots 0, 1) invalidated before the snapshot");
+      assert.deepEqual(
+        first.a,
+        [table(8, 0), table(9, 1), table(10), table(11)],
+        "PASIDs 8 and 9 invalidated before the snapshot",
+      );
       assert.deepEqual(first.b, [B, B, B, B]);
       assert.equal(first.pendingBefore, 1);
       assert.deepEqual(first.answered, [0], "the pending page request answered SUCCESS to the old host");
@@ -43,9 +49,17 @@ kernelTest(
       const second = await phase("second", dir);
       assert.deepEqual(second.keys, ["mock-a", "mock-b"]);
       assert.ok(second.attached, "every PASID attached to the re-created nested table");
-      assert.deepEqual(second.before, { a: [A, A, A, A], b: [B, B, B, B] }, "new tables, as the guest's data says");
+      assert.deepEqual(
+        second.before,
+        { a: [table(8), table(9), table(10), table(11)], b: [B, B, B, B] },
+        "new tables, as the guest's data says",
+      );
       assert.deepEqual(second.rest, { processed: 4, waits: 1 });
-      assert.deepEqual(second.a, [A, A, 0, 0], "PASIDs 10, 11 invalidated; 8, 9 not again");
+      assert.deepEqual(
+        second.a,
+        [table(8), table(9), table(10, 2), table(11, 3)],
+        "PASIDs 10, 11 invalidated; 8, 9 not again",
+      );
       assert.deepEqual(second.b, [0, B, B, B], "mock-b's RID invalidation reached its new table");
       assert.deepEqual(second.statuses, [0x11, 0x12, 0x13]);
     } finally {
