@@ -307,6 +307,13 @@ static const struct ioctl_rule RULES[] = {
 	  "VFIO_DEVICE_ATTACH_IOMMUFD_PT" },
 	{ KIND_VFIO_CDEV, IOMMUFD_IO(120), ARG_SIZED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0,
 	  "VFIO_DEVICE_DETACH_IOMMUFD_PT" },
+	/* struct vfio_device_info {argsz, flags, num_regions, num_irqs, cap_offset, pad}: the kernel writes the
+	 * capability chain only within argsz */
+	{ KIND_VFIO_CDEV, IOMMUFD_IO(107), ARG_SIZED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0,
+	  "VFIO_DEVICE_GET_INFO" },
+	/* no argument: FLR or another reset method of the device (EINVAL when it has none) */
+	{ KIND_VFIO_CDEV, IOMMUFD_IO(111), ARG_NONE, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0,
+	  "VFIO_DEVICE_RESET" },
 	/* /dev/kvm */
 	{ KIND_KVM, KVM_IO(0x00), ARG_NONE, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "KVM_GET_API_VERSION" },
 	{ KIND_KVM, KVM_IO(0x01), ARG_NONE, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, KIND_KVM_VM, "KVM_CREATE_VM" },

@@ -28,6 +28,7 @@ import {
   validateRequest,
 } from "../request/request.ts";
 import { KernelError, UnsupportedError } from "../kernel/errors.ts";
+import { type DeviceState, type GuestIommuState, SnapshotError } from "./snapshot.ts";
 import type { Format } from "../compile/formats.ts";
 import { EntryWriter } from "../compile/entries.ts";
 import { writeCfgiCd } from "../compile/smmuv3.ts";
@@ -102,6 +103,55 @@ export interface AssignOptions {
   readonly ats?: boolean;
   /** Nested (default) or shadow translation. */
   readonly mode?: "nested" | "shadow";
+  /**
+   * The VMM's stable name for the device (e.g. its guest PCI address), which a snapshot records so that a restore
+   * can ask for the same device's new port (default: the port's label).
+   */
+  readonly key?: string;
+}
+
+/**
+ * A device that was removed (hot-unplugged or found gone): every later call on it is refused with this error, so
+ * whoever still holds the device learns why, by type.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { ModelHost } from "../host/model.ts";
+ * import { ModelDeviceHost } from "../host/model_device_host.ts";
+ * import { DeviceRemovedError, GuestIommu } from "./assigned.ts";
+ * const host = new ModelDeviceHost(new ModelHost());
+ * using guest = new GuestIommu(host);
+ * const dev = guest.assign(host.port({ label: "nic" }), { domain: 1 });
+ * dev.remove();
+ * assert.throws(() => dev.handle({ op: "sync" }), (e) => e instanceof DeviceRemovedError && e.device === "nic");
+ * ```
+ */
+export class DeviceRemovedError extends Error {
+  /** Always `"DeviceRemovedError"`. */
+  override name = "DeviceRemovedError";
+  /** `device` is the removed device's label; `operation` what was asked of it. */
+  constructor(readonly device: string, readonly operation: string) {
+    super(`${device} was removed: ${operation} refused`);
+  }
+}
+
+/** What {@linkcode AssignedDevice.remove} reports to the removed device's owner. */
+export interface RemovalReport {
+  /** The device's label. */
+  readonly device: string;
+  /**
+   * The owner's last outcome: every wait it had pending, completed, and every failure of its requests (each wait's
+   * `ok` says whether the invalidations before it reached the host before the device's tables were released).
+   */
+  readonly outcome: DrainReport;
+  /** PASIDs (and the RID) that were bound when it was removed, unbound by the removal. */
+  readonly unbound: readonly PasidOrRid[];
+  /**
+   * Teardown steps the host refused — a detach or destroy after the device had already gone (ENODEV, ENOENT): the
+   * relay's own objects were released all the same.
+   */
+  readonly teardownErrors: readonly Error[];
 }
 
 /**
@@ -169,6 +219,23 @@ export class GuestIommu implements Disposable {
   }
 
   /**
+   * The guest-visible state of the device layer (see `lib/device/snapshot.ts`): each device's key, domain, mode,
+   * virtual id and ATS, and every table bound at its RID and PASIDs. Host object ids are not in it: a restore
+   * allocates new ones. Refused (`SnapshotError` "busy") while the queue holds anything not yet reported — drain
+   * first, as a VMM does at the end of every doorbell.
+   */
+  state(): GuestIommuState {
+    if (this.#disposed) throw new Error("the GuestIommu was disposed");
+    if (this.queue.pending) {
+      throw new SnapshotError("busy", "the relay queue holds requests or outcomes not yet reported: drain first");
+    }
+    return {
+      ...(this.viommu ? { viommu: { type: this.viommu.type, format: this.viommu.format } } : {}),
+      devices: this.#devices.map((d) => d.state()),
+    };
+  }
+
+  /**
    * Assign a device. Nested: attach its RID to a nesting parent over the IOAS (shared with devices on the same
    * physical IOMMU; the host's refusal to attach tells they are not) and decode its capabilities. Shadow: attach it
    * to its domain's shadowed address space. Takes ownership of `port`: it is disposed with the device, or at once if
@@ -185,7 +252,7 @@ export class GuestIommu implements Disposable {
       const entry = this.shadow.enter(opts.domain);
       stack.defer(() => this.shadow!.leave(opts.domain));
       if (entry.ioasId !== undefined) port.attachRid(entry.ioasId);
-      device = new AssignedDevice(this, port, opts.domain, caps, { kind: "shadow", entry }, undefined, false);
+      device = new AssignedDevice(this, port, opts.domain, caps, { kind: "shadow", entry }, undefined, false, opts.key);
     } else {
       if (this.viommu && opts.virtId === undefined) {
         throw new TypeError(`${port.label}: a guest with a vIOMMU needs each device's virtual id (virtId)`);
@@ -194,7 +261,16 @@ export class GuestIommu implements Disposable {
       stack.defer(() => this.releaseParent(parent));
       let vdev: HostVdevice | undefined;
       if (parent.viommu) vdev = stack.use(this.host.allocVdevice(parent.viommu.id, port, opts.virtId!));
-      device = new AssignedDevice(this, port, opts.domain, caps, { kind: "nested", parent }, vdev, opts.ats ?? false);
+      device = new AssignedDevice(
+        this,
+        port,
+        opts.domain,
+        caps,
+        { kind: "nested", parent },
+        vdev,
+        opts.ats ?? false,
+        opts.key,
+      );
     }
     stack.move(); // the device owns port, parent reference (or shadow space) and vDEVICE now
     this.queue.claimDomain(opts.domain);
@@ -368,8 +444,11 @@ export class AssignedDevice implements Disposable {
   readonly owner: number;
   /** PASID → what is bound there: the nested table (none for SMMUv3 PASIDs, which live in the guest CD table, and
    * for shadowed RIDs) and the queue binding. */
-  readonly #bound = new Map<PasidOrRid, { entry?: NestedEntry; binding: Binding }>();
+  readonly #bound = new Map<PasidOrRid, { entry?: NestedEntry; binding: Binding; table: StageOneTable }>();
   #disposed = false;
+  #removed = false;
+  /** The VMM's stable name for it (a snapshot's key). */
+  readonly key: string;
 
   /** Made by {@linkcode GuestIommu.assign}, which attaches the port first; registers a new queue owner. */
   constructor(
@@ -386,8 +465,28 @@ export class AssignedDevice implements Disposable {
     readonly vdevice?: HostVdevice,
     /** ATS is enabled: on SMMUv3 its ATC gets ATC_INV from the relay. */
     readonly ats = false,
+    key?: string,
   ) {
     this.owner = guest.queue.newOwner();
+    this.key = key ?? port.label;
+  }
+
+  /** Whether {@linkcode AssignedDevice.remove} took it away. */
+  get removed(): boolean {
+    return this.#removed;
+  }
+
+  /** Its guest-visible state: key, domain, mode, virtual id, ATS, and the tables bound (RID first, PASIDs ascending). */
+  state(): DeviceState {
+    const keys = [...this.#bound.keys()].sort((a, b) => (a === "rid" ? -1 : b === "rid" ? 1 : a - b));
+    return {
+      key: this.key,
+      domain: this.domain,
+      mode: this.mode,
+      ...(this.vdevice ? { virtId: this.vdevice.virtId } : {}),
+      ats: this.ats,
+      bound: keys.map((pasid) => ({ pasid, table: this.#bound.get(pasid)!.table })),
+    };
   }
 
   /** Nested or shadow translation. */
@@ -492,7 +591,7 @@ export class AssignedDevice implements Disposable {
         throw e;
       }
     }
-    this.#bound.set(pasid, { entry: next, binding });
+    this.#bound.set(pasid, { entry: next, binding, table });
     this.guest.route(this.domain, pasid, binding);
     this.telemetry.binds++;
     if (previous) {
@@ -518,7 +617,7 @@ export class AssignedDevice implements Disposable {
     const previous = this.#bound.get(pasid);
     const binding = this.#bindingFor(undefined, table);
     this.#cfgiCd(pasid);
-    this.#bound.set(pasid, { binding });
+    this.#bound.set(pasid, { binding, table });
     this.guest.route(this.domain, pasid, binding);
     this.telemetry.binds++;
     if (previous) {
@@ -543,11 +642,12 @@ export class AssignedDevice implements Disposable {
     const replacing = entry.domain.table !== undefined;
     this.guest.queue.barrier(); // what the guest queued for the old table goes first
     const r = entry.domain.setTable(config);
-    if (!this.#bound.has("rid")) {
+    const rid = this.#bound.get("rid");
+    if (!rid) {
       const binding: Binding = { targetId: entry.targetId, format: "shadow" };
-      this.#bound.set("rid", { binding });
+      this.#bound.set("rid", { binding, table });
       if (entry.bound++ === 0) this.guest.route(this.domain, "rid", binding);
-    }
+    } else rid.table = table;
     this.telemetry.binds++;
     if (replacing) this.telemetry.replaces++;
     if (r.errno) {
@@ -613,15 +713,121 @@ export class AssignedDevice implements Disposable {
 
   /** Send what is pending and report this device's waits and failures. */
   drain(): DrainReport {
+    if (this.#removed) throw new DeviceRemovedError(this.port.label, "drain");
     return this.guest.queue.drain(this.owner);
   }
 
   /** The allocation-free form of {@linkcode AssignedDevice.drain}. */
   drainInto(out: DrainOutcome): DrainOutcome {
+    if (this.#removed) throw new DeviceRemovedError(this.port.label, "drain");
     return this.guest.queue.drainInto(out, this.owner);
   }
 
+  /**
+   * Reset the device (`VFIO_DEVICE_RESET` on a VFIO cdev): what is queued is sent first (a barrier: the
+   * invalidations the guest asked for before the reset reach the host before it), then the port resets. Binds stay:
+   * a function-level reset resets the device, not the IOMMU's tables, and the guest's vIOMMU still holds them. A
+   * port without a reset (the selftest mock) or a device without a reset method is an `UnsupportedError`.
+   */
+  reset(): void {
+    this.#live();
+    if (!this.port.reset) {
+      throw new UnsupportedError("device-reset", `${this.port.label}: this kind of device port has no reset`);
+    }
+    this.guest.queue.barrier();
+    this.port.reset();
+  }
+
+  /**
+   * Hot-unplug (or a device found gone): stop taking requests, send everything queued while the device's tables
+   * still exist, report the owner's last outcome — every wait it had pending, completed, with the failures of its
+   * requests (a removed device's invalidations fail on the host, e.g. a vIOMMU entry naming its destroyed vDEVICE:
+   * its waits say so) — then unbind everything and release the device, its vDEVICE and its parent reference. The
+   * other devices of the vIOMMU are not touched: their requests were sent by the same barrier and their outcomes
+   * stay theirs. Host refusals while tearing down a device that is already gone are collected in the report, not
+   * thrown: the relay's objects are released regardless. Every later call on the device is a
+   * {@linkcode DeviceRemovedError}.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { ModelHost } from "../host/model.ts";
+   * import { ModelDeviceHost } from "../host/model_device_host.ts";
+   * import { GuestIommu } from "./assigned.ts";
+   * const host = new ModelDeviceHost(new ModelHost());
+   * using guest = new GuestIommu(host);
+   * const a = guest.assign(host.port(), { domain: 1 });
+   * const b = guest.assign(host.port(), { domain: 2 });
+   * a.bind("rid", { format: "selftest", iotlb: 1 });
+   * b.bind("rid", { format: "selftest", iotlb: 2 });
+   * a.handle({ op: "invalidate", domain: 1, scope: { kind: "all" } });
+   * a.handle({ op: "sync" });
+   * const report = a.remove();
+   * assert.equal(report.outcome.waits.length, 1);
+   * assert.ok(report.outcome.waits[0].ok); // sent before a's table went
+   * assert.deepEqual(report.unbound, ["rid"]);
+   * b.handle({ op: "invalidate", domain: 2, scope: { kind: "all" } });
+   * b.handle({ op: "sync" });
+   * assert.ok(b.drain().waits[0].ok); // the other device keeps working
+   * ```
+   */
+  remove(): RemovalReport {
+    if (this.#removed) throw new DeviceRemovedError(this.port.label, "remove");
+    this.#live();
+    this.#removed = true;
+    const outcome = this.guest.queue.drain(this.owner);
+    const errors: Error[] = [];
+    const attempt = (step: () => void) => {
+      try {
+        step();
+      } catch (e) {
+        errors.push(e instanceof Error ? e : new Error(String(e)));
+      }
+    };
+    // PASIDs (highest first), then the RID: detached while the device may still be there, tables released after
+    // the port, which holds them attached until it goes.
+    const pasids = [...this.#bound.keys()].sort((a, b) => (a === "rid" ? 1 : b === "rid" ? -1 : b - a));
+    const tables: NestedEntry[] = [];
+    for (const pasid of pasids) this.#detachForRemoval(pasid, tables, attempt);
+    const t = this.translation;
+    if (this.vdevice) attempt(() => this.vdevice![Symbol.dispose]());
+    attempt(() => this.port[Symbol.dispose]());
+    for (const entry of tables) attempt(() => this.guest.releaseNested(entry));
+    if (t.kind === "nested") attempt(() => this.guest.releaseParent(t.parent));
+    else attempt(() => this.guest.shadow?.leave(this.domain));
+    this.#disposed = true;
+    this.guest.queue.releaseOwner(this.owner);
+    this.guest.forget(this);
+    return { device: this.port.label, outcome, unbound: pasids.reverse(), teardownErrors: errors };
+  }
+
+  /**
+   * Unbind `pasid` for a removal: the relay forgets the route at once; the host's detach may fail (the device is
+   * gone) and is only attempted. The nested table goes into `tables`, released once the port is.
+   */
+  #detachForRemoval(pasid: PasidOrRid, tables: NestedEntry[], attempt: (step: () => void) => void): void {
+    const previous = this.#bound.get(pasid)!;
+    this.#bound.delete(pasid);
+    if (this.translation.kind === "shadow") {
+      const entry = this.translation.entry;
+      if (--entry.bound === 0) {
+        this.guest.unroute(this.domain, "rid", previous.binding);
+        attempt(() => {
+          const r = entry.domain.setTable(undefined);
+          if (r.errno) throw new KernelError(-r.errno, "unshadow the table", "IOMMU_IOAS_UNMAP");
+        });
+      }
+      return;
+    }
+    this.guest.unroute(this.domain, pasid, previous.binding);
+    if (!previous.entry) return attempt(() => this.#cfgiCd(pasid as number)); // an SMMUv3 PASID: its CD is gone
+    const parent = this.translation.parent;
+    attempt(() => pasid === "rid" ? this.port.attachRid(parent.hwpt.id) : this.port.detachPasid(pasid));
+    tables.push(previous.entry);
+  }
+
   #live(): void {
+    if (this.#removed) throw new DeviceRemovedError(this.port.label, "a request");
     if (this.#disposed) throw new Error(`${this.port.label} was disposed`);
   }
 

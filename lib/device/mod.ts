@@ -7,3 +7,4 @@
 export * from "./assigned.ts";
 export * from "./capabilities.ts";
 export * from "./shadow.ts";
+export * from "./snapshot.ts";

@@ -8,3 +8,4 @@ export * from "./smmuv3/mod.ts";
 export * from "./virtio/mod.ts";
 export * from "./window.ts";
 export * from "./page_requests.ts";
+export * from "./snapshot.ts";

@@ -46,6 +46,29 @@ export interface PageRequestTelemetry {
 
   /** Requests that could not be written to the guest's queue (not guest RAM), answered at once. */
   undeliverable: number;
+  /**
+   * Groups answered to the host before a snapshot ({@linkcode PageRequestTracker.quiesce}): the guest had them and
+   * may still answer, but the host that asked is going away.
+   */
+  quiesced: number;
+  /** Guest answers to such groups (before or after a restore): accepted, not forwarded (the host was answered). */
+  lateAnswers: number;
+}
+
+/** A group the old host was answered for before a snapshot: the guest may still answer it until its deadline. */
+export interface CarriedGroup {
+  /** The queue model's key (requester/PASID/group). */
+  readonly key: string;
+  /** Its PASID group, for unbinds. */
+  readonly pasidKey: string;
+  /** What was left of its deadline when the snapshot was taken, ms. */
+  readonly remainingMs: number;
+}
+
+/** A tracker's part of a snapshot: the groups the guest may still answer. Host cookies are never in it. */
+export interface PageRequestState {
+  /** Groups quiesced (answered to the old host) that the guest has not answered yet. */
+  readonly carried: readonly CarriedGroup[];
 }
 
 /** Keys remembered for the refusal reason; older ones are forgotten (the answer is "no-such-group" then). */
@@ -56,6 +79,8 @@ export class PageRequestTracker {
   /** Counters and the timeout policy, readable at any time. */
   readonly telemetry: PageRequestTelemetry;
   readonly #pending = new Map<string, { cookie: number; deadline: number; pasidKey: string }>();
+  /** Groups answered to the host already (before a snapshot) that the guest still holds. */
+  readonly #carried = new Map<string, { deadline: number; pasidKey: string }>();
   readonly #answered = new Set<string>();
   readonly #unbound = new Set<string>();
 
@@ -77,6 +102,8 @@ export class PageRequestTracker {
       timedOut: 0,
       overflows: 0,
       undeliverable: 0,
+      quiesced: 0,
+      lateAnswers: 0,
     };
   }
 
@@ -99,6 +126,12 @@ export class PageRequestTracker {
   /** The guest answered group `key`; `success` → SUCCESS, anything else INVALID. Undefined, or why it was refused. */
   answer(key: string, guestCode: number, success = 0): RefusedResponse | undefined {
     const p = this.#pending.get(key);
+    if (!p && this.#carried.delete(key)) {
+      // Its host was answered before a snapshot: the guest's answer is taken, and goes nowhere.
+      this.#remember(this.#answered, key);
+      this.telemetry.lateAnswers++;
+      return undefined;
+    }
     if (!p) {
       this.telemetry.refused++;
       return this.#unbound.has(key) ? "pasid-unbound" : this.#answered.has(key) ? "already-answered" : "no-such-group";
@@ -126,6 +159,11 @@ export class PageRequestTracker {
 
   /** The PASID was unbound: its pending groups are answered INVALID now; later guest answers are refused. */
   unbound(pasidKey: string): void {
+    for (const [key, c] of this.#carried) {
+      if (c.pasidKey !== pasidKey) continue;
+      this.#carried.delete(key);
+      this.#remember(this.#unbound, key);
+    }
     for (const [key, p] of this.#pending) {
       if (p.pasidKey !== pasidKey) continue;
       this.#pending.delete(key);
@@ -136,6 +174,10 @@ export class PageRequestTracker {
 
   /** Answer INVALID for every group whose deadline passed. Returns how many. */
   expire(now: number = this.now()): number {
+    for (const [key, c] of this.#carried) {
+      // Answered to its host already: past its deadline the guest's answer is simply no longer expected.
+      if (c.deadline <= now) this.#carried.delete(key);
+    }
     let n = 0;
     for (const [key, p] of this.#pending) {
       if (p.deadline > now) continue;
@@ -151,5 +193,48 @@ export class PageRequestTracker {
   /** Groups waiting for the guest. */
   get pending(): number {
     return this.#pending.size;
+  }
+
+  /** Groups answered to an old host that the guest may still answer (carried across a snapshot). */
+  get carried(): number {
+    return this.#carried.size;
+  }
+
+  /**
+   * Before a snapshot: answer every group still waiting for the guest to the host now, with `code` (default
+   * SUCCESS: the device retries, and a page that is still not there faults again — to the new host, which delivers
+   * it anew), and keep the groups so that the guest's answer, which may come after the restore, is accepted rather
+   * than refused as hostile. Returns how many were answered.
+   */
+  quiesce(code: number = HOST_RESPONSE.SUCCESS): number {
+    let n = 0;
+    for (const [key, p] of this.#pending) {
+      this.#pending.delete(key);
+      this.#carried.set(key, { deadline: p.deadline, pasidKey: p.pasidKey });
+      this.respond(p.cookie, code);
+      this.telemetry.quiesced++;
+      n++;
+    }
+    return n;
+  }
+
+  /** The snapshot part; groups still waiting for the host's answer must be quiesced first (their cookies die). */
+  state(): PageRequestState {
+    if (this.#pending.size) throw new Error(`${this.#pending.size} page request groups wait: quiesce first`);
+    const now = this.now();
+    return {
+      carried: [...this.#carried].map(([key, c]) => ({
+        key,
+        pasidKey: c.pasidKey,
+        remainingMs: Math.max(0, c.deadline - now),
+      })),
+    };
+  }
+
+  /** Take a snapshot's carried groups (their deadlines restart from what was left); nothing is answered. */
+  restoreState(state: PageRequestState): void {
+    const now = this.now();
+    this.#carried.clear();
+    for (const c of state.carried) this.#carried.set(c.key, { deadline: now + c.remainingMs, pasidKey: c.pasidKey });
   }
 }

@@ -26,6 +26,11 @@ export interface DevicePort extends Disposable {
   replacePasid(pasid: number, ptId: number): void;
   /** Detach a PASID. */
   detachPasid(pasid: number): void;
+  /**
+   * Reset the device (a VFIO cdev: `VFIO_DEVICE_RESET`); its attachments stay. Absent on ports that cannot (the
+   * selftest mock); throws an `UnsupportedError` for a device without a reset method.
+   */
+  reset?(): void;
 }
 
 /** A host object the device layer allocated; disposing it destroys it. */

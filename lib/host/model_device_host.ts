@@ -7,7 +7,7 @@
  * @module
  */
 import type { Format } from "../compile/formats.ts";
-import { KernelError } from "../kernel/errors.ts";
+import { KernelError, UnsupportedError } from "../kernel/errors.ts";
 import type { HwInfo } from "../kernel/iommufd.ts";
 import type { NestedTable } from "../request/request.ts";
 import { Errno } from "../uapi/errno.ts";
@@ -25,6 +25,8 @@ export interface ModelPortOptions {
   readonly pasidBits?: number;
   /** What `IOMMU_GET_HW_INFO` reports for the device (default: no driver data), to model a particular IOMMU. */
   readonly hwInfo?: HwInfo;
+  /** The device has a reset method (default true); without one, `reset` is an `UnsupportedError` as on VFIO. */
+  readonly resettable?: boolean;
 }
 
 /**
@@ -47,6 +49,10 @@ export class ModelPort implements DevicePort {
   readonly pasidBits: number;
   /** What `IOMMU_GET_HW_INFO` reports for it; undefined: the host's default (no driver data). */
   readonly hwInfo: HwInfo | undefined;
+  /** Resets done (`reset`). */
+  resets = 0;
+  /** Whether `reset` works. */
+  readonly resettable: boolean;
   #rid = 0;
   readonly #pasids = new Map<number, number>();
   #disposed = false;
@@ -56,6 +62,7 @@ export class ModelPort implements DevicePort {
     this.label = opts.label ?? `model device ${devId}`;
     this.pasidBits = opts.pasidBits ?? 20;
     this.hwInfo = opts.hwInfo;
+    this.resettable = opts.resettable ?? true;
   }
 
   /** What the RID (`"rid"`) or a PASID is attached to (0 = nothing). */
@@ -85,6 +92,12 @@ export class ModelPort implements DevicePort {
     if (!this.#pasids.delete(pasid)) {
       throw new KernelError(-ENOENT, `detach PASID ${pasid}`, "IOMMU_TEST_OP_PASID_DETACH");
     }
+  }
+  /** Reset the device: counted; its attachments stay, as with `VFIO_DEVICE_RESET`. */
+  reset(): void {
+    this.#live();
+    if (!this.resettable) throw new UnsupportedError("vfio-device-reset", `${this.label} has no reset method`);
+    this.resets++;
   }
   #live(): void {
     if (this.#disposed) throw new Error(`${this.label} was disposed`);

@@ -60,6 +60,10 @@ export class VfioPort implements DevicePort {
   detachPasid(pasid: number): void {
     this.device.detach(pasid);
   }
+  /** `VFIO_DEVICE_RESET` (an `UnsupportedError` when the device reports no reset method). */
+  reset(): void {
+    this.device.reset();
+  }
   /** Close the VFIO cdev, which unbinds it from the iommufd and detaches it. */
   [Symbol.dispose](): void {
     this.device[Symbol.dispose]();

@@ -1,21 +1,40 @@
 /**
  * A VFIO device cdev (`/dev/vfio/devices/vfioN`) joined to an iommufd: bind, attach/detach of the RID or one
- * PASID (6.15+) to an IOAS or HWPT. Closing the cdev unbinds.
+ * PASID (6.15+) to an IOAS or HWPT, the device's information (`VFIO_DEVICE_GET_INFO`) and reset
+ * (`VFIO_DEVICE_RESET`). Closing the cdev unbinds.
  *
  * @module
  */
 import { FD_KIND, IOCTL, type NativeShim } from "../../ffi/native.ts";
-import { KernelError } from "./errors.ts";
+import { KernelError, UnsupportedError } from "./errors.ts";
 import { adoptAs, type Iommufd } from "./iommufd.ts";
 import {
   VFIO_DEVICE_ATTACH_IOMMUFD_PT,
   VFIO_DEVICE_BIND_IOMMUFD,
   VFIO_DEVICE_DETACH_IOMMUFD_PT,
+  VFIO_DEVICE_GET_INFO,
+  VFIO_DEVICE_RESET,
   VfioCdevFlags,
   VfioDeviceAttachIommufdPt,
   VfioDeviceBindIommufd,
   VfioDeviceDetachIommufdPt,
+  VfioDeviceFlags,
+  VfioDeviceInfo,
 } from "../uapi/mod.ts";
+
+/** What `VFIO_DEVICE_GET_INFO` says of a device. */
+export interface VfioDeviceInformation {
+  /** `VFIO_DEVICE_FLAGS_*` as the kernel reported them. */
+  readonly flags: number;
+  /** `VFIO_DEVICE_FLAGS_RESET`: `VFIO_DEVICE_RESET` works (vfio-pci: the device has a reset method, e.g. FLR). */
+  readonly resettable: boolean;
+  /** `VFIO_DEVICE_FLAGS_PCI`: a vfio-pci device. */
+  readonly pci: boolean;
+  /** Regions (max index + 1) and IRQ indexes (max index + 1). */
+  readonly regions: number;
+  /** IRQ indexes (max index + 1). */
+  readonly irqs: number;
+}
 
 /**
  * An open VFIO device cdev.
@@ -71,7 +90,7 @@ export class VfioDevice implements Disposable {
     return new VfioDevice(shim, fd, label);
   }
 
-  #call(ioctl: typeof VFIO_DEVICE_BIND_IOMMUFD, bytes: Uint8Array, op: string): void {
+  #call(ioctl: typeof VFIO_DEVICE_BIND_IOMMUFD, bytes: Uint8Array | null, op: string): void {
     const r = this.shim[IOCTL](this.fd, ioctl.request, bytes);
     if (r < 0) throw new KernelError(r, `${op} (${this.path})`, ioctl.name);
   }
@@ -100,6 +119,36 @@ export class VfioDevice implements Disposable {
     const args = VfioDeviceDetachIommufdPt.buffer();
     if (pasid !== undefined) args.set("flags", VfioCdevFlags.values.VFIO_DEVICE_DETACH_PASID).set("pasid", pasid);
     this.#call(VFIO_DEVICE_DETACH_IOMMUFD_PT, args.bytes, pasid === undefined ? "detach RID" : `detach PASID ${pasid}`);
+  }
+
+  /** `VFIO_DEVICE_GET_INFO` (the cdev must be bound): flags, regions and IRQs; capabilities are not read. */
+  info(): VfioDeviceInformation {
+    const args = VfioDeviceInfo.buffer();
+    this.#call(VFIO_DEVICE_GET_INFO, args.bytes, "get device info");
+    const flags = args.get("flags");
+    const f = VfioDeviceFlags.values;
+    return {
+      flags,
+      resettable: (flags & f.VFIO_DEVICE_FLAGS_RESET) !== 0,
+      pci: (flags & f.VFIO_DEVICE_FLAGS_PCI) !== 0,
+      regions: args.get("num_regions"),
+      irqs: args.get("num_irqs"),
+    };
+  }
+
+  /**
+   * `VFIO_DEVICE_RESET`: reset the device (vfio-pci picks its method: FLR, PM, bus...). Its IOMMU attachments stay
+   * as they are. A device without `VFIO_DEVICE_FLAGS_RESET` is an {@linkcode UnsupportedError} before any ioctl (the
+   * kernel would answer EINVAL, which says nothing about why).
+   */
+  reset(): void {
+    if (!this.info().resettable) {
+      throw new UnsupportedError(
+        "vfio-device-reset",
+        `${this.path}: VFIO_DEVICE_GET_INFO does not report VFIO_DEVICE_FLAGS_RESET (the device has no reset method)`,
+      );
+    }
+    this.#call(VFIO_DEVICE_RESET, null, "reset");
   }
 
   /** Close the cdev (unbinds it from the iommufd). */

@@ -1,5 +1,6 @@
 /**
- * `include/uapi/linux/vfio.h` (Linux 7.3): the VFIO device cdev calls that join a device to iommufd.
+ * `include/uapi/linux/vfio.h` (Linux 7.3): the VFIO device cdev calls that join a device to iommufd, and the
+ * device's information and reset.
  *
  * @module
  */
@@ -100,7 +101,69 @@ export const VfioDeviceDetachIommufdPt: Struct<typeof VfioDeviceDetachIommufdPtL
   VfioDeviceDetachIommufdPtLayout,
 );
 
+/** The declaration of `vfio_device_flags` behind {@linkcode VfioDeviceFlags}: its one definition. */
+export const VfioDeviceFlagsDeclaration = {
+  name: "vfio_device_flags",
+  header: H,
+  since: "3.6",
+  values: {
+    VFIO_DEVICE_FLAGS_RESET: 1 << 0,
+    VFIO_DEVICE_FLAGS_PCI: 1 << 1,
+    VFIO_DEVICE_FLAGS_PLATFORM: 1 << 2,
+    VFIO_DEVICE_FLAGS_CAPS: 1 << 7,
+  } as const,
+} as const;
+
+/** `vfio_device_info.flags`: RESET says `VFIO_DEVICE_RESET` works on the device (vfio-pci: it has a reset method). */
+export const VfioDeviceFlags: ConstantGroup<typeof VfioDeviceFlagsDeclaration.values> = defineConstants(
+  VfioDeviceFlagsDeclaration,
+);
+
+/** The declaration of `struct vfio_device_info` behind {@linkcode VfioDeviceInfo}: its one definition. */
+export const VfioDeviceInfoLayout = {
+  name: "vfio_device_info",
+  since: "3.6",
+  header: H,
+  size: 24,
+  minSize: 16,
+  doc: "What VFIO_DEVICE_GET_INFO reports of a device: flags (RESET, PCI, ...), regions, IRQs, capability chain.",
+  fields: {
+    argsz: { type: "u32", offset: 0, role: "size", doc: "sizeof(struct vfio_device_info) (more to read capabilities)" },
+    flags: {
+      type: "u32",
+      offset: 4,
+      flags: { VFIO_DEVICE_FLAGS_RESET: 1, VFIO_DEVICE_FLAGS_PCI: 2, VFIO_DEVICE_FLAGS_PLATFORM: 4 },
+      doc: "output: VFIO_DEVICE_FLAGS_*",
+    },
+    num_regions: { type: "u32", offset: 8, doc: "output: max region index + 1" },
+    num_irqs: { type: "u32", offset: 12, doc: "output: max IRQ index + 1" },
+    cap_offset: {
+      type: "u32",
+      offset: 16,
+      doc: "output: offset of the first capability (0: none, or argsz too small)",
+    },
+    pad: { type: "u32", offset: 20, reserved: true, doc: "padding" },
+  },
+} as const;
+
+/** `struct vfio_device_info` (3.6; caps 4.6): the argument of `VFIO_DEVICE_GET_INFO`. */
+export const VfioDeviceInfo: Struct<typeof VfioDeviceInfoLayout.fields> = defineStruct(VfioDeviceInfoLayout);
+
 const base = VfioBase.values;
+/** `VFIO_DEVICE_GET_INFO` = `_IO(VFIO_TYPE, VFIO_BASE + 7)`. */
+export const VFIO_DEVICE_GET_INFO: Ioctl = defineIoctl({
+  name: "VFIO_DEVICE_GET_INFO",
+  request: io(base.VFIO_TYPE, base.VFIO_BASE + 7),
+  struct: VfioDeviceInfo,
+  since: "3.6",
+});
+/** `VFIO_DEVICE_RESET` = `_IO(VFIO_TYPE, VFIO_BASE + 11)`: no argument; EINVAL when the device has no reset method. */
+export const VFIO_DEVICE_RESET: Ioctl = defineIoctl({
+  name: "VFIO_DEVICE_RESET",
+  request: io(base.VFIO_TYPE, base.VFIO_BASE + 11),
+  struct: undefined,
+  since: "3.6",
+});
 /** `VFIO_DEVICE_BIND_IOMMUFD` = `_IO(VFIO_TYPE, VFIO_BASE + 18)`. */
 export const VFIO_DEVICE_BIND_IOMMUFD: Ioctl = defineIoctl({
   name: "VFIO_DEVICE_BIND_IOMMUFD",
@@ -125,7 +188,13 @@ export const VFIO_DEVICE_DETACH_IOMMUFD_PT: Ioctl = defineIoctl({
 
 /** Everything this module defines. */
 export const VFIO_UAPI = {
-  structs: [VfioDeviceBindIommufd, VfioDeviceAttachIommufdPt, VfioDeviceDetachIommufdPt],
-  constants: [VfioBase, VfioCdevFlags],
-  ioctls: [VFIO_DEVICE_BIND_IOMMUFD, VFIO_DEVICE_ATTACH_IOMMUFD_PT, VFIO_DEVICE_DETACH_IOMMUFD_PT],
+  structs: [VfioDeviceBindIommufd, VfioDeviceAttachIommufdPt, VfioDeviceDetachIommufdPt, VfioDeviceInfo],
+  constants: [VfioBase, VfioCdevFlags, VfioDeviceFlags],
+  ioctls: [
+    VFIO_DEVICE_BIND_IOMMUFD,
+    VFIO_DEVICE_ATTACH_IOMMUFD_PT,
+    VFIO_DEVICE_DETACH_IOMMUFD_PT,
+    VFIO_DEVICE_GET_INFO,
+    VFIO_DEVICE_RESET,
+  ],
 } as const;

@@ -3,7 +3,8 @@
 // queue. The selftest vIOMMU path of the same code runs against the real kernel in kernel-suite/device_test.ts.
 import assert from "node:assert/strict";
 import { RelayQueue } from "../../lib/relay/queue.ts";
-import { GuestIommu } from "../../lib/device/assigned.ts";
+import { DeviceRemovedError, GuestIommu } from "../../lib/device/assigned.ts";
+import { ModelDeviceHost } from "../../lib/host/model_device_host.ts";
 import { KernelDeviceHost } from "../../lib/host/kernel_device_host.ts";
 import type { DevicePort } from "../../lib/host/device_host.ts";
 import type { Iommufd } from "../../lib/kernel/iommufd.ts";
@@ -120,4 +121,64 @@ Deno.test("device (SMMUv3): STE on the RID, PASIDs as CFGI_CD, TLBIs with the CD
     "destroy parent N",
   ]);
   assert.equal(host.configInvalidations.length, 3, "unbinding PASID 5 cleared its CD");
+});
+
+Deno.test("device: a reset sends what was queued first, keeps the binds, and is typed when the device cannot", () => {
+  const host = new ModelDeviceHost(new ModelHost());
+  using guest = new GuestIommu(host);
+  const port = host.port({ label: "nic" });
+  const dev = guest.assign(port, { domain: 1 });
+  dev.bind(4, { format: "vtd-s1", tableAddress: 0x3000, addressWidth: 48 });
+  const target = dev.boundTo(4)!;
+  dev.handle({ op: "invalidate", domain: 1, scope: { kind: "pasid-range", pasid: 4, firstPage: 0x40, pages: 2 } });
+  dev.handle({ op: "sync" });
+  const reset = port.reset.bind(port);
+  let coveredAtReset = false;
+  port.reset = () => {
+    coveredAtReset = host.model.covered(target, 0x41);
+    reset();
+  };
+  dev.reset();
+  assert.ok(coveredAtReset, "the invalidation reached the host before the device reset");
+  assert.equal(port.resets, 1);
+  assert.equal(dev.boundTo(4), target, "binds stay");
+  assert.deepEqual(dev.drain().waits.map((w) => w.ok), [true], "the wait is still the device's to collect");
+  const stiff = guest.assign(host.port({ resettable: false }), { domain: 2 });
+  assert.throws(() => stiff.reset(), (e) => e instanceof UnsupportedError && e.feature === "vfio-device-reset");
+});
+
+Deno.test("device: removal with a table already gone on the host — the owner's wait fails, typed; the other device's completes", () => {
+  const host = new ModelDeviceHost(new ModelHost());
+  using guest = new GuestIommu(host);
+  const a = guest.assign(host.port({ label: "a" }), { domain: 1 });
+  const b = guest.assign(host.port({ label: "b" }), { domain: 2 });
+  a.bind("rid", { format: "vtd-s1", tableAddress: 0x1000, addressWidth: 48 });
+  b.bind("rid", { format: "vtd-s1", tableAddress: 0x2000, addressWidth: 48 });
+  const inv = a.handle({
+    op: "invalidate",
+    domain: 1,
+    scope: { kind: "range", firstPage: 1, pages: 1 },
+    noPasid: true,
+  })!;
+  const wait = a.handle({ op: "sync" })!;
+  b.handle({ op: "invalidate", domain: 2, scope: { kind: "range", firstPage: 1, pages: 1 }, noPasid: true });
+  b.handle({ op: "sync" });
+  host.model.destroyTarget(a.boundTo("rid")!); // the host lost a's table (the device went first)
+  assert.deepEqual(b.drain().waits.map((w) => w.ok), [true], "b is not held back by a's failure");
+  const report = a.remove();
+  assert.equal(report.device, "a");
+  assert.deepEqual(report.outcome.waits, [{ seq: wait, ok: false, firstFailed: inv }], "never a silent ok");
+  assert.equal(report.outcome.failures[0].errnoName, "ENOENT");
+  assert.deepEqual(report.unbound, ["rid"]);
+  assert.throws(() => a.bind(1, { format: "selftest", iotlb: 1 }), DeviceRemovedError);
+  assert.throws(() => a.remove(), DeviceRemovedError);
+  assert.deepEqual(guest.devices, [b]);
+  assert.deepEqual(guest.queue.bindings(1, "rid"), [], "a's route is gone");
+  // Hot-plug into the same running vIOMMU, in a's old domain.
+  const c = guest.assign(host.port({ label: "c" }), { domain: 1 });
+  c.bind("rid", { format: "vtd-s1", tableAddress: 0x1000, addressWidth: 48 });
+  c.handle({ op: "invalidate", domain: 1, scope: { kind: "all" }, noPasid: true });
+  c.handle({ op: "sync" });
+  assert.deepEqual(c.drain().waits.map((w) => w.ok), [true]);
+  assert.ok(host.model.coverage(c.boundTo("rid")!).wholeSpace);
 });

@@ -35,6 +35,27 @@ import type { GuestMemory } from "../../memory/guest_memory.ts";
 import { type RelaySink, RelayWindow, type WaitCompleter } from "../window.ts";
 import { decodeSmmuCommand, type SmmuCommand, SmmuCommandScratch } from "./commands.ts";
 import { QueueBaseRegister, register32 } from "./outq.ts";
+import { SnapshotFields as F } from "../../device/snapshot.ts";
+
+/** The command queue in a snapshot (docs/snapshot.md): its registers and the retry state behind SFM_ERR. */
+export interface SmmuCmdqState {
+  /** CMDQ_BASE as written, a `0x` hex string (a 64-bit register). */
+  readonly base: string;
+  /** CMDQ_PROD and CMDQ_CONS (with CONS.ERR). */
+  readonly prod: number;
+  /** CMDQ_CONS: index, wrap, ERR. */
+  readonly cons: number;
+  /** SMMU_GERROR and SMMU_GERRORN. */
+  readonly gerror: number;
+  /** SMMU_GERRORN as the guest last wrote it. */
+  readonly gerrorn: number;
+  /** In service failure mode. */
+  readonly serviceFailure: boolean;
+  /** The position of the last host failure (-1: none) and how many times in a row it failed there. */
+  readonly failedAt: number;
+  /** Consecutive host failures at `failedAt`. */
+  readonly failuresInARow: number;
+}
 
 /** CMDQ_CONS.ERR values. */
 export const CERROR = { NONE: 0, ILL: 1, ABT: 2, ATC_INV_SYNC: 3 } as const;
@@ -202,6 +223,47 @@ export class SmmuCommandQueue {
     this.cons = 0;
     this.#failedAt = -1;
     this.#failuresInARow = 0;
+  }
+
+  /**
+   * The registers a snapshot keeps. A PROD write is processed whole inside `writeProd`: between them CONS is where
+   * the queue stands (commands before it were relayed and their syncs signalled; from it on, not yet).
+   */
+  saveState(): SmmuCmdqState {
+    return {
+      base: `0x${this.baseRegister.value.toString(16)}`,
+      prod: this.prod,
+      cons: this.cons,
+      gerror: this.gerror,
+      gerrorn: this.gerrorn,
+      serviceFailure: this.#serviceFailure,
+      failedAt: this.#failedAt,
+      failuresInARow: this.#failuresInARow,
+    };
+  }
+
+  /** Check a snapshot's registers without changing anything; the function returned sets them (cannot fail). */
+  prepareRestore(json: unknown, path = "smmuCmdq"): () => void {
+    const o = F.object(json, path);
+    const base = F.u64(o.base, `${path}.base`);
+    const log2size = Math.min(Number(base & 31n), 19);
+    const prod = F.u32(o.prod, `${path}.prod`), cons = F.u32(o.cons, `${path}.cons`);
+    if (prod >= 2 << log2size) F.malformed(`${path}.prod`, "an index and wrap bit of the queue CMDQ_BASE sizes");
+    if ((cons & ~(0x7f << 24)) >= 2 << log2size) F.malformed(`${path}.cons`, "an index, wrap bit and ERR");
+    const gerror = F.u32(o.gerror, `${path}.gerror`), gerrorn = F.u32(o.gerrorn, `${path}.gerrorn`);
+    const serviceFailure = F.boolean(o.serviceFailure, `${path}.serviceFailure`);
+    const failedAt = o.failedAt === -1 ? -1 : F.u32(o.failedAt, `${path}.failedAt`);
+    const failuresInARow = F.u32(o.failuresInARow, `${path}.failuresInARow`);
+    return () => {
+      this.writeBase(base);
+      this.prod = prod;
+      this.cons = cons;
+      this.gerror = gerror;
+      this.gerrorn = gerrorn;
+      this.#serviceFailure = serviceFailure;
+      this.#failedAt = failedAt;
+      this.#failuresInARow = failuresInARow;
+    };
   }
 
   /** Whether the SMMU is in service failure mode (it processes no command until {@linkcode SmmuCommandQueue.reset}). */

@@ -30,11 +30,24 @@ import { SmmuOutputQueue } from "./outq.ts";
 import type { HostPageFault } from "../vtd/prq.ts";
 import type { SmmuCommand } from "./commands.ts";
 import {
+  HOST_RESPONSE,
   type HostResponder,
+  type PageRequestState,
   type PageRequestTelemetry,
   PageRequestTracker,
   type RefusedResponse,
 } from "../page_requests.ts";
+import type { SmmuOutputQueueState } from "./outq.ts";
+import { pageRequestStateFromJson } from "../vtd/prq.ts";
+import { SnapshotFields as F } from "../../device/snapshot.ts";
+
+/** The event queue in a snapshot: registers, the last STAG and, in stall mode, the stalls the guest may answer. */
+export interface SmmuEvtqState extends SmmuOutputQueueState {
+  /** The last stall tag given out. */
+  readonly stag: number;
+  /** Stalls answered to the old host before the snapshot (stall mode only). */
+  readonly stalls?: PageRequestState;
+}
 
 /** Event types iommu-relay writes (SMMUv3 Table 7-3). */
 export const SMMU_EVENT = { F_TRANSLATION: 0x10, F_PERMISSION: 0x13 } as const;
@@ -115,6 +128,31 @@ export class SmmuEventQueue extends SmmuOutputQueue {
   /** The substream was unbound: its stalled transactions are terminated; later resumes are refused. */
   pasidUnbound(sid: number, ssid: number): void {
     this.#stalls?.unbound(`${sid}/${ssid}`);
+  }
+
+  /** Before a snapshot: answer the host for every stall the guest has not resumed (default SUCCESS: retry). */
+  quiesce(code: number = HOST_RESPONSE.SUCCESS): number {
+    return this.#stalls?.quiesce(code) ?? 0;
+  }
+
+  /** Registers, STAG and carried stalls ({@linkcode SmmuEventQueue.quiesce} first). */
+  saveState(): SmmuEvtqState {
+    return { ...this.saveQueueState(), stag: this.#stag, ...(this.#stalls ? { stalls: this.#stalls.state() } : {}) };
+  }
+
+  /** Check a snapshot's state without changing anything; the function returned sets it. Stalls need stall mode on. */
+  prepareRestore(json: unknown, path = "smmuEvtq"): () => void {
+    const registers = this.prepareQueueRestore(json, path);
+    const o = json as Record<string, unknown>;
+    const stag = F.u32(o.stag, `${path}.stag`);
+    if (stag > 0xffff) F.malformed(`${path}.stag`, "a 16-bit stall tag");
+    const stalls = o.stalls === undefined ? undefined : pageRequestStateFromJson(o.stalls, `${path}.stalls`);
+    if (stalls && !this.#stalls) F.malformed(`${path}.stalls`, "a queue with stall mode on (enableStalls)");
+    return () => {
+      registers();
+      this.#stag = stag;
+      if (stalls) this.#stalls!.restoreState(stalls);
+    };
   }
 
   /** Terminate stalls whose deadline passed. */

@@ -12,6 +12,17 @@
  * @module
  */
 import type { GuestMemory } from "../../memory/guest_memory.ts";
+import { SnapshotFields as F } from "../../device/snapshot.ts";
+
+/** An output queue's registers in a snapshot: *Q_BASE (a `0x` hex string), PROD and CONS. */
+export interface SmmuOutputQueueState {
+  /** *Q_BASE as written. */
+  readonly base: string;
+  /** *Q_PROD (index, wrap, OVFLG). */
+  readonly prod: number;
+  /** *Q_CONS (index, wrap, OVACKFLG). */
+  readonly cons: number;
+}
 
 /** PROD.OVFLG / CONS.OVACKFLG. */
 const OVFLG = 1 << 31;
@@ -185,6 +196,29 @@ export class SmmuOutputQueue {
     const consumed = (to - from + 2 * (mask + 1)) % (mask + 1),
       written = ((this.prod & mask) - from + mask + 1) % (mask + 1);
     this.cons = ((consumed <= written ? to : from) | (v & OVFLG)) >>> 0;
+  }
+
+  /** The registers a snapshot keeps. */
+  saveQueueState(): SmmuOutputQueueState {
+    return { base: `0x${this.baseRegister.value.toString(16)}`, prod: this.prod, cons: this.cons };
+  }
+
+  /** Check a snapshot's registers without changing anything; the function returned sets them. */
+  protected prepareQueueRestore(json: unknown, path: string): () => void {
+    const o = F.object(json, path);
+    const base = F.u64(o.base, `${path}.base`);
+    const limit = 2 << Math.min(Number(base & 31n), this.baseRegister.maxLog2size);
+    const index = (v: unknown, name: string) => {
+      const n = F.u32(v, `${path}.${name}`);
+      if ((n & ~OVFLG) >>> 0 >= limit) F.malformed(`${path}.${name}`, "an index and wrap bit of the queue");
+      return n;
+    };
+    const prod = index(o.prod, "prod"), cons = index(o.cons, "cons");
+    return () => {
+      this.writeBase(base);
+      this.prod = prod;
+      this.cons = cons;
+    };
   }
 
   /**

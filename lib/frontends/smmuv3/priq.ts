@@ -32,11 +32,21 @@ import type { HostPageFault } from "../vtd/prq.ts";
 import type { SmmuCommand } from "./commands.ts";
 import { SmmuOutputQueue } from "./outq.ts";
 import {
+  HOST_RESPONSE,
   type HostResponder,
+  type PageRequestState,
   type PageRequestTelemetry,
   PageRequestTracker,
   type RefusedResponse,
 } from "../page_requests.ts";
+import type { SmmuOutputQueueState } from "./outq.ts";
+import { pageRequestStateFromJson } from "../vtd/prq.ts";
+
+/** The PRI queue in a snapshot: registers and the groups the guest may still answer. */
+export interface SmmuPriqState extends SmmuOutputQueueState {
+  /** Groups answered to the old host before the snapshot. */
+  readonly groups: PageRequestState;
+}
 
 /** CMD_PRI_RESP's success code. */
 const PRI_RESP_SUCC = 2;
@@ -104,6 +114,26 @@ export class SmmuPriQueue extends SmmuOutputQueue {
   /** The substream was unbound: its pending groups are answered INVALID; later answers for them are refused. */
   pasidUnbound(sid: number, ssid: number): void {
     this.#groups.unbound(`${sid}/${ssid}`);
+  }
+
+  /** Before a snapshot: answer the host for every unanswered group (default SUCCESS), keeping them for the guest. */
+  quiesce(code: number = HOST_RESPONSE.SUCCESS): number {
+    return this.#groups.quiesce(code);
+  }
+
+  /** Registers and carried groups ({@linkcode SmmuPriQueue.quiesce} first). */
+  saveState(): SmmuPriqState {
+    return { ...this.saveQueueState(), groups: this.#groups.state() };
+  }
+
+  /** Check a snapshot's state without changing anything; the function returned sets it. */
+  prepareRestore(json: unknown, path = "smmuPriq"): () => void {
+    const registers = this.prepareQueueRestore(json, path);
+    const groups = pageRequestStateFromJson((json as Record<string, unknown>).groups, `${path}.groups`);
+    return () => {
+      registers();
+      this.#groups.restoreState(groups);
+    };
   }
 
   /** Answer INVALID for every group whose deadline passed. */

@@ -18,10 +18,51 @@ import { VTD_RID_PASID_ZERO, type VtdRidPasidMap } from "./rid_pasid.ts";
 import {
   HOST_RESPONSE,
   type HostResponder,
+  type PageRequestState,
   type PageRequestTelemetry,
   PageRequestTracker,
   type RefusedResponse,
 } from "../page_requests.ts";
+import { SnapshotFields as F } from "../../device/snapshot.ts";
+
+/** The page request queue in a snapshot: registers and the groups the guest may still answer. */
+export interface VtdPrqState {
+  /** PQA as last written. */
+  readonly pqa: number;
+  /** PQH, PQT (byte offsets) and PRS. */
+  readonly pqh: number;
+  /** PQT, the unit's tail. */
+  readonly pqt: number;
+  /** PRS (PPR, PRO). */
+  readonly prs: number;
+  /** Groups answered to the old host before the snapshot, with what was left of their deadlines. */
+  readonly groups: PageRequestState;
+}
+
+/**
+ * A tracker's snapshot part from JSON: each carried group's key, PASID key and remaining time, checked.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { pageRequestStateFromJson } from "./prq.ts";
+ * const s = pageRequestStateFromJson({ carried: [{ key: "16/5/3", pasidKey: "16/5", remainingMs: 900 }] }, "prq");
+ * assert.equal(s.carried[0].remainingMs, 900);
+ * ```
+ */
+export function pageRequestStateFromJson(json: unknown, path: string): PageRequestState {
+  const o = F.object(json, path);
+  return {
+    carried: F.array(o.carried, `${path}.carried`).map((c, i) => {
+      const at = `${path}.carried[${i}]`, g = F.object(c, at);
+      return {
+        key: F.string(g.key, `${at}.key`),
+        pasidKey: F.string(g.pasidKey, `${at}.pasidKey`),
+        remainingMs: F.uint(g.remainingMs, `${at}.remainingMs`),
+      };
+    }),
+  };
+}
 
 export { HOST_RESPONSE, type HostResponder, type PageRequestTelemetry, type RefusedResponse };
 
@@ -99,6 +140,7 @@ export class VtdPageRequestQueue {
   prs = 0;
   /** Pending groups by rid/pasid/grpid: only a group's last request (LPIG) is answered. */
   readonly #groups: PageRequestTracker;
+  #pqa = 0;
 
   /** A queue writing to `memory`; host faults it does not deliver or the guest answers go back through `respond`. */
   constructor(
@@ -120,9 +162,45 @@ export class VtdPageRequestQueue {
     return this.#groups.telemetry;
   }
 
+  /**
+   * Before a snapshot: answer the host for every group the guest has not answered (default SUCCESS: the device
+   * retries, and faults again on the new host if it must), keeping them so the guest's later answer is accepted.
+   */
+  quiesce(code: number = HOST_RESPONSE.SUCCESS): number {
+    return this.#groups.quiesce(code);
+  }
+
+  /** Registers and carried groups; {@linkcode VtdPageRequestQueue.quiesce} first (pending host cookies die). */
+  saveState(): VtdPrqState {
+    return { pqa: this.#pqa, pqh: this.pqh, pqt: this.pqt, prs: this.prs, groups: this.#groups.state() };
+  }
+
+  /** Check a snapshot's state against this queue without changing anything; the function returned sets it. */
+  prepareRestore(json: unknown, path = "vtdPrq"): () => void {
+    const o = F.object(json, path);
+    const pqa = F.uint(o.pqa, `${path}.pqa`), prs = F.u32(o.prs, `${path}.prs`);
+    const bytes = 2 ** (pqa % 8) * 4096;
+    const offset = (v: unknown, name: string) => {
+      const n = F.uint(v, `${path}.${name}`);
+      if (n % 32 !== 0 || n >= bytes) F.malformed(`${path}.${name}`, "a descriptor offset inside the queue");
+      return n;
+    };
+    const pqh = offset(o.pqh, "pqh"), pqt = offset(o.pqt, "pqt");
+    if (prs & ~(PRS.PPR | PRS.PRO)) F.malformed(`${path}.prs`, "only PPR and PRO");
+    const groups = pageRequestStateFromJson(o.groups, `${path}.groups`);
+    return () => {
+      this.writePqa(pqa);
+      this.pqh = pqh;
+      this.pqt = pqt;
+      this.prs = prs;
+      this.#groups.restoreState(groups);
+    };
+  }
+
   /** PQA: base [63:12], QS [2:0] (2^QS pages of 32-byte descriptors). Resets PQH and PQT. */
   writePqa(value: number): void {
     const v = Number.isInteger(value) && value >= 0 && value < 2 ** 64 ? value : 0;
+    this.#pqa = v;
     this.base = v - (v % 4096);
     this.entries = (2 ** (v % 8) * 4096) / 32;
     this.pqh = 0;

@@ -18,6 +18,19 @@ import { type RelaySink, RelayWindow, type WaitCompleter } from "../window.ts";
 import { decodeVtdDescriptor, type VtdDescriptor, VtdDescriptorError, VtdDescriptorScratch } from "./descriptors.ts";
 import { VTD_RID_PASID_ZERO, type VtdRidPasidMap } from "./rid_pasid.ts";
 import { VtdDomainRouter } from "./routing.ts";
+import { SnapshotError, SnapshotFields as F } from "../../device/snapshot.ts";
+
+/** The invalidation queue's registers in a snapshot (docs/snapshot.md). */
+export interface VtdQueueState {
+  /** IQA as the guest last wrote it. */
+  readonly iqa: number;
+  /** IQH, a byte offset. */
+  readonly iqh: number;
+  /** IQT as the guest last wrote it. */
+  readonly iqt: number;
+  /** FSTS bits the queue owns (IQE, ICE, ITE). */
+  readonly fsts: number;
+}
 
 /** FSTS bits the queue sets (write 1 to clear). */
 export const FSTS = { IQE: 1 << 4, ICE: 1 << 5, ITE: 1 << 6 } as const;
@@ -161,6 +174,8 @@ export class VtdInvalidationQueue {
   readonly #maxWaits: number;
   /** Why the last IQA write cannot be used (reserved bits, not a register value), or "". */
   #iqaInvalid = "";
+  /** IQA as last written. */
+  #iqa = 0;
 
   /** A queue reading descriptors from `memory` and relaying the requests to `sink`; `hooks` take what is not forwarded. */
   constructor(
@@ -184,6 +199,7 @@ export class VtdInvalidationQueue {
    * IQH. A value that is not a 64-bit register value, or has reserved bits set, makes the next doorbell IQE.
    */
   writeIqa(value: number): void {
+    this.#iqa = value;
     this.iqh = 0;
     this.iqt = 0;
     if (!Number.isInteger(value) || value < 0 || value >= 2 ** 64) {
@@ -196,6 +212,36 @@ export class VtdInvalidationQueue {
     this.descriptorSize = (low & 0x800) !== 0 ? 32 : 16;
     this.base = value - low;
     this.entries = (2 ** qs * 4096) / this.descriptorSize;
+  }
+
+  /**
+   * The registers a snapshot keeps. Between doorbells (a doorbell is processed whole inside `writeIqt`) IQH is where
+   * the queue stands: the descriptors before it were relayed, those from it on were not.
+   */
+  saveState(): VtdQueueState {
+    return { iqa: this.#iqa, iqh: this.iqh, iqt: this.iqt, fsts: this.fsts };
+  }
+
+  /**
+   * Check a snapshot's registers against this queue's geometry without changing anything; the function returned
+   * sets them (and cannot fail). A `SnapshotError` names the field that does not fit.
+   */
+  prepareRestore(json: unknown, path = "vtdQueue"): () => void {
+    const o = F.object(json, path);
+    const iqa = F.uint(o.iqa, `${path}.iqa`);
+    const iqh = F.uint(o.iqh, `${path}.iqh`), iqt = F.uint(o.iqt, `${path}.iqt`);
+    const fsts = F.u32(o.fsts, `${path}.fsts`);
+    if (fsts & ~(FSTS.IQE | FSTS.ICE | FSTS.ITE)) F.malformed(`${path}.fsts`, "only IQE, ICE and ITE");
+    const size = iqa % 4096 & 0x800 ? 32 : 16, bytes = 2 ** (iqa % 8) * 4096;
+    if (iqh % size !== 0 || iqh >= bytes) {
+      throw new SnapshotError("malformed", `IQH ${iqh} is not a descriptor of the queue IQA describes`, `${path}.iqh`);
+    }
+    return () => {
+      this.writeIqa(iqa);
+      this.iqh = iqh;
+      this.iqt = iqt; // the guest's value as written: a bad one is IQE at the next doorbell, as before the snapshot
+      this.fsts = fsts;
+    };
   }
 
   /** FSTS write: 1s clear the queue's error bits. Clearing IQE lets the queue run again. */

@@ -82,6 +82,8 @@ Deno.test("prq: the guest's answer reaches the host once; unknown, double and po
     timedOut: 0,
     overflows: 0,
     undeliverable: 0,
+    quiesced: 0,
+    lateAnswers: 0,
   });
 });
 
