@@ -548,10 +548,10 @@ export class VtdUnit {
         return;
       case VTD.IQT: {
         if (!(this.#gsts & GCMD.QIE)) return; // the queue is off: the tail is ignored
-        const t0 = performance.now();
-        const expected = this.#expected(value);
+        const expected = this.#expected(value); // the independent check's decoding: not the relay's latency
         this.#sent = [];
         this.#current = [];
+        const t0 = performance.now();
         const r = this.queue.writeIqt(value);
         this.stats.doorbellUs.push((performance.now() - t0) * 1000);
         if (r.waitsCompleted > 0) this.#current.push({ op: "sync" });
