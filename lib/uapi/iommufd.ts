@@ -945,7 +945,11 @@ export const IommuHwQueueAllocLayout = {
     type: { type: "u32", offset: 12, doc: "enum iommu_hw_queue_type (or the selftest type)" },
     index: { type: "u32", offset: 16, doc: "the queue's index among this vIOMMU's queues of this type" },
     out_hw_queue_id: { type: "u32", offset: 20, doc: "output: HW queue id" },
-    nesting_parent_iova: { type: "u64", offset: 24, doc: "guest-physical base of the queue memory (mapped in the IOAS)" },
+    nesting_parent_iova: {
+      type: "u64",
+      offset: 24,
+      doc: "guest-physical base of the queue memory (mapped in the IOAS)",
+    },
     length: { type: "u64", offset: 32, doc: "bytes of queue memory" },
   },
 } as const;
