@@ -6,18 +6,23 @@
  * @module
  */
 import { IOCTL, IOCTL_WITH_POINTER, type NativeShim } from "../../ffi/native.ts";
+import type { DirtyBitmap } from "../../lib/kernel/dirty.ts";
+import type { CpuDirtyLog } from "../../lib/device/migration.ts";
 import {
   errnoName,
   type Ioctl,
   KVM_CREATE_VCPU,
   KVM_CREATE_VM,
   KVM_GET_API_VERSION,
+  KVM_GET_DIRTY_LOG,
   KVM_GET_SREGS,
   KVM_GET_VCPU_MMAP_SIZE,
   KVM_SET_REGS,
   KVM_SET_SREGS,
   KVM_SET_USER_MEMORY_REGION,
   KvmBase,
+  KvmDirtyLog,
+  KvmMemFlags,
   KvmRegs,
   KvmSregs,
   KvmUserspaceMemoryRegion,
@@ -81,10 +86,17 @@ export class KvmVm implements Disposable {
   readonly #memory: Uint8Array[] = [];
   constructor(readonly kvm: Kvm, readonly fd: number) {}
 
-  /** Back guest-physical [gpa, gpa + memory.length) with `memory` (page aligned: `shim.sharedAlignedBuffer`). */
-  setMemory(slot: number, gpa: number, memory: Uint8Array): void {
+  readonly #slots = new Map<number, { gpa: number; length: number }>();
+
+  /**
+   * Back guest-physical [gpa, gpa + memory.length) with `memory` (page aligned: `shim.sharedAlignedBuffer`).
+   * `logDirty`: register the slot with `KVM_MEM_LOG_DIRTY_PAGES`, so {@linkcode KvmVm.dirtyLog} reads the guest's
+   * writes to it (what a migration copies again).
+   */
+  setMemory(slot: number, gpa: number, memory: Uint8Array, opts: { logDirty?: boolean } = {}): void {
     const region = KvmUserspaceMemoryRegion.buffer()
       .set("slot", slot)
+      .set("flags", opts.logDirty ? KvmMemFlags.values.KVM_MEM_LOG_DIRTY_PAGES : 0)
       .setU64("guest_phys_addr", gpa)
       .setU64("memory_size", memory.byteLength);
     check(
@@ -93,6 +105,34 @@ export class KvmVm implements Disposable {
       this.kvm.shim[IOCTL_WITH_POINTER](this.fd, KVM_SET_USER_MEMORY_REGION.request, region.bytes, 24, memory),
     );
     this.#memory.push(memory); // KVM holds the address: keep the buffer alive as long as the VM
+    this.#slots.set(slot, { gpa, length: memory.byteLength });
+  }
+
+  /**
+   * The CPUs' dirty log of `slot` (registered with `logDirty`): each read is `KVM_GET_DIRTY_LOG`, which returns the
+   * pages the guest wrote since the previous read and re-arms the log. The shim lets the kernel write only as many
+   * bytes as the slot it recorded needs.
+   */
+  dirtyLog(slot: number): CpuDirtyLog {
+    const s = this.#slots.get(slot);
+    if (!s) throw new RangeError(`memory slot ${slot} was not set on this VM`);
+    const args = KvmDirtyLog.buffer().set("slot", slot);
+    const shim = this.kvm.shim, fd = this.fd;
+    return {
+      gpa: s.gpa,
+      length: s.length,
+      pageSize: 4096,
+      read(into: DirtyBitmap): void {
+        if (into.iova !== s.gpa || into.length !== s.length || into.pageSize !== 4096) {
+          throw new RangeError(`the dirty log of slot ${slot} is read into a bitmap of the whole slot at 4 KiB`);
+        }
+        check(
+          `dirty log of slot ${slot}`,
+          KVM_GET_DIRTY_LOG,
+          shim[IOCTL_WITH_POINTER](fd, KVM_GET_DIRTY_LOG.request, args.bytes, 8, into.bytes),
+        );
+      },
+    };
   }
 
   /** vCPU `id` (the first vCPU of a VM is 0; KVM_CREATE_VCPU's argument is the id, passed as a null pointer for 0). */

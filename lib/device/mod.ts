@@ -6,4 +6,5 @@
  */
 export * from "./assigned.ts";
 export * from "./capabilities.ts";
+export * from "./migration.ts";
 export * from "./shadow.ts";
