@@ -9,7 +9,7 @@ import type { HwInfo } from "../kernel/iommufd.ts";
 import { UnsupportedError } from "../kernel/errors.ts";
 import {
   HwCapabilities,
-    HwInfoType,
+  HwInfoType,
   HwptDataType,
   IommuHwInfoArmSmmuv3,
   IommuHwInfoVtd,

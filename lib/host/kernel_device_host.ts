@@ -5,7 +5,7 @@
  * @module
  */
 import { type Format, FORMAT_SPECS } from "../compile/formats.ts";
-import { Hwpt, type HwInfo, type Ioas, type Iommufd } from "../kernel/iommufd.ts";
+import { type HwInfo, Hwpt, type Ioas, type Iommufd } from "../kernel/iommufd.ts";
 import type { DirtyBitmap } from "../kernel/dirty.ts";
 import type { NestedTable } from "../request/request.ts";
 import { Errno } from "../uapi/errno.ts";
