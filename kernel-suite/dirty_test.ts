@@ -7,6 +7,7 @@ import { GuestIommu, MigrationDirtyLog } from "../lib/device/mod.ts";
 import { KernelDeviceHost } from "../lib/host/kernel_device_host.ts";
 import { MockPort } from "../lib/host/ports.ts";
 import {
+  type DirtyBitmap,
   type DirtyRange,
   type Iommufd,
   KernelError,
@@ -163,10 +164,20 @@ Deno.test({
     const host = new KernelDeviceHost(iommufd, ioas);
     using guest = new GuestIommu(host, { dirtyTracking: true });
     using dev = guest.assign(MockPort.create(iommufd, ioas.id), { domain: 1 });
+    // KVM's answers, as the log read them: what the merge must equal, with the device's pages.
+    const kvmLog = vm.dirtyLog(0);
+    const cpuRounds: number[][] = [];
+    const cpus = {
+      ...kvmLog,
+      read(into: DirtyBitmap) {
+        kvmLog.read(into);
+        cpuRounds.push(into.dirtyPages());
+      },
+    };
     const log = new MigrationDirtyLog({
       region: { gpa: 0, iova: BASE, length: ram.byteLength },
       devices: guest.dirty,
-      cpus: vm.dirtyLog(0),
+      cpus,
     });
     log.start();
     assert.deepEqual(log.collect().dirtyPages(), [], "round 0: nothing written");
@@ -180,8 +191,13 @@ Deno.test({
     );
     assert.deepEqual([ram[0x5000], ram[0x9000]], [1, 1]);
     mockMarkDirty(iommufd, dev.parentHwptId, { iova: BASE, length: ram.byteLength, pageSize: 4096 }, [2, 9]);
-    assert.deepEqual(log.collect().dirtyPages(), [2, 5, 9], "device {2, 9} ∪ CPU {5, 9}");
-    assert.deepEqual(log.lastRound, { devicePages: 2, cpuPages: 2, mergedPages: 3 });
+    const merged = log.collect().dirtyPages();
+    const cpu = cpuRounds.at(-1)!;
+    // The guest wrote pages 5 and 9. KVM also logged the page the code runs from (page 1) in the first run on 7.3's
+    // KVM under QEMU's emulated SVM — why was not established here, so it is allowed, and nothing else is.
+    assert.deepEqual(cpu.filter((p) => p !== 1), [5, 9], `KVM's log: ${cpu}`);
+    assert.deepEqual(merged, [...new Set([2, 9, ...cpu])].sort((a, b) => a - b), "device {2, 9} ∪ KVM's pages");
+    assert.deepEqual(log.lastRound, { devicePages: 2, cpuPages: cpu.length, mergedPages: merged.length });
     assert.deepEqual(log.collect().dirtyPages(), [], "both logs were read and cleared");
     mockMarkDirty(iommufd, dev.parentHwptId, { iova: BASE, length: ram.byteLength, pageSize: 4096 }, [7]);
     assert.deepEqual(log.collect({ final: true }).dirtyPages(), [7]);
