@@ -631,6 +631,14 @@ static int32_t check_call(struct checked *c, int32_t fd, uint32_t request, const
 
 static uint32_t vcpu_mmap_size; /* KVM_GET_VCPU_MMAP_SIZE, asked by the shim when a VM is created */
 
+/* After a successful call: a KVM memory slot KVM accepted (or deleted) is recorded, whichever entry point made it, so
+ * the length of its dirty log never goes stale. */
+static void record_slot_change(const struct checked *c, int32_t fd)
+{
+	if (c->rule.kind == KIND_KVM_VM && c->rule.request == KVM_IOW(0x46, 32))
+		slot_record(fd, get_u32(c->local, 0), get_u64(c->local, 16));
+}
+
 /* The ioctl itself, on the validated copy; results are copied back (without the pointer the shim stored, so no
  * address reaches JavaScript) and returned fds entered in the table. */
 static int32_t do_call(struct checked *c, int32_t fd, uint8_t *arg)
@@ -638,8 +646,8 @@ static int32_t do_call(struct checked *c, int32_t fd, uint8_t *arg)
 	const struct ioctl_rule *r = &c->rule;
 	int result = ioctl(fd, (unsigned long)r->request, r->shape == ARG_NONE ? NULL : (void *)c->local);
 	int32_t out = result < 0 ? -errno : result;
-	if (result >= 0 && r->kind == KIND_KVM_VM && r->request == KVM_IOW(0x46, 32))
-		slot_record(fd, get_u32(c->local, 0), get_u64(c->local, 16));
+	if (result >= 0)
+		record_slot_change(c, fd);
 	if (c->bytes) {
 		if (r->ptr_off != NO_OFFSET && (uint32_t)r->ptr_off + 8 <= c->bytes)
 			memcpy(c->local + r->ptr_off, arg + r->ptr_off, 8);
@@ -692,14 +700,15 @@ RELAY_EXPORT int32_t relay_ioctl_loop(int32_t fd, uint32_t request, uint8_t *arg
 	int32_t ok = check_call(&c, fd, request, arg, arg_len, offset, second, second_len);
 	if (ok < 0)
 		return ok;
-	/* Requests that return an fd (n would leak) or change the slots the shim records (the record would go stale). */
-	if (c.rule.fd_out_kind || request == KVM_IOW(0x46, 32))
+	if (c.rule.fd_out_kind)
 		return REFUSE(EPERM);
 	int32_t result = 0;
 	void *a = c.rule.shape == ARG_NONE ? NULL : (void *)c.local;
 	for (uint32_t i = 0; i < n; i++) {
 		if (ioctl(fd, (unsigned long)request, a) < 0)
 			result = -errno;
+		else
+			record_slot_change(&c, fd); /* a memory slot made or deleted here is recorded as by relay_ioctl */
 	}
 	return result;
 }
@@ -717,13 +726,17 @@ RELAY_EXPORT int32_t relay_ioctl_pair_loop(int32_t fd, uint32_t request_a, uint8
 	result = check_call(&b, fd, request_b, arg_b, arg_b_len, UINT32_MAX, NULL, 0);
 	if (result < 0)
 		return result;
-	if (a.rule.fd_out_kind || b.rule.fd_out_kind || request_a == KVM_IOW(0x46, 32) || request_b == KVM_IOW(0x46, 32))
+	if (a.rule.fd_out_kind || b.rule.fd_out_kind)
 		return REFUSE(EPERM);
 	for (uint32_t i = 0; i < n; i++) {
 		if (ioctl(fd, (unsigned long)request_a, a.rule.shape == ARG_NONE ? NULL : (void *)a.local) < 0)
 			result = -errno;
+		else
+			record_slot_change(&a, fd);
 		if (ioctl(fd, (unsigned long)request_b, b.rule.shape == ARG_NONE ? NULL : (void *)b.local) < 0)
 			result = -errno;
+		else
+			record_slot_change(&b, fd);
 	}
 	return result;
 }
