@@ -8,6 +8,7 @@
 export {
   CDEV_ATTR,
   FD_KIND,
+  FDPASS_PAYLOAD_MAX,
   HOST_LIST,
   NativeShim,
   NO_POINTER,

@@ -15,7 +15,7 @@
 import { ensureShim } from "./build.ts";
 
 /** The ABI version of shim.c this table matches. */
-export const SHIM_ABI_VERSION = 6;
+export const SHIM_ABI_VERSION = 7;
 
 const SYMBOLS = {
   relay_shim_version: { parameters: [], result: "i32" },
@@ -46,6 +46,13 @@ const SYMBOLS = {
   relay_host_list: { parameters: ["u32", "buffer", "u32"], result: "i32" },
   relay_host_has_iommufd: { parameters: [], result: "i32" },
   relay_cdev_attr: { parameters: ["u32", "u32", "buffer", "u32"], result: "i32" },
+  relay_memfd_create: { parameters: ["buffer", "u32", "u64"], result: "i32" },
+  relay_memfd_size: { parameters: ["i32"], result: "i64" },
+  relay_fdpass_listen: { parameters: ["buffer", "u32"], result: "i32" },
+  relay_fdpass_connect: { parameters: ["buffer", "u32"], result: "i32" },
+  relay_fdpass_accept: { parameters: ["i32"], result: "i32" },
+  relay_fdpass_send: { parameters: ["i32", "i32", "buffer", "u32"], result: "i32" },
+  relay_fdpass_recv: { parameters: ["i32", "buffer", "u32"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /**
@@ -82,7 +89,13 @@ export const FD_KIND = {
   FAULT_QUEUE: 6,
   VEVENTQ: 7,
   TEST_ACCESS: 8,
+  MEMFD: 9,
+  FDPASS_LISTENER: 10,
+  FDPASS_SOCKET: 11,
 } as const;
+
+/** The largest payload {@linkcode NativeShim.fdpassSend} carries beside a memfd. */
+export const FDPASS_PAYLOAD_MAX = 256;
 
 /** Host listings {@linkcode NativeShim.hostList} offers (`enum relay_listing`). */
 export const HOST_LIST = { VFIO_CDEVS: 0, VFIO_GROUPS: 1, IOMMUS: 2 } as const;
@@ -399,7 +412,9 @@ export class NativeShim implements Disposable {
   /**
    * Map vCPU fd `fd`'s kvm_run over `window`, which must be page aligned and exactly the size KVM reported
    * (`KVM_GET_VCPU_MMAP_SIZE`; from {@linkcode NativeShim.sharedAlignedBuffer}); afterwards the window's bytes
-   * are kvm_run's. Only offset 0. Undo with {@linkcode NativeShim.unmapFixed} before dropping the buffer.
+   * are kvm_run's. Only offset 0. Or map `window.length` bytes of memfd `fd` from page `offsetPages` (inside its
+   * size): the window's bytes are then the memfd's, shared with whoever else maps it. Undo with
+   * {@linkcode NativeShim.unmapFixed} before dropping the buffer.
    */
   mapFixed(window: Uint8Array, fd: number, offsetPages = 0): number {
     return refused(
@@ -467,6 +482,69 @@ export class NativeShim implements Disposable {
       () => `read attribute ${attr} of vfio${cdev}`,
     );
     return n < 0 ? n : decoder.decode(out.subarray(0, n));
+  }
+
+  /**
+   * A memfd of `size` bytes (a multiple of 4096) for guest RAM, sealed against shrinking and growing: fd (kind
+   * {@linkcode FD_KIND}.MEMFD) or `-errno`. Map it with {@linkcode NativeShim.mapFixed}; map it into an IOAS with
+   * `IOMMU_IOAS_MAP_FILE`; hand it to another process with {@linkcode NativeShim.fdpassSend}.
+   */
+  memfdCreate(name: string, size: number): number {
+    if (name.includes("\0")) return -22;
+    const bytes = encoder.encode(`${name}\0`);
+    return refused(this.#live().relay_memfd_create(bytes, bytes.byteLength, BigInt(size)), () => `memfd ${name}`);
+  }
+
+  /** Bytes of memfd `fd` of the shim's table, or `-errno`. */
+  memfdSize(fd: number): number {
+    return refused(Number(this.#live().relay_memfd_size(fd)), () => `size of memfd ${fd}`);
+  }
+
+  /**
+   * Listen for fd-passing connections at `path`, a new socket file whose name ends `.memfd.sock` (mode 0600):
+   * fd (nonblocking; poll it, then {@linkcode NativeShim.fdpassAccept}) or `-errno`. Another name is refused (EACCES).
+   */
+  fdpassListen(path: string): number {
+    const bytes = encoder.encode(`${path}\0`);
+    return refused(this.#live().relay_fdpass_listen(bytes, bytes.byteLength), () => `listen ${JSON.stringify(path)}`);
+  }
+
+  /** Connect to the fd-passing socket at `path` (ending `.memfd.sock`): fd or `-errno`. */
+  fdpassConnect(path: string): number {
+    const bytes = encoder.encode(`${path}\0`);
+    return refused(
+      this.#live().relay_fdpass_connect(bytes, bytes.byteLength),
+      () => `connect ${JSON.stringify(path)}`,
+    );
+  }
+
+  /** Accept one connection on a listening fd-passing socket: fd, or `-EAGAIN` when none is waiting. */
+  fdpassAccept(listener: number): number {
+    return refused(this.#live().relay_fdpass_accept(listener), () => `accept on fd ${listener}`);
+  }
+
+  /**
+   * Send memfd `memfd` (of the shim's table, and checked to be a memfd again) with `payload` (at most
+   * {@linkcode FDPASS_PAYLOAD_MAX} bytes) over fd-passing socket `sock` as one message (SCM_RIGHTS): bytes or `-errno`.
+   */
+  fdpassSend(sock: number, memfd: number, payload: Uint8Array): number {
+    return refused(
+      this.#live().relay_fdpass_send(sock, memfd, payload, payload.byteLength),
+      () => `send memfd ${memfd} on fd ${sock}`,
+    );
+  }
+
+  /**
+   * Receive one message from fd-passing socket `sock`: the memfd it carried (now in the shim's table) and its payload,
+   * or `-errno` (`-EAGAIN`: nothing yet; `-EPIPE`: the peer closed). A message whose fd is not one memfd is consumed,
+   * its fds closed, and refused ({@linkcode ShimRefusedError}, EACCES).
+   */
+  fdpassRecv(sock: number): { fd: number; payload: Uint8Array } | number {
+    const out = new Uint8Array(4 + FDPASS_PAYLOAD_MAX);
+    const fd = refused(this.#live().relay_fdpass_recv(sock, out, out.byteLength), () => `receive on fd ${sock}`);
+    if (fd < 0) return fd;
+    const length = new DataView(out.buffer).getUint32(0, true);
+    return { fd, payload: out.slice(4, 4 + length) };
   }
 
   /** Test hook: `request` as the shim received it. */

@@ -12,7 +12,12 @@
  *     caller's buffer, a user pointer in it may only be the shim's own store of the second buffer, and the length
  *     that pointer covers must fit that buffer; fd numbers inside it must be in the table;
  *   - read: fault-queue and vEVENTQ fds; write: fault-queue fds (page responses); poll and close: table fds;
- *   - mmap: the kvm_run page of a vCPU fd, at offset 0, with the size the kernel reported; undone only there;
+ *   - mmap: the kvm_run page of a vCPU fd, at offset 0, with the size the kernel reported, or a range of a memfd of
+ *     the table inside its size; undone only there;
+ *   - memfds: created here (sealed against shrinking and growing), or received over an fd-passing socket; an fd is
+ *     sent or received only when fstat, fstatfs and its /proc name show a memfd — anything else received is closed;
+ *   - fd-passing sockets: Unix SOCK_SEQPACKET sockets bound or connected only at a path ending ".memfd.sock" that
+ *     does not exist yet (bind) or is a socket (connect); they carry one memfd per message with SCM_RIGHTS;
  *   - signals: one signal (SIGUSR1), to threads that registered themselves, or a deadline to the calling thread;
  *   - sysfs: fixed attributes of VFIO cdevs and three listings filtered by name pattern, never a caller's path.
  * A refusal returns -(RELAY_REFUSAL_BASE + EPERM/EACCES/EBADF), out of the range of kernel errnos, so native.ts
@@ -41,7 +46,10 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/socket.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
@@ -53,7 +61,7 @@
 #define REFUSE(e) (-(RELAY_REFUSAL_BASE + (e)))
 
 /* ABI version of this file; native.ts refuses a library whose version differs. */
-RELAY_EXPORT int32_t relay_shim_version(void) { return 6; }
+RELAY_EXPORT int32_t relay_shim_version(void) { return 7; }
 
 /* ------------------------------------------------------------------------------------------------ fd table */
 
@@ -67,6 +75,9 @@ enum relay_kind {
 	KIND_FAULT_QUEUE,
 	KIND_VEVENTQ,
 	KIND_TEST_ACCESS, /* the selftest's in-kernel access fd: closed, never used directly */
+	KIND_MEMFD,       /* guest RAM by file: IOMMU_IOAS_MAP_FILE, mapped over a window, passed over a socket */
+	KIND_FDPASS_LISTENER, /* a listening fd-passing socket: accept only */
+	KIND_FDPASS_SOCKET,   /* a connected fd-passing socket: send and receive memfds */
 };
 
 /* fds above this are refused (and closed) rather than tracked: a relay holds a handful. */
@@ -227,10 +238,15 @@ RELAY_EXPORT int32_t relay_adopt_fd(int32_t fd)
 	return kind;
 }
 
+static void slots_forget_vm(int32_t vm_fd);
+
 RELAY_EXPORT int32_t relay_close(int32_t fd)
 {
-	if (kind_of(fd) == KIND_NONE)
+	int kind = kind_of(fd);
+	if (kind == KIND_NONE)
 		return REFUSE(EBADF);
+	if (kind == KIND_KVM_VM)
+		slots_forget_vm(fd); /* the fd number may come back as another VM */
 	__atomic_store_n(&fd_kinds[fd], KIND_NONE, __ATOMIC_RELEASE);
 	return close(fd) < 0 ? -errno : 0;
 }
@@ -260,6 +276,10 @@ enum len_rule {
 	LEN_U32_PRODUCT, /* u32 at len_a times u32 at len_b */
 	LEN_U32_TIMES16, /* u32 at len_a times 16 (struct iommu_iova_range) */
 	LEN_FIXED16,     /* 16 bytes (a VF token UUID) */
+	LEN_BITMAP64,    /* a dirty bitmap in u64 words: one bit per page of the u64 length at len_a, the page being the
+			  * lowest set bit of the u64 page size at len_b (what iova_bitmap uses); 0 for a zero size */
+	LEN_KVM_SLOT,    /* KVM's dirty log of the slot whose number is the u32 at len_a: the size the shim recorded
+			  * when that slot was registered on this VM fd; unknown slot: refused */
 };
 
 #define NO_OFFSET 0xffff
@@ -271,88 +291,103 @@ struct ioctl_rule {
 	uint16_t ptr_off; /* a user pointer field, or NO_OFFSET */
 	uint8_t len;
 	uint16_t len_a, len_b;
-	uint16_t fd_in_off;  /* an fd number the kernel will use, which must be an iommufd of the table, or NO_OFFSET */
+	uint16_t fd_in_off;  /* an fd number the kernel will use, which must be of kind fd_in_kind, or NO_OFFSET */
 	uint16_t fd_out_off; /* an fd the kernel returns in the struct, or NO_OFFSET */
 	uint8_t fd_out_kind; /* its kind; with fd_out_off NO_OFFSET, the kind of an fd returned as the result */
 	const char *name;
+	uint8_t fd_in_kind; /* the table kind the fd at fd_in_off must have */
 };
 
 /* Every ioctl lib/ and examples/ make (grep lib/kernel, lib/backend, examples/mini-vmm and tests/kernel for the
  * constants), per fd kind; nothing else. IOMMU_TEST_CMD is refined per op in test_cmd_rule. */
 static const struct ioctl_rule RULES[] = {
 	/* iommufd (/dev/iommu): struct sizes and offsets from include/uapi/linux/iommufd.h */
-	{ KIND_IOMMUFD, IOMMUFD_IO(0x80), ARG_SIZED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "IOMMU_DESTROY" },
-	{ KIND_IOMMUFD, IOMMUFD_IO(0x81), ARG_SIZED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "IOMMU_IOAS_ALLOC" },
+	{ KIND_IOMMUFD, IOMMUFD_IO(0x80), ARG_SIZED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "IOMMU_DESTROY", 0 },
+	{ KIND_IOMMUFD, IOMMUFD_IO(0x81), ARG_SIZED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "IOMMU_IOAS_ALLOC", 0 },
 	{ KIND_IOMMUFD, IOMMUFD_IO(0x84), ARG_SIZED, 16, LEN_U32_TIMES16, 8, 0, NO_OFFSET, NO_OFFSET, 0,
-	  "IOMMU_IOAS_IOVA_RANGES" },
-	{ KIND_IOMMUFD, IOMMUFD_IO(0x85), ARG_SIZED, 16, LEN_U64, 24, 0, NO_OFFSET, NO_OFFSET, 0, "IOMMU_IOAS_MAP" },
-	{ KIND_IOMMUFD, IOMMUFD_IO(0x86), ARG_SIZED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "IOMMU_IOAS_UNMAP" },
-	{ KIND_IOMMUFD, IOMMUFD_IO(0x87), ARG_SIZED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "IOMMU_OPTION" },
-	{ KIND_IOMMUFD, IOMMUFD_IO(0x89), ARG_SIZED, 32, LEN_U32, 28, 0, NO_OFFSET, NO_OFFSET, 0, "IOMMU_HWPT_ALLOC" },
-	{ KIND_IOMMUFD, IOMMUFD_IO(0x8a), ARG_SIZED, 16, LEN_U32, 12, 0, NO_OFFSET, NO_OFFSET, 0, "IOMMU_GET_HW_INFO" },
+	  "IOMMU_IOAS_IOVA_RANGES", 0 },
+	{ KIND_IOMMUFD, IOMMUFD_IO(0x85), ARG_SIZED, 16, LEN_U64, 24, 0, NO_OFFSET, NO_OFFSET, 0, "IOMMU_IOAS_MAP", 0 },
+	{ KIND_IOMMUFD, IOMMUFD_IO(0x86), ARG_SIZED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "IOMMU_IOAS_UNMAP", 0 },
+	{ KIND_IOMMUFD, IOMMUFD_IO(0x87), ARG_SIZED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "IOMMU_OPTION", 0 },
+	{ KIND_IOMMUFD, IOMMUFD_IO(0x89), ARG_SIZED, 32, LEN_U32, 28, 0, NO_OFFSET, NO_OFFSET, 0, "IOMMU_HWPT_ALLOC", 0 },
+	{ KIND_IOMMUFD, IOMMUFD_IO(0x8a), ARG_SIZED, 16, LEN_U32, 12, 0, NO_OFFSET, NO_OFFSET, 0, "IOMMU_GET_HW_INFO", 0 },
+	{ KIND_IOMMUFD, IOMMUFD_IO(0x8b), ARG_SIZED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0,
+	  "IOMMU_HWPT_SET_DIRTY_TRACKING", 0 },
+	/* struct iommu_hwpt_get_dirty_bitmap: iova 16, length 24, page_size 32, data 40 */
+	{ KIND_IOMMUFD, IOMMUFD_IO(0x8c), ARG_SIZED, 40, LEN_BITMAP64, 24, 32, NO_OFFSET, NO_OFFSET, 0,
+	  "IOMMU_HWPT_GET_DIRTY_BITMAP", 0 },
 	{ KIND_IOMMUFD, IOMMUFD_IO(0x8d), ARG_SIZED, 8, LEN_U32_PRODUCT, 20, 24, NO_OFFSET, NO_OFFSET, 0,
-	  "IOMMU_HWPT_INVALIDATE" },
+	  "IOMMU_HWPT_INVALIDATE", 0 },
 	{ KIND_IOMMUFD, IOMMUFD_IO(0x8e), ARG_SIZED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, 12, KIND_FAULT_QUEUE,
-	  "IOMMU_FAULT_QUEUE_ALLOC" },
-	{ KIND_IOMMUFD, IOMMUFD_IO(0x90), ARG_SIZED, 32, LEN_U32, 24, 0, NO_OFFSET, NO_OFFSET, 0, "IOMMU_VIOMMU_ALLOC" },
+	  "IOMMU_FAULT_QUEUE_ALLOC", 0 },
+	/* struct iommu_ioas_map_file: the fd at 12 must be a memfd of the table */
+	{ KIND_IOMMUFD, IOMMUFD_IO(0x8f), ARG_SIZED, NO_OFFSET, LEN_NONE, 0, 0, 12, NO_OFFSET, 0, "IOMMU_IOAS_MAP_FILE",
+	  KIND_MEMFD },
+	{ KIND_IOMMUFD, IOMMUFD_IO(0x90), ARG_SIZED, 32, LEN_U32, 24, 0, NO_OFFSET, NO_OFFSET, 0, "IOMMU_VIOMMU_ALLOC", 0 },
 	{ KIND_IOMMUFD, IOMMUFD_IO(0x91), ARG_SIZED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0,
-	  "IOMMU_VDEVICE_ALLOC" },
+	  "IOMMU_VDEVICE_ALLOC", 0 },
 	{ KIND_IOMMUFD, IOMMUFD_IO(0x93), ARG_SIZED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, 24, KIND_VEVENTQ,
-	  "IOMMU_VEVENTQ_ALLOC" },
+	  "IOMMU_VEVENTQ_ALLOC", 0 },
+	{ KIND_IOMMUFD, IOMMUFD_IO(0x94), ARG_SIZED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0,
+	  "IOMMU_HW_QUEUE_ALLOC", 0 },
 	{ KIND_IOMMUFD, IOMMUFD_IO(0xa0), ARG_SIZED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0,
-	  "IOMMU_TEST_CMD" },
+	  "IOMMU_TEST_CMD", 0 },
 	/* VFIO device cdev (/dev/vfio/devices/vfioN): include/uapi/linux/vfio.h, VFIO_BASE 100 */
-	{ KIND_VFIO_CDEV, IOMMUFD_IO(118), ARG_SIZED, 16, LEN_FIXED16, 0, 0, 8, NO_OFFSET, 0, "VFIO_DEVICE_BIND_IOMMUFD" },
+	{ KIND_VFIO_CDEV, IOMMUFD_IO(118), ARG_SIZED, 16, LEN_FIXED16, 0, 0, 8, NO_OFFSET, 0, "VFIO_DEVICE_BIND_IOMMUFD",
+	  KIND_IOMMUFD },
 	{ KIND_VFIO_CDEV, IOMMUFD_IO(119), ARG_SIZED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0,
-	  "VFIO_DEVICE_ATTACH_IOMMUFD_PT" },
+	  "VFIO_DEVICE_ATTACH_IOMMUFD_PT", 0 },
 	{ KIND_VFIO_CDEV, IOMMUFD_IO(120), ARG_SIZED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0,
-	  "VFIO_DEVICE_DETACH_IOMMUFD_PT" },
+	  "VFIO_DEVICE_DETACH_IOMMUFD_PT", 0 },
 	/* struct vfio_device_info {argsz, flags, num_regions, num_irqs, cap_offset, pad}: the kernel writes the
 	 * capability chain only within argsz */
 	{ KIND_VFIO_CDEV, IOMMUFD_IO(107), ARG_SIZED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0,
-	  "VFIO_DEVICE_GET_INFO" },
+	  "VFIO_DEVICE_GET_INFO", 0 },
 	/* no argument: FLR or another reset method of the device (EINVAL when it has none) */
 	{ KIND_VFIO_CDEV, IOMMUFD_IO(111), ARG_NONE, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0,
-	  "VFIO_DEVICE_RESET" },
+	  "VFIO_DEVICE_RESET", 0 },
 	/* /dev/kvm */
-	{ KIND_KVM, KVM_IO(0x00), ARG_NONE, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "KVM_GET_API_VERSION" },
-	{ KIND_KVM, KVM_IO(0x01), ARG_NONE, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, KIND_KVM_VM, "KVM_CREATE_VM" },
-	{ KIND_KVM, KVM_IO(0x03), ARG_NONE, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "KVM_CHECK_EXTENSION" },
-	{ KIND_KVM, KVM_IO(0x04), ARG_NONE, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "KVM_GET_VCPU_MMAP_SIZE" },
+	{ KIND_KVM, KVM_IO(0x00), ARG_NONE, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "KVM_GET_API_VERSION", 0 },
+	{ KIND_KVM, KVM_IO(0x01), ARG_NONE, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, KIND_KVM_VM, "KVM_CREATE_VM", 0 },
+	{ KIND_KVM, KVM_IO(0x03), ARG_NONE, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "KVM_CHECK_EXTENSION", 0 },
+	{ KIND_KVM, KVM_IO(0x04), ARG_NONE, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "KVM_GET_VCPU_MMAP_SIZE", 0 },
 	/* the Linux-guest VMM (examples/linux-vmm): struct kvm_cpuid2 {nent, padding, entries[nent] of 40 bytes};
 	 * KVM_MAX_CPUID_ENTRIES is 256 */
 	{ KIND_KVM, KVM_IOWR(0x05, 8), ARG_COUNTED, NO_OFFSET, LEN_NONE, 40, 256, NO_OFFSET, NO_OFFSET, 0,
-	  "KVM_GET_SUPPORTED_CPUID" },
+	  "KVM_GET_SUPPORTED_CPUID", 0 },
 	/* a VM fd */
-	{ KIND_KVM_VM, KVM_IO(0x03), ARG_NONE, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "KVM_CHECK_EXTENSION" },
+	{ KIND_KVM_VM, KVM_IO(0x03), ARG_NONE, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "KVM_CHECK_EXTENSION", 0 },
 	{ KIND_KVM_VM, KVM_IO(0x41), ARG_NONE, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, KIND_KVM_VCPU,
-	  "KVM_CREATE_VCPU" },
+	  "KVM_CREATE_VCPU", 0 },
 	{ KIND_KVM_VM, KVM_IOW(0x46, 32), ARG_FIXED, 24, LEN_U64, 16, 0, NO_OFFSET, NO_OFFSET, 0,
-	  "KVM_SET_USER_MEMORY_REGION" },
+	  "KVM_SET_USER_MEMORY_REGION", 0 },
+	/* struct kvm_dirty_log {slot, padding, bitmap pointer at 8}: the bitmap is as long as the shim recorded for the
+	 * slot (KVM writes ALIGN(npages, 64) / 8 bytes) */
+	{ KIND_KVM_VM, KVM_IOW(0x42, 16), ARG_FIXED, 8, LEN_KVM_SLOT, 0, 0, NO_OFFSET, NO_OFFSET, 0, "KVM_GET_DIRTY_LOG", 0 },
 	/* the Linux-guest VMM: in-kernel PIC + IOAPIC + LAPICs, the in-kernel PIT (struct kvm_pit_config, 64 bytes),
 	 * a GSI level (struct kvm_irq_level, 8 bytes) and an MSI (struct kvm_msi, 32 bytes) */
-	{ KIND_KVM_VM, KVM_IO(0x60), ARG_NONE, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "KVM_CREATE_IRQCHIP" },
-	{ KIND_KVM_VM, KVM_IOW(0x61, 8), ARG_FIXED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "KVM_IRQ_LINE" },
+	{ KIND_KVM_VM, KVM_IO(0x60), ARG_NONE, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "KVM_CREATE_IRQCHIP", 0 },
+	{ KIND_KVM_VM, KVM_IOW(0x61, 8), ARG_FIXED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "KVM_IRQ_LINE", 0 },
 	{ KIND_KVM_VM, KVM_IOW(0x77, 64), ARG_FIXED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0,
-	  "KVM_CREATE_PIT2" },
-	{ KIND_KVM_VM, KVM_IOW(0xa5, 32), ARG_FIXED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "KVM_SIGNAL_MSI" },
+	  "KVM_CREATE_PIT2", 0 },
+	{ KIND_KVM_VM, KVM_IOW(0xa5, 32), ARG_FIXED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "KVM_SIGNAL_MSI", 0 },
 	/* a vCPU fd */
-	{ KIND_KVM_VCPU, KVM_IO(0x80), ARG_NONE, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "KVM_RUN" },
-	{ KIND_KVM_VCPU, KVM_IOR(0x81, 144), ARG_FIXED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "KVM_GET_REGS" },
-	{ KIND_KVM_VCPU, KVM_IOW(0x82, 144), ARG_FIXED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "KVM_SET_REGS" },
+	{ KIND_KVM_VCPU, KVM_IO(0x80), ARG_NONE, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "KVM_RUN", 0 },
+	{ KIND_KVM_VCPU, KVM_IOR(0x81, 144), ARG_FIXED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "KVM_GET_REGS", 0 },
+	{ KIND_KVM_VCPU, KVM_IOW(0x82, 144), ARG_FIXED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0, "KVM_SET_REGS", 0 },
 	{ KIND_KVM_VCPU, KVM_IOR(0x83, 312), ARG_FIXED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0,
-	  "KVM_GET_SREGS" },
+	  "KVM_GET_SREGS", 0 },
 	{ KIND_KVM_VCPU, KVM_IOW(0x84, 312), ARG_FIXED, NO_OFFSET, LEN_NONE, 0, 0, NO_OFFSET, NO_OFFSET, 0,
-	  "KVM_SET_SREGS" },
+	  "KVM_SET_SREGS", 0 },
 	/* the Linux-guest VMM: the vCPU's CPUID (struct kvm_cpuid2, as KVM_GET_SUPPORTED_CPUID) */
 	{ KIND_KVM_VCPU, KVM_IOW(0x90, 8), ARG_COUNTED, NO_OFFSET, LEN_NONE, 40, 256, NO_OFFSET, NO_OFFSET, 0,
-	  "KVM_SET_CPUID2" },
+	  "KVM_SET_CPUID2", 0 },
 };
 
 /* IOMMU_TEST_CMD ops the library makes (lib/kernel/selftest.ts, lib/kernel/features.ts): struct iommu_test_cmd
  * is {size, op, id, __reserved, union at 16}; MD_CHECK_MAP and ACCESS_RW carry {iova, length, uptr} in the union,
- * CREATE_ACCESS returns an fd at its start. Any other op (ACCESS_PAGES pins user memory, DIRTY writes a bitmap) is
- * refused. */
+ * CREATE_ACCESS returns an fd at its start; DIRTY reads a bitmap of {iova 24, length 32, page_size 40} at uptr 48.
+ * Any other op (ACCESS_PAGES pins user memory, SET_TEMP_MEMORY_LIMIT, ...) is refused. */
 static int test_cmd_rule(uint32_t op, struct ioctl_rule *r)
 {
 	switch (op) {
@@ -361,6 +396,12 @@ static int test_cmd_rule(uint32_t op, struct ioctl_rule *r)
 		r->ptr_off = 32;
 		r->len = LEN_U64;
 		r->len_a = 24;
+		return 0;
+	case 13: /* IOMMU_TEST_OP_DIRTY: the kernel reads DIV_ROUND_UP(length / page_size, 8) bytes, within u64 words */
+		r->ptr_off = 48;
+		r->len = LEN_BITMAP64;
+		r->len_a = 32;
+		r->len_b = 40;
 		return 0;
 	case 5: /* IOMMU_TEST_OP_CREATE_ACCESS */
 		r->fd_out_off = 16;
@@ -421,6 +462,88 @@ static uint64_t get_u64(const uint8_t *p, uint32_t off)
 	return v;
 }
 
+/* Bytes of a bitmap of u64 words covering `length` bytes at one bit per page, the page being the lowest set bit of
+ * `page_size` (iova_bitmap's pgshift): never less than the kernel touches. UINT64_MAX (refused) when absurd. */
+static uint64_t bitmap64_bytes(uint64_t length, uint64_t page_size)
+{
+	if (page_size == 0 || length == 0)
+		return 0; /* refused by the kernel before any bitmap is touched */
+	unsigned shift = (unsigned)__builtin_ctzll(page_size);
+	uint64_t bits = (length >> shift) + ((length & ((1ull << shift) - 1)) != 0);
+	if (bits > (1ull << 40))
+		return UINT64_MAX;
+	return ((bits + 63) / 64) * 8;
+}
+
+/* KVM memory slots registered through the shim, per VM fd: how long each slot's dirty log is. */
+#define MAX_SLOTS 256
+static struct {
+	int32_t vm_fd; /* -1: free */
+	uint32_t slot;
+	uint64_t bitmap_bytes;
+} slots[MAX_SLOTS];
+static pthread_mutex_t slots_lock = PTHREAD_MUTEX_INITIALIZER;
+static int slots_ready;
+
+static void slots_init_locked(void)
+{
+	if (slots_ready)
+		return;
+	for (int i = 0; i < MAX_SLOTS; i++)
+		slots[i].vm_fd = -1;
+	slots_ready = 1;
+}
+
+/* Record (or, for size 0, forget) slot `slot` of VM `vm_fd` after KVM accepted it. */
+static void slot_record(int32_t vm_fd, uint32_t slot, uint64_t memory_size)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	uint64_t npages = memory_size / (uint64_t)(page > 0 ? page : 4096);
+	pthread_mutex_lock(&slots_lock);
+	slots_init_locked();
+	int free_at = -1;
+	for (int i = 0; i < MAX_SLOTS; i++) {
+		if (slots[i].vm_fd == vm_fd && slots[i].slot == slot) {
+			slots[i].vm_fd = -1;
+			if (free_at < 0)
+				free_at = i;
+		} else if (slots[i].vm_fd == -1 && free_at < 0)
+			free_at = i;
+	}
+	if (memory_size && free_at >= 0) {
+		slots[free_at].vm_fd = vm_fd;
+		slots[free_at].slot = slot;
+		slots[free_at].bitmap_bytes = ((npages + 63) / 64) * 8;
+	}
+	pthread_mutex_unlock(&slots_lock);
+}
+
+static int slot_bitmap_bytes(int32_t vm_fd, uint32_t slot, uint64_t *out)
+{
+	int found = -1;
+	pthread_mutex_lock(&slots_lock);
+	slots_init_locked();
+	for (int i = 0; i < MAX_SLOTS; i++) {
+		if (slots[i].vm_fd == vm_fd && slots[i].slot == slot) {
+			*out = slots[i].bitmap_bytes;
+			found = 0;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&slots_lock);
+	return found;
+}
+
+static void slots_forget_vm(int32_t vm_fd)
+{
+	pthread_mutex_lock(&slots_lock);
+	slots_init_locked();
+	for (int i = 0; i < MAX_SLOTS; i++)
+		if (slots[i].vm_fd == vm_fd)
+			slots[i].vm_fd = -1;
+	pthread_mutex_unlock(&slots_lock);
+}
+
 /* Validate (fd, request, arg) against the table and the rules, copying the argument into c->local so that what the
  * kernel sees cannot change after it was checked (another thread may be writing the caller's buffer). `second`
  * (second_len bytes) is what a pointer field may point at; pointer_offset is where the caller wants it, or
@@ -462,7 +585,8 @@ static int32_t check_call(struct checked *c, int32_t fd, uint32_t request, const
 		return REFUSE(EPERM);
 	const struct ioctl_rule *r = &c->rule;
 	if (r->fd_in_off != NO_OFFSET) {
-		if ((uint32_t)r->fd_in_off + 4 > c->bytes || kind_of((int32_t)get_u32(c->local, r->fd_in_off)) != KIND_IOMMUFD)
+		if ((uint32_t)r->fd_in_off + 4 > c->bytes ||
+		    kind_of((int32_t)get_u32(c->local, r->fd_in_off)) != r->fd_in_kind)
 			return REFUSE(EPERM);
 	}
 	if (r->fd_out_off != NO_OFFSET && (uint32_t)r->fd_out_off + 4 > c->bytes)
@@ -496,6 +620,13 @@ static int32_t check_call(struct checked *c, int32_t fd, uint32_t request, const
 	case LEN_FIXED16:
 		need = 16;
 		break;
+	case LEN_BITMAP64:
+		need = bitmap64_bytes(get_u64(c->local, r->len_a), get_u64(c->local, r->len_b));
+		break;
+	case LEN_KVM_SLOT:
+		if (slot_bitmap_bytes(fd, get_u32(c->local, r->len_a), &need) < 0)
+			return REFUSE(EPERM);
+		break;
 	}
 	/* An empty buffer crosses FFI as NULL: fine when the kernel reads nothing through it (the zero-entry probe). */
 	if (need > second_len || (!second && need != 0))
@@ -507,6 +638,14 @@ static int32_t check_call(struct checked *c, int32_t fd, uint32_t request, const
 
 static uint32_t vcpu_mmap_size; /* KVM_GET_VCPU_MMAP_SIZE, asked by the shim when a VM is created */
 
+/* After a successful call: a KVM memory slot KVM accepted (or deleted) is recorded, whichever entry point made it, so
+ * the length of its dirty log never goes stale. */
+static void record_slot_change(const struct checked *c, int32_t fd)
+{
+	if (c->rule.kind == KIND_KVM_VM && c->rule.request == KVM_IOW(0x46, 32))
+		slot_record(fd, get_u32(c->local, 0), get_u64(c->local, 16));
+}
+
 /* The ioctl itself, on the validated copy; results are copied back (without the pointer the shim stored, so no
  * address reaches JavaScript) and returned fds entered in the table. */
 static int32_t do_call(struct checked *c, int32_t fd, uint8_t *arg)
@@ -514,6 +653,8 @@ static int32_t do_call(struct checked *c, int32_t fd, uint8_t *arg)
 	const struct ioctl_rule *r = &c->rule;
 	int result = ioctl(fd, (unsigned long)r->request, r->shape == ARG_NONE ? NULL : (void *)c->local);
 	int32_t out = result < 0 ? -errno : result;
+	if (result >= 0)
+		record_slot_change(c, fd);
 	if (c->bytes) {
 		if (r->ptr_off != NO_OFFSET && (uint32_t)r->ptr_off + 8 <= c->bytes)
 			memcpy(c->local + r->ptr_off, arg + r->ptr_off, 8);
@@ -573,6 +714,8 @@ RELAY_EXPORT int32_t relay_ioctl_loop(int32_t fd, uint32_t request, uint8_t *arg
 	for (uint32_t i = 0; i < n; i++) {
 		if (ioctl(fd, (unsigned long)request, a) < 0)
 			result = -errno;
+		else
+			record_slot_change(&c, fd); /* a memory slot made or deleted here is recorded as by relay_ioctl */
 	}
 	return result;
 }
@@ -595,8 +738,12 @@ RELAY_EXPORT int32_t relay_ioctl_pair_loop(int32_t fd, uint32_t request_a, uint8
 	for (uint32_t i = 0; i < n; i++) {
 		if (ioctl(fd, (unsigned long)request_a, a.rule.shape == ARG_NONE ? NULL : (void *)a.local) < 0)
 			result = -errno;
+		else
+			record_slot_change(&a, fd);
 		if (ioctl(fd, (unsigned long)request_b, b.rule.shape == ARG_NONE ? NULL : (void *)b.local) < 0)
 			result = -errno;
+		else
+			record_slot_change(&b, fd);
 	}
 	return result;
 }
@@ -676,17 +823,27 @@ static struct {
 } windows[MAX_WINDOWS];
 static pthread_mutex_t windows_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* Map a vCPU fd's kvm_run (offset 0, the size KVM_GET_VCPU_MMAP_SIZE reported) over a page-aligned window of a
- * caller's buffer (MAP_SHARED | MAP_FIXED): how a VMM sees kvm_run as a Uint8Array without a pointer in JavaScript.
- * Undo with relay_unmap_fixed before the buffer is freed. */
+/* Map a vCPU fd's kvm_run (offset 0, the size KVM_GET_VCPU_MMAP_SIZE reported), or `len` bytes of a memfd from page
+ * `offset_pages` (inside the file's size), over a page-aligned window of a caller's buffer (MAP_SHARED | MAP_FIXED):
+ * how a VMM sees kvm_run, or guest RAM held in a memfd, as a Uint8Array without a pointer in JavaScript. Undo with
+ * relay_unmap_fixed before the buffer is freed. */
 RELAY_EXPORT int32_t relay_map_fixed(void *window, uint32_t len, int32_t fd, uint32_t offset_pages)
 {
 	int kind = kind_of(fd);
 	if (kind == KIND_NONE)
 		return REFUSE(EBADF);
-	uint32_t size = __atomic_load_n(&vcpu_mmap_size, __ATOMIC_ACQUIRE);
-	if (kind != KIND_KVM_VCPU || offset_pages != 0 || size == 0 || len != size)
-		return REFUSE(EPERM);
+	if (kind == KIND_MEMFD) {
+		struct stat st;
+		if (fstat(fd, &st) < 0)
+			return -errno;
+		uint64_t end = (uint64_t)offset_pages * 4096 + len;
+		if (len == 0 || (len & 4095) || end > (uint64_t)st.st_size)
+			return REFUSE(EPERM);
+	} else {
+		uint32_t size = __atomic_load_n(&vcpu_mmap_size, __ATOMIC_ACQUIRE);
+		if (kind != KIND_KVM_VCPU || offset_pages != 0 || size == 0 || len != size)
+			return REFUSE(EPERM);
+	}
 	if (!window || ((uintptr_t)window & 4095))
 		return -EINVAL;
 	pthread_mutex_lock(&windows_lock);
@@ -703,7 +860,7 @@ RELAY_EXPORT int32_t relay_map_fixed(void *window, uint32_t len, int32_t fd, uin
 	if (slot < 0)
 		result = slot == -2 ? REFUSE(EPERM) : -ENOMEM;
 	else {
-		void *p = mmap(window, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0);
+		void *p = mmap(window, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, (off_t)offset_pages * 4096);
 		if (p == MAP_FAILED)
 			result = -errno;
 		else {
@@ -733,6 +890,216 @@ RELAY_EXPORT int32_t relay_unmap_fixed(void *window, uint32_t len)
 	}
 	pthread_mutex_unlock(&windows_lock);
 	return result;
+}
+
+/* ------------------------------------------------------------------------------------------- memfds, fd passing */
+
+#ifndef TMPFS_MAGIC
+#define TMPFS_MAGIC 0x01021994
+#endif
+#ifndef HUGETLBFS_MAGIC
+#define HUGETLBFS_MAGIC 0x958458f6
+#endif
+
+/* Whether fd is a memfd: an unlinked regular file on tmpfs or hugetlbfs whose name the kernel gave as "memfd:...".
+ * Used on every memfd the shim sends or receives, so a socket never carries (nor the table records) another file. */
+static int is_memfd(int fd)
+{
+	struct stat st;
+	struct statfs sf;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_nlink != 0)
+		return 0;
+	if (fstatfs(fd, &sf) < 0 || ((unsigned long)sf.f_type != TMPFS_MAGIC && (unsigned long)sf.f_type != HUGETLBFS_MAGIC))
+		return 0;
+	char link[64], target[128];
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	ssize_t n = readlink(link, target, sizeof(target) - 1);
+	if (n < 7)
+		return 0;
+	target[n] = 0;
+	return !strncmp(target, "/memfd:", 7);
+}
+
+/* A memfd of `size` bytes (a multiple of 4096, at most 1 TiB) for guest RAM, sealed so its size never changes
+ * (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL): whoever maps it, here or after it was passed, can trust its length.
+ * name is NUL-terminated within name_len (at most 64 bytes). Returns the fd (kind memfd) or -errno. */
+RELAY_EXPORT int32_t relay_memfd_create(const char *name, uint32_t name_len, uint64_t size)
+{
+	if (!name || name_len == 0 || name_len > 64 || !memchr(name, 0, name_len))
+		return -EINVAL;
+	if (size == 0 || (size & 4095) || size > (1ull << 40))
+		return -EINVAL;
+	int fd = (int)syscall(SYS_memfd_create, name, 0x0001u /* MFD_CLOEXEC */ | 0x0002u /* MFD_ALLOW_SEALING */);
+	if (fd < 0)
+		return -errno;
+	if (ftruncate(fd, (off_t)size) < 0 ||
+	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
+		int e = errno;
+		close(fd);
+		return -e;
+	}
+	return track(fd, KIND_MEMFD);
+}
+
+/* Bytes of a memfd of the table, or -errno / a refusal. */
+RELAY_EXPORT int64_t relay_memfd_size(int32_t fd)
+{
+	int kind = kind_of(fd);
+	if (kind == KIND_NONE)
+		return REFUSE(EBADF);
+	if (kind != KIND_MEMFD)
+		return REFUSE(EPERM);
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	return (int64_t)st.st_size;
+}
+
+/* An fd-passing socket's address: an absolute path ending ".memfd.sock", without "/." anywhere (no "..", no hidden
+ * tricks), that fits sun_path. 0 or a refusal. */
+static int32_t fdpass_address(const char *path, uint32_t path_len, struct sockaddr_un *addr)
+{
+	static const char suffix[] = ".memfd.sock";
+	if (!path || path_len == 0 || path_len > sizeof(addr->sun_path) || !memchr(path, 0, path_len))
+		return -EINVAL;
+	size_t len = strlen(path);
+	if (path[0] != '/' || len <= sizeof(suffix) || strcmp(path + len - (sizeof(suffix) - 1), suffix) ||
+	    strstr(path, "/.") || strstr(path, "//"))
+		return REFUSE(EACCES);
+	memset(addr, 0, sizeof(*addr));
+	addr->sun_family = AF_UNIX;
+	memcpy(addr->sun_path, path, len + 1);
+	return 0;
+}
+
+/* Listen for fd-passing connections at `path` (a new socket file: bind refuses an existing one, EADDRINUSE), mode
+ * 0600 (the owner changes it if others must connect). Nonblocking; poll it, then relay_fdpass_accept. */
+RELAY_EXPORT int32_t relay_fdpass_listen(const char *path, uint32_t path_len)
+{
+	struct sockaddr_un addr;
+	int32_t ok = fdpass_address(path, path_len, &addr);
+	if (ok < 0)
+		return ok;
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	if (fchmod(fd, 0600) < 0 || bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 || listen(fd, 16) < 0) {
+		int e = errno;
+		close(fd);
+		return -e;
+	}
+	return track(fd, KIND_FDPASS_LISTENER);
+}
+
+/* Connect to the fd-passing socket at `path` (it must already be a socket; connect refuses anything else). */
+RELAY_EXPORT int32_t relay_fdpass_connect(const char *path, uint32_t path_len)
+{
+	struct sockaddr_un addr;
+	int32_t ok = fdpass_address(path, path_len, &addr);
+	if (ok < 0)
+		return ok;
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+		int e = errno;
+		close(fd);
+		return -e;
+	}
+	return track(fd, KIND_FDPASS_SOCKET);
+}
+
+/* Accept one connection on a listening fd-passing socket: its fd (nonblocking) or -EAGAIN. */
+RELAY_EXPORT int32_t relay_fdpass_accept(int32_t listener)
+{
+	int kind = kind_of(listener);
+	if (kind == KIND_NONE)
+		return REFUSE(EBADF);
+	if (kind != KIND_FDPASS_LISTENER)
+		return REFUSE(EPERM);
+	int fd = accept4(listener, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	if (fd < 0)
+		return -errno;
+	return track(fd, KIND_FDPASS_SOCKET);
+}
+
+#define FDPASS_PAYLOAD_MAX 256
+
+/* Send memfd `memfd` (of the table, and still a memfd) with `payload` (up to 256 bytes) as one message. Bytes sent
+ * or -errno. */
+RELAY_EXPORT int32_t relay_fdpass_send(int32_t sock, int32_t memfd, const uint8_t *payload, uint32_t payload_len)
+{
+	int kind = kind_of(sock), mkind = kind_of(memfd);
+	if (kind == KIND_NONE || mkind == KIND_NONE)
+		return REFUSE(EBADF);
+	if (kind != KIND_FDPASS_SOCKET || mkind != KIND_MEMFD || !is_memfd(memfd))
+		return REFUSE(EPERM);
+	if (payload_len > FDPASS_PAYLOAD_MAX || (payload_len && !payload))
+		return -EINVAL;
+	uint8_t empty = 0;
+	struct iovec iov = { .iov_base = payload_len ? (void *)payload : &empty, .iov_len = payload_len ? payload_len : 1 };
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} control;
+	memset(&control, 0, sizeof(control));
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+			      .msg_controllen = sizeof(control.buf) };
+	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &memfd, sizeof(int));
+	ssize_t n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+	return n < 0 ? -errno : (int32_t)(payload_len ? n : 0);
+}
+
+/* Receive one message: its memfd enters the table (kind memfd) and is returned; out gets the payload length (u32)
+ * then the payload (out_len must be at least 4 + 256). A message without exactly one fd, or whose fd is not a memfd,
+ * is consumed, every fd it carried is closed, and the answer is a refusal (EACCES). -EAGAIN when nothing is there,
+ * -EPIPE when the peer closed. */
+RELAY_EXPORT int32_t relay_fdpass_recv(int32_t sock, uint8_t *out, uint32_t out_len)
+{
+	int kind = kind_of(sock);
+	if (kind == KIND_NONE)
+		return REFUSE(EBADF);
+	if (kind != KIND_FDPASS_SOCKET)
+		return REFUSE(EPERM);
+	if (!out || out_len < 4 + FDPASS_PAYLOAD_MAX)
+		return -EINVAL;
+	uint8_t payload[FDPASS_PAYLOAD_MAX + 1];
+	struct iovec iov = { .iov_base = payload, .iov_len = sizeof(payload) };
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(8 * sizeof(int))];
+	} control;
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+			      .msg_controllen = sizeof(control.buf) };
+	ssize_t n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+	if (n < 0)
+		return -errno;
+	int fds[8], nfds = 0;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < count && nfds < 8; i++)
+			memcpy(&fds[nfds++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+	}
+	if (n == 0 && nfds == 0)
+		return -EPIPE;
+	int refused = nfds != 1 || (msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC)) || !is_memfd(fds[0]) ||
+		      fds[0] >= RELAY_FD_LIMIT || kind_of(fds[0]) != KIND_NONE;
+	if (refused) {
+		for (int i = 0; i < nfds; i++)
+			if (fds[i] >= RELAY_FD_LIMIT || kind_of(fds[i]) == KIND_NONE)
+				close(fds[i]);
+		return REFUSE(EACCES);
+	}
+	uint32_t len = (uint32_t)n;
+	memcpy(out, &len, 4);
+	memcpy(out + 4, payload, len);
+	return track(fds[0], KIND_MEMFD);
 }
 
 /* ---------------------------------------------------------------------------------------------- signals */

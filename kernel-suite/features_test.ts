@@ -17,6 +17,12 @@ kernelTest("features: detection matches what each kernel release is known to hav
   assert.equal(f.has("veventq"), atLeast(6, 15));
   assert.equal(f.has("selftest-trigger-vevent"), atLeast(6, 15));
   assert.equal(f.has("selftest-pasid"), atLeast(6, 15));
+  assert.equal(f.has("dirty-tracking"), atLeast(6, 7));
+  assert.equal(f.has("dirty-bitmap"), atLeast(6, 7));
+  assert.equal(f.has("selftest-dirty"), atLeast(6, 7));
+  assert.equal(f.has("ioas-map-file"), atLeast(6, 13));
+  assert.equal(f.has("hw-queue"), atLeast(6, 17));
+  assert.equal(f.has("hw-info-input-type"), atLeast(6, 17));
 });
 
 kernelTest("features: a missing feature is a typed UnsupportedError naming it", [], () => {

@@ -12,7 +12,6 @@ const EXEMPT: Readonly<Record<string, string>> = {
     "the entry writer every compiler test writes into (tests/compile/) and tests/relay/send_test.ts",
   "compile/shadow.ts":
     "compiled through the format table (tests/compile/formats_test.ts), applied by tests/device/shadow_test.ts",
-  "device/capabilities.ts": "decoded by GuestIommu at assign: tests/device/assigned_test.ts and errata_test.ts",
   "frontends/page_requests.ts": "the tracker behind tests/frontends/vtd/prq_test.ts and smmuv3/priq_test.ts",
   "frontends/vtd/binder.ts": "tested through the RID_PASID path in tests/frontends/vtd/rid_pasid_test.ts",
   "frontends/vtd/routing.ts": "tested through tests/frontends/vtd/rid_pasid_test.ts and the VT-d queue fuzz",

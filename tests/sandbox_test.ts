@@ -54,6 +54,12 @@ const EXPECTED: Record<string, string> = {
   "kick pid 1": "ShimRefusedError EPERM",
   "map over my buffer from stdin": "ShimRefusedError EBADF",
   "unmap a buffer never mapped": "ShimRefusedError EPERM",
+  "memfd: map 1 page past its end": "ShimRefusedError EPERM",
+  "memfd: send it over stdout": "ShimRefusedError EBADF",
+  "fdpass: listen at a path of my choosing": "ShimRefusedError EACCES",
+  "fdpass: connect to another service's socket": "ShimRefusedError EACCES",
+  "fdpass: listen with a .. in the path": "ShimRefusedError EACCES",
+  "fdpass: receive on stdin": "ShimRefusedError EBADF",
   "dlopen libc": "NotCapable",
   // Its own dlopen of the shim gets the raw -(4096 + errno): 13 EACCES, 9 EBADF, 1 EPERM.
   "raw relay_open /etc/shadow": "errno 4109",
@@ -74,6 +80,8 @@ const EXPECTED: Record<string, string> = {
   "vm: map it": "ShimRefusedError EPERM",
   "vcpu: map 1 page more than kvm_run": "ShimRefusedError EPERM",
   "vcpu: get regs into a short buffer": "ShimRefusedError EPERM",
+  "vm: dirty log of a slot the shim never saw": "ShimRefusedError EPERM",
+  "vm: dirty log into a buffer shorter than the slot's": "ShimRefusedError EPERM",
   "iommufd: IOMMU_IOAS_ALLOC": "errno 25", // allowed: the kernel answers (ENOTTY from the fake host's /dev/null)
   "iommufd: TCGETS": "ShimRefusedError EPERM",
   "iommufd: a VFIO request (same type byte)": "ShimRefusedError EPERM",
@@ -82,6 +90,10 @@ const EXPECTED: Record<string, string> = {
   "iommufd: selftest op the relay never uses": "ShimRefusedError EPERM",
   "iommufd: read": "ShimRefusedError EPERM",
   "iommufd: write": "ShimRefusedError EPERM",
+  "iommufd: IOAS_MAP_FILE of stdin": "ShimRefusedError EPERM",
+  "iommufd: IOAS_MAP_FILE of my memfd": "errno 25", // allowed: a memfd of the table (the fake host answers ENOTTY)
+  "iommufd: dirty bitmap longer than my buffer": "ShimRefusedError EPERM",
+  "iommufd: selftest DIRTY reading past my bitmap": "ShimRefusedError EPERM",
   "cdev: bind to an fd that is not an iommufd": "ShimRefusedError EPERM",
   "cdev: an iommufd request (same type byte)": "ShimRefusedError EPERM",
   "cdev: a node of another device under a cdev name": "ShimRefusedError EACCES",
@@ -228,6 +240,13 @@ const SHIM_MEMBERS: Record<string, ((s: NativeShim) => unknown) | typeof HARMLES
   "hostList": HARMLESS, // three fixed listings
   "hasIommufd": HARMLESS,
   "cdevAttr": HARMLESS, // fixed attributes of vfio<N>, inside /sys/devices
+  "memfdCreate": HARMLESS, // anonymous memory of the caller's, sealed to its size
+  "memfdSize": (s) => s.memfdSize(0),
+  "fdpassListen": (s) => s.fdpassListen("/tmp/owned"),
+  "fdpassConnect": (s) => s.fdpassConnect("/run/systemd/private"),
+  "fdpassAccept": (s) => s.fdpassAccept(0),
+  "fdpassSend": (s) => s.fdpassSend(1, 0, new Uint8Array(1)),
+  "fdpassRecv": (s) => s.fdpassRecv(0),
   "testEchoRequest": HARMLESS,
   "nop": HARMLESS,
   "Symbol(Symbol.dispose)": HARMLESS,

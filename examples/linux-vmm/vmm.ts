@@ -66,7 +66,9 @@ export interface LinuxVmmReport {
   readonly initSeconds?: number;
   readonly accessPlatform: boolean;
   readonly blk: VirtioBlk["stats"];
-  readonly vtd: Omit<VtdUnit["stats"], "doorbellUs"> & { doorbellUs: { p50: number; p99: number; p999: number; max: number } };
+  readonly vtd: Omit<VtdUnit["stats"], "doorbellUs"> & {
+    doorbellUs: { p50: number; p99: number; p999: number; max: number };
+  };
   readonly relay: { invalidationsIn: number; ioctls: number; entriesOut: number; failures: number };
   /** What the VMM bound from the guest's PASID entries (iommu-relay's VtdPasidBinder). */
   readonly binder: { binds: number; unbinds: number; ridBinds: number; badEntries: string[] };

@@ -6,7 +6,17 @@
  */
 import { encodeSvmBind2017, encodeTlbInvalidate2017 } from "../compile/wire2017.ts";
 import type { BindRequest, InvalidateRequest, PasidOrRid } from "../request/request.ts";
-import { BrokerErrno, BrokerOp, decodeError, encodeFrame, type Frame, takeFrames, u32s } from "./protocol.ts";
+import type { Memfd, MemfdChannel } from "../kernel/memfd.ts";
+import {
+  BrokerErrno,
+  BrokerOp,
+  decodeError,
+  encodeFrame,
+  encodeMapMemory,
+  type Frame,
+  takeFrames,
+  u32s,
+} from "./protocol.ts";
 
 /**
  * An error the broker answered.
@@ -137,6 +147,20 @@ export class BrokerClient implements AsyncDisposable {
     const f = await this.call(BrokerOp.OPEN, 0, new TextEncoder().encode(name));
     const v = new DataView(f.payload.buffer);
     return new RemoteDevice(this, v.getUint32(0, true), v.getUint32(4, true));
+  }
+
+  /**
+   * Have the broker map guest RAM held in `memfd` at `iova` of its guest-RAM IOAS (`IOMMU_IOAS_MAP_FILE`): the memfd
+   * goes over `channel` (connected to the broker's memfd socket; the shim does the SCM_RIGHTS) with a fresh random
+   * token, then MAP_MEMORY names the token. The broker unmaps it when this connection closes. Returns where it was
+   * mapped and how many bytes.
+   */
+  async mapMemory(channel: MemfdChannel, memfd: Memfd, iova: number): Promise<{ iova: number; length: number }> {
+    const token = crypto.getRandomValues(new Uint8Array(16));
+    channel.send(memfd, token);
+    const f = await this.call(BrokerOp.MAP_MEMORY, 0, encodeMapMemory(token, iova));
+    const v = new DataView(f.payload.buffer, f.payload.byteOffset, f.payload.byteLength);
+    return { iova: Number(v.getBigUint64(0, true)), length: Number(v.getBigUint64(8, true)) };
   }
 
   /** Close the connection (the broker then forgets everything it held for it). */

@@ -13,6 +13,13 @@
  * | SYNC 5 | — | `ok u32, firstFailedRequest u32, failures u32, hostIoctls u32, firstErrno u32` |
  * | DETACH 6 | — | — |
  * | OPEN 7 | a device name (UTF-8, 1..64 bytes) the broker was started with | `device u32, domain u32` |
+ * | MAP_MEMORY 8 | `token [16], iova u64` (device 0): map the memfd sent with `token` on the memfd socket | `iova u64, length u64` |
+ *
+ * MAP_MEMORY is guest RAM by file: Deno's sockets cannot carry a file descriptor, so the client first sends its memfd
+ * over the broker's memfd socket (a Unix SOCK_SEQPACKET socket at a path ending `.memfd.sock`; the shim does the
+ * SCM_RIGHTS on both sides and passes nothing but memfds) with a random 16-byte token beside it, then asks for the
+ * mapping by token here. The broker maps it into its guest-RAM IOAS with `IOMMU_IOAS_MAP_FILE` at `iova` and unmaps
+ * it when the connection closes. A token nobody sent is ENOENT; a broker without a memfd socket answers EOPNOTSUPP.
  *
  * Answers carry `op | 0x80` and the request id; an error is op 0xff with `errno u32` and a UTF-8 message.
  * SYNC reports every outcome of the connection's own invalidations since its previous SYNC, on all its devices,
@@ -43,6 +50,7 @@ export const BrokerOp = {
   SYNC: 5,
   DETACH: 6,
   OPEN: 7,
+  MAP_MEMORY: 8,
   ERROR: 0xff,
 } as const;
 
@@ -58,6 +66,8 @@ export const BrokerErrno = {
   EBUSY: 16,
   /** A malformed frame or payload. */
   EINVAL: 22,
+  /** MAP_MEMORY on a broker without a memfd socket (or without a kernel host). */
+  EOPNOTSUPP: 95,
   /** Cap: devices (attached and opened) per connection. */
   ENOSPC: 28,
   /** Cap: connections (sent once, request 0, then the connection is closed). */
@@ -230,4 +240,47 @@ export function decodeError(payload: Uint8Array): { errno: number; message: stri
   if (payload.byteLength < 4) return { errno: 0, message: "" };
   const v = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
   return { errno: v.getUint32(0, true), message: new TextDecoder().decode(payload.subarray(4)) };
+}
+
+/** A MAP_MEMORY payload. */
+export interface MapMemoryPayload {
+  /** The token the memfd was sent with, as 32 hex digits. */
+  readonly token: string;
+  /** Where to map it in the broker's guest-RAM IOAS. */
+  readonly iova: number;
+}
+
+/**
+ * Decode a MAP_MEMORY payload (`token [16], iova u64`); another length, or an IOVA past 2^53, is a
+ * {@linkcode FrameError}.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { decodeMapMemory, encodeMapMemory, FrameError } from "./protocol.ts";
+ * const token = new Uint8Array(16).fill(0xab);
+ * assert.deepEqual(decodeMapMemory(encodeMapMemory(token, 0x100_0000)), { token: "ab".repeat(16), iova: 0x100_0000 });
+ * assert.throws(() => decodeMapMemory(new Uint8Array(8)), FrameError);
+ * ```
+ */
+export function decodeMapMemory(payload: Uint8Array): MapMemoryPayload {
+  if (payload.byteLength !== 24) throw new FrameError(22, "MAP_MEMORY takes token [16], iova u64", false);
+  const v = new DataView(payload.buffer, payload.byteOffset, 24);
+  const iova = v.getBigUint64(16, true);
+  if (iova > BigInt(Number.MAX_SAFE_INTEGER)) throw new FrameError(22, "MAP_MEMORY: IOVA past 2^53", false);
+  return { token: tokenHex(payload.subarray(0, 16)), iova: Number(iova) };
+}
+
+/** Encode a MAP_MEMORY payload. */
+export function encodeMapMemory(token: Uint8Array, iova: number): Uint8Array {
+  if (token.byteLength !== 16) throw new RangeError("a MAP_MEMORY token is 16 bytes");
+  const b = new Uint8Array(24);
+  b.set(token);
+  new DataView(b.buffer).setBigUint64(16, BigInt(iova), true);
+  return b;
+}
+
+/** A token's bytes as 32 lower-case hex digits. */
+export function tokenHex(token: Uint8Array): string {
+  return [...token].map((x) => x.toString(16).padStart(2, "0")).join("");
 }

@@ -22,11 +22,14 @@
  */
 import { decodeSvmBind2017, decodeTlbInvalidate2017 } from "../compile/wire2017.ts";
 import type { PasidOrRid } from "../request/request.ts";
+import { UnsupportedError } from "../kernel/errors.ts";
 import { type RelayHost, type RelayPlugin, relayPlugin } from "../plugin/plugin.ts";
+import { Memfd, type MemfdChannel, MemfdListener } from "../kernel/memfd.ts";
 import {
   BrokerErrno,
   BrokerOp,
   decodeAttach,
+  decodeMapMemory,
   decodeOpen,
   decodeUnbind,
   encodeFrame,
@@ -34,6 +37,7 @@ import {
   type Frame,
   FrameError,
   takeFrames,
+  tokenHex,
   u32s,
 } from "./protocol.ts";
 
@@ -89,7 +93,15 @@ export interface BrokerOptions {
   readonly named?: ReadonlyMap<string, RelayPlugin>;
   /** Caps per broker and per connection (each defaults to the broker's built-in limit). */
   readonly limits?: BrokerLimits;
+  /**
+   * Accept guest RAM as memfds (MAP_MEMORY): the path of the memfd socket to create (ending `.memfd.sock`; mode 0600,
+   * change it for the VMM's user). Needs a kernel host (`RelayHost.kernel`).
+   */
+  readonly memfdSocket?: string;
 }
+
+/** Memfds received and not yet claimed by a MAP_MEMORY: at most this many, the oldest closed first. */
+const MAX_UNCLAIMED_MEMFDS = 64;
 
 /** A device as the broker tracks it: its plugin, who sent each of its unreported invalidations, what is bound. */
 interface TrackedDevice {
@@ -113,6 +125,8 @@ interface Connection {
   readonly touched: Set<TrackedDevice>;
   /** Its invalidations sent but not yet reported: in flight plus failed-unreported. */
   pending: number;
+  /** Guest RAM it had mapped (MAP_MEMORY): unmapped and closed when it closes. */
+  readonly memory: { readonly iova: number; readonly length: number; readonly memfd: Memfd }[];
   /** Its failures not yet reported: request id and sequence number. */
   readonly failures: { readonly request: number; readonly seq: number; readonly errno: number }[];
   nextHandle: number;
@@ -189,6 +203,10 @@ export class Broker {
   readonly #live = new Set<Connection>();
   #syncs = 0;
   #sweeper: ReturnType<typeof setInterval> | undefined;
+  readonly #memfdListener: MemfdListener | undefined;
+  readonly #memfdChannels: MemfdChannel[] = [];
+  /** Token (hex) → a memfd received with it, oldest first. */
+  readonly #unclaimed = new Map<string, Memfd>();
 
   /** A broker over `host`'s devices, with named devices and limits from `options`; `serve` it on a listener. */
   constructor(host: RelayHost, options: BrokerOptions = {}) {
@@ -198,6 +216,87 @@ export class Broker {
       this.#named.set(name, { plugin, named: true, inflight: new Map(), bound: new Set() });
       this.#reserved.add(plugin.config.domain);
     }
+    if (options.memfdSocket !== undefined) {
+      if (!host.iommufd || !host.ioas) {
+        throw new UnsupportedError("map-memory", "a memfd socket needs a kernel host (RelayHost.kernel)");
+      }
+      this.#memfdListener = MemfdListener.listen(host.iommufd.shim, options.memfdSocket);
+    }
+  }
+
+  /** Close the memfd socket and every memfd received and not mapped (mapped ones go with their connections). */
+  closeMemfdSocket(): void {
+    for (const c of this.#memfdChannels.splice(0)) c[Symbol.dispose]();
+    for (const m of this.#unclaimed.values()) m[Symbol.dispose]();
+    this.#unclaimed.clear();
+    this.#memfdListener?.[Symbol.dispose]();
+  }
+
+  /**
+   * Take everything waiting on the memfd socket, without waiting: new connections, and each memfd with its token.
+   * A client sends its memfd before the MAP_MEMORY frame, so by the time the frame is handled the message is there.
+   */
+  #collectMemfds(): void {
+    const listener = this.#memfdListener!;
+    for (let c = listener.tryAccept(); c; c = listener.tryAccept()) this.#memfdChannels.push(c);
+    for (const channel of [...this.#memfdChannels]) {
+      for (;;) {
+        let r: ReturnType<typeof channel.shim.fdpassRecv>;
+        try {
+          r = channel.shim.fdpassRecv(channel.fd);
+        } catch {
+          continue; // not one memfd: the shim closed what came and refused it; the next message may be fine
+        }
+        if (typeof r === "number") {
+          if (r !== -11 /* EAGAIN */) {
+            channel[Symbol.dispose](); // the peer closed (or the socket failed): drop it
+            this.#memfdChannels.splice(this.#memfdChannels.indexOf(channel), 1);
+          }
+          break;
+        }
+        const memfd = Memfd.received(channel.shim, r.fd);
+        const token = tokenHex(r.payload);
+        if (r.payload.byteLength !== 16 || this.#unclaimed.has(token)) {
+          memfd[Symbol.dispose]();
+          continue;
+        }
+        this.#unclaimed.set(token, memfd);
+        if (this.#unclaimed.size > MAX_UNCLAIMED_MEMFDS) {
+          const [oldest, m] = this.#unclaimed.entries().next().value!;
+          this.#unclaimed.delete(oldest);
+          m[Symbol.dispose]();
+        }
+      }
+    }
+  }
+
+  /** MAP_MEMORY: map the memfd sent with the token into the guest-RAM IOAS; the connection owns the mapping. */
+  #mapMemory(c: Connection, f: Frame): Uint8Array {
+    const { token, iova } = decodeMapMemory(f.payload);
+    if (!this.#memfdListener) {
+      throw new FrameError(
+        BrokerErrno.EOPNOTSUPP,
+        "this broker has no memfd socket (BrokerOptions.memfdSocket)",
+        false,
+      );
+    }
+    this.#collectMemfds();
+    const memfd = this.#unclaimed.get(token);
+    if (!memfd) throw new FrameError(BrokerErrno.ENOENT, "no memfd was sent with this token", false);
+    this.#unclaimed.delete(token);
+    let mapped: number;
+    try {
+      mapped = this.#host.ioas!.mapFile(memfd, { iova });
+    } catch (e) {
+      memfd[Symbol.dispose]();
+      throw e;
+    }
+    c.memory.push({ iova: mapped, length: memfd.size, memfd });
+    const answer = new Uint8Array(16);
+    const v = new DataView(answer.buffer);
+    v.setBigUint64(0, BigInt(mapped), true);
+    v.setBigUint64(8, BigInt(memfd.size), true);
+    return answer;
   }
 
   /** Serve `listener` until it is closed; `scope` is what its clients may reach. */
@@ -311,6 +410,7 @@ export class Broker {
       handles: new Map(),
       domains: new Map(),
       touched: new Set(),
+      memory: [],
       pending: 0,
       failures: [],
       nextHandle: 1,
@@ -390,6 +490,8 @@ export class Broker {
         return this.#attach(c, f);
       case BrokerOp.OPEN:
         return this.#open(c, f);
+      case BrokerOp.MAP_MEMORY:
+        return this.#mapMemory(c, f);
     }
     const d = c.handles.get(f.device);
     if (!d) throw new FrameError(BrokerErrno.ENOENT, `device ${f.device} is not attached on this connection`, false);
@@ -556,6 +658,12 @@ export class Broker {
     }
     for (const d of c.touched) this.#forgetInflight(d, c);
     c.touched.clear();
+    for (const m of c.memory.splice(0)) {
+      try {
+        this.#host.ioas!.unmap(m.iova, m.length);
+      } catch { /* the IOAS is gone with the host */ }
+      m.memfd[Symbol.dispose]();
+    }
     c.failures.length = 0;
     for (const domain of c.domains.keys()) if (this.#claims.get(domain) === c) this.#claims.delete(domain);
     this.stats.closed++;

@@ -38,7 +38,14 @@ import type { ShadowTelemetry } from "../shadow/domain.ts";
 import type { WalkFault } from "../shadow/walk.ts";
 import { Errno } from "../uapi/errno.ts";
 import { MockConstants } from "../uapi/mod.ts";
-import { decodeCapabilities, type DeviceCapabilities } from "./capabilities.ts";
+import {
+  decodeCapabilities,
+  type DeviceCapabilities,
+  type GuestOffer,
+  guestOffer,
+  requireNestingSupport,
+} from "./capabilities.ts";
+import { DirtyBitmap, type DirtyRange } from "../kernel/dirty.ts";
 import { type ShadowDomainEntry, type ShadowOptions, ShadowSpaces, walkable } from "./shadow.ts";
 
 const { EINVAL, EOPNOTSUPP } = Errno.values;
@@ -85,6 +92,12 @@ export interface ViommuMode {
 
 /** Options of {@linkcode GuestIommu}. */
 export interface GuestIommuOptions {
+  /**
+   * Allocate every nesting parent with `IOMMU_HWPT_ALLOC_DIRTY_TRACKING`, so {@linkcode GuestIommu.dirty} can report
+   * the pages devices wrote (for migration). A device whose IOMMU does not report `IOMMU_HW_CAP_DIRTY_TRACKING` is
+   * refused at assign with an `UnsupportedError` ("dirty-tracking"): a migration must never miss device writes.
+   */
+  readonly dirtyTracking?: boolean;
   /** The relay queue (default: a new one on the host's backend, wrapped for shadow targets when shadow is given). */
   readonly queue?: RelayQueue;
   /** Allocate a vIOMMU per nesting parent and relay invalidations to it. */
@@ -189,10 +202,14 @@ export class GuestIommu implements Disposable {
 
   /** Set when invalidations go to a vIOMMU (SMMUv3-style) rather than to each nested table. */
   readonly viommu?: ViommuMode;
+  /** Nesting parents are allocated with dirty tracking. */
+  readonly dirtyTracking: boolean;
+  #dirtyOn = false;
 
   /** A guest vIOMMU on `host`; its queue is `options.queue`, or a new one over the host's backend (shadowed when `options.shadow`). */
   constructor(readonly host: DeviceHost, options: GuestIommuOptions = {}) {
     this.viommu = options.viommu;
+    this.dirtyTracking = options.dirtyTracking ?? false;
     this.queue = options.queue ?? new RelayQueue(options.shadow ? new ShadowBackend(host.backend) : host.backend);
     if (options.shadow) this.enableShadow(options.shadow);
   }
@@ -246,6 +263,8 @@ export class GuestIommu implements Disposable {
     using stack = new DisposableStack();
     stack.use(port);
     const caps = decodeCapabilities(this.host.hwInfo(port));
+    const offer = guestOffer(caps);
+    if (opts.ats && !offer.ats) throw new UnsupportedError("ats", `${port.label}: ${offer.atsWithheld}`);
     let device: AssignedDevice;
     if (opts.mode === "shadow") {
       if (!this.shadow) throw new TypeError("shadow mode needs GuestIommuOptions.shadow (the guest's RAM)");
@@ -254,6 +273,14 @@ export class GuestIommu implements Disposable {
       if (entry.ioasId !== undefined) port.attachRid(entry.ioasId);
       device = new AssignedDevice(this, port, opts.domain, caps, { kind: "shadow", entry }, undefined, false, opts.key);
     } else {
+      requireNestingSupport(caps);
+      if (this.dirtyTracking && !offer.dirtyTracking) {
+        throw new UnsupportedError(
+          "dirty-tracking",
+          `${port.label}: GET_HW_INFO does not report IOMMU_HW_CAP_DIRTY_TRACKING, so its DMA writes could not be ` +
+            "tracked (migrate without dirty tracking only by stopping the device, or assign it without it)",
+        );
+      }
       if (this.viommu && opts.virtId === undefined) {
         throw new TypeError(`${port.label}: a guest with a vIOMMU needs each device's virtual id (virtId)`);
       }
@@ -295,13 +322,22 @@ export class GuestIommu implements Disposable {
     }
     let hwpt: HostObject;
     let pasidCapable = true;
+    const dirty = this.dirtyTracking;
     try {
-      hwpt = this.host.allocParent(port, true);
+      hwpt = this.host.allocParent(port, true, dirty);
     } catch (e) {
       if (!(e instanceof KernelError && e.errno === EOPNOTSUPP)) throw e;
       // Before 6.15 (or without PASID support) there is no IOMMU_HWPT_ALLOC_PASID: RID binds only.
       pasidCapable = false;
-      hwpt = this.host.allocParent(port, false);
+      hwpt = this.host.allocParent(port, false, dirty);
+    }
+    if (dirty && this.#dirtyOn) {
+      try {
+        this.host.setDirtyTracking!(hwpt, true); // a parent made while tracking runs tracks from the start
+      } catch (e) {
+        hwpt[Symbol.dispose]();
+        throw e;
+      }
     }
     try {
       port.attachRid(hwpt.id);
@@ -322,6 +358,58 @@ export class GuestIommu implements Disposable {
     }
     this.#parents.push(entry);
     return entry;
+  }
+
+  /**
+   * Dirty tracking of every nesting parent (allocated with {@linkcode GuestIommuOptions.dirtyTracking}):
+   * `start()`/`stop()` (`IOMMU_HWPT_SET_DIRTY_TRACKING`) and `read()` of a guest RAM range — the pages any device wrote,
+   * merged across parents (one per physical IOMMU). Throws an `UnsupportedError` without the option or on a host
+   * without dirty tracking.
+   *
+   * @example
+   * ```ts ignore
+   * using guest = new GuestIommu(host, { dirtyTracking: true });
+   * using dev = guest.assign(port, { domain: 1 });
+   * guest.dirty.start();
+   * const written = guest.dirty.read({ iova: ramIova, length: ramBytes, pageSize: 4096 });
+   * ```
+   */
+  get dirty(): GuestDirtyLog {
+    const host = this.host;
+    if (!this.dirtyTracking || !host.setDirtyTracking || !host.readDirty) {
+      throw new UnsupportedError(
+        "dirty-tracking",
+        this.dirtyTracking ? "this host has no dirty tracking" : "the GuestIommu was made without dirtyTracking",
+      );
+    }
+    const parents = () => this.#parents.map((p) => p.hwpt);
+    // deno-lint-ignore no-this-alias
+    const self = this;
+    return {
+      start: () => {
+        for (const p of parents()) host.setDirtyTracking!(p, true);
+        this.#dirtyOn = true;
+      },
+      stop: () => {
+        for (const p of parents()) host.setDirtyTracking!(p, false);
+        this.#dirtyOn = false;
+      },
+      get tracking() {
+        return self.#dirtyOn;
+      },
+      read: (range: DirtyRange, opts: { clear?: boolean; into?: DirtyBitmap } = {}) => {
+        if (!this.#dirtyOn) throw new UnsupportedError("dirty-tracking", "dirty tracking is not started");
+        const out = opts.into ?? new DirtyBitmap(range);
+        if (!out.covers(range)) throw new RangeError("dirty read: `into` is a bitmap of another range");
+        out.clear();
+        const one = new DirtyBitmap(range);
+        for (const p of parents()) {
+          host.readDirty!(p, one, opts.clear ?? true);
+          for (let i = 0; i < out.bytes.byteLength; i++) out.bytes[i] |= one.bytes[i];
+        }
+        return out;
+      },
+    };
   }
 
   /** @internal Release a device's reference to its parent. */
@@ -432,6 +520,21 @@ export interface DeviceTelemetry {
   refused: number;
 }
 
+/** The dirty log of a {@linkcode GuestIommu}'s devices: see {@linkcode GuestIommu.dirty}. */
+export interface GuestDirtyLog {
+  /** Start tracking on every nesting parent (and on parents made later). */
+  start(): void;
+  /** Stop tracking. */
+  stop(): void;
+  /** Whether tracking runs. */
+  readonly tracking: boolean;
+  /**
+   * The pages of `range` (IOVAs of the guest-RAM IOAS) any device wrote since the last clearing read; `clear: false`
+   * reads without clearing (`NO_CLEAR`), e.g. right before unmapping the range.
+   */
+  read(range: DirtyRange, opts?: { clear?: boolean; into?: DirtyBitmap }): DirtyBitmap;
+}
+
 type Translation =
   | { readonly kind: "nested"; readonly parent: ParentEntry }
   | { readonly kind: "shadow"; readonly entry: ShadowDomainEntry };
@@ -487,6 +590,14 @@ export class AssignedDevice implements Disposable {
       ats: this.ats,
       bound: keys.map((pasid) => ({ pasid, table: this.#bound.get(pasid)!.table })),
     };
+  }
+
+  /**
+   * What the VMM may advertise to the guest for this device ({@linkcode guestOffer}): no ATS or device TLB when the
+   * host reports `IOMMU_HW_CAP_PCI_ATS_NOT_SUPPORTED`.
+   */
+  get offer(): GuestOffer {
+    return guestOffer(this.capabilities);
   }
 
   /** Nested or shadow translation. */

@@ -6,5 +6,6 @@
  */
 export * from "./assigned.ts";
 export * from "./capabilities.ts";
+export * from "./migration.ts";
 export * from "./shadow.ts";
 export * from "./snapshot.ts";

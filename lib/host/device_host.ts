@@ -8,6 +8,7 @@
  * @module
  */
 import type { Format } from "../compile/formats.ts";
+import type { DirtyBitmap } from "../kernel/dirty.ts";
 import type { HwInfo } from "../kernel/iommufd.ts";
 import type { NestedTable } from "../request/request.ts";
 import type { Backend } from "./backend.ts";
@@ -55,9 +56,20 @@ export interface DeviceHost {
   hwInfo(port: DevicePort): HwInfo;
   /**
    * A nesting parent over the IOAS for `port`'s IOMMU; `pasid` asks for a PASID-capable one
-   * (`IOMMU_HWPT_ALLOC_PASID`). Throws a `KernelError` with EOPNOTSUPP when the host cannot.
+   * (`IOMMU_HWPT_ALLOC_PASID`), `dirtyTracking` one whose DMA writes can be tracked (`IOMMU_HWPT_ALLOC_DIRTY_TRACKING`).
+   * Throws a `KernelError` with EOPNOTSUPP when the host cannot.
    */
-  allocParent(port: DevicePort, pasid: boolean): HostObject;
+  allocParent(port: DevicePort, pasid: boolean, dirtyTracking?: boolean): HostObject;
+  /**
+   * Start or stop dirty tracking on a nesting parent allocated with `dirtyTracking` (`IOMMU_HWPT_SET_DIRTY_TRACKING`).
+   * Absent on a host that has none.
+   */
+  setDirtyTracking?(parent: HostObject, enable: boolean): void;
+  /**
+   * The pages of `range` (IOVAs of the IOAS) a device wrote through `parent` since the last clearing read
+   * (`IOMMU_HWPT_GET_DIRTY_BITMAP`; `clear` false: `NO_CLEAR`), into `into`. Absent on a host that has none.
+   */
+  readDirty?(parent: HostObject, into: DirtyBitmap, clear: boolean): void;
   /** A vIOMMU of `type` over nesting parent `parentId`. */
   allocViommu(port: DevicePort, parentId: number, type: number): HostObject;
   /** `port`'s vDEVICE with guest-visible id `virtId` on vIOMMU `viommuId`. */

@@ -5,7 +5,8 @@
  * @module
  */
 import { type Format, FORMAT_SPECS } from "../compile/formats.ts";
-import type { HwInfo, Ioas, Iommufd } from "../kernel/iommufd.ts";
+import { type HwInfo, Hwpt, type Ioas, type Iommufd } from "../kernel/iommufd.ts";
+import type { DirtyBitmap } from "../kernel/dirty.ts";
 import type { NestedTable } from "../request/request.ts";
 import { Errno } from "../uapi/errno.ts";
 import {
@@ -69,9 +70,20 @@ export class KernelDeviceHost implements DeviceHost {
     return this.iommufd.getHwInfo(port.devId);
   }
 
-  allocParent(port: DevicePort, pasid: boolean): HostObject {
-    const flags = F.IOMMU_HWPT_ALLOC_NEST_PARENT | (pasid ? F.IOMMU_HWPT_ALLOC_PASID : 0);
+  allocParent(port: DevicePort, pasid: boolean, dirtyTracking = false): HostObject {
+    const flags = F.IOMMU_HWPT_ALLOC_NEST_PARENT | (pasid ? F.IOMMU_HWPT_ALLOC_PASID : 0) |
+      (dirtyTracking ? F.IOMMU_HWPT_ALLOC_DIRTY_TRACKING : 0);
     return this.iommufd.allocHwpt({ devId: port.devId, ptId: this.ioas.id, flags });
+  }
+
+  setDirtyTracking(parent: HostObject, enable: boolean): void {
+    if (!(parent instanceof Hwpt)) throw new TypeError(`object ${parent.id} is not a HWPT of this host`);
+    parent.setDirtyTracking(enable);
+  }
+
+  readDirty(parent: HostObject, into: DirtyBitmap, clear: boolean): void {
+    if (!(parent instanceof Hwpt)) throw new TypeError(`object ${parent.id} is not a HWPT of this host`);
+    parent.readDirty(into, { clear, into });
   }
 
   allocViommu(port: DevicePort, parentId: number, type: number): HostObject {

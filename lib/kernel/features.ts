@@ -10,15 +10,26 @@ import { IOCTL } from "../../ffi/native.ts";
 import { UnsupportedError } from "./errors.ts";
 import type { Iommufd } from "./iommufd.ts";
 import {
+  HwCapabilities,
   type Ioctl,
   IOMMU_FAULT_QUEUE_ALLOC,
+  IOMMU_GET_HW_INFO,
+  IOMMU_HW_QUEUE_ALLOC,
+  IOMMU_HWPT_GET_DIRTY_BITMAP,
   IOMMU_HWPT_INVALIDATE,
+  IOMMU_HWPT_SET_DIRTY_TRACKING,
+  IOMMU_IOAS_MAP_FILE,
   IOMMU_TEST_CMD,
   IOMMU_VDEVICE_ALLOC,
   IOMMU_VEVENTQ_ALLOC,
   IOMMU_VIOMMU_ALLOC,
   IommuFaultAlloc,
+  IommuHwInfo,
+  IommuHwptGetDirtyBitmap,
   IommuHwptInvalidate,
+  IommuHwptSetDirtyTracking,
+  IommuHwQueueAlloc,
+  IommuIoasMapFile,
   IommuVdeviceAlloc,
   IommuVeventqAlloc,
   IommuViommuAlloc,
@@ -71,8 +82,46 @@ function withWord(bytes: Uint8Array, offset: number, value: number): Uint8Array 
   return bytes;
 }
 
+/**
+ * `IOMMU_IOAS_MAP_FILE` exists unless ENOTTY. The shim passes only a memfd of its table, so the probe makes a one-page
+ * memfd for the call (IOAS 0 does not exist: nothing is mapped) and closes it.
+ */
+function mapFileProbe(): Probe {
+  return {
+    name: "ioas-map-file",
+    since: "6.13",
+    run: (iommufd) => {
+      const fd = iommufd.shim.memfdCreate("iommu-relay-probe", 4096);
+      if (fd < 0) return fd;
+      try {
+        const args = IommuIoasMapFile.buffer().set("fd", fd).setU64("length", 4096);
+        return iommufd.shim[IOCTL](iommufd.fd, IOMMU_IOAS_MAP_FILE.request, args.bytes);
+      } finally {
+        iommufd.shim.close(fd);
+      }
+    },
+    absent: [-ENOTTY],
+  };
+}
+
 const op = TestOp.values;
 const PROBES: readonly Probe[] = [
+  // HWPT 0 never exists: ENOENT where the ioctls exist.
+  ioctlProbe("dirty-tracking", "6.7", IOMMU_HWPT_SET_DIRTY_TRACKING, IommuHwptSetDirtyTracking.buffer().bytes),
+  ioctlProbe("dirty-bitmap", "6.7", IOMMU_HWPT_GET_DIRTY_BITMAP, IommuHwptGetDirtyBitmap.buffer().bytes),
+  mapFileProbe(),
+  // Type DEFAULT is refused (EOPNOTSUPP) before anything is allocated; only ENOTTY means no such ioctl.
+  ioctlProbe("hw-queue", "6.17", IOMMU_HW_QUEUE_ALLOC, IommuHwQueueAlloc.buffer().bytes),
+  // Before 6.17 the flag itself is refused (EOPNOTSUPP); with it, device 0 does not exist (ENOENT).
+  {
+    ...ioctlProbe(
+      "hw-info-input-type",
+      "6.17",
+      IOMMU_GET_HW_INFO,
+      withWord(IommuHwInfo.buffer().bytes, 4, HwCapabilities.values.IOMMU_HW_INFO_FLAG_INPUT_TYPE),
+    ),
+    absent: [-ENOTTY, -EOPNOTSUPP],
+  },
   ioctlProbe("hwpt-invalidate", "6.8", IOMMU_HWPT_INVALIDATE, IommuHwptInvalidate.buffer().bytes),
   // Non-zero flags are refused (EOPNOTSUPP) before a queue is allocated.
   ioctlProbe("fault-queue", "6.11", IOMMU_FAULT_QUEUE_ALLOC, withWord(IommuFaultAlloc.buffer().bytes, 4, 1)),
@@ -80,6 +129,7 @@ const PROBES: readonly Probe[] = [
   ioctlProbe("vdevice", "6.13", IOMMU_VDEVICE_ALLOC, IommuVdeviceAlloc.buffer().bytes),
   ioctlProbe("veventq", "6.15", IOMMU_VEVENTQ_ALLOC, IommuVeventqAlloc.buffer().bytes),
   testOpProbe("selftest", "6.2", op.IOMMU_TEST_OP_MD_CHECK_IOTLB),
+  testOpProbe("selftest-dirty", "6.7", op.IOMMU_TEST_OP_DIRTY),
   testOpProbe("selftest-trigger-iopf", "6.11", op.IOMMU_TEST_OP_TRIGGER_IOPF),
   testOpProbe("selftest-dev-cache", "6.13", op.IOMMU_TEST_OP_DEV_CHECK_CACHE),
   testOpProbe("selftest-trigger-vevent", "6.15", op.IOMMU_TEST_OP_TRIGGER_VEVENT),
@@ -88,6 +138,12 @@ const PROBES: readonly Probe[] = [
 
 /** The names {@linkcode detectFeatures} reports. */
 export type FeatureName =
+  | "dirty-tracking"
+  | "dirty-bitmap"
+  | "ioas-map-file"
+  | "hw-queue"
+  | "hw-info-input-type"
+  | "selftest-dirty"
   | "hwpt-invalidate"
   | "fault-queue"
   | "viommu"

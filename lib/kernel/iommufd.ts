@@ -10,19 +10,27 @@
  */
 import { FD_KIND, IOCTL, IOCTL_WITH_POINTER, type NativeShim } from "../../ffi/native.ts";
 import { KernelError, UnsupportedError } from "./errors.ts";
+import { DirtyBitmap, type DirtyRange } from "./dirty.ts";
+import type { Memfd } from "./memfd.ts";
 import {
+  DirtyTrackingFlags,
   type FieldSpec,
+  HwCapabilities,
   HwptAllocFlags,
   IoasMapFlags,
   type Ioctl,
   IOMMU_DESTROY,
   IOMMU_FAULT_QUEUE_ALLOC,
   IOMMU_GET_HW_INFO,
+  IOMMU_HW_QUEUE_ALLOC,
   IOMMU_HWPT_ALLOC,
+  IOMMU_HWPT_GET_DIRTY_BITMAP,
   IOMMU_HWPT_INVALIDATE,
+  IOMMU_HWPT_SET_DIRTY_TRACKING,
   IOMMU_IOAS_ALLOC,
   IOMMU_IOAS_IOVA_RANGES,
   IOMMU_IOAS_MAP,
+  IOMMU_IOAS_MAP_FILE,
   IOMMU_IOAS_UNMAP,
   IOMMU_OPTION,
   IOMMU_VDEVICE_ALLOC,
@@ -33,12 +41,16 @@ import {
   IommufdVeventHeader,
   IommuHwInfo,
   IommuHwptAlloc,
+  IommuHwptGetDirtyBitmap,
   IommuHwptInvalidate,
   IommuHwptPageResponse,
   IommuHwptPgfault,
+  IommuHwptSetDirtyTracking,
+  IommuHwQueueAlloc,
   IommuIoasAlloc,
   IommuIoasIovaRanges,
   IommuIoasMap,
+  IommuIoasMapFile,
   IommuIoasUnmap,
   IommuIovaRange,
   IommuOption,
@@ -254,7 +266,9 @@ export class Iommufd implements Disposable {
   getHwInfo(devId: number, dataType?: number): HwInfo {
     const data = new Uint8Array(256);
     const args = IommuHwInfo.buffer().set("dev_id", devId).set("data_len", data.byteLength);
-    if (dataType !== undefined) args.set("flags", 1).set("in_data_type", dataType);
+    if (dataType !== undefined) {
+      args.set("flags", HwCapabilities.values.IOMMU_HW_INFO_FLAG_INPUT_TYPE).set("in_data_type", dataType);
+    }
     this.callWithPointer(IOMMU_GET_HW_INFO, args, "data_uptr", data, `get hw info of device ${devId}`);
     const len = Math.min(args.get("data_len"), data.byteLength);
     return {
@@ -263,6 +277,32 @@ export class Iommufd implements Disposable {
       maxPasidLog2: args.get("out_max_pasid_log2"),
       capabilities: args.getU64("out_capabilities"),
     };
+  }
+
+  /**
+   * `IOMMU_GET_HW_INFO` with `IOMMU_HW_INFO_FLAG_INPUT_TYPE` (6.17): the device's IOMMU data of type `dataType`
+   * (e.g. the plain SMMUv3 IDRs of an SMMU that has a Tegra241 CMDQV, whose default answer is the CMDQV's), or an
+   * {@linkcode UnsupportedError} when the kernel answers EOPNOTSUPP: a kernel before 6.17 (it refuses the flag) or an
+   * IOMMU that has no data of that type. Other errors are {@linkcode KernelError}s.
+   *
+   * @example
+   * ```ts ignore
+   * const smmu = iommufd.requestHwInfo(devId, HwInfoType.values.IOMMU_HW_INFO_TYPE_ARM_SMMUV3);
+   * ```
+   */
+  requestHwInfo(devId: number, dataType: number): HwInfo {
+    try {
+      return this.getHwInfo(devId, dataType);
+    } catch (e) {
+      if (e instanceof KernelError && e.errno === 95 /* EOPNOTSUPP */) {
+        throw new UnsupportedError(
+          "hw-info-input-type",
+          `device ${devId}: GET_HW_INFO with IOMMU_HW_INFO_FLAG_INPUT_TYPE and type ${dataType} answered EOPNOTSUPP ` +
+            "(a kernel before 6.17, or an IOMMU without data of that type)",
+        );
+      }
+      throw e;
+    }
   }
 
   /**
@@ -314,6 +354,22 @@ export class Iommufd implements Disposable {
     const args = IommuVdeviceAlloc.buffer().set("viommu_id", viommuId).set("dev_id", devId).setU64("virt_id", virtId);
     this.call(IOMMU_VDEVICE_ALLOC, args, "alloc vDEVICE");
     return new Vdevice(this, args.get("out_vdevice_id"), virtId);
+  }
+
+  /**
+   * `IOMMU_HW_QUEUE_ALLOC` (6.17): hardware queue `index` of `type` on vIOMMU `viommuId`, reading the guest's queue
+   * memory at guest-physical `nestingParentIova` (mapped in the IOAS under the vIOMMU's nesting parent), `length`
+   * bytes. The kernel's order rules (Tegra241 CMDQV, and the selftest mock, which checks them): allocate from index 0
+   * upwards, each index once; destroy from the last allocated downwards — a queue another one depends on refuses to
+   * go (EBUSY). {@linkcode HwQueueSet} keeps that order.
+   */
+  allocHwQueue(
+    opts: { viommuId: number; type: number; index: number; nestingParentIova: number; length: number },
+  ): HwQueue {
+    const args = IommuHwQueueAlloc.buffer().set("viommu_id", opts.viommuId).set("type", opts.type)
+      .set("index", opts.index).setU64("nesting_parent_iova", opts.nestingParentIova).setU64("length", opts.length);
+    this.call(IOMMU_HW_QUEUE_ALLOC, args, `alloc HW queue ${opts.index}`);
+    return new HwQueue(this, args.get("out_hw_queue_id"), opts.index);
   }
 
   /** `IOMMU_VEVENTQ_ALLOC`: an event queue of one type on a vIOMMU, and its fd. */
@@ -426,6 +482,39 @@ export class Ioas extends IommufdObject {
   }
 
   /**
+   * `IOMMU_IOAS_MAP_FILE` (6.13): map `length` bytes of `memfd` from byte `start` (default: all of it) at `iova`, or
+   * where the kernel chooses. Returns the IOVA. The mapping needs only the fd, not this process's view of the memory:
+   * how a broker maps guest RAM a VMM handed it.
+   *
+   * @example
+   * ```ts ignore
+   * using ram = Memfd.create(shim, "guest-ram", 1 << 20);
+   * const iova = ioas.mapFile(ram, { iova: 1 << 24 });
+   * ```
+   */
+  mapFile(
+    memfd: Memfd,
+    opts: { iova?: number | bigint; start?: number; length?: number; readable?: boolean; writable?: boolean } = {},
+  ): number {
+    if (opts.writable === false && this.#readOnlyForbidden !== undefined) {
+      throw new UnsupportedError("read-only-mapping", this.#readOnlyForbidden);
+    }
+    const start = opts.start ?? 0;
+    const length = opts.length ?? memfd.size - start;
+    const f = IoasMapFlags.values;
+    let flags = 0;
+    if (opts.iova !== undefined) flags |= f.IOMMU_IOAS_MAP_FIXED_IOVA;
+    if (opts.readable ?? true) flags |= f.IOMMU_IOAS_MAP_READABLE;
+    if (opts.writable ?? true) flags |= f.IOMMU_IOAS_MAP_WRITEABLE;
+    const args = IommuIoasMapFile.buffer().set("flags", flags).set("ioas_id", this.id).set("fd", memfd.fd)
+      .setU64("start", start).setU64("length", length).setU64("iova", opts.iova ?? 0);
+    this.iommufd.call(IOMMU_IOAS_MAP_FILE, args, `map ${length} bytes of memfd ${memfd.fd}`);
+    const iova = readU64Number(args.view, args.offsetOf("iova"));
+    if (opts.writable === false) this.#readOnly.add(iova);
+    return iova;
+  }
+
+  /**
    * `IOMMU_IOAS_UNMAP` of whole mappings inside [iova, iova+length); returns bytes unmapped. IOVAs past 2^53 go to the
    * kernel exactly as bigints.
    */
@@ -506,7 +595,103 @@ export class InvalidationTarget extends IommufdObject {
 }
 
 /** A hardware page table (paging, nesting parent, or nested). */
-export class Hwpt extends InvalidationTarget {}
+export class Hwpt extends InvalidationTarget {
+  readonly #dirtyArgs = IommuHwptGetDirtyBitmap.buffer();
+
+  /**
+   * `IOMMU_HWPT_SET_DIRTY_TRACKING` (6.7): start (`true`) or stop dirty tracking of this paging HWPT, which must have
+   * been allocated with `IOMMU_HWPT_ALLOC_DIRTY_TRACKING` (else the kernel answers EINVAL or EOPNOTSUPP).
+   */
+  setDirtyTracking(enable: boolean): void {
+    const args = IommuHwptSetDirtyTracking.buffer().set("hwpt_id", this.id)
+      .set("flags", enable ? DirtyTrackingFlags.values.IOMMU_HWPT_DIRTY_TRACKING_ENABLE : 0);
+    this.iommufd.call(IOMMU_HWPT_SET_DIRTY_TRACKING, args, `${enable ? "start" : "stop"} dirty tracking`);
+  }
+
+  /**
+   * `IOMMU_HWPT_GET_DIRTY_BITMAP` (6.7): the pages of `range` written by DMA since the last read, one bit per
+   * `range.pageSize`. By default the dirty bits are cleared as they are read; `clear: false` (`NO_CLEAR`) leaves them
+   * (for a read right before unmapping the range, which clears nothing anyway). `into` reuses a bitmap of the same
+   * range.
+   */
+  readDirty(range: DirtyRange, opts: { clear?: boolean; into?: DirtyBitmap } = {}): DirtyBitmap {
+    const bitmap = opts.into ?? new DirtyBitmap(range);
+    if (!bitmap.covers(range)) throw new RangeError("readDirty: `into` is a bitmap of another range");
+    bitmap.clear();
+    const args = this.#dirtyArgs.set("hwpt_id", this.id)
+      .set("flags", opts.clear === false ? DirtyTrackingFlags.values.IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR : 0)
+      .setU64("iova", range.iova).setU64("length", range.length).setU64("page_size", range.pageSize);
+    this.iommufd.callWithPointer(
+      IOMMU_HWPT_GET_DIRTY_BITMAP,
+      args,
+      "data",
+      bitmap.bytes,
+      `read dirty bitmap of [0x${range.iova.toString(16)}, +0x${range.length.toString(16)})`,
+    );
+    return bitmap;
+  }
+}
+
+/**
+ * A vIOMMU hardware queue (6.17): the IOMMU consumes the guest's queue itself. Destroy queues in the reverse order of
+ * their allocation ({@linkcode HwQueueSet} does).
+ */
+export class HwQueue extends IommufdObject {
+  /** Wraps HW queue `id` on `iommufd`; made by {@linkcode Iommufd.allocHwQueue}. */
+  constructor(
+    iommufd: Iommufd,
+    id: number,
+    /** Its index among its vIOMMU's queues of its type. */ readonly index: number,
+  ) {
+    super(iommufd, id);
+  }
+}
+
+/**
+ * The hardware queues of one vIOMMU and type, kept in the kernel's order: {@linkcode HwQueueSet.add} allocates the
+ * next index (0, 1, ...) and disposal destroys them from the last one down, which is the only order the kernel
+ * accepts (a queue the next one depends on answers EBUSY).
+ *
+ * @example
+ * ```ts ignore
+ * using queues = new HwQueueSet(iommufd, viommu.id, MockConstants.values.IOMMU_HW_QUEUE_TYPE_SELFTEST);
+ * queues.add(queueGpa, 4096);
+ * queues.add(queueGpa + 4096, 4096);
+ * ```
+ */
+export class HwQueueSet implements Disposable {
+  readonly #queues: HwQueue[] = [];
+  /** Queues of `type` on vIOMMU `viommuId`. */
+  constructor(readonly iommufd: Iommufd, readonly viommuId: number, readonly type: number) {}
+
+  /** The queues, by index. */
+  get queues(): readonly HwQueue[] {
+    return this.#queues;
+  }
+
+  /** Allocate the next queue (index = how many there are) over guest memory [iova, iova + length). */
+  add(nestingParentIova: number, length: number): HwQueue {
+    const queue = this.iommufd.allocHwQueue({
+      viommuId: this.viommuId,
+      type: this.type,
+      index: this.#queues.length,
+      nestingParentIova,
+      length,
+    });
+    this.#queues.push(queue);
+    return queue;
+  }
+
+  /** Destroy the last queue (the only one the kernel lets go first). */
+  removeLast(): void {
+    this.#queues.pop()?.[Symbol.dispose]();
+  }
+
+  /** Destroy every queue, last first. */
+  [Symbol.dispose](): void {
+    while (this.#queues.length) this.removeLast();
+  }
+}
 
 /** A virtual IOMMU (6.13+). */
 export class Viommu extends InvalidationTarget {}

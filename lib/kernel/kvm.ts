@@ -15,6 +15,7 @@ import {
   KVM_CREATE_VCPU,
   KVM_CREATE_VM,
   KVM_GET_API_VERSION,
+  KVM_GET_DIRTY_LOG,
   KVM_GET_SREGS,
   KVM_GET_SUPPORTED_CPUID,
   KVM_GET_VCPU_MMAP_SIZE,
@@ -27,6 +28,8 @@ import {
   KVM_SIGNAL_MSI,
   KvmBase,
   KvmCpuidEntry2,
+  KvmDirtyLog,
+  KvmMemFlags,
   KvmMsi,
   KvmPitConfig,
   KvmRegs,
@@ -34,6 +37,7 @@ import {
   KvmSregs,
   KvmUserspaceMemoryRegion,
 } from "../uapi/mod.ts";
+import type { DirtyBitmap } from "./dirty.ts";
 
 /**
  * A KVM call failed: the operation, the ioctl (if any) and the errno.
@@ -70,6 +74,18 @@ export class KvmError extends Error {
 function check(op: string, ioctl: Ioctl | undefined, r: number): number {
   if (r < 0) throw new KvmError(op, ioctl?.name, r);
   return r;
+}
+
+/** The CPUs' side of a migration's dirty log: a memory slot's `KVM_GET_DIRTY_LOG` ({@linkcode KvmVm.dirtyLog}). */
+export interface CpuDirtyLog {
+  /** Guest-physical first byte it covers. */
+  readonly gpa: number;
+  /** Bytes it covers. */
+  readonly length: number;
+  /** Bytes per bit (KVM: the host page size, 4096). */
+  readonly pageSize: number;
+  /** Read the pages written since the last read into `into` (a bitmap of {gpa, length, pageSize}) and re-arm. */
+  read(into: DirtyBitmap): void;
 }
 
 /** One CPUID leaf (`struct kvm_cpuid_entry2` without its padding). */
@@ -184,14 +200,17 @@ export class KvmVm implements Disposable {
     readonly fd: number,
   ) {}
 
+  readonly #slots = new Map<number, { gpa: number; length: number }>();
+
   /**
    * Back guest-physical [gpa, gpa + memory.length) with `memory` (page aligned: `shim.sharedAlignedBuffer`), as memory
-   * slot `slot`. `flags` are `KVM_MEM_*` (e.g. `KVM_MEM_LOG_DIRTY_PAGES`).
+   * slot `slot`. `logDirty`: register the slot with `KVM_MEM_LOG_DIRTY_PAGES`, so {@linkcode KvmVm.dirtyLog} reads the
+   * guest's writes to it (what a migration copies again).
    */
-  setMemory(slot: number, gpa: number, memory: Uint8Array, flags = 0): void {
+  setMemory(slot: number, gpa: number, memory: Uint8Array, opts: { logDirty?: boolean } = {}): void {
     const region = KvmUserspaceMemoryRegion.buffer()
       .set("slot", slot)
-      .set("flags", flags)
+      .set("flags", opts.logDirty ? KvmMemFlags.values.KVM_MEM_LOG_DIRTY_PAGES : 0)
       .setU64("guest_phys_addr", gpa)
       .setU64("memory_size", memory.byteLength);
     check(
@@ -206,6 +225,40 @@ export class KvmVm implements Disposable {
       ),
     );
     this.#memory.push(memory); // KVM holds the address: keep the buffer alive as long as the VM
+    this.#slots.set(slot, { gpa, length: memory.byteLength });
+  }
+
+  /**
+   * The CPUs' dirty log of `slot` (registered with `logDirty`): each read is `KVM_GET_DIRTY_LOG`, which returns the
+   * pages the guest wrote since the previous read and re-arms the log. The shim lets the kernel write only as many
+   * bytes as the slot it recorded needs.
+   */
+  dirtyLog(slot: number): CpuDirtyLog {
+    const s = this.#slots.get(slot);
+    if (!s) throw new RangeError(`memory slot ${slot} was not set on this VM`);
+    const args = KvmDirtyLog.buffer().set("slot", slot);
+    const shim = this.kvm.shim, fd = this.fd;
+    return {
+      gpa: s.gpa,
+      length: s.length,
+      pageSize: 4096,
+      read(into: DirtyBitmap): void {
+        if (into.iova !== s.gpa || into.length !== s.length || into.pageSize !== 4096) {
+          throw new RangeError(`the dirty log of slot ${slot} is read into a bitmap of the whole slot at 4 KiB`);
+        }
+        check(
+          `dirty log of slot ${slot}`,
+          KVM_GET_DIRTY_LOG,
+          shim[IOCTL_WITH_POINTER](
+            fd,
+            KVM_GET_DIRTY_LOG.request,
+            args.bytes,
+            args.offsetOf("dirty_bitmap"),
+            into.bytes,
+          ),
+        );
+      },
+    };
   }
 
   /** PIC + IOAPIC + LAPIC in the kernel, then the PIT (its speaker port answered in the kernel too). */

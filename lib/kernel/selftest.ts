@@ -8,6 +8,7 @@
 import { IOCTL, IOCTL_WITH_POINTER } from "../../ffi/native.ts";
 import { KernelError } from "./errors.ts";
 import { type FaultQueue, type Hwpt, type Ioas, type Iommufd, IommufdObject } from "./iommufd.ts";
+import { DirtyBitmap, type DirtyRange } from "./dirty.ts";
 import {
   HwptAllocFlags,
   IOMMU_TEST_CMD,
@@ -18,6 +19,7 @@ import {
   TestCmdCheckIotlb,
   TestCmdCheckMap,
   TestCmdCreateAccess,
+  TestCmdDirty,
   TestCmdMockDomain,
   TestCmdMockDomainFlags,
   TestCmdMockDomainReplace,
@@ -155,6 +157,24 @@ export function mockMapTranslatesTo(iommufd: Iommufd, ptId: number, iova: number
   if (r === 0) return true;
   if (r === -22) return false;
   throw new KernelError(r, "check mock map", IOMMU_TEST_CMD.name);
+}
+
+/**
+ * `IOMMU_TEST_OP_DIRTY` (6.7): mark pages `pages` (indices into `range`, at its page size) dirty in mock paging HWPT
+ * `hwptId`, as if a device had written them; its dirty tracking must be on. Returns how many the kernel marked.
+ *
+ * @example
+ * ```ts ignore
+ * mockMarkDirty(iommufd, parent.id, { iova: 1 << 24, length: 1 << 20, pageSize: 4096 }, [0, 5]);
+ * ```
+ */
+export function mockMarkDirty(iommufd: Iommufd, hwptId: number, range: DirtyRange, pages: readonly number[]): number {
+  const bitmap = new DirtyBitmap(range);
+  for (const p of pages) bitmap.setPage(p);
+  const cmd = TestCmdDirty.buffer().set("op", op.IOMMU_TEST_OP_DIRTY).set("id", hwptId).setU64("iova", range.iova)
+    .setU64("length", range.length).setU64("page_size", range.pageSize);
+  iommufd.callWithPointer(IOMMU_TEST_CMD, cmd, "uptr", bitmap.bytes, `mark ${pages.length} pages dirty`);
+  return Number(cmd.getU64("out_nr_dirty"));
 }
 
 /**

@@ -159,6 +159,27 @@ export const IommuIoasMapLayout = {
 /** `struct iommu_ioas_map` (6.2): map user memory into an IOAS. */
 export const IommuIoasMap: Struct<typeof IommuIoasMapLayout.fields> = defineStruct(IommuIoasMapLayout);
 
+/** The declaration of `struct iommu_ioas_map_file` behind {@linkcode IommuIoasMapFile}: its one definition. */
+export const IommuIoasMapFileLayout = {
+  name: "iommu_ioas_map_file",
+  since: "6.13",
+  header: H,
+  size: 40,
+  doc: "Map a range of a memfd at an IOVA: guest RAM by file, so the mapper needs the fd, not the VMM's address space.",
+  fields: {
+    size: { type: "u32", offset: 0, role: "size", doc: "sizeof(struct iommu_ioas_map_file)" },
+    flags: { type: "u32", offset: 4, flags: IoasMapFlags.values, doc: "enum iommufd_ioas_map_flags" },
+    ioas_id: { type: "u32", offset: 8, doc: "IOAS to change" },
+    fd: { type: "s32", offset: 12, doc: "the memfd to map (the shim only passes a memfd of its table)" },
+    start: { type: "u64", offset: 16, doc: "byte offset into the file" },
+    length: { type: "u64", offset: 24, doc: "bytes to map" },
+    iova: { type: "u64", offset: 32, doc: "input with FIXED_IOVA, else output: where it was mapped" },
+  },
+} as const;
+
+/** `struct iommu_ioas_map_file` (6.13): map a memfd range into an IOAS. */
+export const IommuIoasMapFile: Struct<typeof IommuIoasMapFileLayout.fields> = defineStruct(IommuIoasMapFileLayout);
+
 /** The declaration of `struct iommu_ioas_unmap` behind {@linkcode IommuIoasUnmap}: its one definition. */
 export const IommuIoasUnmapLayout = {
   name: "iommu_ioas_unmap",
@@ -309,6 +330,21 @@ export const IommuHwptArmSmmuv3: Struct<typeof IommuHwptArmSmmuv3Layout.fields> 
   IommuHwptArmSmmuv3Layout,
 );
 
+/** The declaration of `struct iommu_hwpt_amd_guest` behind {@linkcode IommuHwptAmdGuest}: its one definition. */
+export const IommuHwptAmdGuestLayout = {
+  name: "iommu_hwpt_amd_guest",
+  since: "7.x",
+  header: H,
+  size: 32,
+  doc: "AMD IOMMU guest Device Table Entry (256 bits, little-endian): IOMMU_HWPT_DATA_AMD_GUEST.",
+  fields: {
+    dte: { type: "u64", offset: 0, count: 4, doc: "guest DTE words 0-3, little-endian" },
+  },
+} as const;
+
+/** `struct iommu_hwpt_amd_guest` (7.x): a guest's AMD DTE for a nested HWPT. */
+export const IommuHwptAmdGuest: Struct<typeof IommuHwptAmdGuestLayout.fields> = defineStruct(IommuHwptAmdGuestLayout);
+
 /** The declaration of `struct iommu_hwpt_alloc` behind {@linkcode IommuHwptAlloc}: its one definition. */
 export const IommuHwptAllocLayout = {
   name: "iommu_hwpt_alloc",
@@ -453,6 +489,116 @@ export const IommuHwInfoArmSmmuv3Layout = {
 /** `struct iommu_hw_info_arm_smmuv3` (6.13): SMMUv3 ID registers. */
 export const IommuHwInfoArmSmmuv3: Struct<typeof IommuHwInfoArmSmmuv3Layout.fields> = defineStruct(
   IommuHwInfoArmSmmuv3Layout,
+);
+
+/** The declaration of `struct iommu_hw_info_tegra241_cmdqv` behind {@linkcode IommuHwInfoTegra241Cmdqv}: its one definition. */
+export const IommuHwInfoTegra241CmdqvLayout = {
+  name: "iommu_hw_info_tegra241_cmdqv",
+  since: "6.17",
+  header: H,
+  size: 8,
+  doc: "NVIDIA Tegra241 CMDQV hardware information: the fields of its global PARAM register a VMM emulates.",
+  fields: {
+    flags: { type: "u32", offset: 0, reserved: true, doc: "must be 0" },
+    version: { type: "u8", offset: 4, doc: "CMDQ-V version (PARAM bits 3:0)" },
+    log2vcmdqs: { type: "u8", offset: 5, doc: "log2 of the VCMDQs in all (PARAM bits 7:4)" },
+    log2vsids: { type: "u8", offset: 6, doc: "log2 of the SID replacements (PARAM bits 15:12)" },
+    __reserved: { type: "u8", offset: 7, reserved: true, doc: "must be 0" },
+  },
+} as const;
+
+/** `struct iommu_hw_info_tegra241_cmdqv` (6.17): Tegra241 CMDQV PARAM fields. */
+export const IommuHwInfoTegra241Cmdqv: Struct<typeof IommuHwInfoTegra241CmdqvLayout.fields> = defineStruct(
+  IommuHwInfoTegra241CmdqvLayout,
+);
+
+/** The declaration of `struct iommu_hw_info_amd` behind {@linkcode IommuHwInfoAmd}: its one definition. */
+export const IommuHwInfoAmdLayout = {
+  name: "iommu_hw_info_amd",
+  since: "7.x",
+  header: H,
+  size: 16,
+  doc: "AMD IOMMU hardware information: the raw Extended Feature registers EFR (MMIO 0x30) and EFR2 (MMIO 0x1a0).",
+  fields: {
+    efr: { type: "u64", offset: 0, doc: "Extended Feature Register" },
+    efr2: { type: "u64", offset: 8, doc: "Extended Feature 2 Register" },
+  },
+} as const;
+
+/** `struct iommu_hw_info_amd` (7.x): AMD EFR and EFR2. */
+export const IommuHwInfoAmd: Struct<typeof IommuHwInfoAmdLayout.fields> = defineStruct(IommuHwInfoAmdLayout);
+
+// ------------------------------------------------------------------------------------------------- dirty tracking
+
+/** The declaration of the dirty-tracking flags behind {@linkcode DirtyTrackingFlags}: their one definition. */
+export const DirtyTrackingFlagsDeclaration = {
+  name: "iommufd_hwpt_dirty_flags",
+  header: H,
+  since: "6.7",
+  values: {
+    IOMMU_HWPT_DIRTY_TRACKING_ENABLE: 1,
+    IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR: 1,
+  } as const,
+} as const;
+
+/** `enum iommufd_hwpt_set_dirty_tracking_flags` and `enum iommufd_hwpt_get_dirty_bitmap_flags` (6.7). */
+export const DirtyTrackingFlags: ConstantGroup<typeof DirtyTrackingFlagsDeclaration.values> = defineConstants(
+  DirtyTrackingFlagsDeclaration,
+);
+
+/** The declaration of `struct iommu_hwpt_set_dirty_tracking` behind {@linkcode IommuHwptSetDirtyTracking}: its one definition. */
+export const IommuHwptSetDirtyTrackingLayout = {
+  name: "iommu_hwpt_set_dirty_tracking",
+  since: "6.7",
+  header: H,
+  size: 16,
+  doc: "Start or stop dirty tracking on a paging HWPT allocated with IOMMU_HWPT_ALLOC_DIRTY_TRACKING.",
+  fields: {
+    size: { type: "u32", offset: 0, role: "size", doc: "sizeof(struct iommu_hwpt_set_dirty_tracking)" },
+    flags: {
+      type: "u32",
+      offset: 4,
+      flags: { IOMMU_HWPT_DIRTY_TRACKING_ENABLE: 1 },
+      doc: "IOMMU_HWPT_DIRTY_TRACKING_ENABLE, or 0 to stop",
+    },
+    hwpt_id: { type: "u32", offset: 8, doc: "the paging HWPT" },
+    __reserved: { type: "u32", offset: 12, reserved: true, doc: "must be 0" },
+  },
+} as const;
+
+/** `struct iommu_hwpt_set_dirty_tracking` (6.7): toggle dirty tracking. */
+export const IommuHwptSetDirtyTracking: Struct<typeof IommuHwptSetDirtyTrackingLayout.fields> = defineStruct(
+  IommuHwptSetDirtyTrackingLayout,
+);
+
+/** The declaration of `struct iommu_hwpt_get_dirty_bitmap` behind {@linkcode IommuHwptGetDirtyBitmap}: its one definition. */
+export const IommuHwptGetDirtyBitmapLayout = {
+  name: "iommu_hwpt_get_dirty_bitmap",
+  since: "6.7",
+  header: H,
+  size: 48,
+  doc: "Read (and by default clear) the dirty bits of [iova, iova+length) into a bitmap, one bit per page_size; " +
+    "bit i covers iova + i * page_size. The kernel writes whole u64 words.",
+  fields: {
+    size: { type: "u32", offset: 0, role: "size", doc: "sizeof(struct iommu_hwpt_get_dirty_bitmap)" },
+    hwpt_id: { type: "u32", offset: 4, doc: "the paging HWPT" },
+    flags: {
+      type: "u32",
+      offset: 8,
+      flags: { IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR: 1 },
+      doc: "IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR: read without clearing",
+    },
+    __reserved: { type: "u32", offset: 12, reserved: true, doc: "must be 0" },
+    iova: { type: "u64", offset: 16, doc: "IOVA of bit 0" },
+    length: { type: "u64", offset: 24, doc: "bytes of IOVA the bitmap covers" },
+    page_size: { type: "u64", offset: 32, doc: "bytes per bit" },
+    data: { type: "u64", offset: 40, doc: "user pointer to the bitmap (u64 words)" },
+  },
+} as const;
+
+/** `struct iommu_hwpt_get_dirty_bitmap` (6.7): read a dirty bitmap. */
+export const IommuHwptGetDirtyBitmap: Struct<typeof IommuHwptGetDirtyBitmapLayout.fields> = defineStruct(
+  IommuHwptGetDirtyBitmapLayout,
 );
 
 // --------------------------------------------------------------------------------------------------- invalidation
@@ -773,6 +919,44 @@ export const IommuVeventqAllocLayout = {
 /** `struct iommu_veventq_alloc` (6.15): allocate a vEVENTQ on a vIOMMU. */
 export const IommuVeventqAlloc: Struct<typeof IommuVeventqAllocLayout.fields> = defineStruct(IommuVeventqAllocLayout);
 
+/** The declaration of `iommu_hw_queue_type` behind {@linkcode HwQueueType}: its one definition. */
+export const HwQueueTypeDeclaration = {
+  name: "iommu_hw_queue_type",
+  header: H,
+  since: "6.17",
+  values: { IOMMU_HW_QUEUE_TYPE_DEFAULT: 0, IOMMU_HW_QUEUE_TYPE_TEGRA241_CMDQV: 1 } as const,
+} as const;
+
+/** `enum iommu_hw_queue_type` (6.17). The selftest type is in selftest.ts. */
+export const HwQueueType: ConstantGroup<typeof HwQueueTypeDeclaration.values> = defineConstants(HwQueueTypeDeclaration);
+
+/** The declaration of `struct iommu_hw_queue_alloc` behind {@linkcode IommuHwQueueAlloc}: its one definition. */
+export const IommuHwQueueAllocLayout = {
+  name: "iommu_hw_queue_alloc",
+  since: "6.17",
+  header: H,
+  size: 40,
+  doc: "Allocate a hardware queue on a vIOMMU: the IOMMU reads a guest queue (at a guest-physical address of the " +
+    "nesting parent) directly, with no relay in between.",
+  fields: {
+    size: { type: "u32", offset: 0, role: "size", doc: "sizeof(struct iommu_hw_queue_alloc)" },
+    flags: { type: "u32", offset: 4, reserved: true, doc: "must be 0" },
+    viommu_id: { type: "u32", offset: 8, doc: "vIOMMU" },
+    type: { type: "u32", offset: 12, doc: "enum iommu_hw_queue_type (or the selftest type)" },
+    index: { type: "u32", offset: 16, doc: "the queue's index among this vIOMMU's queues of this type" },
+    out_hw_queue_id: { type: "u32", offset: 20, doc: "output: HW queue id" },
+    nesting_parent_iova: {
+      type: "u64",
+      offset: 24,
+      doc: "guest-physical base of the queue memory (mapped in the IOAS)",
+    },
+    length: { type: "u64", offset: 32, doc: "bytes of queue memory" },
+  },
+} as const;
+
+/** `struct iommu_hw_queue_alloc` (6.17): allocate a vIOMMU hardware queue. */
+export const IommuHwQueueAlloc: Struct<typeof IommuHwQueueAllocLayout.fields> = defineStruct(IommuHwQueueAllocLayout);
+
 // ------------------------------------------------------------------------------------------------------ ioctls
 
 const cmd = IommufdCmd.values;
@@ -868,6 +1052,35 @@ export const IOMMU_VEVENTQ_ALLOC: Ioctl = defineIoctl({
   since: "6.15",
 });
 
+/** `IOMMU_IOAS_MAP_FILE`. */
+export const IOMMU_IOAS_MAP_FILE: Ioctl = defineIoctl({
+  name: "IOMMU_IOAS_MAP_FILE",
+  request: io(IOMMUFD_TYPE, cmd.IOMMUFD_CMD_IOAS_MAP_FILE),
+  struct: IommuIoasMapFile,
+  since: "6.13",
+});
+/** `IOMMU_HWPT_SET_DIRTY_TRACKING`. */
+export const IOMMU_HWPT_SET_DIRTY_TRACKING: Ioctl = defineIoctl({
+  name: "IOMMU_HWPT_SET_DIRTY_TRACKING",
+  request: io(IOMMUFD_TYPE, cmd.IOMMUFD_CMD_HWPT_SET_DIRTY_TRACKING),
+  struct: IommuHwptSetDirtyTracking,
+  since: "6.7",
+});
+/** `IOMMU_HWPT_GET_DIRTY_BITMAP`. */
+export const IOMMU_HWPT_GET_DIRTY_BITMAP: Ioctl = defineIoctl({
+  name: "IOMMU_HWPT_GET_DIRTY_BITMAP",
+  request: io(IOMMUFD_TYPE, cmd.IOMMUFD_CMD_HWPT_GET_DIRTY_BITMAP),
+  struct: IommuHwptGetDirtyBitmap,
+  since: "6.7",
+});
+/** `IOMMU_HW_QUEUE_ALLOC`. */
+export const IOMMU_HW_QUEUE_ALLOC: Ioctl = defineIoctl({
+  name: "IOMMU_HW_QUEUE_ALLOC",
+  request: io(IOMMUFD_TYPE, cmd.IOMMUFD_CMD_HW_QUEUE_ALLOC),
+  struct: IommuHwQueueAlloc,
+  since: "6.17",
+});
+
 /** Everything this module defines, for the golden check and the registry. */
 export const IOMMUFD_UAPI = {
   structs: [
@@ -876,14 +1089,20 @@ export const IOMMUFD_UAPI = {
     IommuIovaRange,
     IommuIoasIovaRanges,
     IommuIoasMap,
+    IommuIoasMapFile,
     IommuIoasUnmap,
     IommuOption,
     IommuHwptVtdS1,
     IommuHwptArmSmmuv3,
+    IommuHwptAmdGuest,
     IommuHwptAlloc,
     IommuHwInfo,
     IommuHwInfoVtd,
     IommuHwInfoArmSmmuv3,
+    IommuHwInfoTegra241Cmdqv,
+    IommuHwInfoAmd,
+    IommuHwptSetDirtyTracking,
+    IommuHwptGetDirtyBitmap,
     IommuHwptVtdS1Invalidate,
     IommuViommuArmSmmuv3Invalidate,
     IommuHwptInvalidate,
@@ -895,6 +1114,7 @@ export const IOMMUFD_UAPI = {
     IommufdVeventHeader,
     IommuVeventArmSmmuv3,
     IommuVeventqAlloc,
+    IommuHwQueueAlloc,
   ],
   constants: [
     IommufdCmd,
@@ -909,6 +1129,8 @@ export const IOMMUFD_UAPI = {
     PgfaultConstants,
     ViommuType,
     VeventqConstants,
+    DirtyTrackingFlags,
+    HwQueueType,
   ],
   ioctls: [
     IOMMU_DESTROY,
@@ -924,5 +1146,9 @@ export const IOMMUFD_UAPI = {
     IOMMU_VIOMMU_ALLOC,
     IOMMU_VDEVICE_ALLOC,
     IOMMU_VEVENTQ_ALLOC,
+    IOMMU_IOAS_MAP_FILE,
+    IOMMU_HWPT_SET_DIRTY_TRACKING,
+    IOMMU_HWPT_GET_DIRTY_BITMAP,
+    IOMMU_HW_QUEUE_ALLOC,
   ],
 } as const;

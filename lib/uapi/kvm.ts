@@ -69,6 +69,41 @@ export const KvmUserspaceMemoryRegion: Struct<typeof KvmUserspaceMemoryRegionLay
   KvmUserspaceMemoryRegionLayout,
 );
 
+/** The declaration of `kvm_mem_flags` behind {@linkcode KvmMemFlags}: its one definition. */
+export const KvmMemFlagsDeclaration = {
+  name: "kvm_mem_flags",
+  header: H,
+  since: "2.6.29",
+  values: { KVM_MEM_LOG_DIRTY_PAGES: 1 << 0, KVM_MEM_READONLY: 1 << 1 } as const,
+} as const;
+
+/** `KVM_MEM_*` flags of a memory slot: log the guest's writes (dirty pages), or read-only. */
+export const KvmMemFlags: ConstantGroup<typeof KvmMemFlagsDeclaration.values> = defineConstants(
+  KvmMemFlagsDeclaration,
+);
+
+/** The declaration of `struct kvm_dirty_log` behind {@linkcode KvmDirtyLog}: its one definition. */
+export const KvmDirtyLogLayout = {
+  name: "kvm_dirty_log",
+  since: "2.6.20",
+  header: H,
+  size: 16,
+  doc: "A memory slot's dirty log: one bit per 4 KiB page of the slot (rounded up to 64 bits), read and re-armed.",
+  fields: {
+    slot: { type: "u32", offset: 0, doc: "slot number (address space in bits 31:16)" },
+    padding1: { type: "u32", offset: 4, reserved: true, doc: "0" },
+    dirty_bitmap: {
+      type: "u64",
+      offset: 8,
+      c: "padding2",
+      doc: "user pointer to the bitmap (a union with padding2, which is what the golden check compares)",
+    },
+  },
+} as const;
+
+/** `struct kvm_dirty_log`: where KVM_GET_DIRTY_LOG writes a slot's bitmap. */
+export const KvmDirtyLog: Struct<typeof KvmDirtyLogLayout.fields> = defineStruct(KvmDirtyLogLayout);
+
 /** The declaration of `struct kvm_regs` behind {@linkcode KvmRegs}: its one definition. */
 export const KvmRegsLayout = {
   name: "kvm_regs",
@@ -385,6 +420,13 @@ export const KVM_CREATE_VCPU: Ioctl = defineIoctl({
   struct: undefined,
   since: "2.6.20",
 });
+/** `KVM_GET_DIRTY_LOG` = `_IOW(KVMIO, 0x42, struct kvm_dirty_log)` on a VM: a slot's dirty pages since the last call. */
+export const KVM_GET_DIRTY_LOG: Ioctl = defineIoctl({
+  name: "KVM_GET_DIRTY_LOG",
+  request: iow(K, 0x42, KvmDirtyLog.size),
+  struct: KvmDirtyLog,
+  since: "2.6.20",
+});
 /** `KVM_SET_USER_MEMORY_REGION` = `_IOW(KVMIO, 0x46, struct kvm_userspace_memory_region)`. */
 export const KVM_SET_USER_MEMORY_REGION: Ioctl = defineIoctl({
   name: "KVM_SET_USER_MEMORY_REGION",
@@ -482,6 +524,7 @@ export const KVM_SIGNAL_MSI: Ioctl = defineIoctl({
 export const KVM_UAPI = {
   structs: [
     KvmUserspaceMemoryRegion,
+    KvmDirtyLog,
     KvmRegs,
     KvmSegment,
     KvmDtable,
@@ -496,13 +539,14 @@ export const KVM_UAPI = {
     KvmIrqLevel,
     KvmMsi,
   ],
-  constants: [KvmBase, KvmExitReason],
+  constants: [KvmBase, KvmExitReason, KvmMemFlags],
   ioctls: [
     KVM_GET_API_VERSION,
     KVM_CREATE_VM,
     KVM_GET_VCPU_MMAP_SIZE,
     KVM_CREATE_VCPU,
     KVM_SET_USER_MEMORY_REGION,
+    KVM_GET_DIRTY_LOG,
     KVM_SET_TSS_ADDR,
     KVM_RUN,
     KVM_GET_REGS,

@@ -80,6 +80,8 @@ export const MockConstantsDeclaration = {
     IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST: 0xdeadbeef,
     IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST_INVALID: 0xdadbeef,
     IOMMU_VEVENTQ_TYPE_SELFTEST: 0xbeefbeef,
+    IOMMU_HW_QUEUE_TYPE_SELFTEST: 0xdeadbeef,
+    IOMMU_TEST_HW_QUEUE_MAX: 2,
   } as const,
 } as const;
 
@@ -246,6 +248,29 @@ export const TestCmdAccessRw: Struct<TestCmdHeader & typeof TestCmdAccessRwArm> 
   "the access fd",
   "Copy between user memory and IOVAs as an emulated device would DMA; a write to a read-only mapping is EPERM.",
   TestCmdAccessRwArm,
+);
+
+/** The union arm behind {@linkcode TestCmdDirty}: its fields, offsets relative to the arm. */
+export const TestCmdDirtyArm = {
+  flags: { type: "u32", offset: 0, doc: "unused by the mock; 0" },
+  iova: { type: "u64", offset: 8, doc: "IOVA of bit 0, a multiple of page_size" },
+  length: { type: "u64", offset: 16, doc: "bytes of IOVA, a multiple of page_size" },
+  page_size: { type: "u64", offset: 24, doc: "bytes per bit" },
+  uptr: { type: "u64", offset: 32, doc: "user pointer to the bitmap of pages to mark dirty" },
+  out_nr_dirty: { type: "u64", offset: 40, doc: "output: bits that were set (pages marked)" },
+} as const;
+
+/**
+ * `IOMMU_TEST_OP_DIRTY` (6.7): mark the pages whose bits are set in the bitmap at `uptr` dirty in a mock paging
+ * domain (`id`, the HWPT) whose dirty tracking is on, as a device writing them would.
+ */
+export const TestCmdDirty: Struct<TestCmdHeader & typeof TestCmdDirtyArm> = testCmd(
+  "dirty",
+  "IOMMU_TEST_OP_DIRTY",
+  "6.7",
+  "mock paging HWPT with dirty tracking on",
+  "Set the dirty bits of chosen pages of a mock domain (a device's writes, without a device).",
+  TestCmdDirtyArm,
 );
 
 /** The union arm behind {@linkcode TestCmdCheckIotlb}: its fields, offsets relative to the arm. */
@@ -513,6 +538,7 @@ export const SELFTEST_UAPI = {
     TestCmdCreateAccess,
     TestCmdAccessRw,
     TestCmdCheckIotlb,
+    TestCmdDirty,
     TestCmdTriggerIopf,
     TestCmdCheckDevCache,
     TestCmdTriggerVevent,

@@ -16,6 +16,7 @@ import {
   IOMMUFD_UAPI,
   KVM_CREATE_IRQCHIP,
   KVM_CREATE_PIT2,
+  KVM_GET_DIRTY_LOG,
   KVM_GET_SUPPORTED_CPUID,
   KVM_IRQ_LINE,
   KVM_SIGNAL_MSI,
@@ -104,6 +105,7 @@ Deno.test("shim: the allow-list is per fd kind — every ioctl the library makes
       KVM_CHECK_EXTENSION,
       KVM_CREATE_VCPU,
       KVM_SET_USER_MEMORY_REGION,
+      KVM_GET_DIRTY_LOG.request,
       KVM_CREATE_IRQCHIP.request,
       KVM_IRQ_LINE.request,
       KVM_CREATE_PIT2.request,
@@ -116,6 +118,9 @@ Deno.test("shim: the allow-list is per fd kind — every ioctl the library makes
     [FD_KIND.FAULT_QUEUE, []],
     [FD_KIND.VEVENTQ, []],
     [FD_KIND.TEST_ACCESS, []],
+    [FD_KIND.MEMFD, []],
+    [FD_KIND.FDPASS_LISTENER, []],
+    [FD_KIND.FDPASS_SOCKET, []],
   ];
   const every = new Set(lists.flatMap(([, l]) => l).concat([TCGETS, KVM_GET_MSR_INDEX_LIST, 0x3b00 | 0x82]));
   for (const [kind, allowed] of lists) {

@@ -55,6 +55,14 @@ attempt("kick pid 1", () => shim.kick(1));
 // Mappings.
 attempt("map over my buffer from stdin", () => shim.mapFixed(shim.alignedBuffer(4096), 0, 0));
 attempt("unmap a buffer never mapped", () => shim.unmapFixed(shim.alignedBuffer(4096)));
+// Memfds and fd passing: only memfds of the table, only *.memfd.sock sockets.
+const memfd = shim.memfdCreate("mine", 4096);
+attempt("memfd: map 1 page past its end", () => shim.mapFixed(shim.alignedBuffer(8192), memfd, 0));
+attempt("memfd: send it over stdout", () => shim.fdpassSend(1, memfd, new Uint8Array(1)));
+attempt("fdpass: listen at a path of my choosing", () => shim.fdpassListen("/tmp/owned"));
+attempt("fdpass: connect to another service's socket", () => shim.fdpassConnect("/run/systemd/private"));
+attempt("fdpass: listen with a .. in the path", () => shim.fdpassListen("/tmp/../tmp/x.memfd.sock"));
+attempt("fdpass: receive on stdin", () => shim.fdpassRecv(0));
 // Another native library.
 attempt("dlopen libc", () => Deno.dlopen("libc.so.6", { getpid: { parameters: [], result: "i32" } }));
 
@@ -95,6 +103,22 @@ if (kvm >= 0) {
   attempt("vm: memory region past my buffer", () => withPointer(vm, 0x4020ae46, region, 24, new Uint8Array(4096)));
   attempt("vm: KVM_SET_TSS_ADDR (never used by a relay)", () => ioctl(vm, 0xae47, null));
   attempt("vm: map it", () => shim.mapFixed(shim.alignedBuffer(4096), vm, 0));
+  const log = new Uint8Array(16);
+  new DataView(log.buffer).setUint32(0, 7, true); // slot 7: never set through the shim
+  attempt(
+    "vm: dirty log of a slot the shim never saw",
+    () => withPointer(vm, 0x4010ae42, log, 8, new Uint8Array(4096)),
+  );
+  const ram = shim.alignedBuffer(64 * 4096);
+  const slot = new Uint8Array(32);
+  new DataView(slot.buffer).setUint32(4, 1, true); // KVM_MEM_LOG_DIRTY_PAGES
+  new DataView(slot.buffer).setBigUint64(16, BigInt(ram.byteLength), true);
+  withPointer(vm, 0x4020ae46, slot, 24, ram); // slot 0: 64 pages, an 8-byte log
+  new DataView(log.buffer).setUint32(0, 0, true);
+  attempt(
+    "vm: dirty log into a buffer shorter than the slot's",
+    () => withPointer(vm, 0x4010ae42, log, 8, new Uint8Array(4)),
+  );
   const vcpu = ioctl(vm, 0xae41, null);
   attempt("vcpu: map 1 page more than kvm_run", () => {
     const size = ioctl(kvm, 0xae04, null);
@@ -124,6 +148,28 @@ if (iommufd >= 0) {
   const pin = sized(72);
   new DataView(pin.buffer).setUint32(4, 7, true); // IOMMU_TEST_OP_ACCESS_PAGES: pins user memory
   attempt("iommufd: selftest op the relay never uses", () => ioctl(iommufd, TEST_CMD, pin));
+  const mapFile = sized(40);
+  new DataView(mapFile.buffer).setUint32(12, 0, true); // fd: stdin
+  new DataView(mapFile.buffer).setBigUint64(24, 4096n, true);
+  attempt("iommufd: IOAS_MAP_FILE of stdin", () => ioctl(iommufd, 0x3b8f, mapFile));
+  new DataView(mapFile.buffer).setUint32(12, memfd, true);
+  attempt("iommufd: IOAS_MAP_FILE of my memfd", () => ioctl(iommufd, 0x3b8f, mapFile));
+  const dirty = sized(48);
+  new DataView(dirty.buffer).setBigUint64(24, 1n << 30n, true); // 1 GiB at 4 KiB: a 32 KiB bitmap
+  new DataView(dirty.buffer).setBigUint64(32, 4096n, true);
+  attempt(
+    "iommufd: dirty bitmap longer than my buffer",
+    () => withPointer(iommufd, 0x3b8c, dirty, 40, new Uint8Array(64)),
+  );
+  const mark = sized(72);
+  const mv = new DataView(mark.buffer);
+  mv.setUint32(4, 13, true); // IOMMU_TEST_OP_DIRTY
+  mv.setBigUint64(32, 1n << 30n, true);
+  mv.setBigUint64(40, 4096n, true);
+  attempt(
+    "iommufd: selftest DIRTY reading past my bitmap",
+    () => withPointer(iommufd, TEST_CMD, mark, 48, new Uint8Array(8)),
+  );
   attempt("iommufd: read", () => shim.read(iommufd, new Uint8Array(64)));
   attempt("iommufd: write", () => shim.write(iommufd, new Uint8Array(8)));
   const cdev = shim.open("/dev/vfio/devices/vfio0");
