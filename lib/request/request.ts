@@ -181,7 +181,8 @@ const DEFAULT_LIMITS: RequestLimits = { pasidBits: PCIE_PASID_BITS };
 
 function checkPasid(pasid: number, field: string, limits: RequestLimits): void {
   if (!Number.isInteger(pasid)) throw new RequestError("not-integer", field, `${pasid}`);
-  if (pasid < 0 || pasid >= 2 ** limits.pasidBits) {
+  const bits = limits.pasidBits;
+  if (pasid < 0 || pasid >= (bits < 31 ? 1 << bits : 2 ** bits)) {
     throw new RequestError("pasid-out-of-range", field, `PASID ${pasid} needs more than ${limits.pasidBits} bits`);
   }
 }

@@ -122,6 +122,12 @@ export function writeU64(view: DataView, offset: number, value: number | bigint)
  * ```
  */
 export function writePageAddress(view: DataView, offset: number, page: number, lowBits = 0): void {
+  if (page >= 0 && page < 0x8000_0000) {
+    // Below 2^31 pages (8 TiB) integer shifts do it: the hot path of every compiled VT-d and SMMUv3 entry.
+    view.setUint32(offset, (((page & 0xf_ffff) << 12) | (lowBits & 0xfff)) >>> 0, true);
+    view.setUint32(offset + 4, page >>> 20, true);
+    return;
+  }
   view.setUint32(offset, ((page % 0x10_0000) * 4096 + (lowBits & 0xfff)) >>> 0, true);
   view.setUint32(offset + 4, Math.floor(page / 0x10_0000), true);
 }

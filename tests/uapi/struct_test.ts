@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { defineStruct, readU64Number, UapiError, writeU64 } from "../../lib/uapi/mod.ts";
+import { defineStruct, readU64Number, UapiError, writePageAddress, writeU64 } from "../../lib/uapi/mod.ts";
 
 const Sample = defineStruct({
   name: "sample",
@@ -71,4 +71,21 @@ Deno.test("struct: u64 helpers split and join without BigInt", () => {
   writeU64(v, 0, 2 ** 53 - 1);
   assert.equal(readU64Number(v, 0), 2 ** 53 - 1);
   assert.equal(v.getBigUint64(0, true), 2n ** 53n - 1n);
+});
+
+Deno.test("writePageAddress: the integer fast path below 2^31 pages writes what the general path writes", () => {
+  const general = (page: number, low: number) => BigInt(page) * 4096n + BigInt(low & 0xfff);
+  const view = new DataView(new ArrayBuffer(8));
+  const pages = [0, 1, 0xf_ffff, 0x10_0000, 0x7fff_ffff, 0x8000_0000, 0x8000_0001, 2 ** 40 + 7, 2 ** 52 - 1];
+  for (let i = 0; i < 2000; i++) pages.push(Math.floor(Math.random() * 2 ** (1 + (i % 52))));
+  for (const page of pages) {
+    for (const low of [0, 0x5, 0xfff, 0x1234]) {
+      writePageAddress(view, 0, page, low);
+      assert.equal(
+        view.getBigUint64(0, true),
+        general(page, low),
+        `page 0x${page.toString(16)} low 0x${low.toString(16)}`,
+      );
+    }
+  }
 });

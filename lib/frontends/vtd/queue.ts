@@ -505,6 +505,13 @@ const HOST_FAILURE = "host invalidation failed or wait status not writable";
 
 /** 2^am pages at `page`, aligned down to the span (a misaligned address widens, never narrows), into `out`. */
 function span(page: number, am: number, out: { firstPage: number; pages: number }): void {
+  if (am < 31 && page >= 0 && page < 0x8000_0000) {
+    // The common case in integer arithmetic (Linux's page-selective invalidations: am ≤ 9, pages below 2^31).
+    const pages = 1 << am;
+    out.firstPage = page & ~(pages - 1);
+    out.pages = pages;
+    return;
+  }
   const pages = 2 ** Math.min(am, 52);
   const firstPage = Math.floor(page / pages) * pages;
   out.firstPage = firstPage;
