@@ -266,18 +266,23 @@ export class GuestIommu implements Disposable {
       return existing;
     }
     const hwpt = this.host.allocNested(port, base.id, table, parent.pasidCapable);
-    if (!this.#probed.has(table.format)) {
-      // The zero-entry probe: does this table take this format's invalidations? Refuse the bind now if not,
-      // instead of failing every invalidation later.
-      const errno = this.host.probeInvalidation(hwpt.id, table.format);
+    // The zero-entry probe goes where this table's invalidations will go: the vIOMMU in vIOMMU mode (an SMMUv3
+    // nested HWPT takes none itself — Linux's arm-smmu-v3 answers EOPNOTSUPP there), else the nested HWPT.
+    const [probeId, probeFormat] = parent.viommu && this.viommu
+      ? [parent.viommu.id, this.viommu.format]
+      : [hwpt.id, table.format];
+    if (!this.#probed.has(probeFormat)) {
+      // Does the target take this format's invalidations? Refuse the bind now if not, instead of failing every
+      // invalidation later.
+      const errno = this.host.probeInvalidation(probeId, probeFormat);
       if (errno !== 0) {
         hwpt[Symbol.dispose]();
         throw new UnsupportedError(
-          `invalidate-${table.format}`,
+          `invalidate-${probeFormat}`,
           `the host refused the zero-entry probe with errno ${errno}`,
         );
       }
-      this.#probed.add(table.format);
+      this.#probed.add(probeFormat);
     }
     const entry: NestedEntry = { key, hwpt, format: table.format, parent, refs: 1 };
     this.#nested.set(key, entry);

@@ -14,6 +14,9 @@ import { HwInfoType, HwptDataType, ViommuType } from "../../lib/uapi/mod.ts";
 function fakes(host: ModelHost) {
   const log: string[] = [];
   let nextId = 100;
+  /** vIOMMUs take invalidations; nested HWPTs answer EOPNOTSUPP, as Linux's arm-smmu-v3 nested domains do. */
+  const viommus = new Set<number>();
+  const probes: string[] = [];
   const object = (kind: string, id = nextId++, extra: Record<string, unknown> = {}) => ({
     id,
     ...extra,
@@ -27,7 +30,10 @@ function fakes(host: ModelHost) {
   v.setUint32(12, 20 << 6, true); // IDR1: SSIDSIZE 20
   v.setUint32(20, 1 << 10, true); // IDR3: RIL
   const iommufd = {
-    invalidateRaw: () => 0,
+    invalidateRaw: (id: number, _type: number, _entries: Uint8Array, _len: number, count: number) => {
+      probes.push(`${viommus.has(id) ? "viommu" : "nested"} ${count}`);
+      return viommus.has(id) ? 0 : -95;
+    },
     getHwInfo: () => ({
       type: HwInfoType.values.IOMMU_HW_INFO_TYPE_ARM_SMMUV3,
       data: idr,
@@ -47,6 +53,7 @@ function fakes(host: ModelHost) {
     },
     allocViommu: (o: { type: number }) => {
       const id = host.createTarget("smmuv3");
+      viommus.add(id);
       log.push(`alloc viommu ${id} type ${o.type}`);
       return object("viommu", id);
     },
@@ -61,12 +68,12 @@ function fakes(host: ModelHost) {
     detachPasid: (p) => void log.push(`detach pasid ${p}`),
     [Symbol.dispose]: () => void log.push("port disposed"),
   };
-  return { iommufd, port, log };
+  return { iommufd, port, log, probes };
 }
 
 Deno.test("device (SMMUv3): STE on the RID, PASIDs as CFGI_CD, TLBIs with the CD's ASID, ATC_INV for ATS", () => {
   const host = new ModelHost();
-  const { iommufd, port, log } = fakes(host);
+  const { iommufd, port, log, probes } = fakes(host);
   const viommuMode = { type: ViommuType.values.IOMMU_VIOMMU_TYPE_ARM_SMMUV3, format: "smmuv3" as const };
   {
     using guest = new GuestIommu(new KernelDeviceHost(iommufd, { id: 1 } as never), {
@@ -82,6 +89,9 @@ Deno.test("device (SMMUv3): STE on the RID, PASIDs as CFGI_CD, TLBIs with the CD
     );
 
     dev.bind("rid", { format: "smmuv3", ste: [0x1234n, 5n], asid: 0 });
+    // The zero-entry probe went to the vIOMMU, where the invalidations go (a nested SMMUv3 HWPT refuses it).
+    assert.deepEqual(probes, ["viommu 0"]);
+    assert.deepEqual(guest.probedFormats, ["smmuv3"]);
     assert.ok(
       log.includes(`alloc nested on ${viommu} type ${HwptDataType.values.IOMMU_HWPT_DATA_ARM_SMMUV3} ste 4660`),
     );
