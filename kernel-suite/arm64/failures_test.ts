@@ -4,7 +4,7 @@
 // experiments below settle what entry_num means for the commands before it (docs/kernel-suite.md, "SMMUv3 errors").
 import assert from "node:assert/strict";
 import { EntryWriter } from "../../lib/compile/entries.ts";
-import { SMMUV3_DATA_TYPE, SmmuOpcode } from "../../lib/compile/smmuv3.ts";
+import { SmmuOpcode, SMMUV3_DATA_TYPE } from "../../lib/compile/smmuv3.ts";
 import { KernelError } from "../../lib/kernel/mod.ts";
 import { sendBatch } from "../../lib/relay/send.ts";
 import type { RequestFailure } from "../../lib/relay/outcome.ts";
@@ -55,37 +55,43 @@ function batch(commands: Command[]): Uint8Array {
   return bytes;
 }
 
-smmuTest("an unknown vSID mid-batch: EIO, entry_num = its index — the commands before it in its block never ran", async () => {
-  await using rig = await smmuRig();
-  await rig.loadPatterns();
-  const send = (commands: Command[]) => {
-    const r = rig.iommufd.invalidateRaw(rig.viommuId, SMMUV3_DATA_TYPE, batch(commands), 16, commands.length);
-    return [r, rig.iommufd.invalidateHandled];
-  };
-  const va = VA_BASE + 0x80 * PAGE;
-  rig.tables.map(va, dataPage(1));
-  await rig.edu.write(va, 0, 64);
-  rig.tables.map(va, dataPage(2));
-  await rig.edu.write(va, 64, 64);
-  assert.ok(rig.holds(dataPage(1), 1), "stale: the SMMU's TLB still maps the old page");
+smmuTest(
+  "an unknown vSID mid-batch: EIO, entry_num = its index — the commands before it in its block never ran",
+  async () => {
+    await using rig = await smmuRig();
+    await rig.loadPatterns();
+    const send = (commands: Command[]) => {
+      const r = rig.iommufd.invalidateRaw(rig.viommuId, SMMUV3_DATA_TYPE, batch(commands), 16, commands.length);
+      return [r, rig.iommufd.invalidateHandled];
+    };
+    const va = VA_BASE + 0x80 * PAGE;
+    rig.tables.map(va, dataPage(1));
+    await rig.edu.write(va, 0, 64);
+    rig.tables.map(va, dataPage(2));
+    await rig.edu.write(va, 64, 64);
+    assert.ok(rig.holds(dataPage(1), 1), "stale: the SMMU's TLB still maps the old page");
 
-  assert.deepEqual(send([cfgiCd(UNKNOWN_VSID), tlbiVa(rig.asid, va / PAGE)]), [-EIO, 0], "first entry");
-  assert.deepEqual(send([tlbiVa(rig.asid, va / PAGE), cfgiCd(UNKNOWN_VSID)]), [-EIO, 1], "second entry");
-  await rig.edu.write(va, 2 * 64, 64);
-  assert.ok(
-    rig.holds(dataPage(1), 2),
-    "entry_num 1, yet entry 0 (the TLBI) never reached the SMMU: the DMA still uses the old page",
-  );
-  // 69 good commands, then the bad one: the first 63 (one block) were issued before the driver reached it.
-  const fillers = Array.from({ length: 68 }, (_, i) => tlbiVa(rig.asid, 0x7_0000 + i));
-  assert.deepEqual(send([tlbiVa(rig.asid, va / PAGE), ...fillers, cfgiCd(UNKNOWN_VSID)]), [-EIO, 69]);
-  await rig.edu.write(va, 3 * 64, 64);
-  assert.ok(rig.holds(dataPage(2), 3), "entry 0 was in the first block of 63, which was issued: the TLBI took effect");
-  console.log(
-    "SMMUv3 EIO: entry_num is the failing command's index; commands of its block before it were not issued, " +
-      "earlier blocks were — the count says where, not what was done",
-  );
-});
+    assert.deepEqual(send([cfgiCd(UNKNOWN_VSID), tlbiVa(rig.asid, va / PAGE)]), [-EIO, 0], "first entry");
+    assert.deepEqual(send([tlbiVa(rig.asid, va / PAGE), cfgiCd(UNKNOWN_VSID)]), [-EIO, 1], "second entry");
+    await rig.edu.write(va, 2 * 64, 64);
+    assert.ok(
+      rig.holds(dataPage(1), 2),
+      "entry_num 1, yet entry 0 (the TLBI) never reached the SMMU: the DMA still uses the old page",
+    );
+    // 69 good commands, then the bad one: the first 63 (one block) were issued before the driver reached it.
+    const fillers = Array.from({ length: 68 }, (_, i) => tlbiVa(rig.asid, 0x7_0000 + i));
+    assert.deepEqual(send([tlbiVa(rig.asid, va / PAGE), ...fillers, cfgiCd(UNKNOWN_VSID)]), [-EIO, 69]);
+    await rig.edu.write(va, 3 * 64, 64);
+    assert.ok(
+      rig.holds(dataPage(2), 3),
+      "entry 0 was in the first block of 63, which was issued: the TLBI took effect",
+    );
+    console.log(
+      "SMMUv3 EIO: entry_num is the failing command's index; commands of its block before it were not issued, " +
+        "earlier blocks were — the count says where, not what was done",
+    );
+  },
+);
 
 smmuTest("a disallowed opcode: EIO with entry_num at it (PREFETCH_CONFIG first, CMD_SYNC second)", async () => {
   await using rig = await smmuRig();
@@ -98,34 +104,39 @@ smmuTest("a disallowed opcode: EIO with entry_num at it (PREFETCH_CONFIG first, 
   assert.deepEqual(send([tlbiVa(rig.asid, 1), cfgiCd(VSID)]), [0, 2], "the same batch with allowed commands");
 });
 
-smmuTest("the relay on an SMMUv3 EIO: the whole batch resent once, then every request failed, position unknown", async () => {
-  {
-    await using rig = await smmuRig();
-    const w = new EntryWriter(16, 4);
-    for (const [seq, command] of [[1, tlbiVa(rig.asid, 5)], [2, cfgiCd(UNKNOWN_VSID)], [3, tlbiVa(rig.asid, 6)]] as const) {
-      command(w.view, w.append([seq]));
+smmuTest(
+  "the relay on an SMMUv3 EIO: the whole batch resent once, then every request failed, position unknown",
+  async () => {
+    {
+      await using rig = await smmuRig();
+      const w = new EntryWriter(16, 4);
+      for (
+        const [seq, command] of [[1, tlbiVa(rig.asid, 5)], [2, cfgiCd(UNKNOWN_VSID)], [3, tlbiVa(rig.asid, 6)]] as const
+      ) {
+        command(w.view, w.append([seq]));
+      }
+      const failures: RequestFailure[] = [];
+      const counters = { resends: 0 };
+      const calls = sendBatch(
+        rig.backend.inner,
+        rig.viommuId,
+        "smmuv3",
+        w,
+        { maxEntriesPerCall: 64, transientRetries: 3 },
+        { errno: 0, handled: 0 },
+        failures,
+        counters,
+      );
+      assert.equal(calls, 2, "sent, then resent whole once (the count is not trusted)");
+      assert.equal(counters.resends, 1);
+      assert.deepEqual(
+        failures.map((f) => [f.seq, f.errnoName, f.positionUnknown, f.retrySafe]).sort(),
+        [[1, "EIO", true, true], [2, "EIO", true, true], [3, "EIO", true, true]],
+        "every request of the batch is reported failed: none is lost silently, the good TLBIs included",
+      );
     }
-    const failures: RequestFailure[] = [];
-    const counters = { resends: 0 };
-    const calls = sendBatch(
-      rig.backend.inner,
-      rig.viommuId,
-      "smmuv3",
-      w,
-      { maxEntriesPerCall: 64, transientRetries: 3 },
-      { errno: 0, handled: 0 },
-      failures,
-      counters,
-    );
-    assert.equal(calls, 2, "sent, then resent whole once (the count is not trusted)");
-    assert.equal(counters.resends, 1);
-    assert.deepEqual(
-      failures.map((f) => [f.seq, f.errnoName, f.positionUnknown, f.retrySafe]).sort(),
-      [[1, "EIO", true, true], [2, "EIO", true, true], [3, "EIO", true, true]],
-      "every request of the batch is reported failed: none is lost silently, the good TLBIs included",
-    );
-  }
-});
+  },
+);
 
 smmuTest("an invalid STE: EIO at IOMMU_HWPT_ALLOC; the device keeps its nested HWPT and translation", async () => {
   await using rig = await smmuRig();
@@ -170,7 +181,13 @@ function commandQueue(rig: Awaited<ReturnType<typeof smmuRig>>, configChanged?: 
 smmuTest("through the guest's command queue: a relay failure stops it with CERROR_ABT at that command", async () => {
   await using rig = await smmuRig();
   // A route naming a vSID the kernel does not know (as if its vDEVICE were gone), with ATS: its TLBIs bring ATC_INVs.
-  rig.guest.queue.bind(2, "rid", { targetId: rig.viommuId, format: "smmuv3", vdevId: UNKNOWN_VSID, asid: 9, ats: true });
+  rig.guest.queue.bind(2, "rid", {
+    targetId: rig.viommuId,
+    format: "smmuv3",
+    vdevId: UNKNOWN_VSID,
+    asid: 9,
+    ats: true,
+  });
   const { cmdq, put, sync, status } = commandQueue(rig);
   put(0, (BigInt(rig.asid) << 48n) | BigInt(O.TLBI_NH_VA), (0x123n << 12n) | 1n);
   sync(1, 1);

@@ -218,8 +218,7 @@ function lineSplitter(): TransformStream<string, string> {
 
 /** A backend that records each batch's opcodes (byte 0 of each 16-byte command) before passing it on. */
 export class RecordingBackend implements Backend {
-  readonly batches: { targetId: number; opcodes: number[]; entries: Uint8Array; errno: number; handled: number }[] =
-    [];
+  readonly batches: { targetId: number; opcodes: number[]; entries: Uint8Array; errno: number; handled: number }[] = [];
   constructor(readonly inner: Backend) {}
   invalidate(targetId: number, format: Format, entries: Uint8Array, count: number, status: InvalidateStatus): void {
     const opcodes = Array.from({ length: count }, (_, i) => entries[i * 16]);

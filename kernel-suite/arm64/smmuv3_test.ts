@@ -23,39 +23,42 @@ import {
 const O = SmmuOpcode;
 const PAGE = 4096;
 
-smmuTest("GET_HW_INFO decoded; nesting parent, vIOMMU, vDEVICE, vEVENTQ, nested HWPT; DMA through both stages", async () => {
-  await using rig = await smmuRig();
-  const caps = rig.dev.capabilities;
-  assert.equal(caps.iommu.kind, "smmuv3");
-  if (caps.iommu.kind !== "smmuv3") return;
-  console.log(
-    `SMMUv3 IDR0..5 ${caps.iommu.idr.map((r) => `0x${r.toString(16)}`).join(" ")}, ` +
-      `capabilities 0x${caps.hwCapabilities.toString(16)}, PASID bits ${caps.maxPasidLog2}`,
-  );
-  assert.ok(caps.iommu.s1p && caps.iommu.s2p, "QEMU 10's SMMUv3 on virt: stage 1 and stage 2 (nesting)");
-  assert.ok(caps.iommu.ril, "IDR3.RIL: range invalidation");
-  assert.equal(caps.iommu.ats, false, "QEMU's SMMU has no ATS (IDR0.ATS)");
-  assert.ok(
-    (caps.hwCapabilities & BigInt(HwCapabilities.values.IOMMU_HW_CAP_PCI_ATS_NOT_SUPPORTED)) !== 0n,
-    "edu has no ATS: the kernel says PCI_ATS_NOT_SUPPORTED",
-  );
-  // The objects: the device is on a nested HWPT of the vIOMMU, over a nesting parent.
-  const nested = rig.dev.boundTo("rid")!;
-  assert.ok(nested > 0 && nested !== rig.dev.parentHwptId && rig.viommuId !== rig.dev.parentHwptId);
-  assert.equal(rig.dev.vdevice?.virtId, VSID);
-  assert.deepEqual(rig.guest.probedFormats, ["smmuv3"], "the zero-entry probe went to the vIOMMU and was accepted");
-  using veventq = rig.iommufd.allocVeventq(rig.viommuId, VeventqConstants.values.IOMMU_VEVENTQ_TYPE_ARM_SMMUV3, 64);
-  assert.ok(veventq.id > 0);
-  // DMA through stage 1 (the guest's tables) and stage 2 (the IOAS): edu writes and reads the pages the CD maps.
-  await rig.loadPatterns();
-  rig.tables.map(VA_BASE, dataPage(0));
-  await rig.edu.write(VA_BASE, 5 * 64, 64);
-  assert.ok(rig.holds(dataPage(0), 5), "edu's write landed where stage 1 + stage 2 put it");
-  rig.ram.set(rig.pattern(9), dataPage(0) + 128);
-  await rig.edu.read(VA_BASE + 128, 0, 64);
-  await rig.edu.write(VA_BASE + 192, 0, 64);
-  assert.ok(rig.holds(dataPage(0) + 192, 9), "edu's read through both stages brought back what the guest wrote");
-});
+smmuTest(
+  "GET_HW_INFO decoded; nesting parent, vIOMMU, vDEVICE, vEVENTQ, nested HWPT; DMA through both stages",
+  async () => {
+    await using rig = await smmuRig();
+    const caps = rig.dev.capabilities;
+    assert.equal(caps.iommu.kind, "smmuv3");
+    if (caps.iommu.kind !== "smmuv3") return;
+    console.log(
+      `SMMUv3 IDR0..5 ${caps.iommu.idr.map((r) => `0x${r.toString(16)}`).join(" ")}, ` +
+        `capabilities 0x${caps.hwCapabilities.toString(16)}, PASID bits ${caps.maxPasidLog2}`,
+    );
+    assert.ok(caps.iommu.s1p && caps.iommu.s2p, "QEMU 10's SMMUv3 on virt: stage 1 and stage 2 (nesting)");
+    assert.ok(caps.iommu.ril, "IDR3.RIL: range invalidation");
+    assert.equal(caps.iommu.ats, false, "QEMU's SMMU has no ATS (IDR0.ATS)");
+    assert.ok(
+      (caps.hwCapabilities & BigInt(HwCapabilities.values.IOMMU_HW_CAP_PCI_ATS_NOT_SUPPORTED)) !== 0n,
+      "edu has no ATS: the kernel says PCI_ATS_NOT_SUPPORTED",
+    );
+    // The objects: the device is on a nested HWPT of the vIOMMU, over a nesting parent.
+    const nested = rig.dev.boundTo("rid")!;
+    assert.ok(nested > 0 && nested !== rig.dev.parentHwptId && rig.viommuId !== rig.dev.parentHwptId);
+    assert.equal(rig.dev.vdevice?.virtId, VSID);
+    assert.deepEqual(rig.guest.probedFormats, ["smmuv3"], "the zero-entry probe went to the vIOMMU and was accepted");
+    using veventq = rig.iommufd.allocVeventq(rig.viommuId, VeventqConstants.values.IOMMU_VEVENTQ_TYPE_ARM_SMMUV3, 64);
+    assert.ok(veventq.id > 0);
+    // DMA through stage 1 (the guest's tables) and stage 2 (the IOAS): edu writes and reads the pages the CD maps.
+    await rig.loadPatterns();
+    rig.tables.map(VA_BASE, dataPage(0));
+    await rig.edu.write(VA_BASE, 5 * 64, 64);
+    assert.ok(rig.holds(dataPage(0), 5), "edu's write landed where stage 1 + stage 2 put it");
+    rig.ram.set(rig.pattern(9), dataPage(0) + 128);
+    await rig.edu.read(VA_BASE + 128, 0, 64);
+    await rig.edu.write(VA_BASE + 192, 0, 64);
+    assert.ok(rig.holds(dataPage(0) + 192, 9), "edu's read through both stages brought back what the guest wrote");
+  },
+);
 
 /** One relay request, drained: no failure, and the opcodes it sent. */
 function relay(rig: Awaited<ReturnType<typeof smmuRig>>, request: Parameters<typeof rig.dev.handle>[0]): number[] {
@@ -186,26 +189,29 @@ smmuTest("CFGI_CD_ALL on the vIOMMU (the stream's every CD): stale before, fixed
   }, "CFGI_CD_ALL");
 });
 
-smmuTest("replace: the RID bound to a new STE (another CD) gets a new nested HWPT, attached over the old one", async () => {
-  await using rig = await smmuRig();
-  await rig.loadPatterns();
-  const va = VA_BASE + 0x70 * PAGE;
-  rig.tables.map(va, dataPage(13));
-  await rig.edu.write(va, 21 * 64, 64);
-  assert.ok(rig.holds(dataPage(13), 21));
-  const before = rig.dev.boundTo("rid")!;
-  const other = new Stage1Tables(rig.ram, 0x30_0000, 0x38_0000);
-  other.map(va, dataPage(14));
-  writeCd(rig.ram, CD_TABLE + 0x1000, other.root, 5);
-  rig.dev.bind("rid", { format: "smmuv3", ste: guestSte(CD_TABLE + 0x1000), asid: 5 });
-  const after = rig.dev.boundTo("rid")!;
-  assert.notEqual(after, before);
-  assert.equal(rig.guest.nestedCount, 1);
-  assert.throws(() => rig.iommufd.destroy(before), (e) => e instanceof KernelError && e.errnoName === "ENOENT");
-  await rig.edu.write(va, 22 * 64, 64);
-  assert.ok(rig.holds(dataPage(14), 22), "the attach installed the new STE: edu translates through the new CD");
-  assert.equal(rig.dev.telemetry.replaces, 1);
-});
+smmuTest(
+  "replace: the RID bound to a new STE (another CD) gets a new nested HWPT, attached over the old one",
+  async () => {
+    await using rig = await smmuRig();
+    await rig.loadPatterns();
+    const va = VA_BASE + 0x70 * PAGE;
+    rig.tables.map(va, dataPage(13));
+    await rig.edu.write(va, 21 * 64, 64);
+    assert.ok(rig.holds(dataPage(13), 21));
+    const before = rig.dev.boundTo("rid")!;
+    const other = new Stage1Tables(rig.ram, 0x30_0000, 0x38_0000);
+    other.map(va, dataPage(14));
+    writeCd(rig.ram, CD_TABLE + 0x1000, other.root, 5);
+    rig.dev.bind("rid", { format: "smmuv3", ste: guestSte(CD_TABLE + 0x1000), asid: 5 });
+    const after = rig.dev.boundTo("rid")!;
+    assert.notEqual(after, before);
+    assert.equal(rig.guest.nestedCount, 1);
+    assert.throws(() => rig.iommufd.destroy(before), (e) => e instanceof KernelError && e.errnoName === "ENOENT");
+    await rig.edu.write(va, 22 * 64, 64);
+    assert.ok(rig.holds(dataPage(14), 22), "the attach installed the new STE: edu translates through the new CD");
+    assert.equal(rig.dev.telemetry.replaces, 1);
+  },
+);
 
 smmuTest("PASID binds are CD changes relayed as CFGI_CD; the PASID's invalidations carry its CD's ASID", async () => {
   await using rig = await smmuRig();

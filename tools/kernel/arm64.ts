@@ -39,10 +39,23 @@ import { iortProblem, upgradeIort } from "./iort.ts";
 export const ARM64_TARGET = "arm64-7.3";
 const KERNEL_SPEC = "linux-source-7.3/trixie-backports";
 /** QEMU 10: bookworm's 7.2 emulates a stage-1-only SMMUv3 (no nesting); `virt` ≥ 9.2 makes it nested. */
-const QEMU_PACKAGES = ["qemu-system-arm", "qemu-system-common", "qemu-system-data"].map((p) => `${p}/bookworm-backports`);
+const QEMU_PACKAGES = ["qemu-system-arm", "qemu-system-common", "qemu-system-data"].map((p) =>
+  `${p}/bookworm-backports`
+);
 const GUEST_PACKAGES = ["libc6", "libgcc-s1", "busybox-static", "qemu-efi-aarch64"];
 /** The machine: GICv3 with its ITS (isolated MSIs: without them VFIO_DEVICE_BIND_IOMMUFD is EPERM), SMMUv3, TCG. */
-const MACHINE = ["-M", "virt,iommu=smmuv3,gic-version=3", "-accel", "tcg", "-cpu", "cortex-a57", "-smp", "2", "-m", "2G"];
+const MACHINE = [
+  "-M",
+  "virt,iommu=smmuv3,gic-version=3",
+  "-accel",
+  "tcg",
+  "-cpu",
+  "cortex-a57",
+  "-smp",
+  "2",
+  "-m",
+  "2G",
+];
 const CROSS = { cc: "aarch64-linux-gnu-gcc", target: "aarch64-unknown-linux-gnu" };
 const decoder = new TextDecoder();
 
@@ -54,7 +67,7 @@ export interface Arm64Context {
   readonly filter?: string;
   /** Prepare everything but build the kernel or boot. */
   readonly prepareOnly: boolean;
-  /** Install missing tools with tools/require.sh (as root). */
+  /** Install missing tools with tools/require.sh when running as root (false: `--no-install`). */
   readonly install: boolean;
 }
 
@@ -82,7 +95,14 @@ async function sha(text: string): Promise<string> {
 async function run(cmd: string, args: string[], opts: { cwd?: string; env?: Record<string, string> } = {}) {
   let out: Deno.CommandOutput;
   try {
-    out = await new Deno.Command(cmd, { args, cwd: opts.cwd, env: opts.env, stdin: "null", stdout: "piped", stderr: "piped" })
+    out = await new Deno.Command(cmd, {
+      args,
+      cwd: opts.cwd,
+      env: opts.env,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    })
       .output();
   } catch (e) {
     throw new Error(`cannot run ${cmd}: ${oneLine(e)}`);
@@ -95,7 +115,11 @@ async function run(cmd: string, args: string[], opts: { cwd?: string; env?: Reco
 }
 
 /** Fetch Debian packages (tools/debian-fetch.sh); package → unpacked folder. */
-async function fetchDebs(root: string, specs: string[], arch?: string): Promise<Map<string, { version: string; dir: string }>> {
+async function fetchDebs(
+  root: string,
+  specs: string[],
+  arch?: string,
+): Promise<Map<string, { version: string; dir: string }>> {
   const args = [`${root}/tools/debian-fetch.sh`, ...(arch ? ["--arch", arch] : []), ...specs];
   const out = await run("bash", args);
   const found = new Map<string, { version: string; dir: string }>();
@@ -423,12 +447,13 @@ async function runTarget(ctx: Arm64Context, result: Arm64Result): Promise<void> 
   const cache = cacheDir();
   const path = () => Deno.env.get("PATH") ?? "";
   let missing = missingTools(arm64Tools(), (need) => hasTool(need, path()));
-  if (missing.length > 0 && ctx.install) {
+  const install = missing.length > 0 && ctx.install && Deno.uid() === 0;
+  if (install) {
     const specs = missing.map((t) => `${t.need}:${t.pkg}`);
     await run("bash", [`${ctx.root}/tools/require.sh`, ...specs]).catch(() => {});
     missing = missingTools(arm64Tools(), (need) => hasTool(need, path()));
   }
-  if (missing.length > 0) throw new Skip(missingLine(missing, ctx.install));
+  if (missing.length > 0) throw new Skip(missingLine(missing, install));
 
   // Everything fetched: a host without the network (or without these packages) skips, with the reason.
   let qemuDebs, guestDebs, deno;
@@ -494,7 +519,9 @@ async function runTarget(ctx: Arm64Context, result: Arm64Result): Promise<void> 
   if (!last) {
     console.log(
       `kernel-run: ${ARM64_TARGET}: no test summary from the guest (${
-        r.timedOut ? `timed out after ${ctx.timeoutMs / 1000} s` : `guest exit ${exit?.[1] ?? "none"}, QEMU exit ${r.qemu}`
+        r.timedOut
+          ? `timed out after ${ctx.timeoutMs / 1000} s`
+          : `guest exit ${exit?.[1] ?? "none"}, QEMU exit ${r.qemu}`
       }); console tail:`,
     );
     console.log(r.log.split("\n").slice(-40).join("\n"));
@@ -518,7 +545,13 @@ async function runTarget(ctx: Arm64Context, result: Arm64Result): Promise<void> 
 /** The arm64 kernel from tools/kernel/build.sh, checked; with `cachedOnly`, undefined when it is not built yet. */
 async function kernelImage(root: string, cachedOnly: boolean): Promise<string | undefined> {
   for (let attempt = 0; attempt < 2; attempt++) {
-    const args = [`${root}/tools/kernel/build.sh`, ...(cachedOnly ? ["--cached-only"] : []), "--arch", "arm64", KERNEL_SPEC];
+    const args = [
+      `${root}/tools/kernel/build.sh`,
+      ...(cachedOnly ? ["--cached-only"] : []),
+      "--arch",
+      "arm64",
+      KERNEL_SPEC,
+    ];
     const out = await new Deno.Command("bash", { args, stdin: "null", stdout: "piped", stderr: "inherit" }).output();
     if (cachedOnly && out.code === 4) return undefined;
     if (!out.success) throw new Error(`tools/kernel/build.sh --arch arm64 ${KERNEL_SPEC} failed (exit ${out.code})`);

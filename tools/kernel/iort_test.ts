@@ -114,7 +114,11 @@ Deno.test("the arm64 checks: Image magic, AArch64 ELF, the initramfs and the IOR
     arm64InitramfsProblem(newcArchive([{ name: "init", mode: 0o100644, data: init }])) ?? "",
     /no executable/,
   );
-  assert.match(arm64InitramfsProblem(await gzip(good)) ?? "", /no newc cpio header/, "the gzipped form is checked after gunzip");
+  assert.match(
+    arm64InitramfsProblem(await gzip(good)) ?? "",
+    /no newc cpio header/,
+    "the gzipped form is checked after gunzip",
+  );
 
   const upgrade = (table: Uint8Array) =>
     newcArchive([{ name: "kernel/firmware/acpi/iort.aml", mode: 0o100644, data: table }]);

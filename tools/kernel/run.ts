@@ -351,7 +351,7 @@ async function main(): Promise<void> {
         timeoutMs,
         filter: values.filter,
         prepareOnly: values["prepare-only"],
-        install: Deno.uid() === 0 && !values["no-install"],
+        install: !values["no-install"],
       });
       passed += r.passed;
       failed += r.failed;
@@ -360,7 +360,9 @@ async function main(): Promise<void> {
     }
     const kernel = KERNELS[name];
     if (!kernel) {
-      console.log(`kernel-run: unknown kernel '${name}' (known: ${[...Object.keys(KERNELS), ARM64_TARGET].join(", ")})`);
+      console.log(
+        `kernel-run: unknown kernel '${name}' (known: ${[...Object.keys(KERNELS), ARM64_TARGET].join(", ")})`,
+      );
       failed++;
       continue;
     }
