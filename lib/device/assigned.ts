@@ -482,20 +482,25 @@ export class AssignedDevice implements Disposable {
     const previous = this.#bound.get(pasid);
     const next = this.guest.acquireNested(parent, this.port, this.domain, table);
     const binding = this.#bindingFor(next, table);
+    // An SMMUv3 RID rebound to the STE it has: the guest changed its CD 0 (in guest memory, where the host SMMU
+    // caches it), so the CD is invalidated on the host — without that the device keeps the old CD.
+    const cd0Changed = previous?.entry === next && table.format === "smmuv3" && this.vdevice !== undefined &&
+      parent.viommu !== undefined;
     if (previous?.entry === next && sameBinding(previous.binding, binding)) {
-      this.guest.releaseNested(next); // the same table: nothing changes
+      this.guest.releaseNested(next); // the same table: nothing changes but, on SMMUv3, CD 0
+      if (cd0Changed) this.#cfgiCd(0);
       return;
     }
     this.guest.queue.barrier(); // what was queued for the old table goes to the old table
-    if (previous?.entry !== next) {
-      try {
+    try {
+      if (previous?.entry !== next) {
         if (pasid === "rid") this.port.attachRid(next.hwpt.id);
         else if (previous) this.port.replacePasid(pasid, next.hwpt.id);
         else this.port.attachPasid(pasid, next.hwpt.id);
-      } catch (e) {
-        this.guest.releaseNested(next);
-        throw e;
-      }
+      } else if (cd0Changed) this.#cfgiCd(0);
+    } catch (e) {
+      this.guest.releaseNested(next);
+      throw e;
     }
     this.#bound.set(pasid, { entry: next, binding });
     this.guest.route(this.domain, pasid, binding);
@@ -532,11 +537,12 @@ export class AssignedDevice implements Disposable {
     }
   }
 
+  /** CFGI_CD for SSID `pasid` (0: the RID's CD 0) on the device's vSID. */
   #cfgiCd(pasid: number): void {
     const w = new EntryWriter(16, 1);
     writeCfgiCd(w, [], this.vdevice!.virtId, pasid);
     const status = this.guest.queue.command(this.#parent().viommu!.id, "smmuv3", w);
-    if (status.errno) throw new KernelError(-status.errno, `CFGI_CD for PASID ${pasid}`, "IOMMU_HWPT_INVALIDATE", 0);
+    if (status.errno) throw new KernelError(-status.errno, `CFGI_CD for SSID ${pasid}`, "IOMMU_HWPT_INVALIDATE", 0);
   }
 
   /** Shadow mode: bind the RID's table (a PASID is refused); the whole space is shadowed at once. */

@@ -131,3 +131,29 @@ Deno.test("device (SMMUv3): STE on the RID, PASIDs as CFGI_CD, TLBIs with the CD
   ]);
   assert.equal(host.configInvalidations.length, 3, "unbinding PASID 5 cleared its CD");
 });
+
+Deno.test("device (SMMUv3): rebinding the RID to the STE it has is the guest's CD 0 change — relayed as CFGI_CD(SSID 0)", () => {
+  const host = new ModelHost();
+  const { iommufd, port, log } = fakes(host);
+  using guest = new GuestIommu(new KernelDeviceHost(iommufd, { id: 1 } as never), {
+    queue: new RelayQueue(host),
+    viommu: { type: ViommuType.values.IOMMU_VIOMMU_TYPE_ARM_SMMUV3, format: "smmuv3" },
+  });
+  const dev = guest.assign(port, { domain: 1, virtId: 0x42 });
+  const viommu = host.createTarget("smmuv3") - 1;
+  dev.bind("rid", { format: "smmuv3", ste: [0x1234n, 5n], asid: 1 });
+  assert.deepEqual(host.configInvalidations, [], "a new STE is attached: the kernel installs it, no CFGI needed");
+  const attaches = log.filter((l) => l.startsWith("attach rid")).length;
+  // The guest rewrote CD 0 with a new ASID (and tables), then its CFGI_CD: the VMM rebinds the same STE.
+  dev.bind("rid", { format: "smmuv3", ste: [0x1234n, 5n], asid: 2 });
+  assert.deepEqual(host.configInvalidations, [{ targetId: viommu, vsid: 0x42, ssid: 0 }]);
+  assert.equal(guest.nestedCount, 1, "the nested HWPT is kept");
+  assert.equal(log.filter((l) => l.startsWith("attach rid")).length, attaches, "and not attached again");
+  // The same ASID with new tables looks the same to the device layer: still a CD 0 change, still relayed.
+  dev.bind("rid", { format: "smmuv3", ste: [0x1234n, 5n], asid: 2 });
+  assert.equal(host.configInvalidations.length, 2);
+  // The RID's invalidations now carry the new ASID.
+  dev.handle({ op: "invalidate", domain: 1, scope: { kind: "all" }, noPasid: true });
+  guest.queue.drain();
+  assert.ok(host.covered(viommu, 7, 2) && !host.covered(viommu, 7, 1));
+});
