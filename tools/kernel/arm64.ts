@@ -171,8 +171,10 @@ async function armRoot(cache: string, trees: string[], deno: string): Promise<st
   const tmp = `${dir}.${Deno.pid}.tmp`;
   await Deno.remove(tmp, { recursive: true }).catch(() => {});
   await Deno.mkdir(tmp, { recursive: true });
-  for (const tree of trees) await run("cp", ["-a", "--link", `${tree}/.`, `${tmp}/`]);
-  await Deno.remove(`${tmp}/.complete`).catch(() => {});
+  for (const tree of trees) {
+    await run("cp", ["-a", "--link", `${tree}/.`, `${tmp}/`]);
+    await Deno.remove(`${tmp}/.complete`); // each cache entry's file list: not the root's
+  }
   await Deno.link(deno, `${tmp}/deno`);
   await Deno.stat(`${tmp}/lib/ld-linux-aarch64.so.1`).catch(() => {
     throw new Error(`the arm64 glibc tree has no lib/ld-linux-aarch64.so.1`);
