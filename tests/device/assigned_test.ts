@@ -14,7 +14,10 @@ import { HwInfoType, HwptDataType, ViommuType } from "../../lib/uapi/mod.ts";
 function fakes(host: ModelHost) {
   const log: string[] = [];
   let nextId = 100;
-  /** vIOMMUs take invalidations; nested HWPTs answer EOPNOTSUPP, as Linux's arm-smmu-v3 nested domains do. */
+  /**
+   * As Linux 7.3's arm-smmu-v3: vIOMMUs take invalidations but refuse an empty batch (EINVAL); nested HWPTs take none
+   * (EOPNOTSUPP).
+   */
   const viommus = new Set<number>();
   const probes: string[] = [];
   const object = (kind: string, id = nextId++, extra: Record<string, unknown> = {}) => ({
@@ -32,7 +35,7 @@ function fakes(host: ModelHost) {
   const iommufd = {
     invalidateRaw: (id: number, _type: number, _entries: Uint8Array, _len: number, count: number) => {
       probes.push(`${viommus.has(id) ? "viommu" : "nested"} ${count}`);
-      return viommus.has(id) ? 0 : -95;
+      return viommus.has(id) ? (count === 0 ? -22 : 0) : -95;
     },
     getHwInfo: () => ({
       type: HwInfoType.values.IOMMU_HW_INFO_TYPE_ARM_SMMUV3,
@@ -89,8 +92,9 @@ Deno.test("device (SMMUv3): STE on the RID, PASIDs as CFGI_CD, TLBIs with the CD
     );
 
     dev.bind("rid", { format: "smmuv3", ste: [0x1234n, 5n], asid: 0 });
-    // The zero-entry probe went to the vIOMMU, where the invalidations go (a nested SMMUv3 HWPT refuses it).
-    assert.deepEqual(probes, ["viommu 0"]);
+    // The probe went to the vIOMMU, where the invalidations go (a nested SMMUv3 HWPT refuses it), with one command
+    // (the driver refuses an empty batch).
+    assert.deepEqual(probes, ["viommu 1"]);
     assert.deepEqual(guest.probedFormats, ["smmuv3"]);
     assert.ok(
       log.includes(`alloc nested on ${viommu} type ${HwptDataType.values.IOMMU_HWPT_DATA_ARM_SMMUV3} ste 4660`),
