@@ -5,7 +5,9 @@
 import assert from "node:assert/strict";
 import { KernelError } from "../../lib/kernel/mod.ts";
 import { EntryWriter } from "../../lib/compile/entries.ts";
-import { decodeSmmuTlbi, SmmuOpcode } from "../../lib/compile/smmuv3.ts";
+import { decodeSmmuTlbi, SmmuOpcode, writeCfgiCd } from "../../lib/compile/smmuv3.ts";
+import { RequestError } from "../../lib/request/request.ts";
+import { Errno } from "../../lib/uapi/errno.ts";
 import { HwCapabilities, VeventqConstants } from "../../lib/uapi/mod.ts";
 import {
   CD_TABLE,
@@ -213,22 +215,26 @@ smmuTest(
   },
 );
 
-smmuTest("PASID binds are CD changes relayed as CFGI_CD; the PASID's invalidations carry its CD's ASID", async () => {
-  await using rig = await smmuRig();
-  rig.backend.take();
-  rig.dev.bind(5, { format: "smmuv3", ste: guestSte(CD_TABLE), asid: 77 });
-  const [bind] = rig.backend.batches;
-  assert.deepEqual([bind.opcodes, bind.errno, bind.handled], [[O.CFGI_CD], 0, 1], "CFGI_CD(vSID, SSID 5) accepted");
-  rig.backend.take();
-  const ops = relay(rig, {
-    op: "invalidate",
-    domain: 1,
-    scope: { kind: "pasid-range", pasid: 5, firstPage: 0x100, pages: 2 },
-    leaf: true,
-  });
-  assert.deepEqual(ops, [O.TLBI_NH_VA, O.TLBI_NH_VA]);
-  rig.dev.unbind(5);
-  assert.deepEqual(rig.backend.take(), [O.CFGI_CD], "the unbind (the guest cleared the CD) is a CFGI_CD too");
-  // edu issues no PASID-tagged DMA (no PASID capability), so the effect of these is not visible to a device here;
-  // CD 0's CFGI_CD is (the test above).
-});
+smmuTest(
+  "no substreams here (SSIDSIZE 0): a PASID bind is refused before any command; the driver refuses one too",
+  async () => {
+    await using rig = await smmuRig();
+    const caps = rig.dev.capabilities;
+    assert.ok(caps.iommu.kind === "smmuv3" && caps.iommu.ssidBits === 0, "QEMU's SMMUv3 has no substreams");
+    assert.equal(rig.dev.pasidBits, 0);
+    rig.backend.take();
+    assert.throws(
+      () => rig.dev.bind(5, { format: "smmuv3", ste: guestSte(CD_TABLE), asid: 77 }),
+      (e) => e instanceof RequestError && e.reason === "pasid-out-of-range",
+    );
+    assert.deepEqual(rig.backend.take(), [], "nothing sent");
+    // Why: the driver takes CFGI_CD's SSID field only from an SMMU with substreams.
+    const cfgiCd = (ssid: number) => {
+      const w = new EntryWriter(16, 1);
+      writeCfgiCd(w, [], VSID, ssid);
+      return rig.guest.queue.command(rig.viommuId, "smmuv3", w);
+    };
+    assert.deepEqual(cfgiCd(5), { errno: Errno.values.EIO, handled: 0 }, "CFGI_CD(SSID 5): EIO");
+    assert.deepEqual(cfgiCd(0), { errno: 0, handled: 1 }, "CFGI_CD(SSID 0): taken");
+  },
+);

@@ -36,7 +36,7 @@ import { ShadowBackend } from "../shadow/backend.ts";
 import type { ShadowTelemetry } from "../shadow/domain.ts";
 import type { WalkFault } from "../shadow/walk.ts";
 import { Errno } from "../uapi/errno.ts";
-import { MockConstants } from "../uapi/mod.ts";
+import { HwCapabilities, MockConstants } from "../uapi/mod.ts";
 import { decodeCapabilities, type DeviceCapabilities } from "./capabilities.ts";
 import { type ShadowDomainEntry, type ShadowOptions, ShadowSpaces, walkable } from "./shadow.ts";
 
@@ -189,6 +189,10 @@ export class GuestIommu implements Disposable {
     } else {
       if (this.viommu && opts.virtId === undefined) {
         throw new TypeError(`${port.label}: a guest with a vIOMMU needs each device's virtual id (virtId)`);
+      }
+      if (opts.ats && caps.iommu.kind === "smmuv3" && (!caps.iommu.ats || atsNotSupported(caps))) {
+        // Every TLBI would bring an ATC_INV the driver refuses (EIO): refuse the claim instead.
+        throw new UnsupportedError("ats", `${port.label}: ATS was asked for, but its SMMU or the device has none`);
       }
       const parent = this.#attachParent(port, caps);
       stack.defer(() => this.releaseParent(parent));
@@ -343,6 +347,11 @@ export class GuestIommu implements Disposable {
   }
 }
 
+/** `IOMMU_HW_CAP_PCI_ATS_NOT_SUPPORTED`: the kernel says the device cannot use ATS. */
+function atsNotSupported(caps: DeviceCapabilities): boolean {
+  return (caps.hwCapabilities & BigInt(HwCapabilities.values.IOMMU_HW_CAP_PCI_ATS_NOT_SUPPORTED)) !== 0n;
+}
+
 function routeKey(domain: number, pasid: PasidOrRid, b: Binding): string {
   return `${domain}/${pasid}/${b.targetId}/${b.format}/${b.vdevId}/${b.asid}/${b.ats ?? false}`;
 }
@@ -432,9 +441,16 @@ export class AssignedDevice implements Disposable {
     return { targetId: entry!.hwpt.id, format: entry!.format };
   }
 
-  /** PASID width requests are validated against. */
+  /**
+   * PASID width requests are validated against. On SMMUv3 a PASID is a substream of the guest's CD table, so the
+   * SMMU's SSIDSIZE bounds it (and the device's PASID width, when it has one): with SSIDSIZE 0 — QEMU's SMMUv3 — there
+   * are no PASIDs, and Linux's arm-smmu-v3 refuses a CFGI_CD naming one (EIO).
+   */
   get pasidBits(): number {
     const c = this.capabilities;
+    if (c.iommu.kind === "smmuv3") {
+      return c.maxPasidLog2 > 0 ? Math.min(c.maxPasidLog2, c.iommu.ssidBits) : c.iommu.ssidBits;
+    }
     if (c.maxPasidLog2 > 0) return c.maxPasidLog2;
     if (c.iommu.kind === "vtd" && c.iommu.pasidBits > 0) return c.iommu.pasidBits;
     return c.iommu.kind === "selftest" ? MockConstants.values.MOCK_PASID_WIDTH : PCIE_PASID_BITS;

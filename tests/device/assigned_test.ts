@@ -9,9 +9,10 @@ import type { DevicePort } from "../../lib/host/device_host.ts";
 import type { Iommufd } from "../../lib/kernel/iommufd.ts";
 import { UnsupportedError } from "../../lib/kernel/errors.ts";
 import { ModelHost } from "../../lib/host/model.ts";
-import { HwInfoType, HwptDataType, ViommuType } from "../../lib/uapi/mod.ts";
+import { HwCapabilities, HwInfoType, HwptDataType, ViommuType } from "../../lib/uapi/mod.ts";
+import { RequestError } from "../../lib/request/request.ts";
 
-function fakes(host: ModelHost) {
+function fakes(host: ModelHost, opts: { ssidBits?: number; ats?: boolean; capabilities?: bigint } = {}) {
   const log: string[] = [];
   let nextId = 100;
   /**
@@ -29,8 +30,8 @@ function fakes(host: ModelHost) {
   });
   const idr = new Uint8Array(40);
   const v = new DataView(idr.buffer);
-  v.setUint32(8, 0b11 | (1 << 10), true); // IDR0: S1P, S2P, ATS
-  v.setUint32(12, 20 << 6, true); // IDR1: SSIDSIZE 20
+  v.setUint32(8, 0b11 | (opts.ats === false ? 0 : 1 << 10), true); // IDR0: S1P, S2P, ATS
+  v.setUint32(12, (opts.ssidBits ?? 20) << 6, true); // IDR1: SSIDSIZE
   v.setUint32(20, 1 << 10, true); // IDR3: RIL
   const iommufd = {
     invalidateRaw: (id: number, _type: number, _entries: Uint8Array, _len: number, count: number) => {
@@ -41,7 +42,7 @@ function fakes(host: ModelHost) {
       type: HwInfoType.values.IOMMU_HW_INFO_TYPE_ARM_SMMUV3,
       data: idr,
       maxPasidLog2: 20,
-      capabilities: 0n,
+      capabilities: opts.capabilities ?? 0n,
     }),
     allocHwpt: (o: { ptId: number; flags?: number; data?: { type: number; bytes: Uint8Array } }) => {
       const h = object(o.data ? "nested" : "parent");
@@ -160,4 +161,39 @@ Deno.test("device (SMMUv3): rebinding the RID to the STE it has is the guest's C
   dev.handle({ op: "invalidate", domain: 1, scope: { kind: "all" }, noPasid: true });
   guest.queue.drain();
   assert.ok(host.covered(viommu, 7, 2) && !host.covered(viommu, 7, 1));
+});
+
+Deno.test("device (SMMUv3): no substreams (SSIDSIZE 0, as QEMU's SMMU) means no PASID binds; ATS only where there is ATS", () => {
+  const host = new ModelHost();
+  const viommu = { type: ViommuType.values.IOMMU_VIOMMU_TYPE_ARM_SMMUV3, format: "smmuv3" as const };
+  {
+    const { iommufd, port } = fakes(host, { ssidBits: 0 });
+    using guest = new GuestIommu(new KernelDeviceHost(iommufd, { id: 1 } as never), {
+      queue: new RelayQueue(host),
+      viommu,
+    });
+    const dev = guest.assign(port, { domain: 1, virtId: 0x42 });
+    assert.equal(dev.pasidBits, 0);
+    dev.bind("rid", { format: "smmuv3", ste: [0x1234n, 5n], asid: 1 });
+    assert.throws(
+      () => dev.bind(5, { format: "smmuv3", ste: [0x1234n, 5n], asid: 7 }),
+      (e) => e instanceof RequestError && e.reason === "pasid-out-of-range",
+    );
+    assert.deepEqual(host.configInvalidations, [], "no CFGI_CD naming a substream the SMMU does not have");
+  }
+  for (
+    const o of [{ ats: false }, { capabilities: BigInt(HwCapabilities.values.IOMMU_HW_CAP_PCI_ATS_NOT_SUPPORTED) }]
+  ) {
+    const { iommufd, port, log } = fakes(host, o);
+    using guest = new GuestIommu(new KernelDeviceHost(iommufd, { id: 1 } as never), {
+      queue: new RelayQueue(host),
+      viommu,
+    });
+    assert.throws(
+      () => guest.assign(port, { domain: 1, virtId: 0x42, ats: true }),
+      (e) => e instanceof UnsupportedError && e.feature === "ats",
+      "ats" in o ? "IDR0.ATS clear" : "PCI_ATS_NOT_SUPPORTED",
+    );
+    assert.deepEqual(log, ["port disposed"], "refused before anything was allocated; the port is released");
+  }
 });
