@@ -102,6 +102,8 @@ smmuTest("a disallowed opcode: EIO with entry_num at it (PREFETCH_CONFIG first, 
   assert.deepEqual(send([opcodeOnly(PREFETCH_CONFIG, VSID), tlbiVa(rig.asid, 1)]), [-EIO, 0]);
   assert.deepEqual(send([tlbiVa(rig.asid, 1), opcodeOnly(O.CMD_SYNC)]), [-EIO, 1]);
   assert.deepEqual(send([tlbiVa(rig.asid, 1), cfgiCd(VSID)]), [0, 2], "the same batch with allowed commands");
+  // ATC_INV is refused on an SMMU without ATS (QEMU's), whatever the vSID.
+  assert.deepEqual(send([tlbiVa(rig.asid, 1), opcodeOnly(O.ATC_INV, VSID)]), [-EIO, 1]);
 });
 
 smmuTest(
@@ -180,7 +182,8 @@ function commandQueue(rig: Awaited<ReturnType<typeof smmuRig>>, configChanged?: 
 
 smmuTest("through the guest's command queue: a relay failure stops it with CERROR_ABT at that command", async () => {
   await using rig = await smmuRig();
-  // A route naming a vSID the kernel does not know (as if its vDEVICE were gone), with ATS: its TLBIs bring ATC_INVs.
+  // A route the driver refuses: ATS claimed (past the device layer, which refuses that claim here) on an SMMU without
+  // ATS, so its TLBIs bring ATC_INVs, each EIO; and a vSID the kernel does not know.
   rig.guest.queue.bind(2, "rid", {
     targetId: rig.viommuId,
     format: "smmuv3",
