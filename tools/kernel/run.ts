@@ -2,10 +2,12 @@
  * `deno task test:kernel`: builds (or takes from the cache) Linux kernels with the iommufd selftest mock,
  * boots each under QEMU (TCG) with the host's root shared read-only over 9p, runs `kernel-suite/` with Deno
  * inside the guest in one process, and reports the counts. The last line is always
- * `kernel-suite: N passed, N failed`, which .ci/run adds to its total: a missing tool, a failed build, a QEMU that
- * cannot start or a boot that times out each count as one failure, with one line saying what happened.
+ * `kernel-suite: N passed, N failed` (`, N skipped` appended when the arm64 target cannot be fetched or built here),
+ * which .ci/run adds to its total: a missing tool, a failed build, a QEMU that cannot start or a boot that times out
+ * each count as one failure, with one line saying what happened.
  *
- * Options: `--kernels 7.3,6.12,arm64-7.3` (default all three; `arm64-7.3` is the SMMUv3 target of `arm64.ts`), `--timeout <seconds per boot>` (600), `--filter <test name>`,
+ * Options: `--kernels 7.3,6.12,arm64-7.3` (default all three; `arm64-7.3` is the SMMUv3 target of `arm64.ts`),
+ * `--timeout <seconds per boot>` (600), `--filter <test name>`,
  * `--prepare-only` (check the tools, fetch the sources, build the initramfs and the C programs, report which kernels
  * are cached, and stop before building or booting a kernel), `--no-install` (name missing tools instead of installing
  * them, even as root).
