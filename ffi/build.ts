@@ -58,6 +58,11 @@ export interface CachedBuild {
   /** Cache folder prefix (`<prefix>-<hash>/`) and the output's file name in it. */
   readonly prefix: string;
   readonly file: string;
+  /**
+   * A cross compiler instead of `$CC`/`cc`, and the target it builds for (part of the cache key in place of this
+   * Deno's own target), e.g. `aarch64-linux-gnu-gcc` for `aarch64-unknown-linux-gnu`: the kernel suite's arm64 VM.
+   */
+  readonly cross?: { readonly cc: string; readonly target: string };
 }
 
 /**
@@ -73,7 +78,8 @@ export interface CachedBuild {
  */
 export async function cachedPath(build: CachedBuild): Promise<string> {
   const source = await Deno.readTextFile(build.source);
-  const key = await sha256Hex([source, Deno.build.target, build.flags.join(" ")].join("\0"));
+  const target = build.cross?.target ?? Deno.build.target;
+  const key = await sha256Hex([source, target, build.flags.join(" ")].join("\0"));
   return `${cacheDir()}/${build.prefix}-${key.slice(0, 16)}/${build.file}`;
 }
 
@@ -99,7 +105,7 @@ export async function ensureBuilt(build: CachedBuild): Promise<string> {
   await Deno.mkdir(dir, { recursive: true });
   const tmp = `${path}.${Deno.pid}.tmp`;
   const source = build.source.pathname;
-  const cc = Deno.env.get("CC") ?? "cc";
+  const cc = build.cross?.cc ?? Deno.env.get("CC") ?? "cc";
   let out: Deno.CommandOutput;
   try {
     out = await new Deno.Command(cc, { args: [...build.flags, "-o", tmp, source], stderr: "piped" }).output();
@@ -125,6 +131,20 @@ const SHIM: CachedBuild = {
   prefix: "shim",
   file: SHIM_FILE,
 };
+
+/**
+ * The shim cross-built for another machine with `cc` (e.g. `aarch64-linux-gnu-gcc` for the kernel suite's arm64 VM),
+ * cached like the native one under a key of its own target.
+ *
+ * @example
+ * ```ts ignore
+ * import { ensureCrossShim } from "./build.ts";
+ * const path = await ensureCrossShim({ cc: "aarch64-linux-gnu-gcc", target: "aarch64-unknown-linux-gnu" });
+ * ```
+ */
+export function ensureCrossShim(cross: { readonly cc: string; readonly target: string }): Promise<string> {
+  return ensureBuilt({ ...SHIM, prefix: `shim-${cross.target.split("-")[0]}`, cross });
+}
 
 /**
  * Path the shim for this source and machine lives at (built or not).

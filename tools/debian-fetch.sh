@@ -2,28 +2,42 @@
 # Fetch Debian packages with a private apt state and unpack them with dpkg -x, so the machine's own apt
 # setup, package database and /usr/include stay untouched.
 #
-#   tools/debian-fetch.sh PACKAGE[/SUITE] ...
+#   tools/debian-fetch.sh [--arch arm64] PACKAGE[/SUITE] ...
 #
 # Prints one line per package: "<package> <version> <unpacked folder>". Unpacked trees are cached under
 # ${IOMMU_RELAY_CACHE:-$XDG_CACHE_HOME/iommu-relay}/deb/<package>_<version>/ and reused on later runs: each .deb is
 # checked with `dpkg-deb --info` (apt has already checked its hash against the signed index), unpacked into a
 # temporary folder and moved into place with the list of its files and sizes, which is checked before each later use
 # (tools/kernel/cache.sh); a bad tree is deleted and fetched again.
+#
+# With --arch arm64 the packages come from bookworm's arm64 index (the arm64 test VM's userland and its UEFI
+# firmware), through a second private apt state ($cache/apt-arm64) and into deb/<package>_<version>_arm64/.
 set -euo pipefail
+arch=amd64
+if [ "${1:-}" = --arch ]; then arch="$2"; shift 2; fi
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/kernel/cache.sh"
 cache="${IOMMU_RELAY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/iommu-relay}"
 "$here/require.sh" apt-get:apt dpkg-deb:dpkg xz:xz-utils /usr/share/keyrings/debian-archive-keyring.gpg:debian-archive-keyring
-state="$cache/apt"
-mkdir -p "$state/lists/partial" "$state/cache/archives/partial" "$cache/deb"
 keyring=/usr/share/keyrings/debian-archive-keyring.gpg
-cat > "$state/sources.list" <<SRC
-deb [signed-by=$keyring] http://deb.debian.org/debian trixie-backports main
-deb [signed-by=$keyring] http://deb.debian.org/debian bookworm-backports main
-SRC
+case "$arch" in
+  amd64)
+    state="$cache/apt" suffix=
+    sources="deb [signed-by=$keyring] http://deb.debian.org/debian trixie-backports main
+deb [signed-by=$keyring] http://deb.debian.org/debian bookworm-backports main"
+    ;;
+  arm64)
+    state="$cache/apt-arm64" suffix=_arm64
+    sources="deb [arch=arm64 signed-by=$keyring] http://deb.debian.org/debian bookworm main"
+    ;;
+  *) echo "debian-fetch: unknown --arch $arch (amd64 or arm64)" >&2; exit 2 ;;
+esac
+mkdir -p "$state/lists/partial" "$state/cache/archives/partial" "$cache/deb"
+printf '%s\n' "$sources" > "$state/sources.list"
 opts=(-o "Dir::State::Lists=$state/lists" -o "Dir::Etc::SourceList=$state/sources.list"
   -o "Dir::Etc::SourceParts=/dev/null" -o "Dir::Cache=$state/cache" -o "Dir::State::status=/dev/null"
   -o "APT::Get::List-Cleanup=0" -o "APT::Sandbox::User=root" -q)
+[ "$arch" = amd64 ] || opts+=(-o "APT::Architecture=$arch" -o "APT::Architectures=$arch")
 # Refresh the private lists at most once a day.
 stamp="$state/lists/.stamp"
 if [ ! -f "$stamp" ] || [ -n "$(find "$stamp" -mmin +1440)" ]; then
@@ -53,7 +67,7 @@ for spec in "$@"; do
     echo "debian-fetch: $spec is not in the archive" >&2
     exit 3
   fi
-  dest="$cache/deb/${pkg}_${version}"
+  dest="$cache/deb/${pkg}_${version}$suffix"
   if ! cache_ok "$dest" "package tree" "fetching it again"; then
     work=$(mktemp -d "$cache/deb/.tmp.XXXXXX")
     trap 'rm -rf "$work"' EXIT

@@ -430,18 +430,23 @@ export class GuestIommu implements Disposable {
       return existing;
     }
     const hwpt = this.host.allocNested(port, base.id, table, parent.pasidCapable);
-    if (!this.#probed.has(table.format)) {
-      // The zero-entry probe: does this table take this format's invalidations? Refuse the bind now if not,
-      // instead of failing every invalidation later.
-      const errno = this.host.probeInvalidation(hwpt.id, table.format);
+    // The zero-entry probe goes where this table's invalidations will go: the vIOMMU in vIOMMU mode (an SMMUv3
+    // nested HWPT takes none itself — Linux's arm-smmu-v3 answers EOPNOTSUPP there), else the nested HWPT.
+    const [probeId, probeFormat] = parent.viommu && this.viommu
+      ? [parent.viommu.id, this.viommu.format]
+      : [hwpt.id, table.format];
+    if (!this.#probed.has(probeFormat)) {
+      // Does the target take this format's invalidations? Refuse the bind now if not, instead of failing every
+      // invalidation later.
+      const errno = this.host.probeInvalidation(probeId, probeFormat);
       if (errno !== 0) {
         hwpt[Symbol.dispose]();
         throw new UnsupportedError(
-          `invalidate-${table.format}`,
+          `invalidate-${probeFormat}`,
           `the host refused the zero-entry probe with errno ${errno}`,
         );
       }
-      this.#probed.add(table.format);
+      this.#probed.add(probeFormat);
     }
     const entry: NestedEntry = { key, hwpt, format: table.format, parent, refs: 1 };
     this.#nested.set(key, entry);
@@ -637,9 +642,16 @@ export class AssignedDevice implements Disposable {
     return { targetId: entry!.hwpt.id, format: entry!.format };
   }
 
-  /** PASID width requests are validated against. */
+  /**
+   * PASID width requests are validated against. On SMMUv3 a PASID is a substream of the guest's CD table, so the
+   * SMMU's SSIDSIZE bounds it (and the device's PASID width, when it has one): with SSIDSIZE 0 — QEMU's SMMUv3 — there
+   * are no PASIDs, and Linux's arm-smmu-v3 refuses a CFGI_CD naming one (EIO).
+   */
   get pasidBits(): number {
     const c = this.capabilities;
+    if (c.iommu.kind === "smmuv3") {
+      return c.maxPasidLog2 > 0 ? Math.min(c.maxPasidLog2, c.iommu.ssidBits) : c.iommu.ssidBits;
+    }
     if (c.maxPasidLog2 > 0) return c.maxPasidLog2;
     if (c.iommu.kind === "vtd" && c.iommu.pasidBits > 0) return c.iommu.pasidBits;
     return c.iommu.kind === "selftest" ? MockConstants.values.MOCK_PASID_WIDTH : PCIE_PASID_BITS;
@@ -687,20 +699,25 @@ export class AssignedDevice implements Disposable {
     const previous = this.#bound.get(pasid);
     const next = this.guest.acquireNested(parent, this.port, this.domain, table);
     const binding = this.#bindingFor(next, table);
+    // An SMMUv3 RID rebound to the STE it has: the guest changed its CD 0 (in guest memory, where the host SMMU
+    // caches it), so the CD is invalidated on the host — without that the device keeps the old CD.
+    const cd0Changed = previous?.entry === next && table.format === "smmuv3" && this.vdevice !== undefined &&
+      parent.viommu !== undefined;
     if (previous?.entry === next && sameBinding(previous.binding, binding)) {
-      this.guest.releaseNested(next); // the same table: nothing changes
+      this.guest.releaseNested(next); // the same table: nothing changes but, on SMMUv3, CD 0
+      if (cd0Changed) this.#cfgiCd(0);
       return;
     }
     this.guest.queue.barrier(); // what was queued for the old table goes to the old table
-    if (previous?.entry !== next) {
-      try {
+    try {
+      if (previous?.entry !== next) {
         if (pasid === "rid") this.port.attachRid(next.hwpt.id);
         else if (previous) this.port.replacePasid(pasid, next.hwpt.id);
         else this.port.attachPasid(pasid, next.hwpt.id);
-      } catch (e) {
-        this.guest.releaseNested(next);
-        throw e;
-      }
+      } else if (cd0Changed) this.#cfgiCd(0);
+    } catch (e) {
+      this.guest.releaseNested(next);
+      throw e;
     }
     this.#bound.set(pasid, { entry: next, binding, table });
     this.guest.route(this.domain, pasid, binding);
@@ -737,11 +754,12 @@ export class AssignedDevice implements Disposable {
     }
   }
 
+  /** CFGI_CD for SSID `pasid` (0: the RID's CD 0) on the device's vSID. */
   #cfgiCd(pasid: number): void {
     const w = new EntryWriter(16, 1);
     writeCfgiCd(w, [], this.vdevice!.virtId, pasid);
     const status = this.guest.queue.command(this.#parent().viommu!.id, "smmuv3", w);
-    if (status.errno) throw new KernelError(-status.errno, `CFGI_CD for PASID ${pasid}`, "IOMMU_HWPT_INVALIDATE", 0);
+    if (status.errno) throw new KernelError(-status.errno, `CFGI_CD for SSID ${pasid}`, "IOMMU_HWPT_INVALIDATE", 0);
   }
 
   /** Shadow mode: bind the RID's table (a PASID is refused); the whole space is shadowed at once. */

@@ -316,11 +316,16 @@ export interface GuestOffer {
 export function guestOffer(caps: DeviceCapabilities): GuestOffer {
   const c = HwCapabilities.values;
   const atsRefused = (caps.hwCapabilities & BigInt(c.IOMMU_HW_CAP_PCI_ATS_NOT_SUPPORTED)) !== 0n;
+  // An SMMU without ATS (IDR0.ATS clear) refuses every ATC_INV, and with it each TLBI batch that carries one (EIO).
+  const smmuWithoutAts = caps.iommu.kind === "smmuv3" && !caps.iommu.ats;
+  const atsWithheld = atsRefused
+    ? "the host reports IOMMU_HW_CAP_PCI_ATS_NOT_SUPPORTED: ATS cannot be used on this device"
+    : smmuWithoutAts
+    ? "its SMMU has no ATS (IDR0.ATS clear): the driver would refuse every ATC_INV"
+    : undefined;
   return {
-    ats: !atsRefused,
-    ...(atsRefused
-      ? { atsWithheld: "the host reports IOMMU_HW_CAP_PCI_ATS_NOT_SUPPORTED: ATS cannot be used on this device" }
-      : {}),
+    ats: atsWithheld === undefined,
+    ...(atsWithheld ? { atsWithheld } : {}),
     dirtyTracking: (caps.hwCapabilities & BigInt(c.IOMMU_HW_CAP_DIRTY_TRACKING)) !== 0n,
     hardwareQueues: caps.iommu.kind === "tegra241-cmdqv" ? caps.iommu.vcmdqs : 0,
   };

@@ -5,6 +5,7 @@
  * @module
  */
 import { type Format, FORMAT_SPECS } from "../compile/formats.ts";
+import { SmmuOpcode } from "../compile/smmuv3.ts";
 import { type HwInfo, Hwpt, type Ioas, type Iommufd } from "../kernel/iommufd.ts";
 import type { DirtyBitmap } from "../kernel/dirty.ts";
 import type { NestedTable } from "../request/request.ts";
@@ -21,6 +22,9 @@ import type { DeviceHost, DevicePort, HostObject, HostVdevice } from "./device_h
 import { KernelBackend } from "./kernel.ts";
 
 const F = HwptAllocFlags.values;
+
+/** The SMMUv3 probe: CMD_TLBI_NH_VA, ASID 0, page 0, LEAF. */
+const SMMUV3_PROBE = Uint8Array.from({ length: 16 }, (_, i) => (i === 0 ? SmmuOpcode.TLBI_NH_VA : i === 8 ? 1 : 0));
 
 /** The host data of a stage-1 table: `iommu_hwpt_vtd_s1`, `iommu_hwpt_arm_smmuv3` or `iommu_hwpt_selftest`. */
 export function hwptData(table: NestedTable): { type: number; bytes: Uint8Array } {
@@ -107,10 +111,16 @@ export class KernelDeviceHost implements DeviceHost {
     this.ioas.forbidReadOnly(reason);
   }
 
+  /**
+   * The zero-entry probe — except on SMMUv3, whose driver copies a vIOMMU's batch whole and refuses an empty one
+   * (EINVAL, Linux 7.3 arm-smmu-v3): there the probe is one command that asks for nothing a guest relies on,
+   * TLBI_NH_VA of page 0 of ASID 0 (at worst one TLB refill).
+   */
   probeInvalidation(id: number, format: Format): number {
     const spec = FORMAT_SPECS[format];
     if (spec.dataType === undefined) return Errno.values.EOPNOTSUPP;
-    const r = this.iommufd.invalidateRaw(id, spec.dataType, new Uint8Array(0), spec.entryLength, 0);
+    const [entries, count] = format === "smmuv3" ? [SMMUV3_PROBE, 1] : [new Uint8Array(0), 0];
+    const r = this.iommufd.invalidateRaw(id, spec.dataType, entries, spec.entryLength, count);
     return r < 0 ? -r : 0;
   }
 }

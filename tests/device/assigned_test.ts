@@ -10,11 +10,18 @@ import type { DevicePort } from "../../lib/host/device_host.ts";
 import type { Iommufd } from "../../lib/kernel/iommufd.ts";
 import { UnsupportedError } from "../../lib/kernel/errors.ts";
 import { ModelHost } from "../../lib/host/model.ts";
-import { HwInfoType, HwptDataType, ViommuType } from "../../lib/uapi/mod.ts";
+import { HwCapabilities, HwInfoType, HwptDataType, ViommuType } from "../../lib/uapi/mod.ts";
+import { RequestError } from "../../lib/request/request.ts";
 
-function fakes(host: ModelHost) {
+function fakes(host: ModelHost, opts: { ssidBits?: number; ats?: boolean; capabilities?: bigint } = {}) {
   const log: string[] = [];
   let nextId = 100;
+  /**
+   * As Linux 7.3's arm-smmu-v3: vIOMMUs take invalidations but refuse an empty batch (EINVAL); nested HWPTs take none
+   * (EOPNOTSUPP).
+   */
+  const viommus = new Set<number>();
+  const probes: string[] = [];
   const object = (kind: string, id = nextId++, extra: Record<string, unknown> = {}) => ({
     id,
     ...extra,
@@ -24,16 +31,19 @@ function fakes(host: ModelHost) {
   });
   const idr = new Uint8Array(40);
   const v = new DataView(idr.buffer);
-  v.setUint32(8, 0b11 | (1 << 10), true); // IDR0: S1P, S2P, ATS
-  v.setUint32(12, 20 << 6, true); // IDR1: SSIDSIZE 20
+  v.setUint32(8, 0b11 | (opts.ats === false ? 0 : 1 << 10), true); // IDR0: S1P, S2P, ATS
+  v.setUint32(12, (opts.ssidBits ?? 20) << 6, true); // IDR1: SSIDSIZE
   v.setUint32(20, 1 << 10, true); // IDR3: RIL
   const iommufd = {
-    invalidateRaw: () => 0,
+    invalidateRaw: (id: number, _type: number, _entries: Uint8Array, _len: number, count: number) => {
+      probes.push(`${viommus.has(id) ? "viommu" : "nested"} ${count}`);
+      return viommus.has(id) ? (count === 0 ? -22 : 0) : -95;
+    },
     getHwInfo: () => ({
       type: HwInfoType.values.IOMMU_HW_INFO_TYPE_ARM_SMMUV3,
       data: idr,
       maxPasidLog2: 20,
-      capabilities: 0n,
+      capabilities: opts.capabilities ?? 0n,
     }),
     allocHwpt: (o: { ptId: number; flags?: number; data?: { type: number; bytes: Uint8Array } }) => {
       const h = object(o.data ? "nested" : "parent");
@@ -48,6 +58,7 @@ function fakes(host: ModelHost) {
     },
     allocViommu: (o: { type: number }) => {
       const id = host.createTarget("smmuv3");
+      viommus.add(id);
       log.push(`alloc viommu ${id} type ${o.type}`);
       return object("viommu", id);
     },
@@ -62,12 +73,12 @@ function fakes(host: ModelHost) {
     detachPasid: (p) => void log.push(`detach pasid ${p}`),
     [Symbol.dispose]: () => void log.push("port disposed"),
   };
-  return { iommufd, port, log };
+  return { iommufd, port, log, probes };
 }
 
 Deno.test("device (SMMUv3): STE on the RID, PASIDs as CFGI_CD, TLBIs with the CD's ASID, ATC_INV for ATS", () => {
   const host = new ModelHost();
-  const { iommufd, port, log } = fakes(host);
+  const { iommufd, port, log, probes } = fakes(host);
   const viommuMode = { type: ViommuType.values.IOMMU_VIOMMU_TYPE_ARM_SMMUV3, format: "smmuv3" as const };
   {
     using guest = new GuestIommu(new KernelDeviceHost(iommufd, { id: 1 } as never), {
@@ -83,6 +94,10 @@ Deno.test("device (SMMUv3): STE on the RID, PASIDs as CFGI_CD, TLBIs with the CD
     );
 
     dev.bind("rid", { format: "smmuv3", ste: [0x1234n, 5n], asid: 0 });
+    // The probe went to the vIOMMU, where the invalidations go (a nested SMMUv3 HWPT refuses it), with one command
+    // (the driver refuses an empty batch).
+    assert.deepEqual(probes, ["viommu 1"]);
+    assert.deepEqual(guest.probedFormats, ["smmuv3"]);
     assert.ok(
       log.includes(`alloc nested on ${viommu} type ${HwptDataType.values.IOMMU_HWPT_DATA_ARM_SMMUV3} ste 4660`),
     );
@@ -181,4 +196,65 @@ Deno.test("device: removal with a table already gone on the host — the owner's
   c.handle({ op: "sync" });
   assert.deepEqual(c.drain().waits.map((w) => w.ok), [true]);
   assert.ok(host.model.coverage(c.boundTo("rid")!).wholeSpace);
+});
+
+Deno.test("device (SMMUv3): rebinding the RID to the STE it has is the guest's CD 0 change — relayed as CFGI_CD(SSID 0)", () => {
+  const host = new ModelHost();
+  const { iommufd, port, log } = fakes(host);
+  using guest = new GuestIommu(new KernelDeviceHost(iommufd, { id: 1 } as never), {
+    queue: new RelayQueue(host),
+    viommu: { type: ViommuType.values.IOMMU_VIOMMU_TYPE_ARM_SMMUV3, format: "smmuv3" },
+  });
+  const dev = guest.assign(port, { domain: 1, virtId: 0x42 });
+  const viommu = host.createTarget("smmuv3") - 1;
+  dev.bind("rid", { format: "smmuv3", ste: [0x1234n, 5n], asid: 1 });
+  assert.deepEqual(host.configInvalidations, [], "a new STE is attached: the kernel installs it, no CFGI needed");
+  const attaches = log.filter((l) => l.startsWith("attach rid")).length;
+  // The guest rewrote CD 0 with a new ASID (and tables), then its CFGI_CD: the VMM rebinds the same STE.
+  dev.bind("rid", { format: "smmuv3", ste: [0x1234n, 5n], asid: 2 });
+  assert.deepEqual(host.configInvalidations, [{ targetId: viommu, vsid: 0x42, ssid: 0 }]);
+  assert.equal(guest.nestedCount, 1, "the nested HWPT is kept");
+  assert.equal(log.filter((l) => l.startsWith("attach rid")).length, attaches, "and not attached again");
+  // The same ASID with new tables looks the same to the device layer: still a CD 0 change, still relayed.
+  dev.bind("rid", { format: "smmuv3", ste: [0x1234n, 5n], asid: 2 });
+  assert.equal(host.configInvalidations.length, 2);
+  // The RID's invalidations now carry the new ASID.
+  dev.handle({ op: "invalidate", domain: 1, scope: { kind: "all" }, noPasid: true });
+  guest.queue.drain();
+  assert.ok(host.covered(viommu, 7, 2) && !host.covered(viommu, 7, 1));
+});
+
+Deno.test("device (SMMUv3): no substreams (SSIDSIZE 0, as QEMU's SMMU) means no PASID binds; ATS only where there is ATS", () => {
+  const host = new ModelHost();
+  const viommu = { type: ViommuType.values.IOMMU_VIOMMU_TYPE_ARM_SMMUV3, format: "smmuv3" as const };
+  {
+    const { iommufd, port } = fakes(host, { ssidBits: 0 });
+    using guest = new GuestIommu(new KernelDeviceHost(iommufd, { id: 1 } as never), {
+      queue: new RelayQueue(host),
+      viommu,
+    });
+    const dev = guest.assign(port, { domain: 1, virtId: 0x42 });
+    assert.equal(dev.pasidBits, 0);
+    dev.bind("rid", { format: "smmuv3", ste: [0x1234n, 5n], asid: 1 });
+    assert.throws(
+      () => dev.bind(5, { format: "smmuv3", ste: [0x1234n, 5n], asid: 7 }),
+      (e) => e instanceof RequestError && e.reason === "pasid-out-of-range",
+    );
+    assert.deepEqual(host.configInvalidations, [], "no CFGI_CD naming a substream the SMMU does not have");
+  }
+  for (
+    const o of [{ ats: false }, { capabilities: BigInt(HwCapabilities.values.IOMMU_HW_CAP_PCI_ATS_NOT_SUPPORTED) }]
+  ) {
+    const { iommufd, port, log } = fakes(host, o);
+    using guest = new GuestIommu(new KernelDeviceHost(iommufd, { id: 1 } as never), {
+      queue: new RelayQueue(host),
+      viommu,
+    });
+    assert.throws(
+      () => guest.assign(port, { domain: 1, virtId: 0x42, ats: true }),
+      (e) => e instanceof UnsupportedError && e.feature === "ats",
+      "ats" in o ? "IDR0.ATS clear" : "PCI_ATS_NOT_SUPPORTED",
+    );
+    assert.deepEqual(log, ["port disposed"], "refused before anything was allocated; the port is released");
+  }
 });

@@ -46,3 +46,13 @@ bzimage_problem() {
   [ "$(od -An -tx1 -j510 -N2 "$file" | tr -d ' \n')" = 55aa ] || { echo "no 0x55AA boot signature at 510"; return; }
   [ "$(dd if="$file" bs=1 skip=514 count=4 2>/dev/null)" = HdrS ] || { echo 'no "HdrS" setup header at 0x202'; return; }
 }
+
+# arm64_image_problem FILE: prints why FILE is not an arm64 kernel Image (nothing if it is one): the Image header's
+# magic "ARM\x64" at 0x38 and at least 512 KiB. Same checks as arm64ImageProblem in tools/kernel/cache.ts.
+arm64_image_problem() {
+  local file="$1" size
+  [ -f "$file" ] || { echo "missing"; return; }
+  size=$(stat -c %s "$file")
+  if [ "$size" -lt 524288 ]; then echo "$size bytes, too small for a kernel"; return; fi
+  [ "$(od -An -tx1 -j56 -N4 "$file" | tr -d ' \n')" = 41524d64 ] || { echo 'no arm64 Image magic "ARM\x64" at 0x38'; return; }
+}

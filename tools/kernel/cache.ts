@@ -46,6 +46,23 @@ export function suiteTools(multiarch = "x86_64-linux-gnu"): Tool[] {
   ];
 }
 
+/**
+ * What the arm64 target (`--kernels arm64-7.3`) needs on top of {@linkcode suiteTools}: the cross compiler and the
+ * arm64 C library headers (the kernel, the shim), and npm (Deno for arm64 comes from npm). QEMU for aarch64, its
+ * UEFI firmware and the guest's userland are fetched into the cache, not installed.
+ */
+export function arm64Tools(): Tool[] {
+  return [
+    { need: "aarch64-linux-gnu-gcc", pkg: "gcc-aarch64-linux-gnu", why: "cross-building the arm64 kernel and shim" },
+    {
+      need: "/usr/aarch64-linux-gnu/include/stdio.h",
+      pkg: "libc6-dev-arm64-cross",
+      why: "cross-building the arm64 shim",
+    },
+    { need: "npm", pkg: "npm", why: "fetching Deno for arm64 (@deno/linux-arm64-glibc)" },
+  ];
+}
+
 /** The tools of `tools` that `has` says are absent, in order. */
 export function missingTools(tools: readonly Tool[], has: (need: string) => boolean): Tool[] {
   return tools.filter((t) => !has(t.need));
@@ -94,6 +111,27 @@ export function bzImageProblem(bytes: Uint8Array): string | undefined {
   return undefined;
 }
 
+/**
+ * Why `bytes` is not an arm64 kernel `Image`, or `undefined` if it is one: the Image header's magic "ARM\x64" at
+ * 0x38 and a believable size.
+ */
+export function arm64ImageProblem(bytes: Uint8Array): string | undefined {
+  if (bytes.length < MIN_BZIMAGE) return `${bytes.length} bytes, too small for a kernel`;
+  if (ascii(bytes, 0x38, 4) !== "ARM\x64") return 'no arm64 Image magic "ARM\\x64" at 0x38';
+  return undefined;
+}
+
+/** `e_machine` of an AArch64 ELF file. */
+export const EM_AARCH64 = 183;
+
+/** Why `bytes` is not a 64-bit little-endian AArch64 ELF file (the cross-built shim, Deno for arm64), or `undefined`. */
+export function aarch64ElfProblem(bytes: Uint8Array): string | undefined {
+  const elf = elfProblem(bytes);
+  if (elf) return elf;
+  const machine = bytes[18] | (bytes[19] << 8);
+  return machine === EM_AARCH64 ? undefined : `ELF machine ${machine}, not AArch64 (${EM_AARCH64})`;
+}
+
 /** Why `bytes` is not an ELF file of the host's kind (64-bit little-endian), or `undefined` if it is one. */
 export function elfProblem(bytes: Uint8Array): string | undefined {
   if (bytes.length < 64) return `${bytes.length} bytes, too small for an ELF file`;
@@ -136,6 +174,61 @@ export function cpioEntries(bytes: Uint8Array): CpioEntry[] {
     entries.push({ name, mode, size, data });
     at = align(data + size);
   }
+}
+
+/** One member for {@linkcode newcArchive}: a regular file (with `data`), a directory or a symlink (`target`). */
+export interface NewcMember {
+  readonly name: string;
+  /** Full st_mode, type bits included (0o100755 a program, 0o40755 a directory, 0o120777 a symlink). */
+  readonly mode: number;
+  readonly data?: Uint8Array;
+  /** A symlink's target (its data in the archive). */
+  readonly target?: string;
+}
+
+/**
+ * A newc ("070701") cpio archive of `members`, with its trailer — what `cpio -o -H newc` writes, and what the kernel
+ * unpacks as an initramfs and scans for ACPI table upgrades.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { cpioEntries, newcArchive } from "./cache.ts";
+ * const a = newcArchive([{ name: "init", mode: 0o100755, data: new Uint8Array([1, 2, 3]) }]);
+ * assert.deepEqual(cpioEntries(a).map((e) => [e.name, e.size]), [["init", 3]]);
+ * ```
+ */
+export function newcArchive(members: readonly NewcMember[]): Uint8Array {
+  const encoder = new TextEncoder();
+  const parts: Uint8Array[] = [];
+  let length = 0;
+  const push = (b: Uint8Array) => {
+    parts.push(b);
+    length += b.length;
+    const pad = (4 - (length % 4)) % 4;
+    if (pad) {
+      parts.push(new Uint8Array(pad));
+      length += pad;
+    }
+  };
+  const hex = (n: number) => (n >>> 0).toString(16).padStart(8, "0");
+  const all = [...members, { name: "TRAILER!!!", mode: 0 }];
+  all.forEach((m: NewcMember, i) => {
+    const data = m.target !== undefined ? encoder.encode(m.target) : m.data ?? new Uint8Array(0);
+    const name = encoder.encode(m.name);
+    const isDir = (m.mode & 0o170000) === 0o040000;
+    // ino, mode, uid, gid, nlink, mtime, filesize, devmajor, devminor, rdevmajor, rdevminor, namesize, check
+    const fields = [i + 1, m.mode, 0, 0, isDir ? 2 : 1, 0, data.length, 0, 0, 0, 0, name.length + 1, 0];
+    push(new Uint8Array([...encoder.encode(`070701${fields.map(hex).join("")}`), ...name, 0]));
+    if (data.length) push(data);
+  });
+  const out = new Uint8Array(length);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
 }
 
 /**

@@ -2,10 +2,12 @@
  * `deno task test:kernel`: builds (or takes from the cache) Linux kernels with the iommufd selftest mock,
  * boots each under QEMU (TCG) with the host's root shared read-only over 9p, runs `kernel-suite/` with Deno
  * inside the guest in one process, and reports the counts. The last line is always
- * `kernel-suite: N passed, N failed`, which .ci/run adds to its total: a missing tool, a failed build, a QEMU that
- * cannot start or a boot that times out each count as one failure, with one line saying what happened.
+ * `kernel-suite: N passed, N failed` (`, N skipped` appended when the arm64 target cannot be fetched or built here),
+ * which .ci/run adds to its total: a missing tool, a failed build, a QEMU that cannot start or a boot that times out
+ * each count as one failure, with one line saying what happened.
  *
- * Options: `--kernels 7.3,6.12` (default both), `--timeout <seconds per boot>` (600), `--filter <test name>`,
+ * Options: `--kernels 7.3,6.12,arm64-7.3` (default all three; `arm64-7.3` is the SMMUv3 target of `arm64.ts`),
+ * `--timeout <seconds per boot>` (600), `--filter <test name>`,
  * `--prepare-only` (check the tools, fetch the sources, build the initramfs and the C programs, report which kernels
  * are cached, and stop before building or booting a kernel), `--no-install` (name missing tools instead of installing
  * them, even as root).
@@ -36,6 +38,7 @@ import {
   usable,
   writeChecked,
 } from "./cache.ts";
+import { ARM64_TARGET, arm64Target } from "./arm64.ts";
 
 /** The folder of VM tests, relative to the checkout. */
 const SUITE = "kernel-suite";
@@ -66,7 +69,7 @@ const KERNELS: Record<string, { spec: string; boots: Boot[] }> = {
 const { values } = parseArgs({
   args: Deno.args,
   options: {
-    kernels: { type: "string", default: "7.3,6.12" },
+    kernels: { type: "string", default: `7.3,6.12,${ARM64_TARGET}` },
     timeout: { type: "string", default: "600" },
     filter: { type: "string" },
     "prepare-only": { type: "boolean", default: false },
@@ -320,6 +323,8 @@ cd '${root}'
 
 let passed = 0;
 let failed = 0;
+/** Targets this host cannot fetch or build (the arm64 one): each said so in one line. */
+let skipped = 0;
 /** Whether the tools were all there (the run's time is worth a line only then). */
 let equipped = false;
 
@@ -348,9 +353,24 @@ async function main(): Promise<void> {
   await Deno.mkdir(`${root}/target/kernel`, { recursive: true });
 
   for (const name of values.kernels.split(",").map((k) => k.trim()).filter(Boolean)) {
+    if (name === ARM64_TARGET) {
+      const r = await arm64Target({
+        root,
+        timeoutMs,
+        filter: values.filter,
+        prepareOnly: values["prepare-only"],
+        install: !values["no-install"],
+      });
+      passed += r.passed;
+      failed += r.failed;
+      skipped += r.skipped;
+      continue;
+    }
     const kernel = KERNELS[name];
     if (!kernel) {
-      console.log(`kernel-run: unknown kernel '${name}' (known: ${Object.keys(KERNELS).join(", ")})`);
+      console.log(
+        `kernel-run: unknown kernel '${name}' (known: ${[...Object.keys(KERNELS), ARM64_TARGET].join(", ")})`,
+      );
       failed++;
       continue;
     }
@@ -417,5 +437,5 @@ if (values["prepare-only"] && failed === 0) {
   Deno.exit(0);
 }
 if (equipped) console.log(`kernel-run: ${seconds} s in all`);
-console.log(`kernel-suite: ${passed} passed, ${failed} failed`);
+console.log(`kernel-suite: ${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ""}`);
 Deno.exit(failed === 0 && passed > 0 ? 0 : 1);
