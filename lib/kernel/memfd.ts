@@ -63,7 +63,8 @@ export class Memfd implements Disposable {
    * window: writes through it are the memfd's, seen by every other mapping (an IOAS's, another process's). Dispose
    * the mapping before dropping it.
    */
-  map(offset = 0, length = this.size - offset): MemfdMapping {
+  map(offset = 0, length?: number): MemfdMapping {
+    length ??= this.size - offset;
     if (offset % 4096 !== 0 || length <= 0 || length % 4096 !== 0 || offset + length > this.size) {
       throw new RangeError(`memfd map [${offset}, +${length}) is not page aligned inside ${this.size} bytes`);
     }
