@@ -22,6 +22,7 @@
  * @module
  */
 import type { WalkFault } from "../../shadow/walk.ts";
+import { SnapshotError, SnapshotFields as F } from "../../device/snapshot.ts";
 
 /** Fault reasons (VT-d spec, Appendix A) iommu-relay reports. */
 export const VTD_FAULT_REASON = {
@@ -121,6 +122,51 @@ export class VtdFaultRecorder {
     this.hooks.interrupt?.();
     return true;
   }
+
+  /** The registers the guest sees (records, FRI, PFO) and the write pointer, for a snapshot. */
+  saveState(): VtdFaultRecorderState {
+    return { count: this.count, words: [...this.#records], next: this.#next, fri: this.#fri, pfo: this.#pfo };
+  }
+
+  /**
+   * Check a snapshot's fault recording state against this unit without changing anything; the function returned
+   * sets it (and cannot fail). A `SnapshotError` names the field that does not fit: another record count, a word
+   * that is not a u32, a pointer outside the records.
+   */
+  prepareRestore(json: unknown, path = "vtdFaults"): () => void {
+    const o = F.object(json, path);
+    const count = F.u32(o.count, `${path}.count`);
+    if (count !== this.count) {
+      throw new SnapshotError("malformed", `${count} fault records, this unit has ${this.count}`, `${path}.count`);
+    }
+    const list = F.array(o.words, `${path}.words`);
+    if (list.length !== count * 4) F.malformed(`${path}.words`, `${count * 4} words`);
+    const words = list.map((w, i) => F.u32(w, `${path}.words[${i}]`));
+    const next = F.u32(o.next, `${path}.next`), fri = F.u32(o.fri, `${path}.fri`);
+    if (next >= count) F.malformed(`${path}.next`, `a record below ${count}`);
+    if (fri >= count) F.malformed(`${path}.fri`, `a record below ${count}`);
+    const pfo = F.boolean(o.pfo, `${path}.pfo`);
+    return () => {
+      this.#records.set(words);
+      this.#next = next;
+      this.#fri = fri;
+      this.#pfo = pfo;
+    };
+  }
+}
+
+/** The fault recording registers as a snapshot carries them (`lib/frontends/snapshot.ts`, part `vtdFaults`). */
+export interface VtdFaultRecorderState {
+  /** How many records the unit has (cap.NFR + 1): a restore needs the same. */
+  readonly count: number;
+  /** The records' 32-bit words, four per record. */
+  readonly words: readonly number[];
+  /** The next record the hardware writes. */
+  readonly next: number;
+  /** FSTS.FRI. */
+  readonly fri: number;
+  /** FSTS.PFO. */
+  readonly pfo: boolean;
 }
 
 /** The guest-visible fault for a shadow walk fault on device `sid` (its first page; the access type is unknown). */

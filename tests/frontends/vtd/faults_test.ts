@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { FSTS_FAULT, VTD_FAULT_REASON, vtdFaultFromWalk, VtdFaultRecorder } from "../../../lib/frontends/vtd/faults.ts";
+import { SnapshotError } from "../../../lib/device/snapshot.ts";
 import { RelayHost, relayPlugin } from "../../../lib/plugin/plugin.ts";
 import { GuestPageTables } from "../../../lib/shadow/page_tables.ts";
 
@@ -81,4 +82,32 @@ Deno.test("vtd faults: Linux's dmar_fault, reading from FRI until a clear record
   fault(4), fault(5); // records 3 and 0: the hardware pointer wraps
   assert.deepEqual(linuxHandler(), [4, 5], "FRI names record 3, the first pending one");
   assert.equal(rec.fsts & FSTS_FAULT.PPF, 0);
+});
+
+Deno.test("vtd faults: the recording registers survive a snapshot; a state that does not fit is refused, nothing set", () => {
+  const a = new VtdFaultRecorder(4);
+  a.record({ sid: 0x10, address: 0x5000, read: false, reason: VTD_FAULT_REASON.WRITE_NOT_WRITABLE });
+  a.record({ sid: 0x10, pasid: 3, address: 0x7000, read: true, reason: VTD_FAULT_REASON.PAGING_ENTRY_ACCESS });
+  const saved = JSON.parse(JSON.stringify(a.saveState()));
+  const b = new VtdFaultRecorder(4);
+  b.prepareRestore(saved)();
+  for (let i = 0; i < 4; i++) for (let d = 0; d < 4; d++) assert.equal(b.readFrcd(i, d), a.readFrcd(i, d));
+  assert.equal(b.fsts, a.fsts);
+  // The next fault goes where the old unit's would have: record 2.
+  b.record({ sid: 0x10, address: 0x9000, read: true, reason: VTD_FAULT_REASON.READ_NOT_READABLE });
+  assert.equal(b.readFrcd(2, 3) >>> 31, 1);
+  const hostile = [
+    { ...saved, count: 8 },
+    { ...saved, words: saved.words.slice(1) },
+    { ...saved, words: [...saved.words.slice(1), 2 ** 32] },
+    { ...saved, next: 4 },
+    { ...saved, fri: -1 },
+    { ...saved, pfo: "yes" },
+    null,
+  ];
+  const c = new VtdFaultRecorder(4);
+  for (const h of hostile) {
+    assert.throws(() => c.prepareRestore(h), (e) => e instanceof SnapshotError, JSON.stringify(h)?.slice(0, 60));
+  }
+  assert.deepEqual(c.saveState(), new VtdFaultRecorder(4).saveState(), "nothing was set");
 });
