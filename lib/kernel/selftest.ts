@@ -162,6 +162,8 @@ export function mockMapTranslatesTo(iommufd: Iommufd, ptId: number, iova: number
 /**
  * `IOMMU_TEST_OP_DIRTY` (6.7): mark pages `pages` (indices into `range`, at its page size) dirty in mock paging HWPT
  * `hwptId`, as if a device had written them; its dirty tracking must be on. Returns how many the kernel marked.
+ * The marks go down at the mock's own page size (2 KiB), every mock page of each page: before the generic page table
+ * (6.12) the mock looks its pages up by IOVA / the op's page size, so any other size marks the wrong pages or none.
  *
  * @example
  * ```ts ignore
@@ -169,12 +171,15 @@ export function mockMapTranslatesTo(iommufd: Iommufd, ptId: number, iova: number
  * ```
  */
 export function mockMarkDirty(iommufd: Iommufd, hwptId: number, range: DirtyRange, pages: readonly number[]): number {
-  const bitmap = new DirtyBitmap(range);
-  for (const p of pages) bitmap.setPage(p);
-  const cmd = TestCmdDirty.buffer().set("op", op.IOMMU_TEST_OP_DIRTY).set("id", hwptId).setU64("iova", range.iova)
-    .setU64("length", range.length).setU64("page_size", range.pageSize);
+  const mockPage = MockConstants.values.MOCK_PAGE_SIZE;
+  const per = range.pageSize % mockPage === 0 ? range.pageSize / mockPage : 1;
+  const marks = per === 1 ? range : { ...range, pageSize: mockPage };
+  const bitmap = new DirtyBitmap(marks);
+  for (const p of pages) for (let k = 0; k < per; k++) bitmap.setPage(p * per + k);
+  const cmd = TestCmdDirty.buffer().set("op", op.IOMMU_TEST_OP_DIRTY).set("id", hwptId).setU64("iova", marks.iova)
+    .setU64("length", marks.length).setU64("page_size", marks.pageSize);
   iommufd.callWithPointer(IOMMU_TEST_CMD, cmd, "uptr", bitmap.bytes, `mark ${pages.length} pages dirty`);
-  return Number(cmd.getU64("out_nr_dirty"));
+  return Number(cmd.getU64("out_nr_dirty")) / per;
 }
 
 /**
