@@ -1,9 +1,10 @@
 /*
- * The standalone C reference for the kernel VM's figures (tests/kernel/figures_test.ts): IOMMU_HWPT_INVALIDATE on a
+ * The standalone C reference for the kernel VM's figures (kernel-suite/figures_test.ts): IOMMU_HWPT_INVALIDATE on a
  * mock nested HWPT of the iommufd selftest, from a process with no Deno runtime, beside the shim's in-process loop.
- * It builds its own chain as the kernel selftest does (IOAS, mock domain, nesting parent, nested HWPT), then times
- * 1-entry and 64-entry invalidations. Compiled on the host by tools/kernel/run.ts against the 7.3 uAPI headers and
- * iommufd_test.h (the VM sees the host's root).
+ * It builds its own chain as the kernel selftest does (IOAS, mock domain, nesting parent, nested HWPT; the code is in
+ * selftest_chain.h, shared with vtd_doorbell.c's selftest sink), then times 1-entry and 64-entry invalidations.
+ * Compiled on the host by tools/kernel/run.ts against the 7.3 uAPI headers and iommufd_test.h (the VM sees the host's
+ * root).
  *
  * Usage: hwpt_invalidate_loop <calls> [rounds]   prints one JSON line (best ns per ioctl over the rounds, and per entry
  * for the 64-entry batches).
@@ -18,8 +19,7 @@
 #include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
-#include <linux/iommufd.h>
-#include "iommufd_test.h"
+#include "selftest_chain.h"
 
 static uint64_t now_ns(void) {
 	struct timespec t;
@@ -63,29 +63,14 @@ int main(int argc, char **argv) {
 	int fd = open("/dev/iommu", O_RDWR | O_CLOEXEC);
 	if (fd < 0) die("/dev/iommu");
 
-	struct iommu_ioas_alloc ioas = {.size = sizeof(ioas)};
-	if (ioctl(fd, IOMMU_IOAS_ALLOC, &ioas)) die("IOMMU_IOAS_ALLOC");
-	struct iommu_test_cmd mock = {.size = sizeof(mock), .op = IOMMU_TEST_OP_MOCK_DOMAIN, .id = ioas.out_ioas_id};
-	if (ioctl(fd, IOMMU_TEST_CMD, &mock)) die("IOMMU_TEST_OP_MOCK_DOMAIN");
-	uint32_t idev = mock.mock_domain.out_idev_id;
-	struct iommu_hwpt_alloc parent = {
-		.size = sizeof(parent), .flags = IOMMU_HWPT_ALLOC_NEST_PARENT, .dev_id = idev, .pt_id = ioas.out_ioas_id};
-	if (ioctl(fd, IOMMU_HWPT_ALLOC, &parent)) die("IOMMU_HWPT_ALLOC (parent)");
-	struct iommu_hwpt_selftest data = {.iotlb = IOMMU_TEST_IOTLB_DEFAULT};
-	struct iommu_hwpt_alloc nested = {
-		.size = sizeof(nested),
-		.dev_id = idev,
-		.pt_id = parent.out_hwpt_id,
-		.data_type = IOMMU_HWPT_DATA_SELFTEST,
-		.data_len = sizeof(data),
-		.data_uptr = (uint64_t)(uintptr_t)&data,
-	};
-	if (ioctl(fd, IOMMU_HWPT_ALLOC, &nested)) die("IOMMU_HWPT_ALLOC (nested)");
+	uint32_t nested;
+	const char *failed;
+	if (selftest_nested_chain(fd, IOMMU_TEST_IOTLB_DEFAULT, &nested, &failed)) die(failed);
 
 	struct iommu_hwpt_invalidate_selftest entries[64];
 	for (int i = 0; i < 64; i++) entries[i] = (struct iommu_hwpt_invalidate_selftest){.iotlb_id = (uint32_t)i % 4};
-	double one = best_ns(fd, nested.out_hwpt_id, entries, 1, calls, rounds);
-	double batch = best_ns(fd, nested.out_hwpt_id, entries, 64, calls / 8 > 0 ? calls / 8 : 1, rounds) / 64;
+	double one = best_ns(fd, nested, entries, 1, calls, rounds);
+	double batch = best_ns(fd, nested, entries, 64, calls / 8 > 0 ? calls / 8 : 1, rounds) / 64;
 	printf("{\"oneEntryNs\":%.1f,\"perEntryNs64\":%.1f,\"calls\":%ld,\"rounds\":%d}\n", one, batch, calls, rounds);
 	close(fd); /* the chain goes with the fd */
 	return 0;

@@ -13,16 +13,23 @@
  * The sink: "ioctl" makes the same cheap, real ioctl as the TypeScript bench's sink — KVM_SET_USER_MEMORY_REGION on a
  * VM fd, its userspace_addr pointing at the entries and memory_size 0 (the kernel copies the struct in, takes the
  * VM's slots lock and refuses it with EINVAL: a pointer-carrying call with little kernel work, allowed by the shim's
- * list, where /dev/iommu does not exist); "none" makes no call.
+ * list, where /dev/iommu does not exist); "none" makes no call; "selftest" (the kernel VM: kernel-suite/figures_test.ts)
+ * makes the real IOMMU_HWPT_INVALIDATE on a mock nested HWPT of the iommufd selftest (its own chain, built as
+ * hwpt_invalidate_loop.c builds it: selftest_chain.h), the entries compiled in the selftest format as
+ * lib/compile/selftest.ts compiles them — the mock IOTLB has no pages, so a pending set's ranges all collapse into one
+ * entry zeroing the slot of the binding's PASID (PASID 5: slot 1), a whole-space flush into one FLAG_ALL entry; QEMU's
+ * policy sends one such entry per invalidation. The selftest sink exists only when built against the 7.3 uAPI headers
+ * and iommufd_test.h (tools/kernel/run.ts builds it so); elsewhere it is refused at start.
  *
  * The guest's queue, the same bytes as bench/probes/paths.ts writes:
  *   single:  a 256-entry queue; doorbell i = (PASID-IOTLB of page 8i of PASID 5 in domain 1, wait writing i).
  *   batch64: a 4,096-entry queue; doorbell d = 64 PASID-IOTLBs of single, non-adjacent pages + a wait, 63 doorbells
  *            per lap, IQA rewritten after each lap (IQH back to 0).
  *
- * Usage: vtd_doorbell <ioctl|none> <single|batch64> <relay|per-descriptor> <doorbells> <rounds> [latency]
+ * Usage: vtd_doorbell <ioctl|none|selftest> <single|batch64> <relay|per-descriptor> <doorbells> <rounds> [latency]
  * Prints one JSON line: ns per doorbell of each round (best, median); with "latency", one more pass timing every
- * doorbell (p50, p99, p99.9 in ns, including one clock read, whose own cost is reported as clockNs).
+ * doorbell (p50, p99, p99.9 in ns, including one clock read, whose own cost is reported as clockNs); the ioctls made and
+ * the doorbells rung in all passes (warm-up included), so a caller can check the ioctls per doorbell.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -35,6 +42,24 @@
 #include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
+#if defined(__has_include)
+#if __has_include("iommufd_test.h")
+#include "selftest_chain.h"
+#define HAVE_SELFTEST 1
+#endif
+#endif
+#ifndef HAVE_SELFTEST
+#define HAVE_SELFTEST 0
+#endif
+#if HAVE_SELFTEST
+#define SELFTEST_DATA_TYPE IOMMU_HWPT_INVALIDATE_DATA_SELFTEST
+#define HWPT_INVALIDATE_REQUEST IOMMU_HWPT_INVALIDATE
+#else
+#define SELFTEST_DATA_TYPE 0u /* never sent: without the headers the selftest sink is refused at start */
+#define HWPT_INVALIDATE_REQUEST 0u
+#endif
+/* The mock IOTLB's value at start (every slot): the doorbells must zero PASID 5's slot and leave the RID's alone. */
+#define MOCK_IOTLB_START 0x77u
 
 #define RAM_SIZE (1u << 20)
 #define STATUS_GPA 0x8000u
@@ -74,12 +99,18 @@ static uint64_t iq_base, iqh, iqt;
 static uint32_t iq_entries = 256;
 static uint64_t iqe_count, fsts_iqe;
 
-/* The one binding: domain 1, PASID 5 → target 7 (VT-d stage-1), and the RID's of domain 1 → target 7 too. */
+/*
+ * The bindings: domain 1, PASID 5 → target 7 (VT-d stage-1), and the RID's of domain 1 → target 7 too. With the
+ * selftest sink the target is the mock nested HWPT and only PASID 5 is bound (as the kernel figure binds the
+ * TypeScript queue): the one pending set then has one mock IOTLB slot, the binding's (PASID 5 mod 4 = 1).
+ */
 struct binding {
 	int32_t domain, pasid; /* pasid -1 = the RID */
 	uint32_t target;
+	uint32_t slot; /* the selftest format's mock IOTLB slot: lib/compile/selftest.ts selftestSlot */
 };
-static const struct binding bindings[] = { { 1, 5, 7 }, { 1, -1, 7 } };
+static struct binding bindings[] = { { 1, 5, 7, 1 }, { 1, -1, 7, 0 } };
+static size_t binding_count = 2;
 
 /* A target's pending set: sorted, disjoint, non-adjacent ranges, each with its requests as a linked list. */
 struct range {
@@ -179,6 +210,13 @@ struct vtd_s1_entry {
 	uint32_t flags, reserved;
 };
 static struct vtd_s1_entry entries[MAX_RANGES + 1];
+/* The selftest format (struct iommu_hwpt_invalidate_selftest: flags, iotlb_id); one entry per pending set. */
+struct selftest_entry {
+	uint32_t flags, iotlb_id;
+};
+#define SELFTEST_FLAG_ALL 1u /* IOMMU_TEST_INVALIDATE_FLAG_ALL */
+static struct selftest_entry selftest_entries[1];
+static int selftest_format; /* the selftest sink compiles to the selftest format */
 static double origins[1 << 16];
 static uint32_t origin_count, entry_count;
 
@@ -186,10 +224,20 @@ static void copy_origins(int32_t head) {
 	for (int32_t n = head; n >= 0; n = node_next[n]) origins[origin_count++] = node_seq[n];
 }
 
-static void compile(void) {
+static void compile(uint32_t slot) {
 	entry_count = 0;
 	origin_count = 0;
-	if (pending_all) {
+	if (selftest_format) {
+		/* lib/compile/selftest.ts: no pages in the mock, so every range's requests are served by one slot flush. */
+		if (pending_all) {
+			selftest_entries[0] = (struct selftest_entry){ SELFTEST_FLAG_ALL, 0 };
+			copy_origins(all_head);
+		} else {
+			selftest_entries[0] = (struct selftest_entry){ 0, slot };
+			for (uint32_t i = 0; i < range_count; i++) copy_origins(ranges[i].head);
+		}
+		entry_count = 1;
+	} else if (pending_all) {
 		entries[0] = (struct vtd_s1_entry){ 0, UINT64_MAX, 0, 0 };
 		copy_origins(all_head);
 		entry_count = 1;
@@ -217,24 +265,42 @@ struct iommu_hwpt_invalidate_arg { /* include/uapi/linux/iommufd.h */
 };
 static struct iommu_hwpt_invalidate_arg hwpt_arg;
 static struct kvm_userspace_memory_region cheap;
-static int vm_fd = -1, use_ioctl;
+static int vm_fd = -1, iommu_fd = -1, use_ioctl;
 static uint64_t ioctls, unexpected;
+#if HAVE_SELFTEST
+_Static_assert(sizeof(struct iommu_hwpt_invalidate_arg) == sizeof(struct iommu_hwpt_invalidate), "argument layout");
+_Static_assert(sizeof(struct selftest_entry) == sizeof(struct iommu_hwpt_invalidate_selftest), "entry layout");
+#endif
 
-/* Send entries[0, count) to `target`: returns the errno (0) and sets *handled. */
-static int send_batch(uint32_t target, const struct vtd_s1_entry *e, uint32_t count, uint32_t *handled) {
+/*
+ * Send `count` entries of `entry_len` bytes at `e` to `target`: returns the errno (0 on success) and sets *handled to
+ * the entries the host carried out (the kernel writes entry_num back).
+ */
+static int send_batch(uint32_t target, const void *e, uint32_t entry_len, uint32_t count, uint32_t *handled) {
 	hwpt_arg.size = sizeof(hwpt_arg);
 	hwpt_arg.hwpt_id = target;
 	hwpt_arg.data_uptr = (uint64_t)(uintptr_t)e;
-	hwpt_arg.data_type = 0; /* IOMMU_HWPT_INVALIDATE_DATA_VTD_S1 */
-	hwpt_arg.entry_len = sizeof(*e);
+	hwpt_arg.data_type = selftest_format ? SELFTEST_DATA_TYPE : 0; /* 0: IOMMU_HWPT_INVALIDATE_DATA_VTD_S1 */
+	hwpt_arg.entry_len = entry_len;
 	hwpt_arg.entry_num = count;
 	ioctls++;
-	if (use_ioctl) {
+	*handled = count;
+	if (iommu_fd >= 0) {
+		int rc = ioctl(iommu_fd, HWPT_INVALIDATE_REQUEST, &hwpt_arg);
+		*handled = hwpt_arg.entry_num;
+		if (rc) return errno;
+	} else if (use_ioctl) {
 		cheap.userspace_addr = hwpt_arg.data_uptr;
 		if (ioctl(vm_fd, KVM_SET_USER_MEMORY_REGION, &cheap) != -1 || errno != EINVAL) unexpected++;
 	}
-	*handled = count;
 	return 0;
+}
+
+static int send_compiled(uint32_t target) {
+	uint32_t handled;
+	int rc = selftest_format ? send_batch(target, selftest_entries, sizeof(selftest_entries[0]), entry_count, &handled)
+				 : send_batch(target, entries, sizeof(entries[0]), entry_count, &handled);
+	return rc == 0 && handled == entry_count ? 0 : -1;
 }
 
 /* Waits of the doorbell: status (data, address) and flags. */
@@ -254,9 +320,8 @@ static int complete_wait(uint32_t flags, uint32_t data, uint64_t addr) {
 /* Drain: compile, one ioctl, then the waits. Returns -1 on failure. */
 static int settle(void) {
 	if (pending_all || range_count) {
-		compile();
-		uint32_t handled;
-		if (send_batch(7, entries, entry_count, &handled) != 0 || handled != entry_count) return -1;
+		compile(bindings[0].slot); /* the one pending set: PASID 5's binding's target (and slot) */
+		if (send_compiled(bindings[0].target) < 0) return -1;
 	}
 	for (uint32_t k = 0; k < wait_count; k++)
 		if (complete_wait(wait_flags[k], wait_data[k], wait_addr[k]) < 0) return -1;
@@ -281,17 +346,25 @@ static int descriptor(uint64_t qw0, uint64_t qw1) {
 		int leaf = (qw1 >> 6) & 1;
 		int32_t route = pasid == 0 ? -1 : pasid; /* the RID_PASID's invalidations are the RID's */
 		const struct binding *b = NULL;
-		for (size_t i = 0; i < sizeof(bindings) / sizeof(bindings[0]); i++)
+		for (size_t i = 0; i < binding_count; i++)
 			if (bindings[i].domain == did && bindings[i].pasid == route) b = &bindings[i];
 		double seq = ++seq_counter;
 		if (!b) return 0; /* unrouted: counted, nothing to send */
 		uint64_t pages = 1ull << (am > 52 ? 52 : am);
 		uint64_t first = page / pages * pages;
 		if (per_descriptor) {
-			struct vtd_s1_entry e = g == 2 ? (struct vtd_s1_entry){ 0, UINT64_MAX, 0, 0 }
-						       : (struct vtd_s1_entry){ first << 12, pages, leaf ? LEAF : 0, 0 };
 			uint32_t handled;
-			return send_batch(b->target, &e, 1, &handled) == 0 && handled == 1 ? 0 : -1;
+			int rc;
+			if (selftest_format) {
+				struct selftest_entry e = g == 2 ? (struct selftest_entry){ SELFTEST_FLAG_ALL, 0 }
+								 : (struct selftest_entry){ 0, b->slot };
+				rc = send_batch(b->target, &e, sizeof(e), 1, &handled);
+			} else {
+				struct vtd_s1_entry e = g == 2 ? (struct vtd_s1_entry){ 0, UINT64_MAX, 0, 0 }
+							       : (struct vtd_s1_entry){ first << 12, pages, leaf ? LEAF : 0, 0 };
+				rc = send_batch(b->target, &e, sizeof(e), 1, &handled);
+			}
+			return rc == 0 && handled == 1 ? 0 : -1;
 		}
 		if (g == 2)
 			add_all(seq);
@@ -396,10 +469,13 @@ static int cmp(const void *a, const void *b) {
 
 int main(int argc, char **argv) {
 	if (argc < 6) {
-		fprintf(stderr, "usage: vtd_doorbell <ioctl|none> <single|batch64> <relay|per-descriptor> <doorbells> <rounds> [latency]\n");
+		fprintf(stderr, "usage: vtd_doorbell <ioctl|none|selftest> <single|batch64> <relay|per-descriptor> <doorbells> "
+				"<rounds> [latency]\n");
 		return 2;
 	}
 	use_ioctl = strcmp(argv[1], "ioctl") == 0;
+	int use_selftest = strcmp(argv[1], "selftest") == 0;
+	if (!use_ioctl && !use_selftest && strcmp(argv[1], "none") != 0) return 2;
 	batch = strcmp(argv[2], "batch64") == 0;
 	per_descriptor = strcmp(argv[3], "per-descriptor") == 0;
 	long n = atol(argv[4]);
@@ -417,6 +493,27 @@ int main(int argc, char **argv) {
 			perror("KVM_CREATE_VM");
 			return 1;
 		}
+	}
+	if (use_selftest) {
+#if HAVE_SELFTEST
+		iommu_fd = open("/dev/iommu", O_RDWR | O_CLOEXEC);
+		if (iommu_fd < 0) {
+			perror("/dev/iommu");
+			return 1;
+		}
+		uint32_t nested;
+		const char *failed;
+		if (selftest_nested_chain(iommu_fd, MOCK_IOTLB_START, &nested, &failed)) {
+			perror(failed);
+			return 1;
+		}
+		bindings[0].target = nested;
+		binding_count = 1;
+		selftest_format = 1;
+#else
+		fprintf(stderr, "vtd_doorbell: built without the 7.3 uAPI headers and iommufd_test.h: no selftest sink\n");
+		return 2;
+#endif
 	}
 	setup();
 	for (long i = 0; i < n; i++) step(); /* warm-up: caches, branch predictors */
@@ -445,9 +542,22 @@ int main(int argc, char **argv) {
 		       lat[(long)(n * 0.99)], lat[(long)(n * 0.999)], clock_ns);
 		free(lat);
 	}
+#if HAVE_SELFTEST
+	if (iommu_fd >= 0) {
+		/* The invalidations reached the mock IOTLB: PASID 5's slot zeroed, the RID's slot untouched. */
+		for (uint32_t slot = 0; slot < 2; slot++) {
+			struct iommu_test_cmd check = { .size = sizeof(check),
+							.op = IOMMU_TEST_OP_MD_CHECK_IOTLB,
+							.id = bindings[0].target,
+							.check_iotlb = { .id = slot, .iotlb = slot ? 0 : MOCK_IOTLB_START } };
+			if (ioctl(iommu_fd, IOMMU_TEST_CMD, &check)) unexpected++;
+		}
+	}
+#endif
 	uint32_t status;
 	memcpy(&status, ram + STATUS_GPA, 4);
-	printf(",\"ioctls\":%lu,\"iqe\":%lu,\"unexpected\":%lu,\"lastStatus\":%u}\n", (unsigned long)ioctls,
-	       (unsigned long)iqe_count, (unsigned long)unexpected, status);
+	printf(",\"ioctls\":%lu,\"doorbellsRun\":%lu,\"iqe\":%lu,\"unexpected\":%lu,\"lastStatus\":%u}\n",
+	       (unsigned long)ioctls, (unsigned long)step_index, (unsigned long)iqe_count, (unsigned long)unexpected,
+	       status);
 	return iqe_count || unexpected ? 1 : 0;
 }
