@@ -204,7 +204,10 @@ kernelTest(
     // first one's devices (and reach the first one's pages with its own).
     const dir = await Deno.makeTempDir({ prefix: "iommu-relay-mapfile-" });
     using host = RelayHost.kernel(shim);
-    const broker = new Broker(host, { memfdSocket: `${dir}/vm.memfd.sock`, limits: { maxMappingsPerConnection: 1 } });
+    const broker = new Broker(host, {
+      memfdSocket: `${dir}/vm.memfd.sock`,
+      limits: { maxMappingsPerConnection: 1, idleMs: 200 },
+    });
     const whole = Deno.listen({ transport: "unix", path: `${dir}/vm.sock` });
     const tenant = Deno.listen({ transport: "unix", path: `${dir}/tenant.sock` });
     const served = [broker.serve(whole), broker.serve(tenant, { domains: [7], devices: [] })];
@@ -215,15 +218,24 @@ kernelTest(
       using channel = MemfdChannel.connect(shim, `${dir}/vm.memfd.sock`);
       const owner = await BrokerClient.connect(`${dir}/vm.sock`);
       const second = await BrokerClient.connect(`${dir}/vm.sock`);
-      await using scoped = await BrokerClient.connect(`${dir}/tenant.sock`);
+      const scoped = await BrokerClient.connect(`${dir}/tenant.sock`);
       assert.equal(await errno(scoped.mapMemory(channel, other, BASE + 0x10_0000)), 13, "a scoped listener: EACCES");
       assert.deepEqual(await owner.mapMemory(channel, ram, BASE), { iova: BASE, length: 4096 });
       assert.equal(await errno(second.mapMemory(channel, other, BASE + 0x10_0000)), 16, "another connection: EBUSY");
       assert.equal(await errno(owner.mapMemory(channel, other, BASE + 0x10_0000)), 24, "the cap: EMFILE");
+      // Silent past the idle time: the two holding nothing are closed; the owner, holding no device but guest RAM,
+      // is not (closing it would unmap every device's RAM).
+      for (let i = 0; i < 100 && broker.liveConnections > 1; i++) await new Promise((r) => setTimeout(r, 20));
+      await new Promise((r) => setTimeout(r, 400));
+      assert.equal(broker.liveConnections, 1, "only the owner is left");
+      using access = MockAccess.create(host.iommufd!, host.ioas!.id);
+      assert.equal(access.rw(BASE, new Uint8Array(8), false), 0, "still mapped after the idle time");
+      for (const c of [second, scoped]) await c[Symbol.asyncDispose]().catch(() => {});
       await owner[Symbol.asyncDispose]();
-      for (let i = 0; i < 100 && broker.liveConnections > 2; i++) await new Promise((r) => setTimeout(r, 20));
-      assert.deepEqual(await second.mapMemory(channel, other, BASE), { iova: BASE, length: 4096 }, "free again");
-      await second[Symbol.asyncDispose]();
+      for (let i = 0; i < 100 && broker.liveConnections > 0; i++) await new Promise((r) => setTimeout(r, 20));
+      const next = await BrokerClient.connect(`${dir}/vm.sock`);
+      assert.deepEqual(await next.mapMemory(channel, other, BASE), { iova: BASE, length: 4096 }, "free again");
+      await next[Symbol.asyncDispose]();
     } finally {
       whole.close();
       tenant.close();

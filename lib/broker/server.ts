@@ -71,7 +71,7 @@ export interface BrokerLimits {
   readonly maxPendingPerConnection?: number;
   /** A new connection's first complete frame must come within this (default 10 s). */
   readonly handshakeMs?: number;
-  /** A connection holding no device is closed after this long without a frame (default 60 s). */
+  /** A connection holding no device and no guest RAM is closed after this long without a frame (default 60 s). */
   readonly idleMs?: number;
   /** A connection whose answer could not be written for this long (it does not read) is closed (default 10 s). */
   readonly stallMs?: number;
@@ -415,7 +415,8 @@ export class Broker {
     const now = performance.now(), l = this.#limits;
     for (const c of this.#live) {
       const late = (c.framesSeen === 0 && now - c.openedAt > l.handshakeMs) ||
-        (c.handles.size === 0 && now - c.lastFrameAt > l.idleMs) ||
+        // A connection holding guest RAM holds every device's stage 2: closing it for silence would unmap it.
+        (c.handles.size === 0 && c.memory.length === 0 && now - c.lastFrameAt > l.idleMs) ||
         (c.writingSince !== 0 && now - c.writingSince > l.stallMs);
       if (!late || c.closing) continue;
       c.closing = true;
