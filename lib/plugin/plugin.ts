@@ -555,7 +555,8 @@ export interface LoadOptions {
   /**
    * The Workers' Deno permissions. "none": the plugin's Worker has no permission at all (Deno exits the process at
    * the first load unless it runs with `--unstable-worker-options` or `"unstable": ["worker-options"]` in its
-   * deno.json — Deno offers no way to ask beforehand). "inherit": the process's permissions, a statement that the
+   * deno.json — Deno offers no way to ask beforehand); its module is a regular `file:` module or a `data:` URL, and
+   * it may import this library and `data:` URLs only (bundle a plugin of several files into one). "inherit": the process's permissions, a statement that the
    * plugin is trusted like the VMM's own code. Unset: "inherit" where that gives the plugin nothing of the relay's
    * host, and a {@linkcode PluginPermissionError} where the process holds FFI on a loaded shim, FFI on everything or
    * `run` — checked at load and again at each `create`, whose host may have loaded a shim since. On a terminal Deno
