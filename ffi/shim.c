@@ -102,6 +102,30 @@ static int32_t track(int fd, int kind)
 	return fd;
 }
 
+/* ------------------------------------------------------------------------------------------ memfd seals */
+
+#ifndef F_SEAL_FUTURE_WRITE
+#define F_SEAL_FUTURE_WRITE 0x0010
+#endif
+
+/* Seals every memfd of the table carries, so that what the shim checked about it stays true: F_SEAL_SHRINK (no mapping
+ * of it, in this process or an IOAS, can end up past its end: no SIGBUS, no pin failing later) and F_SEAL_SEAL (no
+ * seal, F_SEAL_WRITE say, can be added after a writable IOAS_MAP_FILE was allowed). The shim's own memfds have them
+ * from creation; a received one without them is refused — and only a real memfd can carry F_SEAL_SHRINK (another
+ * tmpfs file answers F_SEAL_SEAL alone, an O_PATH fd answers EBADF). */
+#define MEMFD_REQUIRED_SEALS (F_SEAL_SHRINK | F_SEAL_SEAL)
+
+static int memfd_seals(int fd)
+{
+	return fcntl(fd, F_GET_SEALS);
+}
+
+static int memfd_sealed(int fd)
+{
+	int seals = memfd_seals(fd);
+	return seals >= 0 && (seals & MEMFD_REQUIRED_SEALS) == MEMFD_REQUIRED_SEALS;
+}
+
 /* ---------------------------------------------------------------------------------------- device nodes */
 
 /* Read a sysfs "MAJ:MIN\n" attribute into a dev_t; -errno or -EINVAL when it does not parse. */
@@ -239,14 +263,22 @@ RELAY_EXPORT int32_t relay_adopt_fd(int32_t fd)
 }
 
 static void slots_forget_vm(int32_t vm_fd);
+static pthread_mutex_t kvm_slot_calls;
 
 RELAY_EXPORT int32_t relay_close(int32_t fd)
 {
 	int kind = kind_of(fd);
 	if (kind == KIND_NONE)
 		return REFUSE(EBADF);
-	if (kind == KIND_KVM_VM)
-		slots_forget_vm(fd); /* the fd number may come back as another VM */
+	if (kind == KIND_KVM_VM) {
+		/* Not while a slot call checks or runs on it; the fd number may come back as another VM. */
+		pthread_mutex_lock(&kvm_slot_calls);
+		slots_forget_vm(fd);
+		__atomic_store_n(&fd_kinds[fd], KIND_NONE, __ATOMIC_RELEASE);
+		int r = close(fd) < 0 ? -errno : 0;
+		pthread_mutex_unlock(&kvm_slot_calls);
+		return r;
+	}
 	__atomic_store_n(&fd_kinds[fd], KIND_NONE, __ATOMIC_RELEASE);
 	return close(fd) < 0 ? -errno : 0;
 }
@@ -544,6 +576,36 @@ static void slots_forget_vm(int32_t vm_fd)
 	pthread_mutex_unlock(&slots_lock);
 }
 
+#define IOMMU_IOAS_MAP_WRITEABLE (1u << 1)
+#define IOMMU_IOAS_MAP_READABLE (1u << 2)
+
+/* IOMMU_IOAS_MAP_FILE of a memfd of the table (struct iommu_ioas_map_file: flags 4, fd 12, start 16, length 24):
+ * the kernel pins the file's pages without asking how the fd was opened or how the file is sealed, and pins them only
+ * once a domain is attached — so the shim asks. The range must lie inside the file (sealed against shrinking: it
+ * stays inside); a writable mapping needs an fd opened read-write of a file not sealed against writes (a peer may
+ * have sent a read-only fd, or a write-sealed memfd, to have a device write what it promised nobody would); a
+ * readable one an fd that is not write-only. A struct too short to hold the range is the kernel's EINVAL. */
+static int32_t check_map_file(const uint8_t *local, uint32_t bytes)
+{
+	if (bytes < 40)
+		return 0;
+	int fd = (int)get_u32(local, 12);
+	uint32_t flags = get_u32(local, 4);
+	uint64_t start = get_u64(local, 16), length = get_u64(local, 24);
+	struct stat st;
+	int access = fcntl(fd, F_GETFL), seals = memfd_seals(fd);
+	if (fstat(fd, &st) < 0 || access < 0 || seals < 0 || (seals & MEMFD_REQUIRED_SEALS) != MEMFD_REQUIRED_SEALS)
+		return REFUSE(EPERM);
+	if (length > (uint64_t)st.st_size || start > (uint64_t)st.st_size - length)
+		return REFUSE(EPERM);
+	access &= O_ACCMODE;
+	if ((flags & IOMMU_IOAS_MAP_READABLE) && access == O_WRONLY)
+		return REFUSE(EPERM);
+	if ((flags & IOMMU_IOAS_MAP_WRITEABLE) && (access != O_RDWR || (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE))))
+		return REFUSE(EPERM);
+	return 0;
+}
+
 /* Validate (fd, request, arg) against the table and the rules, copying the argument into c->local so that what the
  * kernel sees cannot change after it was checked (another thread may be writing the caller's buffer). `second`
  * (second_len bytes) is what a pointer field may point at; pointer_offset is where the caller wants it, or
@@ -588,6 +650,11 @@ static int32_t check_call(struct checked *c, int32_t fd, uint32_t request, const
 		if ((uint32_t)r->fd_in_off + 4 > c->bytes ||
 		    kind_of((int32_t)get_u32(c->local, r->fd_in_off)) != r->fd_in_kind)
 			return REFUSE(EPERM);
+	}
+	if (request == IOMMUFD_IO(0x8f)) {
+		int32_t ok = check_map_file(c->local, c->bytes);
+		if (ok < 0)
+			return ok;
 	}
 	if (r->fd_out_off != NO_OFFSET && (uint32_t)r->fd_out_off + 4 > c->bytes)
 		return REFUSE(EPERM);
@@ -636,6 +703,19 @@ static int32_t check_call(struct checked *c, int32_t fd, uint32_t request, const
 	return 0;
 }
 
+/* KVM memory slots are changed, and their dirty logs read, under one lock held from the check to the end of the
+ * ioctl: a log's length is checked against the slot as the shim recorded it, and another thread (a nonblocking FFI
+ * call, a Worker) deleting the slot and registering it bigger between that check and KVM_GET_DIRTY_LOG would have
+ * KVM write the longer log past the caller's buffer. Keyed on the request numbers, whatever the fd's kind: a KVM
+ * request on another kind is refused by the rules anyway. Closing a VM fd takes it too (its slots are forgotten). */
+static pthread_mutex_t kvm_slot_calls = PTHREAD_MUTEX_INITIALIZER;
+
+static int slot_call(uint32_t request)
+{
+	return request == KVM_IOW(0x46, 32) /* KVM_SET_USER_MEMORY_REGION */ ||
+	       request == KVM_IOW(0x42, 16) /* KVM_GET_DIRTY_LOG */;
+}
+
 static uint32_t vcpu_mmap_size; /* KVM_GET_VCPU_MMAP_SIZE, asked by the shim when a VM is created */
 
 /* After a successful call: a KVM memory slot KVM accepted (or deleted) is recorded, whichever entry point made it, so
@@ -680,8 +760,14 @@ static int32_t do_call(struct checked *c, int32_t fd, uint8_t *arg)
 RELAY_EXPORT int32_t relay_ioctl(int32_t fd, uint32_t request, uint8_t *arg, uint32_t arg_len)
 {
 	struct checked c;
+	int locked = slot_call(request);
+	if (locked)
+		pthread_mutex_lock(&kvm_slot_calls);
 	int32_t ok = check_call(&c, fd, request, arg, arg_len, UINT32_MAX, NULL, 0);
-	return ok < 0 ? ok : do_call(&c, fd, arg);
+	int32_t result = ok < 0 ? ok : do_call(&c, fd, arg);
+	if (locked)
+		pthread_mutex_unlock(&kvm_slot_calls);
+	return result;
 }
 
 /* The shim stores the address of `second` at arg[offset] (in its copy of arg), then ioctl: how structs carrying a
@@ -693,8 +779,14 @@ RELAY_EXPORT int32_t relay_ioctl_with_pointer(int32_t fd, uint32_t request, uint
 	struct checked c;
 	if (offset == UINT32_MAX)
 		return -EINVAL;
+	int locked = slot_call(request);
+	if (locked)
+		pthread_mutex_lock(&kvm_slot_calls);
 	int32_t ok = check_call(&c, fd, request, arg, arg_len, offset, second, second_len);
-	return ok < 0 ? ok : do_call(&c, fd, arg);
+	int32_t result = ok < 0 ? ok : do_call(&c, fd, arg);
+	if (locked)
+		pthread_mutex_unlock(&kvm_slot_calls);
+	return result;
 }
 
 /* The in-process C baseline for benchmarks: the same (validated) ioctl n times, from inside the Deno process. All
@@ -704,19 +796,23 @@ RELAY_EXPORT int32_t relay_ioctl_loop(int32_t fd, uint32_t request, uint8_t *arg
 				      uint32_t offset, void *second, uint32_t second_len, uint32_t n)
 {
 	struct checked c;
-	int32_t ok = check_call(&c, fd, request, arg, arg_len, offset, second, second_len);
-	if (ok < 0)
-		return ok;
-	if (c.rule.fd_out_kind)
-		return REFUSE(EPERM);
-	int32_t result = 0;
-	void *a = c.rule.shape == ARG_NONE ? NULL : (void *)c.local;
-	for (uint32_t i = 0; i < n; i++) {
-		if (ioctl(fd, (unsigned long)request, a) < 0)
-			result = -errno;
-		else
-			record_slot_change(&c, fd); /* a memory slot made or deleted here is recorded as by relay_ioctl */
+	int locked = slot_call(request);
+	if (locked)
+		pthread_mutex_lock(&kvm_slot_calls);
+	int32_t result = check_call(&c, fd, request, arg, arg_len, offset, second, second_len);
+	if (result >= 0 && c.rule.fd_out_kind)
+		result = REFUSE(EPERM);
+	if (result >= 0) {
+		void *a = c.rule.shape == ARG_NONE ? NULL : (void *)c.local;
+		for (uint32_t i = 0; i < n; i++) {
+			if (ioctl(fd, (unsigned long)request, a) < 0)
+				result = -errno;
+			else
+				record_slot_change(&c, fd); /* a slot made or deleted here is recorded as by relay_ioctl */
+		}
 	}
+	if (locked)
+		pthread_mutex_unlock(&kvm_slot_calls);
 	return result;
 }
 
@@ -727,24 +823,28 @@ RELAY_EXPORT int32_t relay_ioctl_pair_loop(int32_t fd, uint32_t request_a, uint8
 					   uint8_t *arg_b, uint32_t arg_b_len, uint32_t n)
 {
 	struct checked a, b;
+	int locked = slot_call(request_a) || slot_call(request_b);
+	if (locked)
+		pthread_mutex_lock(&kvm_slot_calls);
 	int32_t result = check_call(&a, fd, request_a, arg_a, arg_a_len, offset, second, second_len);
-	if (result < 0)
-		return result;
-	result = check_call(&b, fd, request_b, arg_b, arg_b_len, UINT32_MAX, NULL, 0);
-	if (result < 0)
-		return result;
-	if (a.rule.fd_out_kind || b.rule.fd_out_kind)
-		return REFUSE(EPERM);
-	for (uint32_t i = 0; i < n; i++) {
-		if (ioctl(fd, (unsigned long)request_a, a.rule.shape == ARG_NONE ? NULL : (void *)a.local) < 0)
-			result = -errno;
-		else
-			record_slot_change(&a, fd);
-		if (ioctl(fd, (unsigned long)request_b, b.rule.shape == ARG_NONE ? NULL : (void *)b.local) < 0)
-			result = -errno;
-		else
-			record_slot_change(&b, fd);
+	if (result >= 0)
+		result = check_call(&b, fd, request_b, arg_b, arg_b_len, UINT32_MAX, NULL, 0);
+	if (result >= 0 && (a.rule.fd_out_kind || b.rule.fd_out_kind))
+		result = REFUSE(EPERM);
+	if (result >= 0) {
+		for (uint32_t i = 0; i < n; i++) {
+			if (ioctl(fd, (unsigned long)request_a, a.rule.shape == ARG_NONE ? NULL : (void *)a.local) < 0)
+				result = -errno;
+			else
+				record_slot_change(&a, fd);
+			if (ioctl(fd, (unsigned long)request_b, b.rule.shape == ARG_NONE ? NULL : (void *)b.local) < 0)
+				result = -errno;
+			else
+				record_slot_change(&b, fd);
+		}
 	}
+	if (locked)
+		pthread_mutex_unlock(&kvm_slot_calls);
 	return result;
 }
 
@@ -1032,7 +1132,7 @@ RELAY_EXPORT int32_t relay_fdpass_send(int32_t sock, int32_t memfd, const uint8_
 	int kind = kind_of(sock), mkind = kind_of(memfd);
 	if (kind == KIND_NONE || mkind == KIND_NONE)
 		return REFUSE(EBADF);
-	if (kind != KIND_FDPASS_SOCKET || mkind != KIND_MEMFD || !is_memfd(memfd))
+	if (kind != KIND_FDPASS_SOCKET || mkind != KIND_MEMFD || !is_memfd(memfd) || !memfd_sealed(memfd))
 		return REFUSE(EPERM);
 	if (payload_len > FDPASS_PAYLOAD_MAX || (payload_len && !payload))
 		return -EINVAL;
@@ -1055,8 +1155,9 @@ RELAY_EXPORT int32_t relay_fdpass_send(int32_t sock, int32_t memfd, const uint8_
 }
 
 /* Receive one message: its memfd enters the table (kind memfd) and is returned; out gets the payload length (u32)
- * then the payload (out_len must be at least 4 + 256). A message without exactly one fd, or whose fd is not a memfd,
- * is consumed, every fd it carried is closed, and the answer is a refusal (EACCES). -EAGAIN when nothing is there,
+ * then the payload (out_len must be at least 4 + 256). A message without exactly one fd, or whose fd is not a memfd
+ * sealed against shrinking with its seals final (MEMFD_REQUIRED_SEALS), is consumed, every fd it carried is closed,
+ * and the answer is a refusal (EACCES). -EAGAIN when nothing is there,
  * -EPIPE when the peer closed. */
 RELAY_EXPORT int32_t relay_fdpass_recv(int32_t sock, uint8_t *out, uint32_t out_len)
 {
@@ -1088,7 +1189,7 @@ RELAY_EXPORT int32_t relay_fdpass_recv(int32_t sock, uint8_t *out, uint32_t out_
 	}
 	if (n == 0 && nfds == 0)
 		return -EPIPE;
-	int refused = nfds != 1 || (msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC)) || !is_memfd(fds[0]) ||
+	int refused = nfds != 1 || (msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC)) || !is_memfd(fds[0]) || !memfd_sealed(fds[0]) ||
 		      fds[0] >= RELAY_FD_LIMIT || kind_of(fds[0]) != KIND_NONE;
 	if (refused) {
 		for (int i = 0; i < nfds; i++)

@@ -39,7 +39,11 @@ export class BrokerError extends Error {
 }
 
 /** Which of the broker's caps a {@linkcode BrokerLimitError} hit. */
-export type BrokerLimit = "connections" | "devices-per-connection" | "pending-per-connection";
+export type BrokerLimit =
+  | "connections"
+  | "devices-per-connection"
+  | "pending-per-connection"
+  | "mappings-per-connection";
 
 /**
  * The broker refused because one of its caps was reached.
@@ -65,6 +69,7 @@ const LIMITS: Record<number, BrokerLimit> = {
   [BrokerErrno.EUSERS]: "connections",
   [BrokerErrno.ENOSPC]: "devices-per-connection",
   [BrokerErrno.ENOBUFS]: "pending-per-connection",
+  [BrokerErrno.EMFILE]: "mappings-per-connection",
 };
 
 /** The typed error for an error frame's errno and message (see {@linkcode BrokerErrno}). */

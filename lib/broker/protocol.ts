@@ -60,9 +60,9 @@ export const BrokerErrno = {
   ENOENT: 2,
   /** A payload over {@linkcode MAX_PAYLOAD}: the connection is closed. */
   E2BIG: 7,
-  /** ATTACH in a guest domain this listener does not serve. */
+  /** ATTACH in a guest domain this listener does not serve; MAP_MEMORY on a listener not serving the whole broker. */
   EACCES: 13,
-  /** ATTACH in a guest domain another connection or a named device is in. */
+  /** ATTACH in a guest domain another connection or a named device is in; MAP_MEMORY while another holds guest RAM. */
   EBUSY: 16,
   /** A malformed frame or payload. */
   EINVAL: 22,
@@ -70,6 +70,8 @@ export const BrokerErrno = {
   EOPNOTSUPP: 95,
   /** Cap: devices (attached and opened) per connection. */
   ENOSPC: 28,
+  /** Cap: guest RAM mappings (MAP_MEMORY) per connection, each holding a memfd open in the broker. */
+  EMFILE: 24,
   /** Cap: connections (sent once, request 0, then the connection is closed). */
   EUSERS: 87,
   /** Cap: invalidations per connection not yet reported by a SYNC. */

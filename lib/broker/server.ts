@@ -71,12 +71,14 @@ export interface BrokerLimits {
   readonly maxPendingPerConnection?: number;
   /** A new connection's first complete frame must come within this (default 10 s). */
   readonly handshakeMs?: number;
-  /** A connection holding no device is closed after this long without a frame (default 60 s). */
+  /** A connection holding no device and no guest RAM is closed after this long without a frame (default 60 s). */
   readonly idleMs?: number;
   /** A connection whose answer could not be written for this long (it does not read) is closed (default 10 s). */
   readonly stallMs?: number;
   /** The longest back-off after an `accept()` error (default 1 s; it starts at 10 ms and doubles). */
   readonly maxAcceptBackoffMs?: number;
+  /** Guest-RAM mappings (MAP_MEMORY) the owning connection holds at once (default 64); one more is EMFILE. */
+  readonly maxMappingsPerConnection?: number;
 }
 
 /** What one listener serves. */
@@ -151,6 +153,7 @@ const DEFAULTS: Required<BrokerLimits> = {
   idleMs: 60_000,
   stallMs: 10_000,
   maxAcceptBackoffMs: 1000,
+  maxMappingsPerConnection: 64,
 };
 
 /** Syncs between resets of the in-process host's coverage record (a test aid that grows with distinct ranges). */
@@ -207,6 +210,13 @@ export class Broker {
   readonly #memfdChannels: MemfdChannel[] = [];
   /** Token (hex) → a memfd received with it, oldest first. */
   readonly #unclaimed = new Map<string, Memfd>();
+  /**
+   * The connection whose MAP_MEMORY mappings the guest-RAM IOAS holds. That IOAS is the stage 2 of every device of
+   * the broker, whoever attached it: a second connection mapping memory there would place its pages under the other
+   * connections' devices (where their guests' DMA lands) and reach theirs with its own devices. So guest RAM has one
+   * owner at a time, on a listener that serves the whole broker.
+   */
+  #ramOwner: Connection | undefined;
 
   /** A broker over `host`'s devices, with named devices and limits from `options`; `serve` it on a listener. */
   constructor(host: RelayHost, options: BrokerOptions = {}) {
@@ -238,7 +248,11 @@ export class Broker {
    */
   #collectMemfds(): void {
     const listener = this.#memfdListener!;
-    for (let c = listener.tryAccept(); c; c = listener.tryAccept()) this.#memfdChannels.push(c);
+    for (let c = listener.tryAccept(); c; c = listener.tryAccept()) {
+      // Each is an fd of the broker's: as many as connections may be open, the newest refused beyond that.
+      if (this.#memfdChannels.length >= this.#limits.maxConnections) c[Symbol.dispose]();
+      else this.#memfdChannels.push(c);
+    }
     for (const channel of [...this.#memfdChannels]) {
       for (;;) {
         let r: ReturnType<typeof channel.shim.fdpassRecv>;
@@ -273,6 +287,24 @@ export class Broker {
   /** MAP_MEMORY: map the memfd sent with the token into the guest-RAM IOAS; the connection owns the mapping. */
   #mapMemory(c: Connection, f: Frame): Uint8Array {
     const { token, iova } = decodeMapMemory(f.payload);
+    if (c.scope.domains !== "any" || c.scope.devices !== "all") {
+      throw new FrameError(
+        BrokerErrno.EACCES,
+        "MAP_MEMORY changes the guest RAM every device of the broker translates through: only a listener serving the " +
+          "whole broker may",
+        false,
+      );
+    }
+    if (this.#ramOwner !== undefined && this.#ramOwner !== c) {
+      throw new FrameError(BrokerErrno.EBUSY, "another connection holds the guest RAM mappings", false);
+    }
+    if (c.memory.length >= this.#limits.maxMappingsPerConnection) {
+      throw new FrameError(
+        BrokerErrno.EMFILE,
+        `a connection holds ${this.#limits.maxMappingsPerConnection} guest RAM mappings at most`,
+        false,
+      );
+    }
     if (!this.#memfdListener) {
       throw new FrameError(
         BrokerErrno.EOPNOTSUPP,
@@ -292,6 +324,7 @@ export class Broker {
       throw e;
     }
     c.memory.push({ iova: mapped, length: memfd.size, memfd });
+    this.#ramOwner = c;
     const answer = new Uint8Array(16);
     const v = new DataView(answer.buffer);
     v.setBigUint64(0, BigInt(mapped), true);
@@ -382,7 +415,8 @@ export class Broker {
     const now = performance.now(), l = this.#limits;
     for (const c of this.#live) {
       const late = (c.framesSeen === 0 && now - c.openedAt > l.handshakeMs) ||
-        (c.handles.size === 0 && now - c.lastFrameAt > l.idleMs) ||
+        // A connection holding guest RAM holds every device's stage 2: closing it for silence would unmap it.
+        (c.handles.size === 0 && c.memory.length === 0 && now - c.lastFrameAt > l.idleMs) ||
         (c.writingSince !== 0 && now - c.writingSince > l.stallMs);
       if (!late || c.closing) continue;
       c.closing = true;
@@ -664,6 +698,7 @@ export class Broker {
       } catch { /* the IOAS is gone with the host */ }
       m.memfd[Symbol.dispose]();
     }
+    if (this.#ramOwner === c) this.#ramOwner = undefined;
     c.failures.length = 0;
     for (const domain of c.domains.keys()) if (this.#claims.get(domain) === c) this.#claims.delete(domain);
     this.stats.closed++;

@@ -31,7 +31,13 @@
 import type { Format } from "../compile/formats.ts";
 import type { DevicePort } from "../host/device_host.ts";
 import type { DeviceHost } from "../host/device_host.ts";
-import type { PasidOrRid, StageOneTable, VtdStageOne } from "../request/request.ts";
+import {
+  type PasidOrRid,
+  RequestError,
+  type StageOneTable,
+  validateRequest,
+  type VtdStageOne,
+} from "../request/request.ts";
 import { FORMAT_SPECS } from "../compile/formats.ts";
 import { GuestIommu, type GuestIommuOptions } from "./assigned.ts";
 
@@ -140,7 +146,7 @@ export function decodeGuestIommuState(json: unknown): GuestIommuState {
     viommu = { type: u32(v.type, "viommu.type"), format: format(v.format, "viommu.format") };
   }
   const list = array(root.devices, "devices");
-  const keys = new Set<string>();
+  const keys = new Set<string>(), virtIds = new Set<number>();
   const devices = list.map((d, i): DeviceState => {
     const at = `devices[${i}]`;
     const o = object(d, at);
@@ -148,22 +154,39 @@ export function decodeGuestIommuState(json: unknown): GuestIommuState {
     if (keys.has(key)) throw new SnapshotError("malformed", `device key ${key} appears twice`, `${at}.key`);
     keys.add(key);
     const mode = o.mode === "nested" || o.mode === "shadow" ? o.mode : malformed(`${at}.mode`, "nested or shadow");
+    const domain = u32(o.domain, `${at}.domain`);
     const bound = array(o.bound, `${at}.bound`).map((b, j) => {
       const bat = `${at}.bound[${j}]`;
       const e = object(b, bat);
       const pasid = e.pasid === "rid" ? "rid" as const : u32(e.pasid, `${bat}.pasid`);
-      return { pasid, table: table(e.table, `${bat}.table`) };
+      const t = table(e.table, `${bat}.table`);
+      // The request layer's own checks of a bind (PASID range, table alignment, ASID width), here: a bind the guest
+      // could never have made is a malformed snapshot before anything is built, not a rollback half-way.
+      try {
+        validateRequest({ op: "bind", domain, pasid, table: t });
+      } catch (err) {
+        if (!(err instanceof RequestError)) throw err;
+        throw new SnapshotError("malformed", err.message, bat);
+      }
+      return { pasid, table: t };
     });
     const seen = new Set<PasidOrRid>();
     for (const [j, b] of bound.entries()) {
       if (seen.has(b.pasid)) throw new SnapshotError("malformed", `PASID ${b.pasid} bound twice`, `${at}.bound[${j}]`);
       seen.add(b.pasid);
     }
+    const virtId = o.virtId === undefined ? undefined : u32(o.virtId, `${at}.virtId`);
+    if (virtId !== undefined) {
+      if (virtIds.has(virtId)) {
+        throw new SnapshotError("malformed", `virtual id ${virtId} appears twice`, `${at}.virtId`);
+      }
+      virtIds.add(virtId);
+    }
     return {
       key,
-      domain: u32(o.domain, `${at}.domain`),
+      domain,
       mode,
-      ...(o.virtId !== undefined ? { virtId: u32(o.virtId, `${at}.virtId`) } : {}),
+      ...(virtId !== undefined ? { virtId } : {}),
       ats: boolean(o.ats, `${at}.ats`),
       bound,
     };

@@ -555,7 +555,8 @@ export interface LoadOptions {
   /**
    * The Workers' Deno permissions. "none": the plugin's Worker has no permission at all (Deno exits the process at
    * the first load unless it runs with `--unstable-worker-options` or `"unstable": ["worker-options"]` in its
-   * deno.json — Deno offers no way to ask beforehand). "inherit": the process's permissions, a statement that the
+   * deno.json — Deno offers no way to ask beforehand); its module is a regular `file:` module or a `data:` URL, and
+   * it may import this library and `data:` URLs only (bundle a plugin of several files into one). "inherit": the process's permissions, a statement that the
    * plugin is trusted like the VMM's own code. Unset: "inherit" where that gives the plugin nothing of the relay's
    * host, and a {@linkcode PluginPermissionError} where the process holds FFI on a loaded shim, FFI on everything or
    * `run` — checked at load and again at each `create`, whose host may have loaded a shim since. On a terminal Deno
@@ -599,6 +600,7 @@ export async function loadPlugin(specifier: string | URL, options: LoadOptions =
     if (held.length) throw new PluginPermissionError(href, held);
   };
   checkInherit();
+  if (permissions === "none") checkModuleForNone(href);
   const timeoutMs = options.callTimeoutMs ?? 5000;
   // A first Worker checks that the module is a plugin (and reads its name), so a bad module fails here, not at create.
   let name: string, version: string;
@@ -636,23 +638,93 @@ export async function loadPlugin(specifier: string | URL, options: LoadOptions =
 function spawnWorker(href: string, config: DeviceConfig | undefined, permissions: "none" | "inherit") {
   const channel = Channel.create();
   const runner = new URL("./worker.ts", import.meta.url).href;
-  const main = permissions === "none"
-    ? "data:application/javascript," + encodeURIComponent(
-      `import { servePlugin } from ${JSON.stringify(runner)};\n` +
-        `import * as plugin from ${JSON.stringify(href)};\n` +
-        `servePlugin(() => Promise.resolve(plugin));\n`,
-    )
-    : runner;
-  const worker = new Worker(main, {
-    type: "module",
-    ...(permissions === "none" ? { deno: { permissions: "none" } } : {}),
-  } as WorkerOptions);
+  const worker = permissions === "none"
+    ? new Worker(wardenModule(href, runner), {
+      type: "module",
+      deno: { permissions: wardenPermissions(href) },
+    } as WorkerOptions)
+    : new Worker(runner, { type: "module" });
+  // Terminating a warden would leave its plugin Worker running: the warden is told to terminate it, then closes.
+  const stop = permissions === "none" ? () => worker.postMessage({ stop: true }) : () => worker.terminate();
   // Nothing the Worker posts is read: its one way in is the channel.
   worker.onmessage = null;
   worker.onerror = (e) => e.preventDefault();
   const { shadow: _ram, ...data } = config ?? { domain: 0, device: { kind: "model" } };
   worker.postMessage({ buffer: channel.buffer, specifier: href, config: config ? data : undefined });
-  return { worker, channel };
+  return { worker, channel, stop };
+}
+
+/**
+ * A plugin without permissions runs two Workers deep. Deno checks a Worker's module loads — static imports,
+ * `import()`, `with { type: "text" }` — against its parent's permissions, not its own: a permission-less plugin
+ * Worker started by the VMM could import, that is read, any file the VMM may read (and fetch from any host it may
+ * import from, in a URL of its choosing). So the VMM starts a warden Worker granted only what the plugin's module
+ * graph needs to load — read of the plugin's own file and of this library's `lib/` and `ffi/`, nothing else — and the
+ * warden starts the plugin's Worker with no permission at all, forwarding the start message (the channel's shared
+ * memory) and failing with the plugin Worker's error so the VMM sees it. Deno does not end a Worker's Workers with it:
+ * the VMM stops a plugin by telling its warden, which terminates the plugin's Worker and closes itself.
+ */
+function wardenModule(href: string, runner: string): string {
+  const plugin = "data:application/javascript," + encodeURIComponent(
+    `import { servePlugin } from ${JSON.stringify(runner)};\n` +
+      `import * as plugin from ${JSON.stringify(href)};\n` +
+      `servePlugin(() => Promise.resolve(plugin));\n`,
+  );
+  return "data:application/javascript," + encodeURIComponent(
+    `const plugin = new Worker(${JSON.stringify(plugin)}, { type: "module", deno: { permissions: "none" } });\n` +
+      `plugin.onerror = (e) => { e.preventDefault(); setTimeout(() => { throw new Error(e.message); }); };\n` +
+      `self.onmessage = (e) => {\n` +
+      `  if (e.data?.stop !== true) return plugin.postMessage(e.data);\n` +
+      `  plugin.terminate();\n` +
+      `  self.close();\n` +
+      `};\n`,
+  );
+}
+
+/** What the warden of a plugin without permissions may do: read the plugin's file and the library's modules. */
+function wardenPermissions(href: string): Deno.PermissionOptionsObject {
+  // The runner's module graph, and what a plugin imports of this library: its lib/ and ffi/ folders.
+  const library = [new URL("../", import.meta.url), new URL("../../ffi/", import.meta.url)];
+  const read = [new URL(href), ...library].filter((u) => u.protocol === "file:");
+  const imports = library.filter((u) => u.protocol === "https:").map((u) => u.host);
+  return {
+    read: read.length ? read : false,
+    import: imports.length ? imports : false,
+    env: false,
+    ffi: false,
+    net: false,
+    run: false,
+    sys: false,
+    write: false,
+  };
+}
+
+/**
+ * A plugin to run without permissions must be a local file (a regular file: a device would be read forever) or a
+ * data: URL. A remote one is refused: its Worker's module loads would need the import permission for its host, in
+ * URLs of the plugin's choosing.
+ */
+function checkModuleForNone(href: string): void {
+  let url: URL;
+  try {
+    url = new URL(href);
+  } catch {
+    throw new PluginLoadError(`${href}: a plugin is named by an absolute URL (file:, data:)`);
+  }
+  if (url.protocol === "data:") return;
+  if (url.protocol !== "file:") {
+    throw new PluginLoadError(
+      `${href}: a plugin without permissions is loaded from a file: or data: URL, not ${url.protocol} (its Worker ` +
+        `would need import access to the plugin's host, in URLs the plugin chooses)`,
+    );
+  }
+  let info: Deno.FileInfo;
+  try {
+    info = Deno.statSync(url);
+  } catch (e) {
+    throw new PluginLoadError(`cannot load ${href}: ${(e as Error).message}`);
+  }
+  if (!info.isFile) throw new PluginLoadError(`${href}: a plugin module is a regular file`);
 }
 
 /** The plugin's name and version from its READY message. */
@@ -670,7 +742,7 @@ async function probeWorker(
   permissions: "none" | "inherit",
   timeoutMs: number,
 ): Promise<{ name: string; version: string }> {
-  const { worker, channel } = spawnWorker(href, undefined, permissions);
+  const { worker, channel, stop } = spawnWorker(href, undefined, permissions);
   let failed: string | undefined;
   worker.onerror = (e) => {
     e.preventDefault();
@@ -689,7 +761,7 @@ async function probeWorker(
       await new Promise((r) => setTimeout(r, 2));
     }
   } finally {
-    worker.terminate();
+    stop();
   }
 }
 
@@ -700,8 +772,8 @@ function startWorker(
   permissions: "none" | "inherit",
   timeoutMs: number,
   serve?: (channel: Channel) => void,
-): { worker: Worker; channel: Channel; info: { name: string; version: string } } {
-  const { worker, channel } = spawnWorker(href, config, permissions);
+): { stop: () => void; channel: Channel; info: { name: string; version: string } } {
+  const { channel, stop } = spawnWorker(href, config, permissions);
   const deadline = performance.now() + timeoutMs;
   let s = channel.waitWhile([ChannelState.STARTING, ChannelState.HANDLE_RETURN], timeoutMs);
   // The plugin's create may already use its handle.
@@ -710,13 +782,13 @@ function startWorker(
     s = channel.waitWhile([ChannelState.HANDLE_RETURN], deadline - performance.now());
   }
   if (s !== ChannelState.READY) {
-    worker.terminate();
+    stop();
     const m = s === undefined ? undefined : channel.read();
     throw new PluginLoadError(
       s === undefined ? `${href}: the plugin did not start within ${timeoutMs} ms` : `${href}: ${m?.error?.message}`,
     );
   }
-  return { worker, channel, info: readyInfo(channel) };
+  return { stop, channel, info: readyInfo(channel) };
 }
 
 /** The host side of a plugin in a Worker: a RelayPlugin whose calls are round trips into the Worker. */
@@ -750,7 +822,7 @@ function workerPlugin(
     }
   };
   // Starting may take a type check and a module load: a start has a deadline of its own.
-  const { worker, channel } = startWorker(href, handle.config, permissions, Math.max(timeoutMs, 30_000), serveHandle);
+  const { stop, channel } = startWorker(href, handle.config, permissions, Math.max(timeoutMs, 30_000), serveHandle);
   let disposed = false;
   const call = (method: string, args: unknown[]): unknown => {
     if (disposed && method !== "dispose") throw new Error(`${name}: the plugin was disposed`);
@@ -771,7 +843,7 @@ function workerPlugin(
         throw e;
       }
       dead = s === undefined ? `no answer within ${timeoutMs} ms: the Worker was terminated` : `bad channel state ${s}`;
-      worker.terminate();
+      stop();
       throw new PluginCallError(name, method, dead);
     }
   };
@@ -798,7 +870,7 @@ function workerPlugin(
       } catch {
         /* its own business */
       } finally {
-        worker.terminate();
+        stop();
         handle[Symbol.dispose]();
       }
     },

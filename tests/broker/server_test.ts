@@ -91,6 +91,18 @@ Deno.test("broker isolation: listeners serve their own domains and devices; a do
   );
 });
 
+Deno.test("broker isolation: MAP_MEMORY, which changes every device's guest RAM, is refused on a scoped listener", async () => {
+  // Checked before anything else of the frame, so the in-process host (no memfd socket: EOPNOTSUPP otherwise) shows
+  // it; kernel-suite/map_file_test.ts maps for real and checks one owner at a time and the cap.
+  await withBroker({ tenant: { domains: [1], devices: [] }, whole: {} }, async ({ paths }) => {
+    await using tenant = await BrokerClient.connect(paths.tenant);
+    await using whole = await BrokerClient.connect(paths.whole);
+    const payload = new Uint8Array(24);
+    assert.equal(await errnoOf(tenant.call(BrokerOp.MAP_MEMORY, 0, payload)), BrokerErrno.EACCES);
+    assert.equal(await errnoOf(whole.call(BrokerOp.MAP_MEMORY, 0, payload)), BrokerErrno.EOPNOTSUPP);
+  });
+});
+
 Deno.test("broker outcomes: SYNC reports a connection's own failures, whoever's action sent them", async () => {
   await withBroker({ vm: {} }, async ({ paths, host }) => {
     await using a = await BrokerClient.connect(paths.vm);

@@ -164,11 +164,12 @@ function snapshotBytes(): Uint8Array {
   return snapshotRelay(guest, fe);
 }
 
-function expectSnapshotError(bytes: Uint8Array, reason: SnapshotError["reason"]): void {
+function expectSnapshotError(bytes: Uint8Array, reason: SnapshotError["reason"], what?: string): void {
   const t = fresh();
   assert.throws(
     () => restoreRelay(bytes, t.host, () => assert.fail("no port is asked for before every check passed"), t.fe),
     (e) => e instanceof SnapshotError && e.reason === reason,
+    what,
   );
   assert.deepEqual([t.fe.vtdQueue.base, t.fe.vtdQueue.iqh, t.fe.vtdPrq.base], [0, 0, 0], "front ends untouched");
 }
@@ -201,6 +202,26 @@ Deno.test("snapshot: a newer version, a corrupted byte, a cut, a foreign file â€
   const unknown = structuredClone(body);
   unknown.frontends.gicv3 = {};
   expectSnapshotError(encodeRelaySnapshot(unknown), "malformed");
+  // The CRC is no MAC: whoever writes a body recomputes it. A bind no guest could make, a virtual id given twice, a
+  // page request group carried twice or for longer than any group is given, a key that JSON.parse makes an own
+  // property called __proto__: each is malformed before any port is asked for, not a rollback half-way.
+  const hostile: Record<string, (b: typeof body) => void> = {
+    "PASID past 20 bits": (b) => b.guest.devices[0].bound[1].pasid = 2 ** 20,
+    "PASID 2^32 - 1": (b) => b.guest.devices[0].bound[1].pasid = 2 ** 32 - 1,
+    "misaligned table": (b) => b.guest.devices[0].bound[0].table.tableAddress = 0x1001,
+    "virtual id twice": (b) => {
+      b.guest.devices[0].virtId = 5;
+      b.guest.devices[1].virtId = 5;
+    },
+    "group carried twice": (b) => b.frontends.vtdPrq.groups.carried.push(b.frontends.vtdPrq.groups.carried[0]),
+    "group carried forever": (b) => b.frontends.vtdPrq.groups.carried[0].remainingMs = 2 ** 53 - 1,
+    "__proto__ for the device list": (b) => b.guest = JSON.parse('{"__proto__": {"devices": []}}'),
+  };
+  for (const [what, change] of Object.entries(hostile)) {
+    const b = structuredClone(body);
+    change(b);
+    expectSnapshotError(encodeRelaySnapshot(b), "malformed", what);
+  }
   assert.equal(crc32(bytes.subarray(20)), new DataView(bytes.buffer).getUint32(16, true), "the documented CRC-32");
   assert.equal(decodeRelaySnapshot(bytes).version, 1);
 });

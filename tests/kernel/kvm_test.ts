@@ -2,11 +2,20 @@
 // kernel object, typed errors, disposal in reverse order, a guest that really runs.
 import assert from "node:assert/strict";
 import { ensureShim } from "../../ffi/build.ts";
-import { NativeShim, ShimRefusedError } from "../../ffi/native.ts";
+import { IOCTL_WITH_POINTER, NativeShim, ShimRefusedError } from "../../ffi/native.ts";
 import { Kvm, KvmError, KvmVcpu } from "../../lib/kernel/kvm.ts";
-import { KvmExitReason, KvmRunIoLayout } from "../../lib/uapi/mod.ts";
+import {
+  KVM_GET_DIRTY_LOG,
+  KVM_SET_USER_MEMORY_REGION,
+  KvmDirtyLog,
+  KvmExitReason,
+  KvmMemFlags,
+  KvmRunIoLayout,
+  KvmUserspaceMemoryRegion,
+} from "../../lib/uapi/mod.ts";
 
-const shim = NativeShim.loadSync(await ensureShim());
+const shimPath = await ensureShim();
+const shim = NativeShim.loadSync(shimPath);
 const kvmFd = shim.open("/dev/kvm");
 if (kvmFd >= 0) shim.close(kvmFd);
 const ignore = kvmFd < 0;
@@ -57,5 +66,62 @@ Deno.test({
       (e) => e instanceof KvmError && e.ioctl === "KVM_SET_USER_MEMORY_REGION" && e.errnoName === "EINVAL",
     );
     assert.ok(kvm.supportedCpuid().length > 0);
+  },
+});
+
+Deno.test({
+  name: "kvm: a dirty-log read racing a re-registration of its slot (bigger) never writes past its buffer",
+  ignore,
+  async fn() {
+    // An attacker's own declaration of the shim: the read as a nonblocking call (on another thread), while this thread
+    // deletes the one-page slot and registers it again at 16,384 pages. The shim checks the log's length against the
+    // slot it recorded; between that check and the ioctl the slot must not change, or KVM writes a 2 KiB log into the
+    // 8 bytes passed. Before the shim held one lock across both, this wrote past the buffer within a few dozen rounds.
+    const own = Deno.dlopen(shimPath, {
+      relay_ioctl_with_pointer: {
+        parameters: ["i32", "u32", "buffer", "u32", "u32", "buffer", "u32"],
+        result: "i32",
+        nonblocking: true,
+      },
+    });
+    try {
+      using kvm = Kvm.open(shim);
+      using vm = kvm.createVm();
+      const big = shim.sharedAlignedBuffer(64 << 20), small = big.subarray(0, 4096);
+      const setSlot = (memory: Uint8Array, size: number) => {
+        const region = KvmUserspaceMemoryRegion.buffer().set("slot", 0)
+          .set("flags", KvmMemFlags.values.KVM_MEM_LOG_DIRTY_PAGES).setU64("memory_size", size);
+        shim[IOCTL_WITH_POINTER](
+          vm.fd,
+          KVM_SET_USER_MEMORY_REGION.request,
+          region.bytes,
+          region.offsetOf("userspace_addr"),
+          memory,
+        );
+      };
+      const store = new Uint8Array(4096).fill(0xee), bitmap = store.subarray(0, 8);
+      let read = 0;
+      for (let round = 0; round < 2000; round++) {
+        setSlot(small, 0);
+        setSlot(small, 4096);
+        const args = KvmDirtyLog.buffer().set("slot", 0);
+        const pending = own.symbols.relay_ioctl_with_pointer(
+          vm.fd,
+          KVM_GET_DIRTY_LOG.request,
+          args.bytes,
+          args.bytes.length,
+          args.offsetOf("dirty_bitmap"),
+          bitmap,
+          bitmap.length,
+        );
+        setSlot(small, 0);
+        setSlot(big, big.length);
+        if (await pending === 0) read++;
+        assert.ok(store.subarray(8).every((b) => b === 0xee), `round ${round}: KVM wrote past the 8-byte log`);
+      }
+      assert.ok(read > 0, "some reads ran (the slot was the one-page one)");
+    } finally {
+      own.close();
+    }
   },
 });

@@ -91,14 +91,14 @@ Deno.test("memfd passing: the shim sends nothing but memfds, binds only *.memfd.
   refusal(() => shim.fdpassRecv(listener.fd), "EPERM");
 });
 
-for (const what of ["file", "pipe", "two", "none"] as const) {
+for (const what of ["file", "pipe", "two", "none", "unsealed", "unfinal", "opath"] as const) {
   Deno.test(`memfd passing: a peer sending ${what} instead of one memfd is refused, and what it sent is closed`, async () => {
     const path = socketPath();
     using listener = MemfdListener.listen(shim, path);
     const run = await new Deno.Command(sender, { args: [path, what], stdout: "piped" }).output();
     assert.equal(run.code, 0, `the sender ran (code ${run.code})`);
     const sent = new TextDecoder().decode(run.stdout).split("\n").filter((l) => l !== "");
-    assert.equal(sent.length, { file: 1, pipe: 1, two: 2, none: 0 }[what]);
+    assert.equal(sent.length, { file: 1, pipe: 1, two: 2, none: 0, unsealed: 1, unfinal: 1, opath: 1 }[what]);
     using server = await listener.accept();
     await shim.pollAsync(server.fd, 1, 5000);
     refusal(() => shim.fdpassRecv(server.fd), "EACCES");
@@ -109,6 +109,18 @@ for (const what of ["file", "pipe", "two", "none"] as const) {
     for (const target of sent) assert.ok(!listing.includes(target), `${target} is still open here:\n${listing}`);
   });
 }
+
+Deno.test("memfd passing: another process's memfd sealed to its size with final seals is taken and maps", async () => {
+  const path = socketPath();
+  using listener = MemfdListener.listen(shim, path);
+  const run = await new Deno.Command(sender, { args: [path, "sealed"], stdout: "piped" }).output();
+  assert.equal(run.code, 0, `the sender ran (code ${run.code})`);
+  using server = await listener.accept();
+  const got = await server.receive(5000);
+  using memfd = got.memfd;
+  using view = memfd.map();
+  assert.deepEqual([memfd.size, view.bytes.length], [4096, 4096]);
+});
 
 Deno.test("memfd passing: receive reports a closed peer and a timeout as typed errors", async () => {
   const path = socketPath();

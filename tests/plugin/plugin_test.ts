@@ -63,6 +63,33 @@ Deno.test("plugin: devices of one domain binding the same table share one host t
   assert.equal(host.queue().bindings(5, 9).length, 1, "still bound for device B");
 });
 
+Deno.test("plugin specifiers without permissions: remote, a device, a folder are refused; a name is never code", async () => {
+  // A remote module would need import access to its host for the plugin's Worker, in URLs the plugin chooses; a
+  // device would be read forever; a folder is no module. Each is refused before any Worker starts.
+  for (
+    const specifier of ["https://example.org/plugin.ts", "file:///dev/zero", new URL("./fixtures/", import.meta.url)]
+  ) {
+    await assert.rejects(loadPlugin(specifier, { permissions: "none" }), PluginLoadError, String(specifier));
+  }
+  // The generated module names the plugin as a JSON string: quotes, a comment end and a template opener in the file
+  // name stay a name.
+  const dir = await Deno.makeTempDir();
+  try {
+    const library = new URL("../../lib/plugin/plugin.ts", import.meta.url).href;
+    const path = `${dir}/q"uote';*/\${globalThis.x}.ts`;
+    await Deno.mkdir(path.slice(0, path.lastIndexOf("/"))); // the "*/" makes a folder
+    await Deno.writeTextFile(
+      path,
+      `import { definePlugin } from ${JSON.stringify(library)};\n` +
+        `export default definePlugin({ name: "oddly-named", version: "1", create: (d) => d });\n`,
+    );
+    const definition = await loadPlugin(`file://${path}`, { permissions: "none" });
+    assert.equal(definition.name, "oddly-named");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("plugin: loading something that is not a plugin is a typed error", async () => {
   await assert.rejects(
     loadPlugin(new URL("./fixtures/not_a_plugin.ts", import.meta.url), { permissions: "none" }),

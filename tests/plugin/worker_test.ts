@@ -78,6 +78,8 @@ Deno.test("plugin capability: a hostile plugin in its Worker fails reflection, t
     openIommu: "NotCapable",
     readPasswd: "NotCapable",
     spawn: "NotCapable",
+    importPasswd: "refused",
+    importRemote: "refused",
   });
   assert.ok((seen.objectsWalked as number) > 10, "it did walk");
   assert.equal(Map.prototype.get, mapGet, "the host's built-ins are untouched");

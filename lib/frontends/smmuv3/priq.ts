@@ -129,7 +129,11 @@ export class SmmuPriQueue extends SmmuOutputQueue {
   /** Check a snapshot's state without changing anything; the function returned sets it. */
   prepareRestore(json: unknown, path = "smmuPriq"): () => void {
     const registers = this.prepareQueueRestore(json, path);
-    const groups = pageRequestStateFromJson((json as Record<string, unknown>).groups, `${path}.groups`);
+    const groups = pageRequestStateFromJson(
+      (json as Record<string, unknown>).groups,
+      `${path}.groups`,
+      this.#groups.timeoutMs,
+    );
     return () => {
       registers();
       this.#groups.restoreState(groups);

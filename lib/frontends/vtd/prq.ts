@@ -40,26 +40,31 @@ export interface VtdPrqState {
 }
 
 /**
- * A tracker's snapshot part from JSON: each carried group's key, PASID key and remaining time, checked.
+ * A tracker's snapshot part from JSON: each carried group's key, PASID key and remaining time, checked. A group
+ * appears once, and no more time is left of it than the tracker gives a group (`timeoutMs`): what a snapshot this
+ * library wrote holds, and a hostile one would otherwise keep a group open, and its guest's answer welcome, forever.
  *
  * @example
  * ```ts
  * import assert from "node:assert/strict";
  * import { pageRequestStateFromJson } from "./prq.ts";
- * const s = pageRequestStateFromJson({ carried: [{ key: "16/5/3", pasidKey: "16/5", remainingMs: 900 }] }, "prq");
+ * const s = pageRequestStateFromJson({ carried: [{ key: "16/5/3", pasidKey: "16/5", remainingMs: 900 }] }, "prq", 1000);
  * assert.equal(s.carried[0].remainingMs, 900);
+ * assert.throws(() => pageRequestStateFromJson({ carried: [{ key: "16/5/3", pasidKey: "16/5", remainingMs: 9e9 }] }, "prq", 1000));
  * ```
  */
-export function pageRequestStateFromJson(json: unknown, path: string): PageRequestState {
+export function pageRequestStateFromJson(json: unknown, path: string, timeoutMs: number): PageRequestState {
   const o = F.object(json, path);
+  const keys = new Set<string>();
   return {
     carried: F.array(o.carried, `${path}.carried`).map((c, i) => {
       const at = `${path}.carried[${i}]`, g = F.object(c, at);
-      return {
-        key: F.string(g.key, `${at}.key`),
-        pasidKey: F.string(g.pasidKey, `${at}.pasidKey`),
-        remainingMs: F.uint(g.remainingMs, `${at}.remainingMs`),
-      };
+      const key = F.string(g.key, `${at}.key`);
+      if (keys.has(key)) F.malformed(`${at}.key`, "a group carried once");
+      keys.add(key);
+      const remainingMs = F.uint(g.remainingMs, `${at}.remainingMs`);
+      if (remainingMs > timeoutMs) F.malformed(`${at}.remainingMs`, `at most the ${timeoutMs} ms a group is given`);
+      return { key, pasidKey: F.string(g.pasidKey, `${at}.pasidKey`), remainingMs };
     }),
   };
 }
@@ -187,7 +192,7 @@ export class VtdPageRequestQueue {
     };
     const pqh = offset(o.pqh, "pqh"), pqt = offset(o.pqt, "pqt");
     if (prs & ~(PRS.PPR | PRS.PRO)) F.malformed(`${path}.prs`, "only PPR and PRO");
-    const groups = pageRequestStateFromJson(o.groups, `${path}.groups`);
+    const groups = pageRequestStateFromJson(o.groups, `${path}.groups`, this.#groups.timeoutMs);
     return () => {
       this.writePqa(pqa);
       this.pqh = pqh;
