@@ -6,7 +6,7 @@
  *
  * Layout (all integers little-endian): bytes 0-7 the magic `IOMMURLY`, 8-11 the format version (u32, now 1), 12-15
  * the body's length in bytes (u32), 16-19 the CRC-32 (IEEE 802.3, as zlib's `crc32`) of the body, then the body:
- * UTF-8 JSON `{ "guest": …, "frontends": { "vtdQueue"?, "vtdPrq"?, "smmuCmdq"?, "smmuEvtq"?, "smmuPriq"? } }`.
+ * UTF-8 JSON `{ "guest": …, "frontends": { "vtdQueue"?, "vtdPrq"?, "vtdFaults"?, "smmuCmdq"?, "smmuEvtq"?, "smmuPriq"? } }`.
  *
  * Taking one: the relay must be quiet (nothing queued or unreported: between doorbells, after a drain — a
  * `SnapshotError` "busy" otherwise), then every page request the guest has not answered is answered to the old host
@@ -56,6 +56,7 @@ import {
 import { HOST_RESPONSE } from "./page_requests.ts";
 import type { VtdInvalidationQueue } from "./vtd/queue.ts";
 import type { VtdPageRequestQueue } from "./vtd/prq.ts";
+import type { VtdFaultRecorder } from "./vtd/faults.ts";
 import type { SmmuCommandQueue } from "./smmuv3/cmdq.ts";
 import type { SmmuEventQueue } from "./smmuv3/evtq.ts";
 import type { SmmuPriQueue } from "./smmuv3/priq.ts";
@@ -74,6 +75,8 @@ export interface RelayFrontends {
   readonly vtdQueue?: VtdInvalidationQueue;
   /** The VT-d page request queue. */
   readonly vtdPrq?: VtdPageRequestQueue;
+  /** The VT-d unit's fault recording registers. */
+  readonly vtdFaults?: VtdFaultRecorder;
   /** The SMMUv3 command queue. */
   readonly smmuCmdq?: SmmuCommandQueue;
   /** The SMMUv3 event queue. */
@@ -82,7 +85,7 @@ export interface RelayFrontends {
   readonly smmuPriq?: SmmuPriQueue;
 }
 
-const FRONTEND_NAMES = ["vtdQueue", "vtdPrq", "smmuCmdq", "smmuEvtq", "smmuPriq"] as const;
+const FRONTEND_NAMES = ["vtdQueue", "vtdPrq", "vtdFaults", "smmuCmdq", "smmuEvtq", "smmuPriq"] as const;
 
 /** A decoded snapshot: the device layer's state and each front end's JSON state (checked again at restore). */
 export interface RelaySnapshot {
@@ -121,6 +124,7 @@ export function snapshotRelay(
   const body: Record<string, unknown> = {};
   if (frontends.vtdQueue) body.vtdQueue = frontends.vtdQueue.saveState();
   if (frontends.vtdPrq) body.vtdPrq = frontends.vtdPrq.saveState();
+  if (frontends.vtdFaults) body.vtdFaults = frontends.vtdFaults.saveState();
   if (frontends.smmuCmdq) body.smmuCmdq = frontends.smmuCmdq.saveState();
   if (frontends.smmuEvtq) body.smmuEvtq = frontends.smmuEvtq.saveState();
   if (frontends.smmuPriq) body.smmuPriq = frontends.smmuPriq.saveState();

@@ -44,6 +44,7 @@ console.log(JSON.stringify({
   statuses: Array.from({ length: DESCRIPTORS / 10 }, (_, k) => view.getUint32(STATUS + 4 * k, true)),
   answers,
   prq: fe.vtdPrq.telemetry,
+  faults: fe.vtdFaults.saveState(),
   devices: restored.devices.map((d) => d.state()),
 }));
 restored[Symbol.dispose]();

@@ -57,6 +57,8 @@ function firstHalf(clock: { now: number }) {
     cookie: 4242,
   });
   assert.equal(fe.vtdPrq.pending, 1);
+  // A non-recoverable fault the guest has not read yet: its FRCD and FSTS travel with the snapshot.
+  fe.vtdFaults.record({ sid: RID_A, pasid: 3, address: 0x7000_1000, read: false, reason: 0x5 });
   return { ram, host, guest, answers, fe };
 }
 
@@ -110,6 +112,7 @@ Deno.test("snapshot: mid-workload, restored in another process — nothing lost,
     assert.deepEqual(r.answers, [], "the guest's answer after the restore is not forwarded: its host was answered");
     assert.equal(r.prq.lateAnswers, 1, "and it was taken, not refused");
     assert.equal(r.prq.refused, 0);
+    assert.deepEqual(r.faults, fe.vtdFaults.saveState(), "the fault recording registers as the guest left them");
     assert.deepEqual(r.devices, [
       {
         key: "00:03.0",

@@ -2,6 +2,7 @@
 // (snapshot_restore_process.ts): two devices behind one VT-d unit on the in-process host, their binds, and 120
 // invalidation-queue descriptors in guest RAM — each a page-selective PASID-IOTLB invalidation of its own page, every
 // tenth a wait writing its index to a status word — plus one page request the guest answers in the second half.
+import { VtdFaultRecorder } from "../../lib/frontends/vtd/faults.ts";
 import { GuestIommu } from "../../lib/device/assigned.ts";
 import type { ModelDeviceHost } from "../../lib/host/model_device_host.ts";
 import type { GuestMemory } from "../../lib/memory/guest_memory.ts";
@@ -67,5 +68,6 @@ export function frontends(ram: Uint8Array, sink: RelaySink, respond: HostRespond
   const vtdQueue = new VtdInvalidationQueue(memory, sink, {
     pageGroupResponse: (d) => void vtdPrq.guestResponse(d),
   });
-  return { vtdQueue, vtdPrq };
+  const vtdFaults = new VtdFaultRecorder(4);
+  return { vtdQueue, vtdPrq, vtdFaults };
 }
