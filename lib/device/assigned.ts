@@ -636,7 +636,14 @@ export class AssignedDevice implements Disposable {
         targetId: viommu.id,
         format: this.guest.viommu.format,
         vdevId: this.vdevice?.virtId,
-        ...(table.format === "smmuv3" ? { asid: table.asid, ats: this.ats } : {}),
+        ...(table.format === "smmuv3"
+          ? {
+            asid: table.asid,
+            ats: this.ats,
+            // The SMMU takes range invalidations (IDR3.RIL, from GET_HW_INFO): TLBI ranges need no splitting.
+            ril: this.capabilities.iommu.kind === "smmuv3" && this.capabilities.iommu.ril,
+          }
+          : {}),
       };
     }
     return { targetId: entry!.hwpt.id, format: entry!.format };
