@@ -316,3 +316,17 @@ export async function writeChecked(path: string, bytes: Uint8Array, what: string
   await Deno.writeFile(tmp, bytes);
   await Deno.rename(tmp, path);
 }
+
+/** QEMU flags every test VM boots with: no default devices or user config, no display, the serial console on stdio,
+ * no monitor, and a reboot ends QEMU (the guest's power-off or panic is the end of the run). */
+export const HEADLESS_QEMU: readonly string[] = [
+  "-nodefaults",
+  "-no-user-config",
+  "-display",
+  "none",
+  "-serial",
+  "stdio",
+  "-monitor",
+  "none",
+  "-no-reboot",
+];
