@@ -15,7 +15,7 @@
 import { ensureShim } from "./build.ts";
 
 /** The ABI version of shim.c this table matches. */
-export const SHIM_ABI_VERSION = 7;
+export const SHIM_ABI_VERSION = 8;
 
 const SYMBOLS = {
   relay_shim_version: { parameters: [], result: "i32" },
@@ -48,6 +48,7 @@ const SYMBOLS = {
   relay_cdev_attr: { parameters: ["u32", "u32", "buffer", "u32"], result: "i32" },
   relay_memfd_create: { parameters: ["buffer", "u32", "u64"], result: "i32" },
   relay_memfd_size: { parameters: ["i32"], result: "i64" },
+  relay_fdpass_dir: { parameters: ["buffer", "u32"], result: "i32" },
   relay_fdpass_listen: { parameters: ["buffer", "u32"], result: "i32" },
   relay_fdpass_connect: { parameters: ["buffer", "u32"], result: "i32" },
   relay_fdpass_accept: { parameters: ["i32"], result: "i32" },
@@ -501,24 +502,35 @@ export class NativeShim implements Disposable {
   }
 
   /**
-   * Listen for fd-passing connections at `path`, a new socket file whose name ends `.memfd.sock` (mode 0600):
-   * fd (nonblocking; poll it, then {@linkcode NativeShim.fdpassAccept}) or `-errno`. Another name is refused (EACCES).
+   * The one directory fd-passing sockets live in (`/run/iommu-relay` for root, else `/tmp/iommu-relay-<uid>`), made
+   * 0700 on first use; the shim refuses it (EACCES) unless it is this user's, private, and not a link. `-errno` if it
+   * cannot be made.
    */
-  fdpassListen(path: string): number {
-    const bytes = encoder.encode(`${path}\0`);
-    return refused(this.#live().relay_fdpass_listen(bytes, bytes.byteLength), () => `listen ${JSON.stringify(path)}`);
+  fdpassDir(): string | number {
+    const out = new Uint8Array(64);
+    const n = refused(this.#live().relay_fdpass_dir(out, out.byteLength), () => "the fd-passing directory");
+    return n < 0 ? n : new TextDecoder().decode(out.subarray(0, n));
   }
 
-  /** Connect to the fd-passing socket at `path` (ending `.memfd.sock`): fd or `-errno`. */
-  fdpassConnect(path: string): number {
-    const bytes = encoder.encode(`${path}\0`);
+  /**
+   * Listen for fd-passing connections at socket `name` (letters, digits, `.`, `_`, `-`, ending `.memfd.sock`) in
+   * {@linkcode NativeShim.fdpassDir}, a new socket file of mode 0600: fd (nonblocking; poll it, then
+   * {@linkcode NativeShim.fdpassAccept}) or `-errno`. A path or another name is refused (EACCES).
+   */
+  fdpassListen(name: string): number {
+    const bytes = encoder.encode(`${name}\0`);
+    return refused(this.#live().relay_fdpass_listen(bytes, bytes.byteLength), () => `listen ${JSON.stringify(name)}`);
+  }
+
+  /** Connect to fd-passing socket `name` in {@linkcode NativeShim.fdpassDir}: fd or `-errno`. */
+  fdpassConnect(name: string): number {
+    const bytes = encoder.encode(`${name}\0`);
     return refused(
       this.#live().relay_fdpass_connect(bytes, bytes.byteLength),
-      () => `connect ${JSON.stringify(path)}`,
+      () => `connect ${JSON.stringify(name)}`,
     );
   }
 
-  /** Accept one connection on a listening fd-passing socket: fd, or `-EAGAIN` when none is waiting. */
   fdpassAccept(listener: number): number {
     return refused(this.#live().relay_fdpass_accept(listener), () => `accept on fd ${listener}`);
   }

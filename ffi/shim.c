@@ -16,8 +16,10 @@
  *     the table inside its size; undone only there;
  *   - memfds: created here (sealed against shrinking and growing), or received over an fd-passing socket; an fd is
  *     sent or received only when fstat, fstatfs and its /proc name show a memfd — anything else received is closed;
- *   - fd-passing sockets: Unix SOCK_SEQPACKET sockets bound or connected only at a path ending ".memfd.sock" that
- *     does not exist yet (bind) or is a socket (connect); they carry one memfd per message with SCM_RIGHTS;
+ *   - fd-passing sockets: Unix SOCK_SEQPACKET sockets bound or connected only by a plain name ending ".memfd.sock"
+ *     inside the shim's own directory (/run/iommu-relay for root, else /tmp/iommu-relay-<uid>, 0700 and owned by
+ *     the user, never through a link), where the name does not exist yet (bind) or is a socket (connect); no caller
+ *     picks a directory; they carry one memfd per message with SCM_RIGHTS;
  *   - signals: one signal (SIGUSR1), to threads that registered themselves, or a deadline to the calling thread;
  *   - sysfs: fixed attributes of VFIO cdevs and three listings filtered by name pattern, never a caller's path.
  * A refusal returns -(RELAY_REFUSAL_BASE + EPERM/EACCES/EBADF), out of the range of kernel errnos, so native.ts
@@ -61,7 +63,7 @@
 #define REFUSE(e) (-(RELAY_REFUSAL_BASE + (e)))
 
 /* ABI version of this file; native.ts refuses a library whose version differs. */
-RELAY_EXPORT int32_t relay_shim_version(void) { return 7; }
+RELAY_EXPORT int32_t relay_shim_version(void) { return 8; }
 
 /* ------------------------------------------------------------------------------------------------ fd table */
 
@@ -1055,31 +1057,90 @@ RELAY_EXPORT int64_t relay_memfd_size(int32_t fd)
 	return (int64_t)st.st_size;
 }
 
-/* An fd-passing socket's address: an absolute path ending ".memfd.sock", without "/." anywhere (no "..", no hidden
- * tricks), that fits sun_path. 0 or a refusal. */
-static int32_t fdpass_address(const char *path, uint32_t path_len, struct sockaddr_un *addr)
+/* The one directory fd-passing sockets live in, so that no caller chooses where a socket file is made or which file a
+ * connect reaches: /run/iommu-relay for root, else /tmp/iommu-relay-<uid>. Made 0700 on first use; used only while
+ * it is a directory (lstat: never through a link) owned by this user with no group or other access. Its length or
+ * -errno / a refusal. */
+static int32_t fdpass_dir(char *out, size_t cap)
+{
+	uid_t uid = geteuid();
+	int n = uid == 0 ? snprintf(out, cap, "/run/iommu-relay") : snprintf(out, cap, "/tmp/iommu-relay-%u", (unsigned)uid);
+	if (n < 0 || (size_t)n >= cap)
+		return -ENAMETOOLONG;
+	if (mkdir(out, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	struct stat st;
+	if (lstat(out, &st) < 0)
+		return -errno;
+	if (!S_ISDIR(st.st_mode) || st.st_uid != uid || (st.st_mode & 077))
+		return REFUSE(EACCES);
+	return n;
+}
+
+/* Where the fd-passing sockets live (see fdpass_dir): the path's length, written with its NUL into `out`. */
+RELAY_EXPORT int32_t relay_fdpass_dir(char *out, uint32_t out_len)
+{
+	char dir[64];
+	int32_t n = fdpass_dir(dir, sizeof(dir));
+	if (n < 0)
+		return n;
+	if (!out || out_len < (uint32_t)n + 1)
+		return -ENOSPC;
+	memcpy(out, dir, (size_t)n + 1);
+	return n;
+}
+
+/* An fd-passing socket's address: a name (letters, digits, '.', '_', '-'; not starting with '.'; at most 64 bytes)
+ * ending ".memfd.sock", inside fdpass_dir. 0 or a refusal. */
+static int32_t fdpass_address(const char *name, uint32_t name_len, struct sockaddr_un *addr)
 {
 	static const char suffix[] = ".memfd.sock";
-	if (!path || path_len == 0 || path_len > sizeof(addr->sun_path) || !memchr(path, 0, path_len))
+	if (!name || name_len == 0 || !memchr(name, 0, name_len))
 		return -EINVAL;
-	size_t len = strlen(path);
-	if (path[0] != '/' || len <= sizeof(suffix) || strcmp(path + len - (sizeof(suffix) - 1), suffix) ||
-	    strstr(path, "/.") || strstr(path, "//"))
+	size_t len = strlen(name);
+	if (len <= sizeof(suffix) - 1 || len > 64 || name[0] == '.' ||
+	    strcmp(name + len - (sizeof(suffix) - 1), suffix))
 		return REFUSE(EACCES);
+	for (size_t i = 0; i < len; i++) {
+		char c = name[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+		      c == '-'))
+			return REFUSE(EACCES);
+	}
+	char dir[64];
+	int32_t n = fdpass_dir(dir, sizeof(dir));
+	if (n < 0)
+		return n;
 	memset(addr, 0, sizeof(*addr));
 	addr->sun_family = AF_UNIX;
-	memcpy(addr->sun_path, path, len + 1);
+	if ((size_t)n + 1 + len + 1 > sizeof(addr->sun_path))
+		return -ENAMETOOLONG;
+	memcpy(addr->sun_path, dir, (size_t)n);
+	addr->sun_path[n] = '/';
+	memcpy(addr->sun_path + n + 1, name, len + 1);
 	return 0;
 }
 
-/* Listen for fd-passing connections at `path` (a new socket file: bind refuses an existing one, EADDRINUSE), mode
+/* Listen for fd-passing connections at socket `name` of the fd-passing directory (a new socket file: bind refuses an existing one, EADDRINUSE), mode
  * 0600 (the owner changes it if others must connect). Nonblocking; poll it, then relay_fdpass_accept. */
-RELAY_EXPORT int32_t relay_fdpass_listen(const char *path, uint32_t path_len)
+RELAY_EXPORT int32_t relay_fdpass_listen(const char *name, uint32_t name_len)
 {
 	struct sockaddr_un addr;
-	int32_t ok = fdpass_address(path, path_len, &addr);
+	int32_t ok = fdpass_address(name, name_len, &addr);
 	if (ok < 0)
 		return ok;
+	/* A socket file left by a listener that is gone (nobody accepts on it: ECONNREFUSED) is removed, so a restarted
+	 * broker can listen again; a live one is EADDRINUSE, and anything but a socket stays and fails the bind. */
+	struct stat st;
+	if (lstat(addr.sun_path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+		int probe = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+		if (probe < 0)
+			return -errno;
+		int stale = connect(probe, (struct sockaddr *)&addr, sizeof(addr)) < 0 && errno == ECONNREFUSED;
+		close(probe);
+		if (stale)
+			unlink(addr.sun_path);
+	}
 	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return -errno;
@@ -1091,11 +1152,12 @@ RELAY_EXPORT int32_t relay_fdpass_listen(const char *path, uint32_t path_len)
 	return track(fd, KIND_FDPASS_LISTENER);
 }
 
-/* Connect to the fd-passing socket at `path` (it must already be a socket; connect refuses anything else). */
-RELAY_EXPORT int32_t relay_fdpass_connect(const char *path, uint32_t path_len)
+/* Connect to fd-passing socket `name` of the fd-passing directory (it must already be a socket; connect refuses
+ * anything else). */
+RELAY_EXPORT int32_t relay_fdpass_connect(const char *name, uint32_t name_len)
 {
 	struct sockaddr_un addr;
-	int32_t ok = fdpass_address(path, path_len, &addr);
+	int32_t ok = fdpass_address(name, name_len, &addr);
 	if (ok < 0)
 		return ok;
 	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);

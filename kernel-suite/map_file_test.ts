@@ -61,7 +61,7 @@ kernelTest(
   async () => {
     const dir = await Deno.makeTempDir({ prefix: "iommu-relay-mapfile-" });
     using host = RelayHost.kernel(shim);
-    const broker = new Broker(host, { memfdSocket: `${dir}/vm.memfd.sock` });
+    const broker = new Broker(host, { memfdSocket: `vm-${Deno.pid}.memfd.sock` });
     const listener = Deno.listen({ transport: "unix", path: `${dir}/vm.sock` });
     const served = broker.serve(listener);
     try {
@@ -70,7 +70,7 @@ kernelTest(
       using view = ram.map();
       view.bytes.set(pattern(ram.size, 3));
       const client = await BrokerClient.connect(`${dir}/vm.sock`);
-      using channel = MemfdChannel.connect(shim, `${dir}/vm.memfd.sock`);
+      using channel = MemfdChannel.connect(shim, `vm-${Deno.pid}.memfd.sock`);
       assert.deepEqual(await client.mapMemory(channel, ram, BASE), { iova: BASE, length: 2 * 4096 });
       // The broker's IOAS now maps the VMM's pages: DMA through it reads what the VMM wrote, and the reverse.
       using access = MockAccess.create(host.iommufd!, host.ioas!.id);
@@ -180,9 +180,9 @@ kernelTest(
       refused(() => ioas.mapFile(ram, { iova: BASE, length: 4 * 4096 }), "longer than the memfd");
       refused(() => ioas.mapFile(ram, { iova: BASE, start: 2 * 4096, length: 4096 }), "starting at its end");
       refused(() => ioas.mapFile(ram, { iova: BASE, start: 4096, length: 2 ** 52 }), "start + length past it");
-      using listener = MemfdListener.listen(shim, `${dir}/peer.memfd.sock`);
+      using listener = MemfdListener.listen(shim, `peer-${Deno.pid}.memfd.sock`);
       for (const peer of [{ readOnly: true }, { writeSealed: true }]) {
-        sendForeignMemfd(`${dir}/peer.memfd.sock`, 4096, peer);
+        sendForeignMemfd(`${shim.fdpassDir()}/peer-${Deno.pid}.memfd.sock`, 4096, peer);
         using channel = await listener.accept();
         using got = (await channel.receive(5000)).memfd;
         refused(() => ioas.mapFile(got, { iova: BASE }), `a writable mapping of ${JSON.stringify(peer)}`);
@@ -205,7 +205,7 @@ kernelTest(
     const dir = await Deno.makeTempDir({ prefix: "iommu-relay-mapfile-" });
     using host = RelayHost.kernel(shim);
     const broker = new Broker(host, {
-      memfdSocket: `${dir}/vm.memfd.sock`,
+      memfdSocket: `vm-${Deno.pid}.memfd.sock`,
       limits: { maxMappingsPerConnection: 1, idleMs: 200 },
     });
     const whole = Deno.listen({ transport: "unix", path: `${dir}/vm.sock` });
@@ -215,7 +215,7 @@ kernelTest(
     try {
       using ram = Memfd.create(shim, "vmm-ram", 4096);
       using other = Memfd.create(shim, "other-ram", 4096);
-      using channel = MemfdChannel.connect(shim, `${dir}/vm.memfd.sock`);
+      using channel = MemfdChannel.connect(shim, `vm-${Deno.pid}.memfd.sock`);
       const owner = await BrokerClient.connect(`${dir}/vm.sock`);
       const second = await BrokerClient.connect(`${dir}/vm.sock`);
       const scoped = await BrokerClient.connect(`${dir}/tenant.sock`);

@@ -242,6 +242,7 @@ const SHIM_MEMBERS: Record<string, ((s: NativeShim) => unknown) | typeof HARMLES
   "cdevAttr": HARMLESS, // fixed attributes of vfio<N>, inside /sys/devices
   "memfdCreate": HARMLESS, // anonymous memory of the caller's, sealed to its size
   "memfdSize": (s) => s.memfdSize(0),
+  "fdpassDir": HARMLESS, // the shim's own fixed directory, made private
   "fdpassListen": (s) => s.fdpassListen("/tmp/owned"),
   "fdpassConnect": (s) => s.fdpassConnect("/run/systemd/private"),
   "fdpassAccept": (s) => s.fdpassAccept(0),

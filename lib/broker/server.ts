@@ -96,8 +96,9 @@ export interface BrokerOptions {
   /** Caps per broker and per connection (each defaults to the broker's built-in limit). */
   readonly limits?: BrokerLimits;
   /**
-   * Accept guest RAM as memfds (MAP_MEMORY): the path of the memfd socket to create (ending `.memfd.sock`; mode 0600,
-   * change it for the VMM's user). Needs a kernel host (`RelayHost.kernel`).
+   * Accept guest RAM as memfds (MAP_MEMORY): the name of the memfd socket to create (ending `.memfd.sock`), which the
+   * shim puts in its own private directory (`NativeShim.fdpassDir`, mode 0700: the VMM runs as the broker's user).
+   * Needs a kernel host (`RelayHost.kernel`).
    */
   readonly memfdSocket?: string;
 }

@@ -113,26 +113,25 @@ export interface ReceivedMemfd {
  * import { NativeShim } from "../../ffi/native.ts";
  * import { Memfd, MemfdChannel, MemfdListener } from "./memfd.ts";
  * using shim = await NativeShim.load();
- * const dir = await Deno.makeTempDir();
- * using listener = MemfdListener.listen(shim, `${dir}/vm.memfd.sock`);
- * using client = MemfdChannel.connect(shim, `${dir}/vm.memfd.sock`);
+ * const name = `doc-${Deno.pid}.memfd.sock`; // in the shim's own directory (NativeShim.fdpassDir)
+ * using listener = MemfdListener.listen(shim, name);
+ * using client = MemfdChannel.connect(shim, name);
  * using server = await listener.accept();
  * using ram = Memfd.create(shim, "ram", 4096);
  * client.send(ram, new Uint8Array([7]));
  * const got = await server.receive();
  * using copy = got.memfd;
  * assert.deepEqual([copy.size, got.payload[0]], [4096, 7]);
- * await Deno.remove(dir, { recursive: true });
  * ```
  */
 export class MemfdChannel implements Disposable {
   #closed = false;
   private constructor(readonly shim: NativeShim, readonly fd: number) {}
 
-  /** Connect to the listener at `path` (a socket file whose name ends `.memfd.sock`). */
-  static connect(shim: NativeShim, path: string): MemfdChannel {
-    const fd = shim.fdpassConnect(path);
-    if (fd < 0) throw new KernelError(fd, `connect to ${path}`, "connect");
+  /** Connect to the listener at socket `name` (ending `.memfd.sock`) of the shim's fd-passing directory. */
+  static connect(shim: NativeShim, name: string): MemfdChannel {
+    const fd = shim.fdpassConnect(name);
+    if (fd < 0) throw new KernelError(fd, `connect to ${name}`, "connect");
     return new MemfdChannel(shim, fd);
   }
 
@@ -169,16 +168,19 @@ export class MemfdChannel implements Disposable {
   }
 }
 
-/** A listening fd-passing socket (a new socket file at a path ending `.memfd.sock`, mode 0600). */
+/**
+ * A listening fd-passing socket: a new socket file of mode 0600 named `name` (ending `.memfd.sock`) in the shim's own
+ * directory ({@linkcode NativeShim.fdpassDir}); no caller picks where.
+ */
 export class MemfdListener implements Disposable {
   #closed = false;
-  private constructor(readonly shim: NativeShim, readonly fd: number, readonly path: string) {}
+  private constructor(readonly shim: NativeShim, readonly fd: number, readonly name: string) {}
 
-  /** Listen at `path`, which must not exist yet. */
-  static listen(shim: NativeShim, path: string): MemfdListener {
-    const fd = shim.fdpassListen(path);
-    if (fd < 0) throw new KernelError(fd, `listen at ${path}`, "bind");
-    return new MemfdListener(shim, fd, path);
+  /** Listen at socket `name`: EADDRINUSE while another listener has it (one that is gone leaves no obstacle). */
+  static listen(shim: NativeShim, name: string): MemfdListener {
+    const fd = shim.fdpassListen(name);
+    if (fd < 0) throw new KernelError(fd, `listen at ${name}`, "bind");
+    return new MemfdListener(shim, fd, name);
   }
 
   /** The next connection, waiting up to `timeoutMs`. */
@@ -187,9 +189,9 @@ export class MemfdListener implements Disposable {
     for (;;) {
       const fd = this.shim.fdpassAccept(this.fd);
       if (fd >= 0) return MemfdChannel.accepted(this.shim, fd);
-      if (fd !== -EAGAIN) throw new KernelError(fd, `accept at ${this.path}`, "accept");
+      if (fd !== -EAGAIN) throw new KernelError(fd, `accept at ${this.name}`, "accept");
       const left = deadline - performance.now();
-      if (left <= 0) throw new KernelError(-EAGAIN, `accept at ${this.path}: nobody within ${timeoutMs} ms`, "accept");
+      if (left <= 0) throw new KernelError(-EAGAIN, `accept at ${this.name}: nobody within ${timeoutMs} ms`, "accept");
       await this.shim.pollAsync(this.fd, 1, Math.min(50, Math.ceil(left)));
     }
   }
@@ -198,11 +200,11 @@ export class MemfdListener implements Disposable {
   tryAccept(): MemfdChannel | undefined {
     const fd = this.shim.fdpassAccept(this.fd);
     if (fd >= 0) return MemfdChannel.accepted(this.shim, fd);
-    if (fd !== -EAGAIN) throw new KernelError(fd, `accept at ${this.path}`, "accept");
+    if (fd !== -EAGAIN) throw new KernelError(fd, `accept at ${this.name}`, "accept");
     return undefined;
   }
 
-  /** Close the socket (the socket file stays; remove it). */
+  /** Close the socket (the socket file stays until the next listener of the name replaces it). */
   [Symbol.dispose](): void {
     if (this.#closed) return;
     this.#closed = true;

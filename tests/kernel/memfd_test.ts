@@ -8,7 +8,6 @@ import { Memfd, MemfdChannel, MemfdListener } from "../../lib/kernel/memfd.ts";
 import { IOMMU_IOAS_MAP_FILE, IommuIoasMapFile } from "../../lib/uapi/mod.ts";
 
 const shim = await NativeShim.load();
-const dir = await Deno.makeTempDir({ prefix: "iommu-relay-memfd-" });
 const sender = await ensureBuilt({
   source: new URL("../fixtures/fd_sender.c", import.meta.url),
   flags: ["-O2"],
@@ -16,7 +15,10 @@ const sender = await ensureBuilt({
   file: "fd_sender",
 });
 let sockets = 0;
-const socketPath = () => `${dir}/s${sockets++}.memfd.sock`;
+/** A fresh socket name (the shim puts it in its own directory); its full path for a peer outside the shim. */
+const socketName = () => `t${Deno.pid}-${sockets++}.memfd.sock`;
+const fdpassDir = shim.fdpassDir() as string;
+const fullPath = (name: string) => `${fdpassDir}/${name}`;
 
 function refusal(fn: () => unknown, errnoName: string): void {
   assert.throws(fn, (e) => e instanceof ShimRefusedError && e.errnoName === errnoName);
@@ -55,7 +57,7 @@ Deno.test("memfd: IOMMU_IOAS_MAP_FILE names only a memfd of the shim's table (re
 });
 
 Deno.test("memfd passing: a memfd and its payload cross the socket; the receiver's copy maps the same pages", async () => {
-  const path = socketPath();
+  const path = socketName();
   using listener = MemfdListener.listen(shim, path);
   using client = MemfdChannel.connect(shim, path);
   using server = await listener.accept();
@@ -74,17 +76,23 @@ Deno.test("memfd passing: a memfd and its payload cross the socket; the receiver
   assert.equal(theirs.fd !== ram.fd, true);
 });
 
-Deno.test("memfd passing: the shim sends nothing but memfds, binds only *.memfd.sock paths, never an existing file", () => {
-  const path = socketPath();
+Deno.test("memfd passing: the shim sends nothing but memfds, binds only names of its own directory, never a live one", () => {
+  const path = socketName();
   using listener = MemfdListener.listen(shim, path);
   using client = MemfdChannel.connect(shim, path);
   refusal(() => shim.fdpassSend(client.fd, 0, new Uint8Array(0)), "EBADF"); // stdin is not in the table
   refusal(() => shim.fdpassSend(client.fd, client.fd, new Uint8Array(0)), "EPERM"); // a socket is not a memfd
-  refusal(() => shim.fdpassListen(`${dir}/plain.sock`), "EACCES");
-  refusal(() => shim.fdpassListen(`${dir}/../x.memfd.sock`), "EACCES");
-  refusal(() => shim.fdpassListen("relative.memfd.sock"), "EACCES");
+  // A caller names a socket; it never picks a directory.
+  for (const name of ["plain.sock", "/tmp/x.memfd.sock", "../x.memfd.sock", "a/b.memfd.sock", ".x.memfd.sock"]) {
+    refusal(() => shim.fdpassListen(name), "EACCES");
+  }
+  refusal(() => shim.fdpassListen(`a b.memfd.sock`), "EACCES");
+  refusal(() => shim.fdpassListen(`${"x".repeat(60)}.memfd.sock`), "EACCES");
   refusal(() => shim.fdpassConnect("/etc/passwd"), "EACCES");
-  assert.equal(shim.fdpassListen(path), -98, "bind refuses an existing socket file (EADDRINUSE)");
+  const st = Deno.lstatSync(fdpassDir);
+  assert.ok(st.isDirectory && (st.mode! & 0o777) === 0o700, `${fdpassDir} is a private directory`);
+  assert.ok(Deno.lstatSync(fullPath(path)).isSocket, "the socket file is in it");
+  assert.equal(shim.fdpassListen(path), -98, "a name another listener holds is EADDRINUSE");
   using ram = Memfd.create(shim, "r", 4096);
   assert.throws(() => client.send(ram, new Uint8Array(257)), /EINVAL/);
   refusal(() => shim.fdpassAccept(client.fd), "EPERM");
@@ -93,9 +101,9 @@ Deno.test("memfd passing: the shim sends nothing but memfds, binds only *.memfd.
 
 for (const what of ["file", "pipe", "two", "none", "unsealed", "unfinal", "opath"] as const) {
   Deno.test(`memfd passing: a peer sending ${what} instead of one memfd is refused, and what it sent is closed`, async () => {
-    const path = socketPath();
+    const path = socketName();
     using listener = MemfdListener.listen(shim, path);
-    const run = await new Deno.Command(sender, { args: [path, what], stdout: "piped" }).output();
+    const run = await new Deno.Command(sender, { args: [fullPath(path), what], stdout: "piped" }).output();
     assert.equal(run.code, 0, `the sender ran (code ${run.code})`);
     const sent = new TextDecoder().decode(run.stdout).split("\n").filter((l) => l !== "");
     assert.equal(sent.length, { file: 1, pipe: 1, two: 2, none: 0, unsealed: 1, unfinal: 1, opath: 1 }[what]);
@@ -111,9 +119,9 @@ for (const what of ["file", "pipe", "two", "none", "unsealed", "unfinal", "opath
 }
 
 Deno.test("memfd passing: another process's memfd sealed to its size with final seals is taken and maps", async () => {
-  const path = socketPath();
+  const path = socketName();
   using listener = MemfdListener.listen(shim, path);
-  const run = await new Deno.Command(sender, { args: [path, "sealed"], stdout: "piped" }).output();
+  const run = await new Deno.Command(sender, { args: [fullPath(path), "sealed"], stdout: "piped" }).output();
   assert.equal(run.code, 0, `the sender ran (code ${run.code})`);
   using server = await listener.accept();
   const got = await server.receive(5000);
@@ -122,8 +130,24 @@ Deno.test("memfd passing: another process's memfd sealed to its size with final 
   assert.deepEqual([memfd.size, view.bytes.length], [4096, 4096]);
 });
 
+Deno.test("memfd passing: a name whose listener is gone can be listened on again; the directory must stay private", () => {
+  const name = socketName();
+  MemfdListener.listen(shim, name)[Symbol.dispose]();
+  assert.ok(Deno.lstatSync(fullPath(name)).isSocket, "the socket file stayed");
+  using again = MemfdListener.listen(shim, name);
+  using client = MemfdChannel.connect(shim, name);
+  assert.ok(client.fd >= 0 && again.fd >= 0);
+  // Opened to the group, the directory is refused until it is private again.
+  Deno.chmodSync(fdpassDir, 0o750);
+  try {
+    refusal(() => shim.fdpassListen(socketName()), "EACCES");
+  } finally {
+    Deno.chmodSync(fdpassDir, 0o700);
+  }
+});
+
 Deno.test("memfd passing: receive reports a closed peer and a timeout as typed errors", async () => {
-  const path = socketPath();
+  const path = socketName();
   using listener = MemfdListener.listen(shim, path);
   const client = MemfdChannel.connect(shim, path);
   using server = await listener.accept();
@@ -133,6 +157,10 @@ Deno.test("memfd passing: receive reports a closed peer and a timeout as typed e
 });
 
 globalThis.addEventListener("unload", () => {
-  Deno.removeSync(dir, { recursive: true });
+  for (let i = 0; i < sockets; i++) {
+    try {
+      Deno.removeSync(fullPath(`t${Deno.pid}-${i}.memfd.sock`));
+    } catch { /* never made (a refused name) */ }
+  }
   shim[Symbol.dispose]();
 });
