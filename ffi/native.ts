@@ -531,6 +531,7 @@ export class NativeShim implements Disposable {
     );
   }
 
+  /** Accept one connection on a listening fd-passing socket: fd, or `-EAGAIN` when none is waiting. */
   fdpassAccept(listener: number): number {
     return refused(this.#live().relay_fdpass_accept(listener), () => `accept on fd ${listener}`);
   }
