@@ -21,6 +21,8 @@ import { VtdUnit, watchHostCalls } from "./vtd.ts";
 
 /** The guest's exit port: /init writes its status byte here. */
 export const EXIT_PORT = 0x501;
+/** How long the run goes on after the exit port for the guest's reboot, which flushes its console backlog. */
+const EXIT_DRAIN_MS = 15_000;
 const IOAPIC = 0xfec00000;
 const VTD_REGISTERS = 0xfed90000;
 const ACPI_BASE = 0xe0000;
@@ -184,6 +186,8 @@ export function runLinuxVmm(opts: LinuxVmmOptions): LinuxVmmReport {
   let pciAddress = 0;
   let pm1Enable = 0;
   let end: LinuxVmmEnd | undefined;
+  /** The status /init wrote to the exit port, and when: the run ends at the reboot that follows. */
+  let portExit: { status: number; at: number } | undefined;
   const io = (port: number, size: number, out: boolean, value: number): number => {
     if (port >= UART_BASE && port < UART_BASE + 8) {
       if (out) uart.write(port - UART_BASE, value & 0xff);
@@ -209,11 +213,15 @@ export function runLinuxVmm(opts: LinuxVmmOptions): LinuxVmmReport {
       return out ? 0 : pm1Enable;
     }
     if (port === EXIT_PORT && out) {
-      end = { kind: "guest-exit", status: value & 0xff, via: "port" };
+      // The status is taken here, but the run goes on until the guest's reboot right after it (or EXIT_DRAIN_MS):
+      // the guest kernel prints its console from a backlog, at one emulated UART write per byte, so /init's last
+      // lines are still in the guest when it writes the port; the reboot flushes them.
+      portExit ??= { status: value & 0xff, at: performance.now() };
       return 0;
     }
     if ((port === 0x64 && out && (value & 0xff) === 0xfe) || (port === 0xcf9 && out && (value & 4))) {
-      end = { kind: "shutdown" }; // keyboard-controller or PCI reset: the guest rebooted (panic=-1)
+      // Keyboard-controller or PCI reset: the guest rebooted (panic=-1) — after its exit port, the end of the run.
+      end = portExit ? { kind: "guest-exit", status: portExit.status, via: "port" } : { kind: "shutdown" };
       return 0;
     }
     // Nothing else is there: reads are 0 (the RTC at 0x70/0x71 then never shows update-in-progress, the PM1 event
@@ -247,7 +255,12 @@ export function runLinuxVmm(opts: LinuxVmmOptions): LinuxVmmReport {
   let exits = 0;
   try {
     while (!end) {
-      if (performance.now() > deadline) {
+      const now = performance.now();
+      if (portExit && (now - portExit.at > EXIT_DRAIN_MS || now > deadline)) {
+        end = { kind: "guest-exit", status: portExit.status, via: "port" };
+        break;
+      }
+      if (now > deadline) {
         end = { kind: "timeout" };
         break;
       }
@@ -285,7 +298,7 @@ export function runLinuxVmm(opts: LinuxVmmOptions): LinuxVmmReport {
           view.setUint32(44, hi >>> 0, true);
         }
       } else if (reason === X.KVM_EXIT_SHUTDOWN) {
-        end = { kind: "shutdown" };
+        end = portExit ? { kind: "guest-exit", status: portExit.status, via: "port" } : { kind: "shutdown" };
       } else if (reason === X.KVM_EXIT_HLT) {
         end = { kind: "halted" };
       } else if (reason !== X.KVM_EXIT_INTR) {
