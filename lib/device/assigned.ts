@@ -636,14 +636,7 @@ export class AssignedDevice implements Disposable {
         targetId: viommu.id,
         format: this.guest.viommu.format,
         vdevId: this.vdevice?.virtId,
-        ...(table.format === "smmuv3"
-          ? {
-            asid: table.asid,
-            ats: this.ats,
-            // The SMMU takes range invalidations (IDR3.RIL, from GET_HW_INFO): TLBI ranges need no splitting.
-            ril: this.capabilities.iommu.kind === "smmuv3" && this.capabilities.iommu.ril,
-          }
-          : {}),
+        ...(table.format === "smmuv3" ? { asid: table.asid, ats: this.ats } : {}),
       };
     }
     return { targetId: entry!.hwpt.id, format: entry!.format };

@@ -20,11 +20,6 @@ export interface Binding {
   readonly vdevId?: number;
   /** SMMUv3: the device has ATS enabled, so its ATC needs ATC_INV (the VMM's job on SMMUv3). */
   readonly ats?: boolean;
-  /**
-   * SMMUv3: the host SMMU takes range invalidations (IDR3.RIL, as GET_HW_INFO reports it), so TLBI ranges go as
-   * ranges whatever `QueueOptions.smmuRil` says (that option is for every SMMU target of the queue).
-   */
-  readonly ril?: boolean;
 }
 
 /**

@@ -481,7 +481,7 @@ export class RelayQueue {
           const u = units[i];
           if ((u.atc !== undefined) !== atcPass || u.pending.empty) continue;
           if (u.atc) compileAtcInv(u.pending, u.atc.vsid, u.atc.ssid, w);
-          else compile(u.pending, u, ril || u.ril, w);
+          else compile(u.pending, u, ril, w);
           u.pending.clear();
         }
         if (w.count === 0) continue;

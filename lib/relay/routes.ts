@@ -21,8 +21,6 @@ export interface Unit extends CompileContext {
   readonly format: Format;
   /** An ATC unit: ATC_INV for one device stream (sent after the target's TLB invalidations). */
   readonly atc?: { readonly vsid: number; readonly ssid: number | undefined };
-  /** SMMUv3: its SMMU takes range invalidations (the binding's `ril`). */
-  readonly ril: boolean;
   /** The coalesced invalidations waiting for the next drain. */
   readonly pending: PendingSet;
   /** Its target's group: what it is sent with. */
@@ -139,13 +137,11 @@ export class RouteTable {
     let unit = this.#units.get(key);
     if (!unit) {
       const l = this.limits;
-      const ril = binding.format === "smmuv3" && (binding.ril ?? false);
-      const noRil = binding.format === "smmuv3" && !(l.smmuRil || ril);
+      const noRil = binding.format === "smmuv3" && !l.smmuRil;
       unit = {
         key,
         targetId: binding.targetId,
         format: binding.format,
-        ril,
         pasid,
         smmu,
         vdevId: binding.vdevId,
@@ -176,7 +172,6 @@ export class RouteTable {
         key,
         targetId: b.targetId,
         format: b.format,
-        ril: false,
         pasid,
         atc: { vsid: b.vdevId ?? 0, ssid: pasid === "rid" ? undefined : pasid },
         group: this.#group(b),

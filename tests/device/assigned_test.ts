@@ -13,10 +13,7 @@ import { ModelHost } from "../../lib/host/model.ts";
 import { HwCapabilities, HwInfoType, HwptDataType, ViommuType } from "../../lib/uapi/mod.ts";
 import { RequestError } from "../../lib/request/request.ts";
 
-function fakes(
-  host: ModelHost,
-  opts: { ssidBits?: number; ats?: boolean; ril?: boolean; capabilities?: bigint } = {},
-) {
+function fakes(host: ModelHost, opts: { ssidBits?: number; ats?: boolean; capabilities?: bigint } = {}) {
   const log: string[] = [];
   let nextId = 100;
   /**
@@ -36,7 +33,7 @@ function fakes(
   const v = new DataView(idr.buffer);
   v.setUint32(8, 0b11 | (opts.ats === false ? 0 : 1 << 10), true); // IDR0: S1P, S2P, ATS
   v.setUint32(12, (opts.ssidBits ?? 20) << 6, true); // IDR1: SSIDSIZE
-  v.setUint32(20, opts.ril === false ? 0 : 1 << 10, true); // IDR3: RIL
+  v.setUint32(20, 1 << 10, true); // IDR3: RIL
   const iommufd = {
     invalidateRaw: (id: number, _type: number, _entries: Uint8Array, _len: number, count: number) => {
       probes.push(`${viommus.has(id) ? "viommu" : "nested"} ${count}`);
@@ -259,19 +256,5 @@ Deno.test("device (SMMUv3): no substreams (SSIDSIZE 0, as QEMU's SMMU) means no 
       "ats" in o ? "IDR0.ATS clear" : "PCI_ATS_NOT_SUPPORTED",
     );
     assert.deepEqual(log, ["port disposed"], "refused before anything was allocated; the port is released");
-  }
-});
-
-Deno.test("device (SMMUv3): the binding says whether its SMMU takes range invalidations (IDR3.RIL)", () => {
-  for (const ril of [true, false]) {
-    const host = new ModelHost();
-    const { iommufd, port } = fakes(host, { ril });
-    using guest = new GuestIommu(new KernelDeviceHost(iommufd, { id: 1 } as never), {
-      queue: new RelayQueue(host),
-      viommu: { type: ViommuType.values.IOMMU_VIOMMU_TYPE_ARM_SMMUV3, format: "smmuv3" },
-    });
-    const dev = guest.assign(port, { domain: 1, virtId: 0x42 });
-    dev.bind("rid", { format: "smmuv3", ste: [0x1234n, 5n], asid: 1 });
-    assert.equal(guest.queue.bindings(1, "rid")[0].ril, ril);
   }
 });

@@ -557,24 +557,3 @@ Deno.test("queue: an invalidation that reaches nothing is counted by reason; str
   assert.equal(s.waits[0].ok, false);
   assert.deepEqual(strict.domains(), [1]);
 });
-
-Deno.test("queue: an SMMUv3 binding whose SMMU has RIL gets range TLBIs even where the queue's smmuRil is off", () => {
-  const host = new ModelHost();
-  const q = new RelayQueue(host); // smmuRil off: for the SMMUs this queue knows nothing about
-  const withRil = host.createTarget("smmuv3"), without = host.createTarget("smmuv3");
-  q.bind(1, 1, { targetId: withRil, format: "smmuv3", asid: 1, ril: true });
-  q.bind(2, 1, { targetId: without, format: "smmuv3", asid: 2 });
-  const entries = new Map<number, number>();
-  const stop = host.observeInvalidations((c) => entries.set(c.objectId, (entries.get(c.objectId) ?? 0) + c.count));
-  for (const domain of [1, 2]) {
-    q.submit({ op: "invalidate", domain, scope: { kind: "pasid-range", pasid: 1, firstPage: 0x101, pages: 10 } });
-  }
-  q.submit({ op: "sync" });
-  assert.deepEqual(q.drain().waits.map((w) => w.ok), [true]);
-  stop();
-  assert.ok(entries.get(withRil)! <= 2, `RIL: the range in one or two commands, not ${entries.get(withRil)}`);
-  assert.equal(entries.get(without), 10, "no RIL: one TLBI_NH_VA per page");
-  for (let page = 0x101; page < 0x10b; page++) {
-    assert.ok(host.covered(withRil, page, 1) && host.covered(without, page, 2), `page 0x${page.toString(16)}`);
-  }
-});
