@@ -11,7 +11,7 @@
  */
 import type { Backend, Format, InvalidateStatus } from "./backend.ts";
 import { ENTRY_LENGTH, FORMAT_SPECS, MAX_ENTRIES_PER_CALL } from "../compile/formats.ts";
-import type { ObservedInvalidation } from "../kernel/iommufd.ts";
+import { InvalidationObservers, type ObservedInvalidation } from "../kernel/iommufd.ts";
 import { decodeAtcInv, decodeSmmuTlbi, SmmuOpcode } from "../compile/smmuv3.ts";
 import { PendingSet } from "../request/pending.ts";
 import { Errno } from "../uapi/errno.ts";
@@ -172,22 +172,18 @@ export class ModelHost implements Backend {
     // A test aid, not host state: bounded, so a long-lived in-process host (a broker, a soak) stays flat.
     if (calls.length >= 2 * CALL_LOG) calls.splice(0, calls.length - CALL_LOG);
     calls.push({ targetId, count, errno: status.errno, handled: status.handled });
-    if (this.#observers.size) {
-      const entryLen = ENTRY_LENGTH[format];
-      const call: ObservedInvalidation = {
-        objectId: targetId,
-        dataType: FORMAT_SPECS[format].dataType ?? -1,
-        entryLen,
-        count,
-        entries: entries.slice(0, entryLen * count),
-        errno: status.errno,
-        handled: status.handled,
-      };
-      for (const observer of this.#observers) observer(call);
-    }
+    this.#observers.notify(
+      targetId,
+      FORMAT_SPECS[format].dataType ?? -1,
+      ENTRY_LENGTH[format],
+      count,
+      entries,
+      status.errno,
+      status.handled,
+    );
   }
 
-  readonly #observers = new Set<(call: ObservedInvalidation) => void>();
+  readonly #observers = new InvalidationObservers();
 
   /**
    * Watch every invalidation call this host takes, as `Iommufd.observeInvalidations` does on a kernel: a copy of
@@ -208,9 +204,7 @@ export class ModelHost implements Backend {
    * ```
    */
   observeInvalidations(observer: (call: ObservedInvalidation) => void): () => void {
-    const own = (call: ObservedInvalidation) => observer(call);
-    this.#observers.add(own);
-    return () => void this.#observers.delete(own);
+    return this.#observers.observe(observer);
   }
 
   #current = 0;

@@ -91,6 +91,57 @@ export interface ObservedInvalidation {
 }
 
 /**
+ * Who watches a host's invalidation calls: the one implementation behind `Iommufd.observeInvalidations` and the
+ * in-process host's. `notify` costs one size check while nobody watches; with watchers it copies the entries once.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { InvalidationObservers } from "./iommufd.ts";
+ * const observers = new InvalidationObservers();
+ * const seen: number[] = [];
+ * const stop = observers.observe((call) => seen.push(call.handled));
+ * observers.notify(7, 0, 24, 2, new Uint8Array(48), 0, 2);
+ * stop();
+ * observers.notify(7, 0, 24, 2, new Uint8Array(48), 0, 2);
+ * assert.deepEqual(seen, [2]);
+ * ```
+ */
+export class InvalidationObservers {
+  readonly #observers = new Set<(call: ObservedInvalidation) => void>();
+
+  /** Add `observer` (each call adds a new one); returns the function that removes it. */
+  observe(observer: (call: ObservedInvalidation) => void): () => void {
+    const own = (call: ObservedInvalidation) => observer(call);
+    this.#observers.add(own);
+    return () => void this.#observers.delete(own);
+  }
+
+  /** Tell every observer of one call: `count` entries of `entryLen` bytes at the start of `entries`. */
+  notify(
+    objectId: number,
+    dataType: number,
+    entryLen: number,
+    count: number,
+    entries: Uint8Array,
+    errno: number,
+    handled: number,
+  ): void {
+    if (this.#observers.size === 0) return;
+    const call: ObservedInvalidation = {
+      objectId,
+      dataType,
+      entryLen,
+      count,
+      entries: entries.slice(0, entryLen * count),
+      errno,
+      handled,
+    };
+    for (const observer of this.#observers) observer(call);
+  }
+}
+
+/**
  * An open `/dev/iommu`. Close it last: its objects are destroyed by their own disposal first.
  *
  * @example
@@ -197,22 +248,19 @@ export class Iommufd implements Disposable {
       entries,
     );
     this.invalidateHandled = v.getUint32(INVALIDATE_FIELDS.entry_num.offset, true);
-    if (this.#invalidationObservers.size) {
-      const call: ObservedInvalidation = {
-        objectId,
-        dataType,
-        entryLen,
-        count,
-        entries: entries.slice(0, entryLen * count),
-        errno: r < 0 ? -r : 0,
-        handled: this.invalidateHandled,
-      };
-      for (const observer of this.#invalidationObservers) observer(call);
-    }
+    this.#invalidationObservers.notify(
+      objectId,
+      dataType,
+      entryLen,
+      count,
+      entries,
+      r < 0 ? -r : 0,
+      this.invalidateHandled,
+    );
     return r < 0 ? r : 0;
   }
 
-  readonly #invalidationObservers = new Set<(call: ObservedInvalidation) => void>();
+  readonly #invalidationObservers = new InvalidationObservers();
 
   /**
    * Watch every `IOMMU_HWPT_INVALIDATE` this iommufd makes, as it left for the kernel: the entries are a copy of the
@@ -229,9 +277,7 @@ export class Iommufd implements Disposable {
    * ```
    */
   observeInvalidations(observer: (call: ObservedInvalidation) => void): () => void {
-    const own = (call: ObservedInvalidation) => observer(call);
-    this.#invalidationObservers.add(own);
-    return () => void this.#invalidationObservers.delete(own);
+    return this.#invalidationObservers.observe(observer);
   }
 
   /** The kernel's `entry_num` after the last {@linkcode Iommufd.invalidateRaw}. */
