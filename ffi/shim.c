@@ -93,6 +93,16 @@ static int kind_of(int32_t fd)
 	return __atomic_load_n(&fd_kinds[fd], __ATOMIC_ACQUIRE);
 }
 
+/* 0 if `fd` is in the table as `want`; else the refusal: EBADF for an fd the shim does not hold, EPERM for one of
+ * another kind. */
+static int32_t refuse_unless_kind(int32_t fd, int want)
+{
+	int kind = kind_of(fd);
+	if (kind == KIND_NONE)
+		return REFUSE(EBADF);
+	return kind == want ? 0 : REFUSE(EPERM);
+}
+
 /* Record fd as `kind`; an fd number the table cannot hold is closed and refused. */
 static int32_t track(int fd, int kind)
 {
@@ -867,11 +877,9 @@ RELAY_EXPORT int32_t relay_read(int32_t fd, void *buf, uint32_t len)
 /* write of page responses: fault-queue fds only. Bytes or -errno. */
 RELAY_EXPORT int32_t relay_write(int32_t fd, const void *buf, uint32_t len)
 {
-	int kind = kind_of(fd);
-	if (kind == KIND_NONE)
-		return REFUSE(EBADF);
-	if (kind != KIND_FAULT_QUEUE)
-		return REFUSE(EPERM);
+	int32_t not_mine = refuse_unless_kind(fd, KIND_FAULT_QUEUE);
+	if (not_mine < 0)
+		return not_mine;
 	ssize_t r = write(fd, buf, len);
 	return r < 0 ? -errno : (int32_t)r;
 }
@@ -1046,11 +1054,9 @@ RELAY_EXPORT int32_t relay_memfd_create(const char *name, uint32_t name_len, uin
 /* Bytes of a memfd of the table, or -errno / a refusal. */
 RELAY_EXPORT int64_t relay_memfd_size(int32_t fd)
 {
-	int kind = kind_of(fd);
-	if (kind == KIND_NONE)
-		return REFUSE(EBADF);
-	if (kind != KIND_MEMFD)
-		return REFUSE(EPERM);
+	int32_t not_mine = refuse_unless_kind(fd, KIND_MEMFD);
+	if (not_mine < 0)
+		return not_mine;
 	struct stat st;
 	if (fstat(fd, &st) < 0)
 		return -errno;
@@ -1174,11 +1180,9 @@ RELAY_EXPORT int32_t relay_fdpass_connect(const char *name, uint32_t name_len)
 /* Accept one connection on a listening fd-passing socket: its fd (nonblocking) or -EAGAIN. */
 RELAY_EXPORT int32_t relay_fdpass_accept(int32_t listener)
 {
-	int kind = kind_of(listener);
-	if (kind == KIND_NONE)
-		return REFUSE(EBADF);
-	if (kind != KIND_FDPASS_LISTENER)
-		return REFUSE(EPERM);
+	int32_t not_mine = refuse_unless_kind(listener, KIND_FDPASS_LISTENER);
+	if (not_mine < 0)
+		return not_mine;
 	int fd = accept4(listener, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 	if (fd < 0)
 		return -errno;
@@ -1223,11 +1227,9 @@ RELAY_EXPORT int32_t relay_fdpass_send(int32_t sock, int32_t memfd, const uint8_
  * -EPIPE when the peer closed. */
 RELAY_EXPORT int32_t relay_fdpass_recv(int32_t sock, uint8_t *out, uint32_t out_len)
 {
-	int kind = kind_of(sock);
-	if (kind == KIND_NONE)
-		return REFUSE(EBADF);
-	if (kind != KIND_FDPASS_SOCKET)
-		return REFUSE(EPERM);
+	int32_t not_mine = refuse_unless_kind(sock, KIND_FDPASS_SOCKET);
+	if (not_mine < 0)
+		return not_mine;
 	if (!out || out_len < 4 + FDPASS_PAYLOAD_MAX)
 		return -EINVAL;
 	uint8_t payload[FDPASS_PAYLOAD_MAX + 1];
