@@ -186,7 +186,7 @@ export class Kvm implements Disposable {
 
 /** A VM: memory slots, the in-kernel interrupt controllers, interrupts, vCPUs. Made by {@linkcode Kvm.createVm}. */
 export class KvmVm implements Disposable {
-  readonly #vcpus: KvmVcpu[] = [];
+  #vcpu: KvmVcpu | undefined;
   readonly #memory: Uint8Array[] = [];
   readonly #irq = new Uint8Array(8);
   readonly #msi = new Uint8Array(KvmMsi.size);
@@ -298,7 +298,7 @@ export class KvmVm implements Disposable {
    */
   createVcpu(): KvmVcpu {
     const shim = this.kvm.shim;
-    if (this.#vcpus.length) throw new RangeError("this VM has its vCPU (the shim creates vCPU 0 only)");
+    if (this.#vcpu) throw new RangeError("this VM has its vCPU (the shim creates vCPU 0 only)");
     const fd = check("create vCPU 0", KVM_CREATE_VCPU, shim[IOCTL](this.fd, KVM_CREATE_VCPU.request, null));
     let run: Uint8Array;
     try {
@@ -313,7 +313,7 @@ export class KvmVm implements Disposable {
       throw new KvmError("map vCPU 0's kvm_run", undefined, r);
     }
     const vcpu = new KvmVcpu(shim, fd, run, true);
-    this.#vcpus.push(vcpu);
+    this.#vcpu = vcpu;
     return vcpu;
   }
 
@@ -323,7 +323,7 @@ export class KvmVm implements Disposable {
     this.#closed = true;
     const stack = new DisposableStack();
     stack.defer(() => this.kvm.shim.close(this.fd));
-    for (const v of this.#vcpus) stack.use(v);
+    if (this.#vcpu) stack.use(this.#vcpu);
     stack.dispose();
     this.#memory.length = 0;
   }
